@@ -21,7 +21,7 @@ from connectrpc.protocol import ProtocolType
 from connectrpc.server import ConnectASGIApplication, ConnectWSGIApplication, DEFAULT_READ_MAX_BYTES, Endpoint, EndpointSync
 from pyqwest import Client, SyncClient
 
-from .controller_pb2 import CancelTasksRequest, CancelTasksResponse, DeleteObjectsRequest, DeleteObjectsResponse, GetClusterSummaryRequest, GetClusterSummaryResponse, GetObjectRequest, GetObjectResponse, GetTaskRequest, GetTaskResponse, HeartbeatRequest, HeartbeatResponse, LeaseTasksRequest, LeaseTasksResponse, ListTasksRequest, ListTasksResponse, ListWorkersRequest, ListWorkersResponse, PutObjectRequest, PutObjectResponse, RegisterWorkerRequest, RegisterWorkerResponse, ReportResultsRequest, ReportResultsResponse, SubmitTasksRequest, SubmitTasksResponse, UnregisterWorkerRequest, UnregisterWorkerResponse, WaitTasksRequest, WaitTasksResponse
+from .controller_pb2 import CancelTasksRequest, CancelTasksResponse, DeleteObjectsRequest, DeleteObjectsResponse, GetClusterSummaryRequest, GetClusterSummaryResponse, GetObjectRequest, GetObjectResponse, GetTaskRequest, GetTaskResponse, HeartbeatRequest, HeartbeatResponse, LeaseTasksRequest, LeaseTasksResponse, ListTasksRequest, ListTasksResponse, ListWorkersRequest, ListWorkersResponse, PutObjectRequest, PutObjectResponse, RegisterWorkerRequest, RegisterWorkerResponse, ReportResultsRequest, ReportResultsResponse, SubmitTasksRequest, SubmitTasksResponse, UnregisterWorkerRequest, UnregisterWorkerResponse, WaitTasksRequest, WaitTasksResponse, WatchFinishedRequest, WatchFinishedResponse
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterable, Mapping
@@ -57,10 +57,16 @@ class FrayController(Protocol):
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
-    async def cancel_tasks(self, request: CancelTasksRequest, ctx: RequestContext[CancelTasksRequest, CancelTasksResponse], /) -> CancelTasksResponse:
+    async def watch_finished(self, request: WatchFinishedRequest, ctx: RequestContext[WatchFinishedRequest, WatchFinishedResponse], /) -> WatchFinishedResponse:
         """
         Cancel tasks: pending ones at once, running ones are stopped on their worker.
+        Long poll over one owner's finished tasks, in finishing order, with their results: the
+        client library's way to resolve its futures. Reading from `cursor` acknowledges (and lets
+        the controller forget) everything before it.
         """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def cancel_tasks(self, request: CancelTasksRequest, ctx: RequestContext[CancelTasksRequest, CancelTasksResponse], /) -> CancelTasksResponse:
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     async def list_tasks(self, request: ListTasksRequest, ctx: RequestContext[ListTasksRequest, ListTasksResponse], /) -> ListTasksResponse:
@@ -161,6 +167,17 @@ class FrayControllerASGIApplication(ConnectASGIApplication[FrayController]):
                         stream_type=StreamType.UNARY,
                     ),
                     function=svc.wait_tasks,
+                ),
+                "/fray.v1.FrayController/WatchFinished": Endpoint.unary(
+                    method=MethodInfo(
+                        name="WatchFinished",
+                        service_name="fray.v1.FrayController",
+                        input=WatchFinishedRequest,
+                        output=WatchFinishedResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.watch_finished,
                 ),
                 "/fray.v1.FrayController/CancelTasks": Endpoint.unary(
                     method=MethodInfo(
@@ -406,6 +423,32 @@ class FrayControllerClient(ConnectClient):
             timeout_ms=timeout_ms,
             use_get=use_get,
         )
+    async def watch_finished(
+        self,
+        request: WatchFinishedRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> WatchFinishedResponse:
+        """
+        Cancel tasks: pending ones at once, running ones are stopped on their worker.
+        Long poll over one owner's finished tasks, in finishing order, with their results: the
+        client library's way to resolve its futures. Reading from `cursor` acknowledges (and lets
+        the controller forget) everything before it.
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="WatchFinished",
+                service_name="fray.v1.FrayController",
+                input=WatchFinishedRequest,
+                output=WatchFinishedResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
     async def cancel_tasks(
         self,
         request: CancelTasksRequest,
@@ -413,9 +456,6 @@ class FrayControllerClient(ConnectClient):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> CancelTasksResponse:
-        """
-        Cancel tasks: pending ones at once, running ones are stopped on their worker.
-        """
         return await self.execute_unary(
             request=request,
             method=MethodInfo(
@@ -697,10 +737,16 @@ class FrayControllerSync(Protocol):
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
-    def cancel_tasks(self, request: CancelTasksRequest, ctx: RequestContext[CancelTasksRequest, CancelTasksResponse], /) -> CancelTasksResponse:
+    def watch_finished(self, request: WatchFinishedRequest, ctx: RequestContext[WatchFinishedRequest, WatchFinishedResponse], /) -> WatchFinishedResponse:
         """
         Cancel tasks: pending ones at once, running ones are stopped on their worker.
+        Long poll over one owner's finished tasks, in finishing order, with their results: the
+        client library's way to resolve its futures. Reading from `cursor` acknowledges (and lets
+        the controller forget) everything before it.
         """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def cancel_tasks(self, request: CancelTasksRequest, ctx: RequestContext[CancelTasksRequest, CancelTasksResponse], /) -> CancelTasksResponse:
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     def list_tasks(self, request: ListTasksRequest, ctx: RequestContext[ListTasksRequest, ListTasksResponse], /) -> ListTasksResponse:
@@ -799,6 +845,17 @@ class FrayControllerWSGIApplication(ConnectWSGIApplication):
                         stream_type=StreamType.UNARY,
                     ),
                     function=service.wait_tasks,
+                ),
+                "/fray.v1.FrayController/WatchFinished": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="WatchFinished",
+                        service_name="fray.v1.FrayController",
+                        input=WatchFinishedRequest,
+                        output=WatchFinishedResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.watch_finished,
                 ),
                 "/fray.v1.FrayController/CancelTasks": EndpointSync.unary(
                     method=MethodInfo(
@@ -1044,6 +1101,32 @@ class FrayControllerClientSync(ConnectClientSync):
             timeout_ms=timeout_ms,
             use_get=use_get,
         )
+    def watch_finished(
+        self,
+        request: WatchFinishedRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> WatchFinishedResponse:
+        """
+        Cancel tasks: pending ones at once, running ones are stopped on their worker.
+        Long poll over one owner's finished tasks, in finishing order, with their results: the
+        client library's way to resolve its futures. Reading from `cursor` acknowledges (and lets
+        the controller forget) everything before it.
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="WatchFinished",
+                service_name="fray.v1.FrayController",
+                input=WatchFinishedRequest,
+                output=WatchFinishedResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
     def cancel_tasks(
         self,
         request: CancelTasksRequest,
@@ -1051,9 +1134,6 @@ class FrayControllerClientSync(ConnectClientSync):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> CancelTasksResponse:
-        """
-        Cancel tasks: pending ones at once, running ones are stopped on their worker.
-        """
         return self.execute_unary(
             request=request,
             method=MethodInfo(

@@ -57,7 +57,7 @@ class TaskError(_message.Message):
     def __init__(self, kind: _Optional[_Union[ErrorKind, str]] = ..., type: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ..., pickled_exception: _Optional[bytes] = ..., worker_id: _Optional[str] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
-    __slots__ = ("task_id", "function", "args", "object_ids", "name", "timeout_seconds", "max_retries")
+    __slots__ = ("task_id", "function", "args", "object_ids", "name", "timeout_seconds", "max_retries", "owner")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     ARGS_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,7 @@ class TaskSpec(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     function: bytes
     args: bytes
@@ -72,7 +73,8 @@ class TaskSpec(_message.Message):
     name: str
     timeout_seconds: float
     max_retries: int
-    def __init__(self, task_id: _Optional[str] = ..., function: _Optional[bytes] = ..., args: _Optional[bytes] = ..., object_ids: _Optional[_Iterable[str]] = ..., name: _Optional[str] = ..., timeout_seconds: _Optional[float] = ..., max_retries: _Optional[int] = ...) -> None: ...
+    owner: str
+    def __init__(self, task_id: _Optional[str] = ..., function: _Optional[bytes] = ..., args: _Optional[bytes] = ..., object_ids: _Optional[_Iterable[str]] = ..., name: _Optional[str] = ..., timeout_seconds: _Optional[float] = ..., max_retries: _Optional[int] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("task_id", "name", "state", "attempts", "worker_id", "submitted_at", "started_at", "finished_at", "error", "result", "cancel_requested", "timeout_seconds", "max_retries")
@@ -111,10 +113,12 @@ class SubmitTasksRequest(_message.Message):
     def __init__(self, tasks: _Optional[_Iterable[_Union[TaskSpec, _Mapping]]] = ...) -> None: ...
 
 class SubmitTasksResponse(_message.Message):
-    __slots__ = ("task_ids",)
+    __slots__ = ("task_ids", "controller_id")
     TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    CONTROLLER_ID_FIELD_NUMBER: _ClassVar[int]
     task_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    controller_id: str
+    def __init__(self, task_ids: _Optional[_Iterable[str]] = ..., controller_id: _Optional[str] = ...) -> None: ...
 
 class GetTaskRequest(_message.Message):
     __slots__ = ("task_id", "include_result")
@@ -149,6 +153,28 @@ class WaitTasksResponse(_message.Message):
     finished: _containers.RepeatedCompositeFieldContainer[Task]
     pending_count: int
     def __init__(self, finished: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., pending_count: _Optional[int] = ...) -> None: ...
+
+class WatchFinishedRequest(_message.Message):
+    __slots__ = ("owner", "cursor", "wait_ms", "limit")
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    owner: str
+    cursor: int
+    wait_ms: int
+    limit: int
+    def __init__(self, owner: _Optional[str] = ..., cursor: _Optional[int] = ..., wait_ms: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class WatchFinishedResponse(_message.Message):
+    __slots__ = ("finished", "next_cursor", "controller_id")
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    CONTROLLER_ID_FIELD_NUMBER: _ClassVar[int]
+    finished: _containers.RepeatedCompositeFieldContainer[Task]
+    next_cursor: int
+    controller_id: str
+    def __init__(self, finished: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., next_cursor: _Optional[int] = ..., controller_id: _Optional[str] = ...) -> None: ...
 
 class CancelTasksRequest(_message.Message):
     __slots__ = ("task_ids",)
@@ -270,14 +296,16 @@ class RegisterWorkerRequest(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., slots: _Optional[int] = ..., prefetch: _Optional[int] = ...) -> None: ...
 
 class RegisterWorkerResponse(_message.Message):
-    __slots__ = ("worker_id", "heartbeat_interval_ms", "heartbeat_timeout_ms")
+    __slots__ = ("worker_id", "controller_id", "heartbeat_interval_ms", "heartbeat_timeout_ms")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTROLLER_ID_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
+    controller_id: str
     heartbeat_interval_ms: int
     heartbeat_timeout_ms: int
-    def __init__(self, worker_id: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., heartbeat_timeout_ms: _Optional[int] = ...) -> None: ...
+    def __init__(self, worker_id: _Optional[str] = ..., controller_id: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., heartbeat_timeout_ms: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("worker_id",)
@@ -304,12 +332,16 @@ class UnregisterWorkerResponse(_message.Message):
     def __init__(self, requeued_task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LeaseTasksRequest(_message.Message):
-    __slots__ = ("worker_id", "wait_ms")
+    __slots__ = ("worker_id", "wait_ms", "held_task_ids", "reports_held")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    HELD_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_HELD_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     wait_ms: int
-    def __init__(self, worker_id: _Optional[str] = ..., wait_ms: _Optional[int] = ...) -> None: ...
+    held_task_ids: _containers.RepeatedScalarFieldContainer[str]
+    reports_held: bool
+    def __init__(self, worker_id: _Optional[str] = ..., wait_ms: _Optional[int] = ..., held_task_ids: _Optional[_Iterable[str]] = ..., reports_held: _Optional[bool] = ...) -> None: ...
 
 class LeasedTask(_message.Message):
     __slots__ = ("task_id", "attempt", "name", "function", "args", "object_ids", "timeout_seconds")
@@ -380,7 +412,7 @@ class GetClusterSummaryRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetClusterSummaryResponse(_message.Message):
-    __slots__ = ("queue_depth", "tasks_by_state", "workers", "total_slots", "busy_slots", "objects", "object_bytes")
+    __slots__ = ("queue_depth", "tasks_by_state", "workers", "total_slots", "busy_slots", "objects", "object_bytes", "controller_id")
     class TasksByStateEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -395,6 +427,7 @@ class GetClusterSummaryResponse(_message.Message):
     BUSY_SLOTS_FIELD_NUMBER: _ClassVar[int]
     OBJECTS_FIELD_NUMBER: _ClassVar[int]
     OBJECT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CONTROLLER_ID_FIELD_NUMBER: _ClassVar[int]
     queue_depth: int
     tasks_by_state: _containers.ScalarMap[str, int]
     workers: int
@@ -402,4 +435,5 @@ class GetClusterSummaryResponse(_message.Message):
     busy_slots: int
     objects: int
     object_bytes: int
-    def __init__(self, queue_depth: _Optional[int] = ..., tasks_by_state: _Optional[_Mapping[str, int]] = ..., workers: _Optional[int] = ..., total_slots: _Optional[int] = ..., busy_slots: _Optional[int] = ..., objects: _Optional[int] = ..., object_bytes: _Optional[int] = ...) -> None: ...
+    controller_id: str
+    def __init__(self, queue_depth: _Optional[int] = ..., tasks_by_state: _Optional[_Mapping[str, int]] = ..., workers: _Optional[int] = ..., total_slots: _Optional[int] = ..., busy_slots: _Optional[int] = ..., objects: _Optional[int] = ..., object_bytes: _Optional[int] = ..., controller_id: _Optional[str] = ...) -> None: ...

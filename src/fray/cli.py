@@ -1,0 +1,241 @@
+"""The `fray` command line: controller, worker, status and demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+DEFAULT_CONTROLLER = "http://127.0.0.1:8265"
+
+_MEMORY_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1024**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1024**3,
+    "gib": 1024**3,
+    "t": 1024**4,
+    "tb": 1024**4,
+    "tib": 1024**4,
+}
+
+
+def parse_memory(text: str) -> int:
+    number = text.rstrip("bBkKmMgGtTiI")
+    unit = text[len(number) :].lower()
+    if unit not in _MEMORY_UNITS:
+        raise argparse.ArgumentTypeError(f"unknown memory unit in {text!r}")
+    try:
+        return int(float(number) * _MEMORY_UNITS[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad memory size {text!r}") from None
+
+
+def parse_resources(text: str) -> dict[str, str]:
+    """'cpus=4,memory=8GiB,zone=us-east' -> a dict; cpus and memory are checked."""
+    out: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise argparse.ArgumentTypeError(f"resources need key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    if "cpus" in out:
+        try:
+            float(out["cpus"])
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"cpus must be a number, got {out['cpus']!r}"
+            ) from None
+    if "memory" in out:
+        parse_memory(out["memory"])
+    return out
+
+
+def _controller(args: argparse.Namespace) -> int:
+    from fray.job.rpc.controller import ControllerServer
+    from fray.job.rpc.local_cluster import READY_PREFIX
+
+    try:
+        server = ControllerServer(
+            args.host,
+            args.port,
+            token=args.token or os.environ.get("FRAY_TOKEN") or None,
+            heartbeat_timeout=args.heartbeat_timeout,
+            max_infra_attempts=args.max_attempts,
+        )
+    except (ValueError, OSError) as exc:
+        print(f"fray controller: {exc}", file=sys.stderr)
+        return 2
+    print(f"{READY_PREFIX}{server.address}", flush=True)
+    logging.getLogger("fray").info(
+        "controller %s serving on %s", server.service.controller_id, server.address
+    )
+    server.run()
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from fray.job.errors import ControllerUnavailableError
+    from fray.job.rpc.worker import Worker
+    from fray.v1 import controller_pb2 as pb
+
+    resources = dict(args.resources or {})
+    cpus = float(resources.pop("cpus", args.concurrency or os.cpu_count() or 1))
+    memory = parse_memory(resources.pop("memory")) if "memory" in resources else 0
+    worker = Worker(
+        args.controller,
+        concurrency=args.concurrency,
+        prefetch=args.prefetch,
+        resources=pb.Resources(cpus=cpus, memory_bytes=memory, labels=resources),
+        worker_id=args.worker_id or "",
+        token=args.token,
+        health_host=args.health_host,
+        health_port=args.health_port,
+        shutdown_grace=args.shutdown_grace,
+        retry_timeout=args.connect_timeout,
+    )
+    try:
+        return worker.run()
+    except ControllerUnavailableError as exc:
+        print(f"fray worker: {exc}", file=sys.stderr)
+        return 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    from google.protobuf.json_format import MessageToDict
+
+    from fray.job.errors import ControllerUnavailableError
+    from fray.job.rpc.client import ControllerClient
+    from fray.v1 import controller_pb2 as pb
+
+    client = ControllerClient(args.controller, token=args.token, retry_timeout=args.connect_timeout)
+    try:
+        summary = client.call(client.rpc.get_cluster_summary, pb.GetClusterSummaryRequest())
+        workers = client.call(client.rpc.list_workers, pb.ListWorkersRequest())
+    except ControllerUnavailableError as exc:
+        print(f"fray status: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(
+        json.dumps(
+            {
+                "summary": MessageToDict(summary),
+                "workers": MessageToDict(workers).get("workers", []),
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from fray.demo import main as demo_main
+
+    return demo_main(workers=args.workers, tasks=args.tasks)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fray", description=__doc__)
+    parser.add_argument("--log-level", default=os.environ.get("FRAY_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("controller", help="run the controller (task queue and worker registry)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default loopback; anything else needs a token)",
+    )
+    p.add_argument("--port", type=int, default=8265, help="port (0: any free port)")
+    p.add_argument("--token", help="require this bearer token (default: $FRAY_TOKEN)")
+    p.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=10.0,
+        help="seconds of silence after which a worker is declared dead",
+    )
+    p.add_argument(
+        "--max-attempts",
+        type=int,
+        default=3,
+        help="tries per task when workers die (infrastructure failures)",
+    )
+    p.set_defaults(func=_controller)
+
+    p = sub.add_parser("worker", help="run a worker that executes tasks from a controller")
+    p.add_argument(
+        "--controller", default=os.environ.get("FRAY_CONTROLLER_ADDRESS", DEFAULT_CONTROLLER)
+    )
+    p.add_argument(
+        "--concurrency", type=int, default=None, help="tasks run at once (default: number of CPUs)"
+    )
+    p.add_argument(
+        "--prefetch",
+        type=int,
+        default=None,
+        help="extra tasks held beyond the running ones (default: concurrency)",
+    )
+    p.add_argument(
+        "--resources",
+        type=parse_resources,
+        default=None,
+        help="e.g. cpus=4,memory=8GiB,zone=us-east (other keys become labels)",
+    )
+    p.add_argument("--worker-id", default=None)
+    p.add_argument("--token", default=None, help="bearer token (default: $FRAY_TOKEN)")
+    p.add_argument("--health-host", default="127.0.0.1")
+    p.add_argument(
+        "--health-port",
+        type=int,
+        default=0,
+        help="port of the GET /healthz endpoint (0: any free port)",
+    )
+    p.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=30.0,
+        help="seconds running tasks get to finish after SIGTERM",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to keep retrying an unreachable controller",
+    )
+    p.set_defaults(func=_worker)
+
+    p = sub.add_parser("status", help="print the cluster summary and workers as JSON")
+    p.add_argument(
+        "--controller", default=os.environ.get("FRAY_CONTROLLER_ADDRESS", DEFAULT_CONTROLLER)
+    )
+    p.add_argument("--token", default=None)
+    p.add_argument("--connect-timeout", type=float, default=5.0)
+    p.set_defaults(func=_status)
+
+    p = sub.add_parser("demo", help="run fray's main job end to end on a local cluster")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--tasks", type=int, default=200)
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s",
+    )
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

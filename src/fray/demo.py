@@ -1,0 +1,71 @@
+"""fray's main job, end to end: a controller, workers, and work submitted through
+`create_job_ctx("fray")`, all on loopback, then a clean shutdown.
+
+The job estimates pi by Monte Carlo: a shared configuration is stored once with `put`, many tasks
+sample points, and the results are gathered as they finish (with a progress bar). It also shows a
+task error coming back with its original type.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import random
+import time
+from typing import Any
+
+from tqdm import tqdm
+
+from fray.job import create_job_ctx
+from fray.job.rpc.context import FrayContext
+from fray.job.rpc.local_cluster import LocalCluster
+
+logger = logging.getLogger(__name__)
+
+
+def sample_pi(seed: int, config: dict[str, Any]) -> tuple[int, int]:
+    """Throw `config['samples']` darts; return (hits inside the quarter circle, throws)."""
+    rng = random.Random(seed)
+    n = config["samples"]
+    inside = sum(1 for _ in range(n) if rng.random() ** 2 + rng.random() ** 2 <= 1.0)
+    return inside, n
+
+
+def check_positive(x: int) -> int:
+    if x <= 0:
+        raise ValueError(f"{x} is not positive")
+    return x
+
+
+def main(workers: int = 2, tasks: int = 200) -> int:
+    started = time.perf_counter()
+    print(f"starting a local fray cluster: 1 controller + {workers} workers (loopback)")
+    with LocalCluster(workers=workers, concurrency=1) as cluster:
+        print(f"controller at {cluster.address}")
+        ctx = create_job_ctx("fray", controller_address=cluster.address)
+        assert isinstance(ctx, FrayContext)
+        try:
+            config = ctx.put({"samples": 20_000})
+            futures = [ctx.run(sample_pi, seed, config) for seed in range(tasks)]
+            inside = total = 0
+            with tqdm(total=tasks, desc="tasks", unit="task") as bar:
+                for future in concurrent.futures.as_completed(futures):
+                    hits, n = future.result()
+                    inside, total = inside + hits, total + n
+                    bar.update()
+            print(f"pi ~= {4 * inside / total:.5f} from {total:,} samples in {tasks} tasks")
+
+            ready, pending = ctx.wait(
+                [ctx.run(check_positive, 1), ctx.run(check_positive, 2)], num_returns=2, timeout=30
+            )
+            print(f"wait(): {len(ready)} ready, {len(pending)} pending -> {ctx.get(ready)}")
+            try:
+                ctx.get(ctx.run(check_positive, -1))
+            except ValueError as exc:
+                print(f"a failing task raised ValueError at the caller, as expected: {exc}")
+        finally:
+            ctx.close()
+        codes = cluster.stop()
+    print(f"shut down: exit codes {codes}")
+    print(f"done in {time.perf_counter() - started:.1f}s")
+    return 0 if all(code == 0 for code in codes.values()) else 1

@@ -1,0 +1,76 @@
+"""The exceptions fray raises to its users.
+
+Every error a future can end with is a `TaskError` naming the task (and, where one was involved,
+the worker), except a user exception that could be unpickled on the client: that one is re-raised
+with its original type, its remote traceback attached as `__cause__`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+
+class FrayError(Exception):
+    """Base class of fray's own errors."""
+
+
+class SerializationError(FrayError, TypeError):
+    """A function, argument or object could not be pickled (raised at submit time)."""
+
+
+class ControllerUnavailableError(FrayError, ConnectionError):
+    """The controller could not be reached within the retry budget."""
+
+
+class RemoteTraceback(Exception):
+    """Carries a remote traceback's text; attached as `__cause__` of re-raised task errors."""
+
+    def __init__(self, traceback_text: str) -> None:
+        super().__init__(traceback_text)
+        self.traceback_text = traceback_text
+
+    def __str__(self) -> str:
+        return f"\n\n{self.traceback_text}"
+
+
+class TaskError(FrayError):
+    """A task ended without a result."""
+
+    def __init__(self, message: str, *, task_id: str = "", worker_id: str = "") -> None:
+        super().__init__(message)
+        self.task_id = task_id
+        self.worker_id = worker_id
+
+
+class RemoteTaskError(TaskError):
+    """The task raised an exception that could not be re-created on the client."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        type_name: str = "",
+        remote_traceback: str = "",
+        task_id: str = "",
+        worker_id: str = "",
+    ) -> None:
+        super().__init__(message, task_id=task_id, worker_id=worker_id)
+        self.type_name = type_name
+        self.remote_traceback = remote_traceback
+
+
+class TaskLostError(TaskError):
+    """The task's worker died or went silent more often than the retry budget allows, or the
+    controller lost the task (it restarted)."""
+
+
+class TaskTimeoutError(TaskError, TimeoutError):
+    """The task ran past its execution timeout and was stopped."""
+
+
+class TaskCancelledError(TaskError, concurrent.futures.CancelledError):
+    """The task was cancelled."""
+
+
+class TaskDeserializationError(TaskError):
+    """The worker could not unpickle the task (e.g. a module missing on the worker)."""

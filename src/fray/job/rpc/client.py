@@ -1,0 +1,100 @@
+"""A FrayController client: bearer token, bounded retries while the controller is unreachable."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
+
+from fray.job.errors import ControllerUnavailableError
+from fray.v1.controller_connect import FrayControllerClientSync
+
+logger = logging.getLogger(__name__)
+
+_REQ = TypeVar("_REQ")
+_RES = TypeVar("_RES")
+
+DEFAULT_RETRY_TIMEOUT = 30.0
+# Headroom on top of a long poll's server-side wait before the client gives up on the call.
+_LONG_POLL_MARGIN_MS = 5_000
+
+
+def normalize_address(address: str) -> str:
+    address = address.strip().rstrip("/")
+    if not address:
+        raise ValueError("controller address is empty")
+    if "://" not in address:
+        address = "http://" + address
+    return address
+
+
+def token_from_env(token: str | None) -> str | None:
+    return token if token is not None else (os.environ.get("FRAY_TOKEN") or None)
+
+
+class ControllerClient:
+    """Calls the controller; retries `unavailable` with backoff for up to `retry_timeout` seconds.
+
+    Other errors (not_found, invalid_argument, ...) are raised at once as `ConnectError`.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        retry_timeout: float = DEFAULT_RETRY_TIMEOUT,
+        call_timeout: float = 60.0,
+    ) -> None:
+        self.address = normalize_address(address)
+        self.retry_timeout = retry_timeout
+        self.rpc = FrayControllerClientSync(
+            self.address,
+            send_compression=None,
+            timeout_ms=int(call_timeout * 1000),
+            read_max_bytes=2**31 - 1,
+        )
+        token = token_from_env(token)
+        self._headers = {"authorization": f"Bearer {token}"} if token else None
+        self.closed = False
+
+    def call(
+        self,
+        method: Callable[..., _RES],
+        request: Any,
+        *,
+        wait_ms: int = 0,
+        retry_timeout: float | None = None,
+    ) -> _RES:
+        """`method(request)` (a bound method of `self.rpc`), retrying while unreachable.
+
+        `wait_ms` is the server-side wait of a long poll: the call's own timeout grows by it.
+        """
+        budget = self.retry_timeout if retry_timeout is None else retry_timeout
+        deadline = time.monotonic() + budget
+        delay = 0.05
+        kwargs: dict[str, Any] = {"headers": self._headers}
+        if wait_ms:
+            kwargs["timeout_ms"] = wait_ms + _LONG_POLL_MARGIN_MS
+        while True:
+            try:
+                return method(request, **kwargs)
+            except ConnectError as exc:
+                if exc.code != Code.UNAVAILABLE or self.closed:
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise ControllerUnavailableError(
+                        f"controller at {self.address} unreachable for {budget:g}s: {exc.message}"
+                    ) from exc
+                logger.debug("controller unavailable (%s); retrying in %.2fs", exc.message, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def close(self) -> None:
+        self.closed = True
+        self.rpc.close()

@@ -1,0 +1,442 @@
+"""FrayContext: the JobContext that runs work on a fray controller's workers.
+
+`run` pickles the call at once (so an unpicklable argument fails in the caller, naming it) and
+returns a `FrayFuture`; a submitter thread sends queued tasks in batches, and a collector thread
+long-polls WatchFinished to resolve futures as their tasks finish. Futures never hang: a task that
+is lost, an unreachable controller and a controller restart all end them with a typed error.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
+
+from fray.job import errors
+from fray.job.rpc import payload
+from fray.job.rpc.client import DEFAULT_RETRY_TIMEOUT, ControllerClient
+from fray.job.rpc.payload import ObjectRef
+from fray.v1 import controller_pb2 as pb
+
+logger = logging.getLogger(__name__)
+
+_SUBMIT_BATCH = 2000
+_WATCH_WAIT_MS = 10_000
+_WAIT_SLICE_MS = 10_000
+
+__all__ = ["FrayContext", "FrayFuture", "ObjectRef", "TaskOptions"]
+
+
+class FrayFuture(concurrent.futures.Future[Any]):
+    """The future of a task on a fray controller. `cancel()` also stops it if it is running."""
+
+    def __init__(self, ctx: FrayContext, task_id: str) -> None:
+        super().__init__()
+        self._ctx = ctx
+        self.task_id = task_id
+        self.controller_id = ""  # set when the controller accepted the task
+
+    def cancel(self) -> bool:
+        if self.done():
+            return False
+        self._ctx._cancel(self)
+        return super().cancel()
+
+    def __repr__(self) -> str:
+        return f"<FrayFuture {self.task_id} {self._state}>"
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """Per-task settings: `ctx.options(timeout=5, max_retries=2).run(fn, x)`."""
+
+    ctx: FrayContext
+    timeout: float | None = None
+    max_retries: int = 0
+    name: str | None = None
+
+    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> FrayFuture:
+        return self.ctx._submit(fn, args, kwargs, self)
+
+
+class FrayContext:
+    """Runs functions on the workers of the fray controller at `controller_address`.
+
+    `token` (default: $FRAY_TOKEN) is sent as a bearer token. Calls that cannot reach the
+    controller are retried for `retry_timeout` seconds, then fail with ControllerUnavailableError.
+    """
+
+    def __init__(
+        self,
+        controller_address: str,
+        *,
+        token: str | None = None,
+        retry_timeout: float = DEFAULT_RETRY_TIMEOUT,
+    ) -> None:
+        self._client = ControllerClient(
+            controller_address, token=token, retry_timeout=retry_timeout
+        )
+        self.owner = f"client-{uuid.uuid4().hex[:12]}"
+        self._ids = itertools.count()
+        self._lock = threading.Condition()
+        self._unsent: list[tuple[pb.TaskSpec, FrayFuture]] = []
+        self._in_flight = 0  # tasks being submitted right now
+        self._futures: dict[str, FrayFuture] = {}  # not finished yet
+        self._controller_id = ""
+        self._cursor = 0
+        self._closed = False
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def controller_address(self) -> str:
+        return self._client.address
+
+    # ------------------------------------------------------------------ JobContext
+
+    def put(self, obj: Any) -> ObjectRef:
+        """Store `obj` once in the controller; tasks given the ref receive the object."""
+        data = payload.dumps(obj, "the object given to put()")
+        response = self._client.call(self._client.rpc.put_object, pb.PutObjectRequest(data=data))
+        return ObjectRef(response.object_id, response.size_bytes)
+
+    def get(self, x: Any, timeout: float | None = None) -> Any:
+        """The value of a future or ref, or the values of a list of them (in order)."""
+        if isinstance(x, list | tuple):
+            deadline = None if timeout is None else time.monotonic() + timeout
+            return [self.get(item, _remaining(deadline)) for item in x]
+        if isinstance(x, concurrent.futures.Future):
+            return x.result(timeout)
+        if isinstance(x, ObjectRef):
+            response = self._client.call(
+                self._client.rpc.get_object, pb.GetObjectRequest(object_id=x.object_id)
+            )
+            return payload.loads(response.data)
+        return x
+
+    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> FrayFuture:
+        """Run `fn(*args, **kwargs)` on a worker; refs among the arguments arrive as objects."""
+        return self._submit(fn, args, kwargs, None)
+
+    def options(
+        self, *, timeout: float | None = None, max_retries: int = 0, name: str | None = None
+    ) -> TaskOptions:
+        """Settings for the next `run`: execution timeout (s), retries of user errors, a name."""
+        if timeout is not None and timeout <= 0:
+            raise ValueError("timeout must be > 0")
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        return TaskOptions(self, timeout, max_retries, name)
+
+    def wait(
+        self, futures: Sequence[Any], num_returns: int = 1, timeout: float | None = None
+    ) -> tuple[list[Any], list[Any]]:
+        """Wait, on the controller, until `num_returns` futures are done (or the timeout).
+
+        Returns (ready, pending) in input order, with exactly `num_returns` ready when enough
+        finished: extra finished futures stay in `pending`.
+        """
+        futures = list(futures)
+        if not 1 <= num_returns <= max(1, len(futures)):
+            raise ValueError(f"num_returns must be between 1 and {len(futures)}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            done = sum(f.done() for f in futures)
+            remaining = _remaining(deadline)
+            if done >= num_returns or remaining == 0:
+                break
+            waiting = [f for f in futures if isinstance(f, FrayFuture) and not f.done()]
+            if not waiting:  # only foreign futures left
+                concurrent.futures.wait(futures, remaining, concurrent.futures.FIRST_COMPLETED)
+                continue
+            self._flush()
+            wait_ms = _WAIT_SLICE_MS if remaining is None else int(remaining * 1000)
+            request = pb.WaitTasksRequest(
+                task_ids=[f.task_id for f in waiting if f.controller_id],
+                min_finished=num_returns - done,
+                wait_ms=min(wait_ms, _WAIT_SLICE_MS),
+                include_results=True,
+            )
+            if not request.task_ids:
+                break
+            try:
+                response = self._client.call(
+                    self._client.rpc.wait_tasks, request, wait_ms=request.wait_ms
+                )
+            except ConnectError as exc:
+                if exc.code != Code.NOT_FOUND:
+                    raise
+                self._check_lost()
+                continue
+            for task in response.finished:
+                self._resolve(task)
+        ready: list[Any] = []
+        pending: list[Any] = []
+        for f in futures:
+            (ready if f.done() and len(ready) < num_returns else pending).append(f)
+        return ready, pending
+
+    def create_actor(self, cls: type, /, *args: Any, name: str | None = None, **kwargs: Any) -> Any:
+        raise NotImplementedError("actors on the fray backend are not implemented yet")
+
+    # ------------------------------------------------------------------ extras
+
+    def cancel(self, futures: Iterable[FrayFuture]) -> None:
+        """Cancel tasks: queued ones at once, running ones are stopped on their workers."""
+        for future in futures:
+            future.cancel()
+
+    def free(self, refs: Iterable[ObjectRef]) -> int:
+        """Delete stored objects; returns how many existed."""
+        request = pb.DeleteObjectsRequest(object_ids=[r.object_id for r in refs])
+        return self._client.call(self._client.rpc.delete_objects, request).deleted
+
+    def close(self) -> None:
+        """Stop the background threads; unfinished futures fail with FrayError."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+        self._fail(list(self._futures.values()), errors.FrayError("the FrayContext was closed"))
+        self._client.close()
+
+    def __enter__(self) -> FrayContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ submission
+
+    def _submit(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: TaskOptions | None,
+    ) -> FrayFuture:
+        if not callable(fn):
+            raise TypeError(f"run() needs a callable, got {type(fn).__qualname__}")
+        name = (options.name if options else None) or payload.describe(fn)
+        spec = pb.TaskSpec(
+            task_id=f"{self.owner[7:]}-{next(self._ids)}",
+            function=payload.dumps_function(fn),
+            args=payload.dumps_arguments(args, kwargs, name),
+            object_ids=payload.object_ids_of(args, kwargs),
+            name=name,
+            timeout_seconds=(options.timeout or 0.0) if options else 0.0,
+            max_retries=options.max_retries if options else 0,
+            owner=self.owner,
+        )
+        future = FrayFuture(self, spec.task_id)
+        with self._lock:
+            if self._closed:
+                raise errors.FrayError("the FrayContext is closed")
+            self._futures[spec.task_id] = future
+            self._unsent.append((spec, future))
+            self._lock.notify_all()
+            if not self._threads:
+                self._start_threads()
+        return future
+
+    def _start_threads(self) -> None:
+        for target, name in ((self._submit_loop, "submit"), (self._collect_loop, "collect")):
+            thread = threading.Thread(target=target, name=f"fray-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _submit_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._unsent and not self._closed:
+                    self._lock.wait()
+                if self._closed:
+                    return
+                batch = self._unsent[:_SUBMIT_BATCH]
+                del self._unsent[:_SUBMIT_BATCH]
+                self._in_flight = len(batch)
+            try:
+                response = self._client.call(
+                    self._client.rpc.submit_tasks,
+                    pb.SubmitTasksRequest(tasks=[s for s, _ in batch]),
+                )
+            except Exception as exc:
+                failure = _submit_error(exc)
+                with self._lock:
+                    self._in_flight = 0
+                    self._lock.notify_all()
+                self._fail([f for _, f in batch], failure)
+                continue
+            with self._lock:
+                self._note_controller(response.controller_id)
+                for _, future in batch:
+                    future.controller_id = response.controller_id
+                self._in_flight = 0
+                self._lock.notify_all()
+
+    def _flush(self) -> None:
+        """Wait until every task run so far has been accepted (or refused) by the controller."""
+        with self._lock:
+            while (self._unsent or self._in_flight) and not self._closed:
+                self._lock.wait()
+
+    def _cancel(self, future: FrayFuture) -> None:
+        with self._lock:
+            for i, (spec, queued) in enumerate(self._unsent):
+                if queued is future:
+                    del self._unsent[i]
+                    self._futures.pop(spec.task_id, None)
+                    return
+        self._flush()
+        try:
+            self._client.call(
+                self._client.rpc.cancel_tasks, pb.CancelTasksRequest(task_ids=[future.task_id])
+            )
+        except ConnectError as exc:
+            if exc.code != Code.NOT_FOUND:  # not found: it never reached the controller
+                raise
+        with self._lock:
+            self._futures.pop(future.task_id, None)
+
+    # ------------------------------------------------------------------ results
+
+    def _collect_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._futures and not self._closed:
+                    self._lock.wait()
+                if self._closed:
+                    return
+                cursor = self._cursor
+            request = pb.WatchFinishedRequest(
+                owner=self.owner, cursor=cursor, wait_ms=_WATCH_WAIT_MS
+            )
+            try:
+                response = self._client.call(
+                    self._client.rpc.watch_finished, request, wait_ms=_WATCH_WAIT_MS
+                )
+            except errors.ControllerUnavailableError as exc:
+                self._fail(self._submitted(), exc)
+                continue
+            except ConnectError as exc:
+                if self._closed:
+                    return
+                if exc.code == Code.NOT_FOUND:  # our cursor is unknown: the controller restarted
+                    self._check_lost()
+                else:
+                    logger.warning("watching results failed: %s", exc)
+                    time.sleep(0.5)
+                continue
+            except Exception:
+                if self._closed:
+                    return
+                logger.exception("watching results failed")
+                time.sleep(0.5)
+                continue
+            with self._lock:
+                if self._note_controller(response.controller_id):
+                    continue
+                self._cursor = max(self._cursor, response.next_cursor)
+            for task in response.finished:
+                self._resolve(task)
+
+    def _note_controller(self, controller_id: str) -> bool:
+        """Track the controller's identity; on a restart fail the tasks it lost. Holds _lock."""
+        if controller_id == self._controller_id or not controller_id:
+            return False
+        restarted = bool(self._controller_id)
+        self._controller_id = controller_id
+        self._cursor = 0
+        if restarted:
+            lost = [f for f in self._futures.values() if f.controller_id not in ("", controller_id)]
+            for future in lost:
+                self._futures.pop(future.task_id, None)
+                _settle(
+                    future,
+                    exception=errors.TaskLostError(
+                        f"task {future.task_id} was lost: the controller restarted",
+                        task_id=future.task_id,
+                    ),
+                )
+        return restarted
+
+    def _check_lost(self) -> None:
+        """Ask the controller about each outstanding task; fail the ones it does not know."""
+        for future in self._submitted():
+            try:
+                self._client.call(
+                    self._client.rpc.get_task, pb.GetTaskRequest(task_id=future.task_id)
+                )
+            except ConnectError as exc:
+                if exc.code == Code.NOT_FOUND:
+                    self._fail(
+                        [future],
+                        errors.TaskLostError(
+                            f"task {future.task_id} was lost: the controller no longer knows it "
+                            "(restarted?)",
+                            task_id=future.task_id,
+                        ),
+                    )
+        with self._lock:
+            self._cursor = 0
+            self._controller_id = ""
+
+    def _submitted(self) -> list[FrayFuture]:
+        with self._lock:
+            return [f for f in self._futures.values() if f.controller_id]
+
+    def _resolve(self, task: pb.Task) -> None:
+        with self._lock:
+            future = self._futures.pop(task.task_id, None)
+        if future is None or future.done():
+            return
+        if task.state == pb.TASK_STATE_COMPLETED:
+            try:
+                value = payload.loads(task.result)
+            except Exception as exc:
+                _settle(
+                    future,
+                    exception=errors.SerializationError(
+                        f"the result of task {task.task_id} could not be unpickled here: {exc}"
+                    ),
+                )
+                return
+            _settle(future, value=value)
+        else:
+            _settle(future, exception=payload.exception_from_error(task.error, task.task_id))
+
+    def _fail(self, futures: Iterable[FrayFuture], exc: BaseException) -> None:
+        with self._lock:
+            for future in futures:
+                self._futures.pop(future.task_id, None)
+        for future in futures:
+            _settle(future, exception=exc)
+
+
+def _settle(future: FrayFuture, value: Any = None, exception: BaseException | None = None) -> None:
+    try:
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(value)
+    except concurrent.futures.InvalidStateError:
+        pass  # cancelled locally in the meantime
+
+
+def _submit_error(exc: Exception) -> BaseException:
+    if isinstance(exc, ConnectError):
+        return errors.FrayError(
+            f"the controller refused the tasks ({exc.code.name}): {exc.message}"
+        )
+    return exc
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -1,0 +1,594 @@
+"""The FrayController Connect service and the server that runs it.
+
+`ControllerService` translates protobuf requests into calls on `ControllerState` (the state
+machine) and implements the long polls; `ControllerServer` serves it with uvicorn, in the calling
+thread (`run`, the `fray controller` command) or in a background thread (`start`, for tests and
+local clusters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import logging
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import uvicorn
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
+from connectrpc.request import RequestContext
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from fray.job.rpc import state as st
+from fray.v1 import controller_pb2 as pb
+from fray.v1.controller_connect import FrayController, FrayControllerASGIApplication
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PORT = 8265
+MAX_MESSAGE_BYTES = 2**31 - 1  # large objects travel through PutObject/GetObject
+
+_T = TypeVar("_T")
+
+# ---------------------------------------------------------------------- protobuf <-> state
+
+_STATE_TO_PB = {s: pb.TaskState.Value(f"TASK_STATE_{s.value}") for s in st.TaskState}
+_PB_TO_STATE = {v: k for k, v in _STATE_TO_PB.items()}
+_KIND_TO_PB = {k: pb.ErrorKind.Value(f"ERROR_KIND_{k.value}") for k in st.ErrorKind}
+_PB_TO_KIND = {v: k for k, v in _KIND_TO_PB.items()}
+
+
+def _timestamp(seconds: float | None) -> Timestamp | None:
+    if seconds is None:
+        return None
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def failure_to_pb(failure: st.TaskFailure) -> pb.TaskError:
+    return pb.TaskError(
+        kind=_KIND_TO_PB[failure.kind],
+        type=failure.type,
+        message=failure.message,
+        traceback=failure.traceback,
+        pickled_exception=failure.pickled_exception,
+        worker_id=failure.worker_id,
+    )
+
+
+def failure_from_pb(error: pb.TaskError) -> st.TaskFailure:
+    kind = _PB_TO_KIND.get(error.kind)
+    if kind is None:
+        raise st.InvalidRequest(f"error kind {error.kind} is not a valid ErrorKind")
+    return st.TaskFailure(
+        kind=kind,
+        type=error.type,
+        message=error.message,
+        traceback=error.traceback,
+        pickled_exception=error.pickled_exception,
+        worker_id=error.worker_id,
+    )
+
+
+def task_to_pb(task: st.Task, include_result: bool = False) -> pb.Task:
+    return pb.Task(
+        task_id=task.task_id,
+        name=task.spec.name,
+        state=_STATE_TO_PB[task.state],
+        attempts=task.attempts,
+        worker_id=task.worker_id,
+        submitted_at=_timestamp(task.submitted_at),
+        started_at=_timestamp(task.started_at),
+        finished_at=_timestamp(task.finished_at),
+        error=failure_to_pb(task.error) if task.error is not None else None,
+        result=task.result if include_result and task.result is not None else b"",
+        cancel_requested=task.cancel_requested,
+        timeout_seconds=task.spec.timeout_seconds,
+        max_retries=task.spec.max_retries,
+    )
+
+
+def _worker_to_pb(worker: st.Worker) -> pb.Worker:
+    return pb.Worker(
+        worker_id=worker.worker_id,
+        address=worker.address,
+        resources=pb.Resources(
+            cpus=worker.cpus, memory_bytes=worker.memory_bytes, labels=worker.labels
+        ),
+        slots=worker.slots,
+        registered_at=_timestamp(worker.registered_at),
+        last_heartbeat=_timestamp(worker.last_heartbeat),
+        task_ids=list(worker.task_ids),
+        tasks_completed=worker.tasks_completed,
+        tasks_failed=worker.tasks_failed,
+    )
+
+
+def _leased_to_pb(task: st.Task) -> pb.LeasedTask:
+    return pb.LeasedTask(
+        task_id=task.task_id,
+        attempt=task.attempts,
+        name=task.spec.name,
+        function=task.spec.function,
+        args=task.spec.args,
+        object_ids=task.spec.object_ids,
+        timeout_seconds=task.spec.timeout_seconds,
+    )
+
+
+def _outcome_from_pb(result: pb.TaskResult) -> st.Outcome:
+    which = result.WhichOneof("outcome")
+    if which is None:
+        raise st.InvalidRequest(f"result for task {result.task_id} has no outcome")
+    return st.Outcome(
+        task_id=result.task_id,
+        attempt=result.attempt,
+        value=result.value if which == "value" else None,
+        error=failure_from_pb(result.error) if which == "error" else None,
+        handed_back=which == "handed_back",
+    )
+
+
+# ---------------------------------------------------------------------- long-poll plumbing
+
+
+class _Signal:
+    """A broadcast wake-up: `wait` sleeps until the next `fire` or a timeout."""
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] | None = None
+
+    async def wait(self, timeout: float) -> None:
+        if self._future is None:
+            self._future = asyncio.get_running_loop().create_future()
+        await asyncio.wait([self._future], timeout=timeout)
+
+    def fire(self) -> None:
+        if self._future is not None:
+            self._future.set_result(None)
+            self._future = None
+
+
+class ControllerService(FrayController):
+    """The FrayController RPCs over one `ControllerState`."""
+
+    def __init__(self, state: st.ControllerState, *, max_wait_seconds: float = 30.0) -> None:
+        self.state = state
+        self.controller_id = uuid.uuid4().hex[:12]
+        # Workers must call at least this often; their lease long polls are capped to it.
+        self.heartbeat_interval = state.heartbeat_timeout / 3
+        self.max_wait_seconds = max_wait_seconds
+        self.closing = False
+        self._changed = _Signal()
+
+    async def lifespan(self) -> AsyncGenerator[ControllerService]:
+        """Runs the worker reaper for as long as the server runs."""
+        reaper = asyncio.create_task(self._reap_workers())
+        try:
+            yield self
+        finally:
+            self.begin_shutdown()
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
+
+    def begin_shutdown(self) -> None:
+        """Refuse new calls and end the long polls in flight, with `unavailable`."""
+        self.closing = True
+        self._changed.fire()
+
+    async def _reap_workers(self) -> None:
+        period = min(1.0, self.state.heartbeat_timeout / 4)
+        while True:
+            await asyncio.sleep(period)
+            expired = self.state.expire_workers()
+            if expired:
+                logger.warning(
+                    "workers %s stopped heartbeating; their tasks were requeued", expired
+                )
+                self._changed.fire()
+
+    def _check_open(self) -> None:
+        if self.closing:
+            raise ConnectError(Code.UNAVAILABLE, "controller is shutting down")
+
+    def _mutated(self) -> None:
+        """Wake every long poll so it can look again."""
+        self._changed.fire()
+
+    async def _poll(
+        self,
+        wait_ms: int,
+        ctx: RequestContext[Any, Any],
+        check: Callable[[], _T | None],
+        cap_seconds: float | None = None,
+    ) -> _T | None:
+        """Call `check` now and after every change until it returns non-None or time is up."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        wait = min(wait_ms / 1000, cap_seconds or self.max_wait_seconds)
+        client_timeout_ms = ctx.timeout_ms
+        if client_timeout_ms is not None:  # answer before the client gives up
+            wait = min(wait, max(0.0, client_timeout_ms / 1000 - 0.2))
+        deadline = loop.time() + wait
+        while True:
+            result = check()
+            remaining = deadline - loop.time()
+            if result is not None or remaining <= 0:
+                return result
+            await self._changed.wait(remaining)
+            self._check_open()
+
+    # ------------------------------------------------------------------ clients
+
+    async def submit_tasks(
+        self, request: pb.SubmitTasksRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.SubmitTasksResponse:
+        self._check_open()
+        specs = [
+            st.TaskSpec(
+                function=t.function,
+                args=t.args,
+                task_id=t.task_id,
+                name=t.name,
+                object_ids=tuple(t.object_ids),
+                timeout_seconds=t.timeout_seconds,
+                max_retries=t.max_retries,
+                owner=t.owner,
+            )
+            for t in request.tasks
+        ]
+        ids = self.state.submit(specs)
+        self._mutated()
+        return pb.SubmitTasksResponse(task_ids=ids, controller_id=self.controller_id)
+
+    async def get_task(
+        self, request: pb.GetTaskRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.GetTaskResponse:
+        task = self.state.get_task(request.task_id)
+        return pb.GetTaskResponse(task=task_to_pb(task, request.include_result))
+
+    async def wait_tasks(
+        self, request: pb.WaitTasksRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.WaitTasksResponse:
+        ids = list(dict.fromkeys(request.task_ids))
+        if not ids:
+            raise st.InvalidRequest("task_ids is empty")
+        if request.min_finished < 0:
+            raise st.InvalidRequest("min_finished must be >= 0")
+        wanted = min(request.min_finished or len(ids), len(ids))
+
+        def check() -> tuple[list[st.Task], int] | None:
+            finished, pending = self.state.finished_among(ids)
+            return (finished, pending) if len(finished) >= wanted else None
+
+        await self._poll(request.wait_ms, ctx, check)
+        finished, pending = self.state.finished_among(ids)
+        return pb.WaitTasksResponse(
+            finished=[task_to_pb(t, request.include_results) for t in finished],
+            pending_count=pending,
+        )
+
+    async def watch_finished(
+        self, request: pb.WatchFinishedRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.WatchFinishedResponse:
+        owner, cursor = request.owner, request.cursor
+        limit = request.limit or 1000
+
+        def check() -> bool | None:
+            return True if self.state.finished_count(owner) > cursor else None
+
+        if not owner:
+            raise st.InvalidRequest("owner is empty")
+        await self._poll(request.wait_ms, ctx, check)
+        tasks, next_cursor = self.state.read_finished(owner, cursor, limit)
+        return pb.WatchFinishedResponse(
+            finished=[task_to_pb(t, include_result=True) for t in tasks],
+            next_cursor=next_cursor,
+            controller_id=self.controller_id,
+        )
+
+    async def cancel_tasks(
+        self, request: pb.CancelTasksRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.CancelTasksResponse:
+        self._check_open()
+        tasks = self.state.cancel(request.task_ids)
+        self._mutated()
+        return pb.CancelTasksResponse(tasks=[task_to_pb(t) for t in tasks])
+
+    async def list_tasks(
+        self, request: pb.ListTasksRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.ListTasksResponse:
+        if request.limit < 0:
+            raise st.InvalidRequest("limit must be >= 0")
+        state = _PB_TO_STATE.get(request.state)
+        if state is None and request.state != pb.TASK_STATE_UNSPECIFIED:
+            raise st.InvalidRequest(f"unknown task state {request.state}")
+        tasks = self.state.list_tasks(state, request.worker_id, request.limit or 1000)
+        return pb.ListTasksResponse(tasks=[task_to_pb(t) for t in tasks])
+
+    async def put_object(
+        self, request: pb.PutObjectRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.PutObjectResponse:
+        self._check_open()
+        object_id = self.state.put_object(request.data)
+        return pb.PutObjectResponse(object_id=object_id, size_bytes=len(request.data))
+
+    async def get_object(
+        self, request: pb.GetObjectRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.GetObjectResponse:
+        return pb.GetObjectResponse(data=self.state.get_object(request.object_id))
+
+    async def delete_objects(
+        self, request: pb.DeleteObjectsRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.DeleteObjectsResponse:
+        return pb.DeleteObjectsResponse(deleted=self.state.delete_objects(request.object_ids))
+
+    # ------------------------------------------------------------------ workers
+
+    async def register_worker(
+        self, request: pb.RegisterWorkerRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.RegisterWorkerResponse:
+        self._check_open()
+        worker = self.state.register_worker(
+            worker_id=request.worker_id,
+            address=request.address,
+            slots=request.slots,
+            prefetch=request.prefetch,
+            cpus=request.resources.cpus,
+            memory_bytes=request.resources.memory_bytes,
+            labels=dict(request.resources.labels),
+        )
+        self._mutated()
+        logger.info(
+            "worker %s registered (%d slots) at %s",
+            worker.worker_id,
+            worker.slots,
+            worker.address or "-",
+        )
+        return pb.RegisterWorkerResponse(
+            worker_id=worker.worker_id,
+            controller_id=self.controller_id,
+            heartbeat_interval_ms=int(self.heartbeat_interval * 1000),
+            heartbeat_timeout_ms=int(self.state.heartbeat_timeout * 1000),
+        )
+
+    async def heartbeat(
+        self, request: pb.HeartbeatRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.HeartbeatResponse:
+        return pb.HeartbeatResponse(cancel_task_ids=self.state.heartbeat(request.worker_id))
+
+    async def unregister_worker(
+        self, request: pb.UnregisterWorkerRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.UnregisterWorkerResponse:
+        requeued = self.state.unregister_worker(request.worker_id)
+        self._mutated()
+        logger.info("worker %s unregistered; requeued %d tasks", request.worker_id, len(requeued))
+        return pb.UnregisterWorkerResponse(requeued_task_ids=requeued)
+
+    async def lease_tasks(
+        self, request: pb.LeaseTasksRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.LeaseTasksResponse:
+        held: list[str] | None = list(request.held_task_ids) if request.reports_held else None
+
+        def check() -> tuple[list[st.Task], list[str]] | None:
+            nonlocal held
+            leased, cancels = self.state.lease(request.worker_id, held)
+            held = None  # reconciled once per call
+            return (leased, cancels) if leased or cancels else None
+
+        found = await self._poll(request.wait_ms, ctx, check, cap_seconds=self.heartbeat_interval)
+        leased, cancels = found or ([], [])
+        return pb.LeaseTasksResponse(
+            tasks=[_leased_to_pb(t) for t in leased], cancel_task_ids=cancels
+        )
+
+    async def report_results(
+        self, request: pb.ReportResultsRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.ReportResultsResponse:
+        outcomes = [_outcome_from_pb(r) for r in request.results]
+        accepted = self.state.report(request.worker_id, outcomes)
+        self._mutated()
+        return pb.ReportResultsResponse(accepted=accepted)
+
+    # ------------------------------------------------------------------ operators
+
+    async def list_workers(
+        self, request: pb.ListWorkersRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.ListWorkersResponse:
+        return pb.ListWorkersResponse(
+            workers=[_worker_to_pb(w) for w in self.state.workers.values()]
+        )
+
+    async def get_cluster_summary(
+        self, request: pb.GetClusterSummaryRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.GetClusterSummaryResponse:
+        s = self.state
+        return pb.GetClusterSummaryResponse(
+            queue_depth=s.queue_depth,
+            tasks_by_state={state.value: n for state, n in s.counts.items()},
+            workers=len(s.workers),
+            total_slots=sum(w.slots for w in s.workers.values()),
+            busy_slots=s.busy_slots(),
+            objects=len(s.objects),
+            object_bytes=sum(len(b) for b in s.objects.values()),
+            controller_id=self.controller_id,
+        )
+
+
+# ---------------------------------------------------------------------- interceptors
+
+_STATE_ERROR_CODES: dict[type[st.StateError], Code] = {
+    st.InvalidRequest: Code.INVALID_ARGUMENT,
+    st.NotFound: Code.NOT_FOUND,
+    st.AlreadyExists: Code.ALREADY_EXISTS,
+}
+
+
+class ErrorInterceptor:
+    """Turns state errors into their Connect codes, and any other exception into `internal`.
+
+    A stray exception must not reach uvicorn: it would answer 500 with the exception text and drop
+    the keep-alive connection. It is logged with a reference that the client's message repeats.
+    """
+
+    async def intercept_unary(
+        self,
+        call_next: Callable[[Any, RequestContext[Any, Any]], Awaitable[Any]],
+        request: Any,
+        ctx: RequestContext[Any, Any],
+    ) -> Any:
+        try:
+            return await call_next(request, ctx)
+        except ConnectError:
+            raise
+        except st.StateError as exc:
+            raise ConnectError(_STATE_ERROR_CODES[type(exc)], str(exc)) from None
+        except Exception:
+            ref = uuid.uuid4().hex[:8]
+            logger.exception("internal error in %s (ref %s)", ctx.method.name, ref)
+            raise ConnectError(
+                Code.INTERNAL,
+                f"internal error in {ctx.method.name} (ref {ref}); see the controller log",
+            ) from None
+
+
+class TokenInterceptor:
+    """Requires `Authorization: Bearer <token>` on every call."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+    async def on_start(self, ctx: RequestContext[Any, Any]) -> None:
+        given = ctx.request_headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, self._expected):
+            raise ConnectError(Code.UNAUTHENTICATED, "missing or wrong bearer token")
+
+    async def on_end(
+        self, token: None, ctx: RequestContext[Any, Any], error: Exception | None
+    ) -> None:
+        return None
+
+
+# ---------------------------------------------------------------------- server
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _UvicornServer(uvicorn.Server):
+    """uvicorn, but long polls end at once when shutdown begins instead of at their deadlines."""
+
+    def __init__(self, config: uvicorn.Config, service: ControllerService) -> None:
+        super().__init__(config)
+        self.service = service
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.service.begin_shutdown()
+        await super().shutdown(sockets)
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        # A graceful stop on SIGTERM/SIGINT exits 0; uvicorn would re-raise the signal afterwards.
+        self._captured_signals.clear()
+
+
+class ControllerServer:
+    """A FrayController served by uvicorn on `host:port` (port 0 picks a free port).
+
+    Binding to anything but loopback requires a token: tasks are pickles, so whoever can reach the
+    controller can run code on every worker.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        *,
+        token: str | None = None,
+        heartbeat_timeout: float = 10.0,
+        max_infra_attempts: int = 3,
+        max_finished_tasks: int = 100_000,
+    ) -> None:
+        if not is_loopback(host) and not token:
+            raise ValueError(
+                f"refusing to listen on {host} without a token: set --token or FRAY_TOKEN "
+                "(anyone who can reach the controller can run code on the workers)"
+            )
+        self.state = st.ControllerState(
+            heartbeat_timeout=heartbeat_timeout,
+            max_infra_attempts=max_infra_attempts,
+            max_finished_tasks=max_finished_tasks,
+        )
+        self.service = ControllerService(self.state)
+        interceptors: list[Any] = [TokenInterceptor(token)] if token else []
+        interceptors.append(ErrorInterceptor())
+        self.app = FrayControllerASGIApplication(
+            self.service.lifespan(), interceptors=interceptors, read_max_bytes=MAX_MESSAGE_BYTES
+        )
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._socket = socket.socket(family, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((host, port))
+        self.host = host
+        self.port: int = self._socket.getsockname()[1]
+        config = uvicorn.Config(
+            self.app,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=5,
+            timeout_keep_alive=75,
+        )
+        self._server = _UvicornServer(config, self.service)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def run(self) -> None:
+        """Serve until SIGINT/SIGTERM (in the main thread) or `stop()`."""
+        self._server.run(sockets=[self._socket])
+
+    def start(self, timeout: float = 30.0) -> ControllerServer:
+        """Serve from a background thread; returns once the server accepts connections."""
+        self._thread = threading.Thread(target=self.run, name="fray-controller", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:  # uvicorn offers no start event
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("controller failed to start; see the log")
+            time.sleep(0.005)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Shut down gracefully; returns when the server has stopped."""
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self._socket.close()
+
+    def __enter__(self) -> ControllerServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,96 @@
+"""The executor: a child process of a worker that runs one task at a time.
+
+Tasks run in a separate process so that a timeout or a cancellation can stop them for real (the
+worker kills the executor and starts a new one) and a task that crashes its process (os._exit,
+a segfault) cannot take the worker down.
+
+Wire format over the pipe (both directions are `pickle` of a tuple):
+    worker -> executor: (function_bytes, args_bytes, {object_id: object_bytes})
+    executor -> worker: ("ok", result_bytes) | ("error", TaskError bytes)
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import pickle
+import signal
+import sys
+from collections import OrderedDict
+from typing import Any
+
+import cloudpickle
+
+from fray.job.rpc import payload
+from fray.v1 import controller_pb2 as pb
+
+_FUNCTION_CACHE_SIZE = 256
+
+
+class _FunctionCache:
+    """Unpickled functions by their pickled bytes (a task's function usually repeats)."""
+
+    def __init__(self) -> None:
+        self._cache: OrderedDict[bytes, Any] = OrderedDict()
+
+    def load(self, data: bytes) -> Any:
+        fn = self._cache.get(data)
+        if fn is None:
+            fn = pickle.loads(data)
+            self._cache[data] = fn
+            if len(self._cache) > _FUNCTION_CACHE_SIZE:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(data)
+        return fn
+
+
+def run_one(
+    functions: _FunctionCache, function: bytes, args: bytes, objects: dict[str, bytes]
+) -> tuple[str, bytes]:
+    """Unpickle and run one task; never raises."""
+    try:
+        fn = functions.load(function)
+        call_args, call_kwargs = pickle.loads(args)
+        values = {object_id: pickle.loads(data) for object_id, data in objects.items()}
+        call_args, call_kwargs = payload.resolve_refs(call_args, call_kwargs, values)
+    except BaseException as exc:
+        return "error", _error(exc, pb.ERROR_KIND_DESERIALIZATION)
+    try:
+        value = fn(*call_args, **call_kwargs)
+    except BaseException as exc:
+        return "error", _error(exc, pb.ERROR_KIND_USER)
+    try:
+        return "ok", cloudpickle.dumps(value, protocol=payload.PROTOCOL)
+    except BaseException as exc:
+        message = f"the return value ({type(value).__qualname__}) could not be pickled: {exc}"
+        return "error", _error(exc, pb.ERROR_KIND_USER, message)
+
+
+def _error(exc: BaseException, kind: pb.ErrorKind, message: str = "") -> bytes:
+    return payload.error_from_exception(exc, kind, "", message).SerializeToString()
+
+
+def main(conn: multiprocessing.connection.Connection) -> None:
+    """Serve tasks from the worker until the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's to handle
+    functions = _FunctionCache()
+    while True:
+        try:
+            message = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        function, args, objects = pickle.loads(message)
+        outcome = run_one(functions, function, args, objects)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        conn.send_bytes(pickle.dumps(outcome, protocol=payload.PROTOCOL))
+
+
+def context() -> Any:
+    """The multiprocessing context executors start from (forkserver on Linux: fast restarts)."""
+    if sys.platform == "linux":
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["fray.job.rpc.executor"])
+        return ctx
+    return multiprocessing.get_context("spawn")

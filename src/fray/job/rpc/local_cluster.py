@@ -1,0 +1,162 @@
+"""A controller and worker processes on loopback: for demos, tests and benchmarks.
+
+    with LocalCluster(workers=2) as cluster:
+        ctx = create_job_ctx("fray", controller_address=cluster.address)
+
+Each piece is a real process started with the `fray` command line (`python -m fray ...`); the
+controller binds port 0 and reports the port it got. Stopping sends SIGTERM (the graceful path)
+and waits; anything still alive after the timeout is killed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import IO
+
+from fray.job.rpc.client import ControllerClient
+from fray.v1 import controller_pb2 as pb
+
+logger = logging.getLogger(__name__)
+
+READY_PREFIX = "fray controller listening on "
+
+
+class LocalCluster:
+    """One controller process and `workers` worker processes on 127.0.0.1."""
+
+    def __init__(
+        self,
+        workers: int = 2,
+        *,
+        concurrency: int = 1,
+        heartbeat_timeout: float = 10.0,
+        worker_args: tuple[str, ...] = (),
+        controller_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        start_timeout: float = 60.0,
+    ) -> None:
+        self.num_workers = workers
+        self.concurrency = concurrency
+        self.heartbeat_timeout = heartbeat_timeout
+        self.worker_args = worker_args
+        self.controller_args = controller_args
+        self.env = {**os.environ, **(env or {})}
+        self.start_timeout = start_timeout
+        self.address = ""
+        self.controller: subprocess.Popen[str] | None = None
+        self.workers: list[subprocess.Popen[str]] = []
+
+    def start(self) -> LocalCluster:
+        try:
+            self.start_controller()
+            for _ in range(self.num_workers):
+                self.add_worker()
+            self.wait_for_workers(self.num_workers)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_controller(self, port: int = 0) -> str:
+        """Start (or restart, on the same port when given) the controller process."""
+        cmd = [
+            sys.executable,
+            "-m",
+            "fray",
+            "controller",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--heartbeat-timeout",
+            str(self.heartbeat_timeout),
+            *self.controller_args,
+        ]
+        self.controller = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=self.env)
+        assert self.controller.stdout is not None
+        line = _read_line(self.controller.stdout, self.start_timeout)
+        if not line.startswith(READY_PREFIX):
+            raise RuntimeError(f"controller did not start (said {line!r})")
+        self.address = line[len(READY_PREFIX) :].strip()
+        return self.address
+
+    def add_worker(self, *extra_args: str) -> subprocess.Popen[str]:
+        cmd = [
+            sys.executable,
+            "-m",
+            "fray",
+            "worker",
+            "--controller",
+            self.address,
+            "--concurrency",
+            str(self.concurrency),
+            *self.worker_args,
+            *extra_args,
+        ]
+        process = subprocess.Popen(cmd, env=self.env, text=True)
+        self.workers.append(process)
+        return process
+
+    def wait_for_workers(self, count: int, timeout: float | None = None) -> None:
+        """Block until `count` workers are registered."""
+        client = ControllerClient(self.address, retry_timeout=5)
+        deadline = time.monotonic() + (timeout or self.start_timeout)
+        try:
+            while True:
+                summary = client.call(client.rpc.get_cluster_summary, pb.GetClusterSummaryRequest())
+                if summary.workers >= count:
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{summary.workers} of {count} workers registered")
+                dead = [p.args for p in self.workers if p.poll() is not None]
+                if len(self.workers) - len(dead) < count:
+                    raise RuntimeError(f"worker processes exited early: {dead}")
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+    def stop(self, timeout: float = 30.0) -> dict[str, int | None]:
+        """SIGTERM every process, wait for them; returns their exit codes."""
+        codes: dict[str, int | None] = {}
+        for i, process in enumerate(self.workers):
+            codes[f"worker-{i}"] = _terminate(process, timeout)
+        self.workers = []
+        if self.controller is not None:
+            codes["controller"] = _terminate(self.controller, timeout)
+            self.controller = None
+        return codes
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _read_line(stream: IO[str], timeout: float) -> str:
+    """The next line of a child's stdout, or '' at EOF (the pipe is read in a helper thread)."""
+    line: list[str] = []
+    reader = threading.Thread(target=lambda: line.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return line[0] if line else ""
+
+
+def _terminate(process: subprocess.Popen[str], timeout: float) -> int | None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            logger.warning("process %s ignored SIGTERM for %gs; killing it", process.args, timeout)
+            process.kill()
+            process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+    return process.returncode

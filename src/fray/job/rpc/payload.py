@@ -1,0 +1,157 @@
+"""What travels inside a task: pickled calls, object refs and errors, in both directions."""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import traceback
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+
+from fray.job import errors
+from fray.v1 import controller_pb2 as pb
+
+PROTOCOL = 5
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """A handle to an object stored once in the controller by `FrayContext.put`.
+
+    Pass it to `run` (as a top-level argument it arrives in the function as the object itself)
+    or `get` it back.
+    """
+
+    object_id: str
+    size_bytes: int = 0
+
+
+def dumps(obj: Any, what: str) -> bytes:
+    """cloudpickle `obj`, or raise SerializationError naming `what`."""
+    try:
+        return cloudpickle.dumps(obj, protocol=PROTOCOL)
+    except Exception as exc:
+        raise errors.SerializationError(f"cannot pickle {what}: {_short(obj)}: {exc}") from exc
+
+
+def _short(obj: Any) -> str:
+    try:
+        text = repr(obj)
+    except Exception:
+        text = f"<{type(obj).__qualname__}>"
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def describe(fn: Callable[..., Any]) -> str:
+    module = getattr(fn, "__module__", None) or ""
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{module}.{name}" if module else name
+
+
+# A function is pickled once per function object, as Ray exports a remote function once.
+_function_cache: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
+
+
+def dumps_function(fn: Callable[..., Any]) -> bytes:
+    try:
+        return _function_cache[fn]
+    except (KeyError, TypeError):
+        pass
+    data = dumps(fn, f"function {describe(fn)}")
+    with contextlib.suppress(TypeError):  # not weak-referenceable or not hashable: no cache
+        _function_cache[fn] = data
+    return data
+
+
+def dumps_arguments(args: tuple[Any, ...], kwargs: Mapping[str, Any], name: str) -> bytes:
+    """Pickle a call's arguments; on failure, name the argument that does not pickle."""
+    try:
+        return cloudpickle.dumps((args, dict(kwargs)), protocol=PROTOCOL)
+    except Exception:
+        pass
+    for i, arg in enumerate(args):
+        dumps(arg, f"argument {i} of {name}")
+    for key, value in kwargs.items():
+        dumps(value, f"keyword argument {key!r} of {name}")
+    return dumps((args, dict(kwargs)), f"the arguments of {name}")
+
+
+def object_ids_of(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[str]:
+    """The objects referenced by top-level arguments."""
+    return [a.object_id for a in (*args, *kwargs.values()) if isinstance(a, ObjectRef)]
+
+
+def resolve_refs(
+    args: tuple[Any, ...], kwargs: dict[str, Any], objects: Mapping[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Replace top-level ObjectRef arguments by their objects."""
+
+    def value(a: Any) -> Any:
+        return objects[a.object_id] if isinstance(a, ObjectRef) else a
+
+    return tuple(value(a) for a in args), {k: value(v) for k, v in kwargs.items()}
+
+
+def loads(data: bytes) -> Any:
+    return pickle.loads(data)
+
+
+# ---------------------------------------------------------------------- errors
+
+
+def qualified_type(exc: BaseException) -> str:
+    cls = type(exc)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def error_from_exception(
+    exc: BaseException, kind: pb.ErrorKind, worker_id: str, message: str = ""
+) -> pb.TaskError:
+    """Describe an exception for the wire: type, message, traceback and, if it pickles, itself."""
+    try:
+        pickled = cloudpickle.dumps(exc, protocol=PROTOCOL)
+    except Exception:
+        pickled = b""
+    return pb.TaskError(
+        kind=kind,
+        type=qualified_type(exc),
+        message=message or str(exc),
+        traceback="".join(traceback.format_exception(exc)),
+        pickled_exception=pickled,
+        worker_id=worker_id,
+    )
+
+
+def exception_from_error(error: pb.TaskError, task_id: str) -> BaseException:
+    """The exception a future raises for a failed task."""
+    where = f"task {task_id}" + (f" on worker {error.worker_id}" if error.worker_id else "")
+    common = {"task_id": task_id, "worker_id": error.worker_id}
+    if error.kind == pb.ERROR_KIND_USER:
+        if error.pickled_exception:
+            try:
+                exc = pickle.loads(error.pickled_exception)
+            except Exception:
+                exc = None
+            if isinstance(exc, BaseException):
+                exc.__cause__ = errors.RemoteTraceback(f'"""\n{error.traceback}"""')
+                return exc
+        return errors.RemoteTaskError(
+            f"{where} raised {error.type}: {error.message}\n\nRemote traceback:\n{error.traceback}",
+            type_name=error.type,
+            remote_traceback=error.traceback,
+            **common,
+        )
+    if error.kind == pb.ERROR_KIND_TIMEOUT:
+        return errors.TaskTimeoutError(f"{where} timed out: {error.message}", **common)
+    if error.kind == pb.ERROR_KIND_CANCELLED:
+        return errors.TaskCancelledError(f"{where} was cancelled", **common)
+    if error.kind == pb.ERROR_KIND_DESERIALIZATION:
+        return errors.TaskDeserializationError(
+            f"{where} could not be unpickled by the worker: {error.type}: {error.message}",
+            **common,
+        )
+    return errors.TaskLostError(f"{where} was lost: {error.message}", **common)

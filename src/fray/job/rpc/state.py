@@ -1,0 +1,542 @@
+"""The controller's state machine: the task queue, the worker registry and the object store.
+
+Pure Python and single-threaded: no transport, no asyncio, no locks. The Connect service
+(`fray.job.rpc.controller`) calls these methods from its event loop and turns the exceptions below
+into Connect error codes. Time comes from an injectable clock so the machine can be tested alone.
+
+Task life cycle (every change goes through `_move`)::
+
+    PENDING --lease--> RUNNING --value--> COMPLETED
+       |                 |--error with retries left, worker lost within budget,
+       |                 |  handed back--> PENDING
+       |                 |--error, no retries left / worker lost too often--> FAILED
+       +--cancel--> CANCELLED <--cancel reported, or holder lost after cancel--+
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import math
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+
+class TaskState(enum.Enum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def finished(self) -> bool:
+        return self in _FINISHED
+
+
+_FINISHED = frozenset({TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED})
+
+# The only legal moves; anything else is a bug in the controller.
+_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
+    TaskState.PENDING: frozenset({TaskState.RUNNING, TaskState.CANCELLED}),
+    TaskState.RUNNING: frozenset(
+        {TaskState.PENDING, TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED}
+    ),
+    TaskState.COMPLETED: frozenset(),
+    TaskState.FAILED: frozenset(),
+    TaskState.CANCELLED: frozenset(),
+}
+
+
+class ErrorKind(enum.Enum):
+    USER = "USER"  # the function raised
+    WORKER_LOST = "WORKER_LOST"  # worker or its executor died / went silent (infrastructure)
+    TIMEOUT = "TIMEOUT"  # stopped after its execution timeout
+    CANCELLED = "CANCELLED"
+    DESERIALIZATION = "DESERIALIZATION"  # the worker could not unpickle the task
+
+
+class StateError(Exception):
+    """Base of the errors a request can cause; the service maps each to a Connect code."""
+
+
+class InvalidRequest(StateError):
+    """Malformed input (Connect `invalid_argument`)."""
+
+
+class NotFound(StateError):
+    """Unknown task, worker, object or cursor (Connect `not_found`)."""
+
+
+class AlreadyExists(StateError):
+    """A task id that is already taken (Connect `already_exists`)."""
+
+
+@dataclass
+class TaskFailure:
+    kind: ErrorKind
+    type: str
+    message: str
+    traceback: str = ""
+    pickled_exception: bytes = b""
+    worker_id: str = ""
+
+
+@dataclass
+class TaskSpec:
+    """What a client submits."""
+
+    function: bytes
+    args: bytes
+    task_id: str = ""
+    name: str = ""
+    object_ids: tuple[str, ...] = ()
+    timeout_seconds: float = 0.0
+    max_retries: int = 0
+    owner: str = ""
+
+
+@dataclass
+class Task:
+    spec: TaskSpec
+    submitted_at: float
+    state: TaskState = TaskState.PENDING
+    attempts: int = 0  # times leased
+    user_failures: int = 0
+    infra_failures: int = 0
+    worker_id: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: bytes | None = None
+    error: TaskFailure | None = None
+    cancel_requested: bool = False
+
+    @property
+    def task_id(self) -> str:
+        return self.spec.task_id
+
+
+@dataclass
+class Outcome:
+    """A worker's report for one task: exactly one of value, error or handed_back."""
+
+    task_id: str
+    attempt: int
+    value: bytes | None = None
+    error: TaskFailure | None = None
+    handed_back: bool = False
+
+
+@dataclass
+class Worker:
+    worker_id: str
+    address: str
+    slots: int
+    prefetch: int
+    registered_at: float
+    last_heartbeat: float
+    cpus: float = 0.0
+    memory_bytes: int = 0
+    labels: dict[str, str] = field(default_factory=dict)
+    # Tasks leased to this worker, in lease order (a dict used as an ordered set).
+    task_ids: dict[str, None] = field(default_factory=dict)
+    pending_cancels: set[str] = field(default_factory=set)
+    tasks_completed: int = 0
+    tasks_failed: int = 0
+
+
+@dataclass
+class _FinishedLog:
+    """Ids of one owner's finished tasks; `base` entries before the deque were acknowledged."""
+
+    base: int = 0
+    ids: deque[str] = field(default_factory=deque)
+
+
+MAX_ID_LENGTH = 128
+
+
+class ControllerState:
+    """Tasks, workers and objects, and every rule about how they change."""
+
+    def __init__(
+        self,
+        *,
+        heartbeat_timeout: float = 10.0,
+        max_infra_attempts: int = 3,
+        max_finished_tasks: int = 100_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if heartbeat_timeout <= 0 or max_infra_attempts < 1 or max_finished_tasks < 1:
+            raise ValueError("heartbeat_timeout, max_infra_attempts and max_finished_tasks > 0")
+        self.heartbeat_timeout = heartbeat_timeout
+        self.max_infra_attempts = max_infra_attempts
+        self.max_finished_tasks = max_finished_tasks
+        self.clock = clock
+        self.tasks: dict[str, Task] = {}
+        self.workers: dict[str, Worker] = {}
+        self.objects: dict[str, bytes] = {}
+        self.counts: dict[TaskState, int] = {s: 0 for s in TaskState}
+        self._queue: deque[str] = deque()  # PENDING task ids, oldest first (may hold stale ids)
+        self._finished_order: deque[str] = deque()  # for evicting the oldest finished tasks
+        self._finished_logs: dict[str, _FinishedLog] = {}
+
+    # ------------------------------------------------------------------ transitions
+
+    def _move(self, task: Task, to: TaskState) -> None:
+        if to not in _TRANSITIONS[task.state]:
+            raise AssertionError(f"illegal move of task {task.task_id}: {task.state} -> {to}")
+        self.counts[task.state] -= 1
+        self.counts[to] += 1
+        now = self.clock()
+        if task.state is TaskState.RUNNING:
+            worker = self.workers.get(task.worker_id)
+            if worker is not None:
+                worker.task_ids.pop(task.task_id, None)
+                worker.pending_cancels.discard(task.task_id)
+        task.state = to
+        if to is TaskState.PENDING:
+            task.worker_id = ""
+            task.started_at = None
+            # A task coming back from a worker is older than anything queued after it.
+            self._queue.appendleft(task.task_id)
+        elif to is TaskState.RUNNING:
+            task.started_at = now
+        elif to.finished:
+            task.finished_at = now
+            self._finished_order.append(task.task_id)
+            if task.spec.owner:
+                self._finished_logs.setdefault(task.spec.owner, _FinishedLog()).ids.append(
+                    task.task_id
+                )
+            self._evict_finished()
+
+    def _finish_error(self, task: Task, failure: TaskFailure) -> None:
+        task.error = failure
+        to = TaskState.CANCELLED if failure.kind is ErrorKind.CANCELLED else TaskState.FAILED
+        self._move(task, to)
+
+    def _evict_finished(self) -> None:
+        while len(self._finished_order) > self.max_finished_tasks:
+            task = self.tasks.pop(self._finished_order.popleft(), None)
+            if task is not None:
+                self.counts[task.state] -= 1
+
+    # ------------------------------------------------------------------ clients
+
+    def submit(self, specs: Iterable[TaskSpec]) -> list[str]:
+        """Queue tasks; all or none. Returns their ids (assigning any that are empty)."""
+        specs = list(specs)
+        if not specs:
+            raise InvalidRequest("no tasks given")
+        seen: set[str] = set()
+        for i, spec in enumerate(specs):
+            where = f"task {i}" + (f" ({spec.task_id})" if spec.task_id else "")
+            if not spec.function:
+                raise InvalidRequest(f"{where}: function is empty")
+            if len(spec.task_id) > MAX_ID_LENGTH:
+                raise InvalidRequest(f"{where}: task_id longer than {MAX_ID_LENGTH} characters")
+            if not (spec.timeout_seconds >= 0 and math.isfinite(spec.timeout_seconds)):
+                raise InvalidRequest(f"{where}: timeout_seconds must be >= 0")
+            if spec.max_retries < 0:
+                raise InvalidRequest(f"{where}: max_retries must be >= 0")
+            if spec.task_id in self.tasks or spec.task_id in seen:
+                raise AlreadyExists(f"task {spec.task_id} already exists")
+            if spec.task_id:
+                seen.add(spec.task_id)
+            for object_id in spec.object_ids:
+                if object_id not in self.objects:
+                    raise NotFound(f"{where}: object {object_id} not found")
+        now = self.clock()
+        ids = []
+        for spec in specs:
+            if not spec.task_id:
+                spec.task_id = uuid.uuid4().hex
+            self.tasks[spec.task_id] = Task(spec=spec, submitted_at=now)
+            self.counts[TaskState.PENDING] += 1
+            self._queue.append(spec.task_id)
+            ids.append(spec.task_id)
+        return ids
+
+    def get_task(self, task_id: str) -> Task:
+        task = self.tasks.get(task_id)
+        if task is None:
+            raise NotFound(f"task {task_id} not found")
+        return task
+
+    def finished_among(self, task_ids: Iterable[str]) -> tuple[list[Task], int]:
+        """The finished tasks among `task_ids`, and how many are not finished."""
+        finished, pending = [], 0
+        for task_id in task_ids:
+            task = self.get_task(task_id)
+            if task.state.finished:
+                finished.append(task)
+            else:
+                pending += 1
+        return finished, pending
+
+    def read_finished(self, owner: str, cursor: int, limit: int) -> tuple[list[Task], int]:
+        """An owner's finished tasks from position `cursor` on; acknowledges those before it.
+
+        Returns the tasks and the next cursor. A cursor past the end of the log (the controller
+        lost its state, e.g. it restarted) raises NotFound.
+        """
+        if not owner:
+            raise InvalidRequest("owner is empty")
+        log = self._finished_logs.setdefault(owner, _FinishedLog())
+        end = log.base + len(log.ids)
+        if cursor > end or cursor < 0:
+            raise NotFound(f"cursor {cursor} is not in the finished log of {owner} (0..{end})")
+        while log.base < cursor:
+            log.ids.popleft()
+            log.base += 1
+        tasks = []
+        for task_id in itertools.islice(log.ids, max(1, limit)):
+            task = self.tasks.get(task_id)
+            if task is not None:  # evicted tasks are skipped
+                tasks.append(task)
+        return tasks, cursor + min(len(log.ids), max(1, limit))
+
+    def finished_count(self, owner: str) -> int:
+        log = self._finished_logs.get(owner)
+        return 0 if log is None else log.base + len(log.ids)
+
+    def cancel(self, task_ids: Iterable[str]) -> list[Task]:
+        """Cancel pending tasks at once; ask the holders of running ones to stop them."""
+        tasks = [self.get_task(task_id) for task_id in task_ids]
+        for task in tasks:
+            if task.state is TaskState.PENDING:
+                task.cancel_requested = True
+                task.error = TaskFailure(ErrorKind.CANCELLED, "TaskCancelledError", "cancelled")
+                self._move(task, TaskState.CANCELLED)
+            elif task.state is TaskState.RUNNING and not task.cancel_requested:
+                task.cancel_requested = True
+                self.workers[task.worker_id].pending_cancels.add(task.task_id)
+        return tasks
+
+    def list_tasks(
+        self, state: TaskState | None = None, worker_id: str = "", limit: int = 1000
+    ) -> list[Task]:
+        if worker_id:
+            ids: Iterable[str] = list(self._get_worker(worker_id).task_ids)
+        else:
+            ids = self.tasks
+        out = []
+        for task_id in ids:
+            task = self.tasks[task_id]
+            if state is None or task.state is state:
+                out.append(task)
+                if len(out) >= limit:
+                    break
+        return out
+
+    # ------------------------------------------------------------------ objects
+
+    def put_object(self, data: bytes) -> str:
+        object_id = uuid.uuid4().hex
+        self.objects[object_id] = data
+        return object_id
+
+    def get_object(self, object_id: str) -> bytes:
+        data = self.objects.get(object_id)
+        if data is None:
+            raise NotFound(f"object {object_id} not found")
+        return data
+
+    def delete_objects(self, object_ids: Iterable[str]) -> int:
+        return sum(self.objects.pop(object_id, None) is not None for object_id in object_ids)
+
+    # ------------------------------------------------------------------ workers
+
+    def _get_worker(self, worker_id: str) -> Worker:
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            raise NotFound(f"worker {worker_id} not found (expired or never registered)")
+        return worker
+
+    def register_worker(
+        self,
+        *,
+        worker_id: str = "",
+        address: str = "",
+        slots: int = 1,
+        prefetch: int = 0,
+        cpus: float = 0.0,
+        memory_bytes: int = 0,
+        labels: dict[str, str] | None = None,
+    ) -> Worker:
+        """Add a worker. Re-registering an id replaces it; tasks it held are treated as lost."""
+        if slots < 1:
+            raise InvalidRequest("slots must be >= 1")
+        if prefetch < 0:
+            raise InvalidRequest("prefetch must be >= 0")
+        if len(worker_id) > MAX_ID_LENGTH:
+            raise InvalidRequest(f"worker_id longer than {MAX_ID_LENGTH} characters")
+        if worker_id in self.workers:
+            self._drop_worker(self.workers[worker_id], "re-registered")
+        now = self.clock()
+        worker = Worker(
+            worker_id=worker_id or uuid.uuid4().hex[:12],
+            address=address,
+            slots=slots,
+            prefetch=prefetch,
+            registered_at=now,
+            last_heartbeat=now,
+            cpus=cpus,
+            memory_bytes=memory_bytes,
+            labels=dict(labels or {}),
+        )
+        self.workers[worker.worker_id] = worker
+        return worker
+
+    def heartbeat(self, worker_id: str) -> list[str]:
+        """Note the worker is alive; returns (and clears) the cancellations it must carry out."""
+        worker = self._get_worker(worker_id)
+        worker.last_heartbeat = self.clock()
+        cancels = sorted(worker.pending_cancels)
+        worker.pending_cancels.clear()
+        return cancels
+
+    def unregister_worker(self, worker_id: str) -> list[str]:
+        """Remove a worker that is leaving; what it still holds goes back to the queue."""
+        worker = self._get_worker(worker_id)
+        held = list(worker.task_ids)
+        for task_id in held:
+            self._hand_back(self.tasks[task_id])
+        del self.workers[worker_id]
+        return held
+
+    def _hand_back(self, task: Task) -> None:
+        if task.cancel_requested:
+            self._finish_error(
+                task, TaskFailure(ErrorKind.CANCELLED, "TaskCancelledError", "cancelled")
+            )
+        else:
+            self._move(task, TaskState.PENDING)
+
+    def lease(
+        self, worker_id: str, held: Iterable[str] | None = None
+    ) -> tuple[list[Task], list[str]]:
+        """Hand a worker the tasks it has room for; also returns its pending cancellations.
+
+        `held` lists the tasks the worker still has (None: not told). Tasks the controller thinks
+        it leased to the worker but the worker does not have (a lost lease response) go back to
+        the queue. A worker gets at most `slots + prefetch` tasks at once, and beyond its free
+        slots no more than its fair share of the queue, so that long tasks spread over workers.
+        """
+        cancels = self.heartbeat(worker_id)
+        worker = self.workers[worker_id]
+        if held is not None:
+            held_set = set(held)
+            for task_id in [t for t in worker.task_ids if t not in held_set]:
+                self._hand_back(self.tasks[task_id])
+        queued = self.counts[TaskState.PENDING]
+        room = worker.slots + worker.prefetch - len(worker.task_ids)
+        if room <= 0 or queued == 0:
+            return [], cancels
+        free_slots = max(0, worker.slots - len(worker.task_ids))
+        fair_share = math.ceil(queued / max(1, len(self.workers)))
+        grant = min(room, max(free_slots, fair_share))
+        leased: list[Task] = []
+        while len(leased) < grant and self._queue:
+            task = self.tasks.get(self._queue.popleft())
+            if task is None or task.state is not TaskState.PENDING:
+                continue  # cancelled or evicted while queued
+            self._move(task, TaskState.RUNNING)
+            task.attempts += 1
+            task.worker_id = worker_id
+            worker.task_ids[task.task_id] = None
+            leased.append(task)
+        return leased, cancels
+
+    def report(self, worker_id: str, outcomes: Iterable[Outcome]) -> int:
+        """Apply a worker's results; returns how many applied (stale reports are ignored)."""
+        worker = self._get_worker(worker_id)
+        worker.last_heartbeat = self.clock()
+        accepted = 0
+        for outcome in outcomes:
+            task = self.tasks.get(outcome.task_id)
+            if (
+                task is None
+                or task.state is not TaskState.RUNNING
+                or task.worker_id != worker_id
+                or task.attempts != outcome.attempt
+            ):
+                continue
+            accepted += 1
+            if outcome.handed_back:
+                self._hand_back(task)
+            elif outcome.error is not None:
+                worker.tasks_failed += 1
+                self._apply_error(task, outcome.error)
+            elif task.cancel_requested:
+                task.error = TaskFailure(ErrorKind.CANCELLED, "TaskCancelledError", "cancelled")
+                self._move(task, TaskState.CANCELLED)
+            else:
+                worker.tasks_completed += 1
+                task.result = outcome.value or b""
+                task.error = None
+                self._move(task, TaskState.COMPLETED)
+        return accepted
+
+    def _apply_error(self, task: Task, failure: TaskFailure) -> None:
+        if task.cancel_requested or failure.kind is ErrorKind.CANCELLED:
+            failure = TaskFailure(ErrorKind.CANCELLED, "TaskCancelledError", "cancelled")
+        elif failure.kind is ErrorKind.WORKER_LOST:
+            self._infra_failure(task, failure)
+            return
+        elif failure.kind is ErrorKind.USER:
+            task.user_failures += 1
+            if task.user_failures <= task.spec.max_retries:
+                task.error = failure  # kept for inspection while it is retried
+                self._move(task, TaskState.PENDING)
+                return
+        self._finish_error(task, failure)
+
+    def _infra_failure(self, task: Task, failure: TaskFailure) -> None:
+        task.infra_failures += 1
+        if task.cancel_requested:
+            self._hand_back(task)
+        elif task.infra_failures < self.max_infra_attempts:
+            task.error = failure
+            self._move(task, TaskState.PENDING)
+        else:
+            failure.message = (
+                f"task {task.task_id} lost {task.infra_failures} times "
+                f"(budget {self.max_infra_attempts}); last on worker {failure.worker_id}: "
+                f"{failure.message}"
+            )
+            self._finish_error(task, failure)
+
+    def _drop_worker(self, worker: Worker, reason: str) -> None:
+        for task_id in list(worker.task_ids):
+            failure = TaskFailure(
+                ErrorKind.WORKER_LOST,
+                "WorkerLostError",
+                f"worker {worker.worker_id} {reason}",
+                worker_id=worker.worker_id,
+            )
+            self._infra_failure(self.tasks[task_id], failure)
+        del self.workers[worker.worker_id]
+
+    def expire_workers(self) -> list[str]:
+        """Drop workers silent past the heartbeat timeout; requeue or fail their tasks."""
+        cutoff = self.clock() - self.heartbeat_timeout
+        dead = [w for w in self.workers.values() if w.last_heartbeat < cutoff]
+        for worker in dead:
+            self._drop_worker(
+                worker, f"stopped heartbeating (silent for more than {self.heartbeat_timeout:g}s)"
+            )
+        return [w.worker_id for w in dead]
+
+    # ------------------------------------------------------------------ overview
+
+    @property
+    def queue_depth(self) -> int:
+        return self.counts[TaskState.PENDING]
+
+    def busy_slots(self) -> int:
+        return sum(min(len(w.task_ids), w.slots) for w in self.workers.values())

@@ -1,0 +1,521 @@
+"""The fray worker: registers with the controller, leases tasks and runs them in executor processes.
+
+Threads of a running worker:
+- the lease loop long-polls LeaseTasks and queues what it gets (and carries out cancellations);
+- one slot thread per unit of concurrency feeds tasks to its own executor process
+  (`fray.job.rpc.executor`) and kills it on timeout or cancellation, then starts a new one;
+- the reporter sends finished tasks back in batches (ReportResults);
+- the heartbeat thread keeps the registration alive (also while draining at shutdown);
+- a small HTTP server answers the health check: GET /healthz.
+
+Shutdown (SIGTERM, Ctrl-C or `stop()`): stop leasing, let running tasks finish for up to
+`shutdown_grace` seconds, stop the rest, report what finished, then unregister: the controller
+puts every task the worker still held back in the queue. A second signal skips the grace period.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import logging
+import os
+import pickle
+import signal
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+from typing import Any
+
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
+
+from fray.job.errors import ControllerUnavailableError
+from fray.job.rpc import executor
+from fray.job.rpc.client import ControllerClient
+from fray.v1 import controller_pb2 as pb
+
+logger = logging.getLogger(__name__)
+
+_OBJECT_CACHE_BYTES = 1 << 30
+_REPORT_BATCH = 1000
+
+
+class _Slot:
+    """One executor process and the thread that feeds it."""
+
+    def __init__(self, worker: Worker, index: int) -> None:
+        self.worker = worker
+        self.index = index
+        self.lock = threading.Lock()
+        self.current: pb.LeasedTask | None = None
+        self.kill_reason: pb.ErrorKind | None = None
+        self.process: Any = None
+        self.conn: Any = None
+        self.thread = threading.Thread(target=self._loop, name=f"fray-slot-{index}", daemon=True)
+
+    def start_process(self) -> None:
+        ctx = executor.context()
+        parent, child = ctx.Pipe()
+        process = ctx.Process(
+            target=executor.main, args=(child,), daemon=True, name=f"fray-executor-{self.index}"
+        )
+        process.start()
+        child.close()
+        self.process, self.conn = process, parent
+
+    def stop_process(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        if self.process is not None:
+            self.process.join(2)
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join(2)
+
+    def kill(self, task_id: str, reason: pb.ErrorKind) -> bool:
+        """Stop the task if this slot is running it."""
+        with self.lock:
+            if self.current is None or self.current.task_id != task_id:
+                return False
+            self.kill_reason = reason
+            self.process.kill()
+            return True
+
+    def _loop(self) -> None:
+        while True:
+            task = self.worker.next_task()
+            if task is None:
+                return
+            with self.lock:
+                self.current, self.kill_reason = task, None
+            result = self._execute(task)
+            with self.lock:
+                self.current = None
+            self.worker.finished(result)
+
+    def _execute(self, task: pb.LeasedTask) -> pb.TaskResult:
+        worker_id = self.worker.worker_id
+        result = pb.TaskResult(task_id=task.task_id, attempt=task.attempt)
+        try:
+            objects = {oid: self.worker.fetch_object(oid) for oid in task.object_ids}
+        except Exception as exc:
+            result.error.CopyFrom(
+                pb.TaskError(
+                    kind=pb.ERROR_KIND_DESERIALIZATION,
+                    type=type(exc).__qualname__,
+                    message=f"could not fetch the task's objects: {exc}",
+                    worker_id=worker_id,
+                )
+            )
+            return result
+        try:
+            self.conn.send_bytes(pickle.dumps((task.function, task.args, objects), protocol=5))
+            timeout = task.timeout_seconds or None
+            if timeout is not None and not self.conn.poll(timeout):
+                self.kill(task.task_id, pb.ERROR_KIND_TIMEOUT)
+            status, data = pickle.loads(self.conn.recv_bytes())
+        except (EOFError, OSError):
+            return self._after_death(task, result)
+        if status == "ok":
+            result.value = data
+        else:
+            result.error.ParseFromString(data)
+            result.error.worker_id = worker_id
+        return result
+
+    def _after_death(self, task: pb.LeasedTask, result: pb.TaskResult) -> pb.TaskResult:
+        """The executor died: say why, and start a new one."""
+        with self.lock:
+            self.current = None  # a late kill must not hit the next executor
+            reason = self.kill_reason
+        self.process.join(5)
+        exit_code = self.process.exitcode
+        self.stop_process()
+        if not self.worker.stopping_hard.is_set():
+            self.start_process()
+        worker_id = self.worker.worker_id
+        if reason == pb.ERROR_KIND_TIMEOUT:
+            message = f"ran longer than its timeout of {task.timeout_seconds:g}s and was stopped"
+            error = pb.TaskError(kind=reason, type="TaskTimeoutError", message=message)
+        elif reason == pb.ERROR_KIND_CANCELLED:
+            error = pb.TaskError(kind=reason, type="TaskCancelledError", message="cancelled")
+        elif reason is not None:  # stopped by a shutdown that ran out of grace
+            result.handed_back = True
+            return result
+        else:
+            message = (
+                f"the executor process running task {task.task_id} on worker {worker_id} "
+                f"died (exit code {exit_code})"
+            )
+            error = pb.TaskError(
+                kind=pb.ERROR_KIND_WORKER_LOST, type="ExecutorDied", message=message
+            )
+        error.worker_id = worker_id
+        result.error.CopyFrom(error)
+        return result
+
+
+class Worker:
+    """A fray worker process. `run()` blocks until shutdown and returns the exit code."""
+
+    def __init__(
+        self,
+        controller_address: str,
+        *,
+        concurrency: int | None = None,
+        prefetch: int | None = None,
+        resources: pb.Resources | None = None,
+        worker_id: str = "",
+        token: str | None = None,
+        health_host: str = "127.0.0.1",
+        health_port: int = 0,
+        shutdown_grace: float = 30.0,
+        retry_timeout: float = 60.0,
+    ) -> None:
+        self.concurrency = concurrency or os.cpu_count() or 1
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.prefetch = self.concurrency if prefetch is None else prefetch
+        self.resources = (
+            pb.Resources(cpus=float(self.concurrency)) if resources is None else resources
+        )
+        self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:8]}"
+        self.shutdown_grace = shutdown_grace
+        self.client = ControllerClient(controller_address, token=token, retry_timeout=retry_timeout)
+        self.heartbeat_interval = 1.0
+        self.stopping = threading.Event()  # no new work
+        self.stopping_hard = threading.Event()  # no grace left
+        self.stopped = threading.Event()
+
+        self._lock = threading.Condition()
+        self._held: dict[str, pb.LeasedTask] = {}  # leased and not yet reported
+        self._queue: deque[pb.LeasedTask] = deque()  # leased, not started
+        self._running = 0
+        self._outbox: deque[pb.TaskResult] = deque()
+        self._send_lock = threading.Lock()
+        self._objects: OrderedDict[str, Any] = OrderedDict()
+        self._object_bytes = 0
+        self._object_lock = threading.Lock()
+        self._slots = [_Slot(self, i) for i in range(self.concurrency)]
+        self._health = _HealthServer(self, health_host, health_port)
+        self.tasks_done = 0
+
+    # ------------------------------------------------------------------ life cycle
+
+    @property
+    def address(self) -> str:
+        return self._health.url
+
+    def run(self) -> int:
+        """Register, serve until stopped, shut down gracefully. Returns 0 on a clean exit."""
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main:
+            previous = {
+                s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)
+            }
+        try:
+            self._health.start()
+            for slot in self._slots:
+                slot.start_process()
+            self._register()
+            for slot in self._slots:
+                slot.thread.start()
+            for target, name in (
+                (self._lease_loop, "lease"),
+                (self._report_loop, "report"),
+                (self._heartbeat_loop, "heartbeat"),
+            ):
+                threading.Thread(target=target, name=f"fray-{name}", daemon=True).start()
+            logger.info(
+                "worker %s serving %s with %d slots; health at %s/healthz",
+                self.worker_id,
+                self.client.address,
+                self.concurrency,
+                self.address,
+            )
+            while not self.stopping.wait(3600):  # signals interrupt the wait
+                pass
+            self._drain()
+            return 0
+        finally:
+            self.stopped.set()
+            self._health.stop()
+            for slot in self._slots:
+                slot.stop_process()
+            self.client.close()
+            if in_main:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    def stop(self, *, grace: bool = True) -> None:
+        """Begin shutdown (thread- and signal-safe)."""
+        if not grace or self.stopping.is_set():
+            self.stopping_hard.set()
+        self.stopping.set()
+        with self._lock:
+            self._lock.notify_all()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        logger.info(
+            "worker %s got %s: %s",
+            self.worker_id,
+            signal.Signals(signum).name,
+            "stopping now" if self.stopping.is_set() else "finishing running tasks",
+        )
+        self.stop()
+
+    def _register(self) -> None:
+        request = pb.RegisterWorkerRequest(
+            worker_id=self.worker_id,
+            address=self.address,
+            resources=self.resources,
+            slots=self.concurrency,
+            prefetch=self.prefetch,
+        )
+        response = self.client.call(self.client.rpc.register_worker, request)
+        self.heartbeat_interval = response.heartbeat_interval_ms / 1000
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self.shutdown_grace
+        with self._lock:
+            self._queue.clear()  # unstarted tasks go back to the queue when we unregister
+            self._lock.notify_all()
+            while self._running and not self.stopping_hard.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._lock.wait(remaining)
+        self.stopping_hard.set()
+        for slot in self._slots:
+            current = slot.current
+            if current is not None:
+                slot.kill(current.task_id, pb.ERROR_KIND_UNSPECIFIED)
+        for slot in self._slots:
+            slot.thread.join(10)
+        self._flush_reports()
+        try:
+            response = self.client.call(
+                self.client.rpc.unregister_worker,
+                pb.UnregisterWorkerRequest(worker_id=self.worker_id),
+                retry_timeout=5,
+            )
+            logger.info(
+                "worker %s unregistered; %d tasks handed back",
+                self.worker_id,
+                len(response.requeued_task_ids),
+            )
+        except (ConnectError, ControllerUnavailableError) as exc:
+            logger.warning("could not unregister worker %s: %s", self.worker_id, exc)
+
+    # ------------------------------------------------------------------ work queue
+
+    def next_task(self) -> pb.LeasedTask | None:
+        """Block until a task is queued for a slot; None when the worker stops."""
+        with self._lock:
+            while not self._queue or self.stopping.is_set():
+                if self.stopping.is_set():
+                    return None
+                self._lock.wait()
+            self._running += 1
+            return self._queue.popleft()
+
+    def finished(self, result: pb.TaskResult) -> None:
+        with self._lock:
+            self._running -= 1
+            self.tasks_done += 1
+            self._outbox.append(result)
+            self._lock.notify_all()
+
+    def _cancel(self, task_id: str) -> None:
+        with self._lock:
+            for task in self._queue:
+                if task.task_id == task_id:
+                    self._queue.remove(task)
+                    result = pb.TaskResult(task_id=task_id, attempt=task.attempt)
+                    result.error.CopyFrom(
+                        pb.TaskError(
+                            kind=pb.ERROR_KIND_CANCELLED,
+                            type="TaskCancelledError",
+                            message="cancelled before it started",
+                            worker_id=self.worker_id,
+                        )
+                    )
+                    self._outbox.append(result)
+                    self._lock.notify_all()
+                    return
+        for slot in self._slots:
+            if slot.kill(task_id, pb.ERROR_KIND_CANCELLED):
+                logger.info("cancelled running task %s", task_id)
+                return
+
+    def fetch_object(self, object_id: str) -> bytes:
+        """An object's pickled bytes, from the local cache or the controller."""
+        with self._object_lock:
+            data = self._objects.get(object_id)
+            if data is not None:
+                self._objects.move_to_end(object_id)
+                return data
+        data = self.client.call(
+            self.client.rpc.get_object, pb.GetObjectRequest(object_id=object_id)
+        ).data
+        with self._object_lock:
+            self._objects[object_id] = data
+            self._object_bytes += len(data)
+            while self._object_bytes > _OBJECT_CACHE_BYTES and len(self._objects) > 1:
+                _, old = self._objects.popitem(last=False)
+                self._object_bytes -= len(old)
+        return data
+
+    # ------------------------------------------------------------------ loops
+
+    def _lease_loop(self) -> None:
+        while not self.stopping.is_set():
+            with self._lock:
+                held = list(self._held)
+            request = pb.LeaseTasksRequest(
+                worker_id=self.worker_id,
+                wait_ms=int(self.heartbeat_interval * 1000),
+                held_task_ids=held,
+                reports_held=True,
+            )
+            try:
+                response = self.client.call(
+                    self.client.rpc.lease_tasks, request, wait_ms=request.wait_ms
+                )
+            except Exception as exc:
+                if not self._recover(exc):
+                    return
+                continue
+            with self._lock:
+                for task in response.tasks:
+                    self._held[task.task_id] = task
+                    self._queue.append(task)
+                self._lock.notify_all()
+            for task_id in response.cancel_task_ids:
+                self._cancel(task_id)
+
+    def _recover(self, exc: Exception) -> bool:
+        """After a failed call: re-register if the controller forgot us. False: give up."""
+        if self.stopping.is_set():
+            return False
+        if isinstance(exc, ConnectError) and exc.code == Code.NOT_FOUND:
+            logger.warning(
+                "controller does not know worker %s (%s); registering again",
+                self.worker_id,
+                exc.message,
+            )
+            with self._lock:
+                self._held.clear()  # the controller requeued them; results would be stale
+                self._queue.clear()
+        elif isinstance(exc, ControllerUnavailableError):
+            logger.warning("%s; still trying", exc)
+        else:
+            logger.exception("unexpected error talking to the controller")
+            time.sleep(1)
+            return True
+        try:
+            self._register()
+        except Exception as again:
+            logger.warning("could not register again: %s", again)
+        return True
+
+    def _report_loop(self) -> None:
+        while not self.stopping_hard.is_set() or self._outbox:
+            with self._lock:
+                while not self._outbox and not self.stopping_hard.is_set():
+                    self._lock.wait()
+            self._send_reports()
+
+    def _flush_reports(self) -> None:
+        """Deliver every result, including a batch the report thread has in flight."""
+        while True:
+            self._send_reports()
+            with self._lock:
+                if not self._outbox:
+                    return
+
+    def _send_reports(self) -> None:
+        with self._send_lock:  # one batch in flight at a time
+            with self._lock:
+                batch = [
+                    self._outbox.popleft() for _ in range(min(len(self._outbox), _REPORT_BATCH))
+                ]
+            if not batch:
+                return
+            request = pb.ReportResultsRequest(worker_id=self.worker_id, results=batch)
+            try:
+                self.client.call(self.client.rpc.report_results, request)
+            except ConnectError as exc:
+                logger.warning(
+                    "results of %d tasks were refused (%s); the controller requeued them",
+                    len(batch),
+                    exc.message,
+                )
+            except ControllerUnavailableError as exc:
+                logger.error("results of %d tasks could not be delivered: %s", len(batch), exc)
+            with self._lock:
+                for result in batch:
+                    self._held.pop(result.task_id, None)
+
+    def _heartbeat_loop(self) -> None:
+        while not self.stopped.wait(self.heartbeat_interval):
+            try:
+                response = self.client.call(
+                    self.client.rpc.heartbeat,
+                    pb.HeartbeatRequest(worker_id=self.worker_id),
+                    retry_timeout=self.heartbeat_interval,
+                )
+            except Exception as exc:
+                logger.debug("heartbeat failed: %s", exc)
+                continue
+            for task_id in response.cancel_task_ids:
+                self._cancel(task_id)
+
+    def health(self) -> dict[str, Any]:
+        with self._lock:
+            running, queued = self._running, len(self._queue)
+        return {
+            "status": "stopping" if self.stopping.is_set() else "ok",
+            "worker_id": self.worker_id,
+            "controller": self.client.address,
+            "slots": self.concurrency,
+            "running": running,
+            "queued": queued,
+            "tasks_done": self.tasks_done,
+        }
+
+
+class _HealthServer:
+    """GET /healthz answers 200 with the worker's status as JSON (503 while stopping)."""
+
+    def __init__(self, worker: Worker, host: str, port: int) -> None:
+        worker_ref = worker
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                if self.path.rstrip("/") not in ("/healthz", ""):
+                    self.send_error(404)
+                    return
+                body = worker_ref.health()
+                data = json.dumps(body).encode()
+                self.send_response(200 if body["status"] == "ok" else 503)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = http.server.ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        bound_host, bound_port = self.server.server_address[:2]
+        self.url = f"http://{bound_host!s}:{bound_port}"
+
+    def start(self) -> None:
+        threading.Thread(target=self.server.serve_forever, name="fray-health", daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -145,17 +145,22 @@ class FrayContext:
         finished: extra finished futures stay in `pending`.
         """
         futures = list(futures)
-        if not 1 <= num_returns <= max(1, len(futures)):
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must be >= 0")
+        if not futures:
+            return [], []
+        if not 1 <= num_returns <= len(futures):
             raise ValueError(f"num_returns must be between 1 and {len(futures)}")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            done = sum(f.done() for f in futures)
+            done = sum(_is_done(f) for f in futures)
             remaining = _remaining(deadline)
             if done >= num_returns or remaining == 0:
                 break
             waiting = [f for f in futures if isinstance(f, FrayFuture) and not f.done()]
             if not waiting:  # only foreign futures left
-                concurrent.futures.wait(futures, remaining, concurrent.futures.FIRST_COMPLETED)
+                others = [f for f in futures if isinstance(f, concurrent.futures.Future)]
+                concurrent.futures.wait(others, remaining, concurrent.futures.FIRST_COMPLETED)
                 continue
             self._flush()
             wait_ms = _WAIT_SLICE_MS if remaining is None else int(remaining * 1000)
@@ -181,7 +186,7 @@ class FrayContext:
         ready: list[Any] = []
         pending: list[Any] = []
         for f in futures:
-            (ready if f.done() and len(ready) < num_returns else pending).append(f)
+            (ready if _is_done(f) and len(ready) < num_returns else pending).append(f)
         return ready, pending
 
     def create_actor(self, cls: type, /, *args: Any, name: str | None = None, **kwargs: Any) -> Any:
@@ -436,6 +441,11 @@ def _submit_error(exc: Exception) -> BaseException:
             f"the controller refused the tasks ({exc.code.name}): {exc.message}"
         )
     return exc
+
+
+def _is_done(x: Any) -> bool:
+    """Futures are done when finished; stored objects (refs) always are."""
+    return x.done() if isinstance(x, concurrent.futures.Future) else True
 
 
 def _remaining(deadline: float | None) -> float | None:

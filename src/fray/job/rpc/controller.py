@@ -378,10 +378,11 @@ class ControllerService(FrayController):
         self, request: pb.LeaseTasksRequest, ctx: RequestContext[Any, Any]
     ) -> pb.LeaseTasksResponse:
         held: list[str] | None = list(request.held_task_ids) if request.reports_held else None
+        prefetch = request.prefetch if request.HasField("prefetch") else None
 
         def check() -> tuple[list[st.Task], list[str]] | None:
             nonlocal held
-            leased, cancels = self.state.lease(request.worker_id, held)
+            leased, cancels = self.state.lease(request.worker_id, held, prefetch)
             held = None  # reconciled once per call
             return (leased, cancels) if leased or cancels else None
 
@@ -544,6 +545,7 @@ class ControllerServer:
         self._socket = socket.socket(family, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((host, port))
+        self._socket.listen(2048)  # connections wait in the backlog until uvicorn is up
         self.host = host
         self.port: int = self._socket.getsockname()[1]
         config = uvicorn.Config(

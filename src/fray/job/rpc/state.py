@@ -418,14 +418,15 @@ class ControllerState:
             self._move(task, TaskState.PENDING)
 
     def lease(
-        self, worker_id: str, held: Iterable[str] | None = None
+        self, worker_id: str, held: Iterable[str] | None = None, prefetch: int | None = None
     ) -> tuple[list[Task], list[str]]:
         """Hand a worker the tasks it has room for; also returns its pending cancellations.
 
         `held` lists the tasks the worker still has (None: not told). Tasks the controller thinks
         it leased to the worker but the worker does not have (a lost lease response) go back to
-        the queue. A worker gets at most `slots + prefetch` tasks at once, and beyond its free
-        slots no more than its fair share of the queue, so that long tasks spread over workers.
+        the queue. A worker holds at most `slots + prefetch` tasks (`prefetch`: what it asks for
+        now, capped by what it registered), and beyond its free slots gets no more than its fair
+        share of the queue, so that long tasks spread over the workers.
         """
         cancels = self.heartbeat(worker_id)
         worker = self.workers[worker_id]
@@ -434,7 +435,8 @@ class ControllerState:
             for task_id in [t for t in worker.task_ids if t not in held_set]:
                 self._hand_back(self.tasks[task_id])
         queued = self.counts[TaskState.PENDING]
-        room = worker.slots + worker.prefetch - len(worker.task_ids)
+        extra = worker.prefetch if prefetch is None else max(0, min(prefetch, worker.prefetch))
+        room = worker.slots + extra - len(worker.task_ids)
         if room <= 0 or queued == 0:
             return [], cancels
         free_slots = max(0, worker.slots - len(worker.task_ids))

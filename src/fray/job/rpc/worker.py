@@ -39,6 +39,10 @@ logger = logging.getLogger(__name__)
 
 _OBJECT_CACHE_BYTES = 1 << 30
 _REPORT_BATCH = 1000
+DEFAULT_MAX_PREFETCH = 256
+# Hold about this much work beyond the running tasks: enough to hide the lease round trip for
+# tiny tasks, nothing for long ones (so that long tasks spread over all the workers).
+_PREFETCH_SECONDS = 0.05
 
 
 class _Slot:
@@ -89,10 +93,11 @@ class _Slot:
                 return
             with self.lock:
                 self.current, self.kill_reason = task, None
+            started = time.perf_counter()
             result = self._execute(task)
             with self.lock:
                 self.current = None
-            self.worker.finished(result)
+            self.worker.finished(result, time.perf_counter() - started)
 
     def _execute(self, task: pb.LeasedTask) -> pb.TaskResult:
         worker_id = self.worker.worker_id
@@ -176,7 +181,10 @@ class Worker:
         self.concurrency = concurrency or os.cpu_count() or 1
         if self.concurrency < 1:
             raise ValueError("concurrency must be >= 1")
-        self.prefetch = self.concurrency if prefetch is None else prefetch
+        self.prefetch = DEFAULT_MAX_PREFETCH if prefetch is None else prefetch
+        if self.prefetch < 0:
+            raise ValueError("prefetch must be >= 0")
+        self._mean_task_seconds: float | None = None  # moving average of run times
         self.resources = (
             pb.Resources(cpus=float(self.concurrency)) if resources is None else resources
         )
@@ -320,8 +328,10 @@ class Worker:
             self._running += 1
             return self._queue.popleft()
 
-    def finished(self, result: pb.TaskResult) -> None:
+    def finished(self, result: pb.TaskResult, seconds: float) -> None:
         with self._lock:
+            mean = self._mean_task_seconds
+            self._mean_task_seconds = seconds if mean is None else 0.8 * mean + 0.2 * seconds
             self._running -= 1
             self.tasks_done += 1
             self._outbox.append(result)
@@ -378,6 +388,7 @@ class Worker:
                 wait_ms=int(self.heartbeat_interval * 1000),
                 held_task_ids=held,
                 reports_held=True,
+                prefetch=self._wanted_prefetch(),
             )
             try:
                 response = self.client.call(
@@ -394,6 +405,13 @@ class Worker:
                 self._lock.notify_all()
             for task_id in response.cancel_task_ids:
                 self._cancel(task_id)
+
+    def _wanted_prefetch(self) -> int:
+        """Tasks to hold beyond the slots: ~_PREFETCH_SECONDS of work at the recent pace."""
+        mean = self._mean_task_seconds
+        if mean is None:
+            return min(1, self.prefetch)
+        return min(self.prefetch, int(_PREFETCH_SECONDS * self.concurrency / max(mean, 1e-5)))
 
     def _recover(self, exc: Exception) -> bool:
         """After a failed call: re-register if the controller forgot us. False: give up."""

@@ -11,7 +11,8 @@ STAMP=.venv/.fray-bootstrap-stamp
 
 stamp() { cat pyproject.toml "$LOCK" | "$PYTHON" -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())'; }
 
-if [ -x .venv/bin/python ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(stamp)" ]; then
+if [ -x .venv/bin/python ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(stamp)" ] \
+    && .venv/bin/python -c "import fray" 2>/dev/null; then
     exit 0
 fi
 

@@ -22,6 +22,7 @@ from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
 from fray.job import errors
+from fray.job.context import deadline_after, time_left, validate_wait_args
 from fray.job.rpc import payload
 from fray.job.rpc.client import DEFAULT_RETRY_TIMEOUT, ControllerClient
 from fray.job.rpc.payload import ObjectRef
@@ -111,8 +112,8 @@ class FrayContext:
     def get(self, x: Any, timeout: float | None = None) -> Any:
         """The value of a future or ref, or the values of a list of them (in order)."""
         if isinstance(x, list | tuple):
-            deadline = None if timeout is None else time.monotonic() + timeout
-            return [self.get(item, _remaining(deadline)) for item in x]
+            deadline = deadline_after(timeout)
+            return [self.get(item, time_left(deadline)) for item in x]
         if isinstance(x, concurrent.futures.Future):
             return x.result(timeout)
         if isinstance(x, ObjectRef):
@@ -144,17 +145,13 @@ class FrayContext:
         Returns (ready, pending) in input order, with exactly `num_returns` ready when enough
         finished: extra finished futures stay in `pending`.
         """
-        futures = list(futures)
-        if timeout is not None and timeout < 0:
-            raise ValueError("timeout must be >= 0")
+        futures = validate_wait_args(futures, num_returns, timeout)
         if not futures:
             return [], []
-        if not 1 <= num_returns <= len(futures):
-            raise ValueError(f"num_returns must be between 1 and {len(futures)}")
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = deadline_after(timeout)
         while True:
             done = sum(_is_done(f) for f in futures)
-            remaining = _remaining(deadline)
+            remaining = time_left(deadline)
             if done >= num_returns or remaining == 0:
                 break
             waiting = [f for f in futures if isinstance(f, FrayFuture) and not f.done()]
@@ -446,7 +443,3 @@ def _submit_error(exc: Exception) -> BaseException:
 def _is_done(x: Any) -> bool:
     """Futures are done when finished; stored objects (refs) always are."""
     return x.done() if isinstance(x, concurrent.futures.Future) else True
-
-
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())

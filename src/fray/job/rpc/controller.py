@@ -283,8 +283,8 @@ class ControllerService(FrayController):
         owner, cursor = request.owner, request.cursor
         limit = request.limit or 1000
 
-        def check() -> bool | None:
-            return True if self.state.finished_count(owner) > cursor else None
+        def check() -> bool | None:  # something new, or a cursor that is not ours
+            return True if self.state.finished_count(owner) != cursor else None
 
         if not owner:
             raise st.InvalidRequest("owner is empty")
@@ -452,7 +452,11 @@ class ErrorInterceptor:
         except ConnectError:
             raise
         except st.StateError as exc:
-            raise ConnectError(_STATE_ERROR_CODES[type(exc)], str(exc)) from None
+            code = next((c for cls, c in _STATE_ERROR_CODES.items() if isinstance(exc, cls)), None)
+            if code is None:
+                logger.error("unmapped state error in %s: %s", ctx.method.name, exc)
+                code = Code.INTERNAL
+            raise ConnectError(code, str(exc)) from None
         except Exception:
             ref = uuid.uuid4().hex[:8]
             logger.exception("internal error in %s (ref %s)", ctx.method.name, ref)

@@ -222,8 +222,13 @@ class ControllerState:
     def _evict_finished(self) -> None:
         while len(self._finished_order) > self.max_finished_tasks:
             task = self.tasks.pop(self._finished_order.popleft(), None)
-            if task is not None:
-                self.counts[task.state] -= 1
+            if task is None:
+                continue
+            self.counts[task.state] -= 1
+            log = self._finished_logs.get(task.spec.owner)
+            if log is not None and log.ids and log.ids[0] == task.task_id:
+                log.ids.popleft()  # logs are in finishing order too: the oldest is first
+                log.base += 1
 
     # ------------------------------------------------------------------ clients
 
@@ -282,7 +287,8 @@ class ControllerState:
         """An owner's finished tasks from position `cursor` on; acknowledges those before it.
 
         Returns the tasks and the next cursor. A cursor past the end of the log (the controller
-        lost its state, e.g. it restarted) raises NotFound.
+        lost its state, e.g. it restarted) raises NotFound; one before what was acknowledged
+        (or evicted) reads from the oldest entry still kept.
         """
         if not owner:
             raise InvalidRequest("owner is empty")
@@ -290,6 +296,7 @@ class ControllerState:
         end = log.base + len(log.ids)
         if cursor > end or cursor < 0:
             raise NotFound(f"cursor {cursor} is not in the finished log of {owner} (0..{end})")
+        cursor = max(cursor, log.base)  # entries before base were acknowledged or evicted
         while log.base < cursor:
             log.ids.popleft()
             log.base += 1
@@ -404,7 +411,7 @@ class ControllerState:
         """Remove a worker that is leaving; what it still holds goes back to the queue."""
         worker = self._get_worker(worker_id)
         held = list(worker.task_ids)
-        for task_id in held:
+        for task_id in reversed(held):  # each goes to the front: keep their order
             self._hand_back(self.tasks[task_id])
         del self.workers[worker_id]
         return held
@@ -432,7 +439,7 @@ class ControllerState:
         worker = self.workers[worker_id]
         if held is not None:
             held_set = set(held)
-            for task_id in [t for t in worker.task_ids if t not in held_set]:
+            for task_id in reversed([t for t in worker.task_ids if t not in held_set]):
                 self._hand_back(self.tasks[task_id])
         queued = self.counts[TaskState.PENDING]
         extra = worker.prefetch if prefetch is None else max(0, min(prefetch, worker.prefetch))
@@ -473,6 +480,7 @@ class ControllerState:
                 self._hand_back(task)
             elif outcome.error is not None:
                 worker.tasks_failed += 1
+                outcome.error.worker_id = outcome.error.worker_id or worker_id
                 self._apply_error(task, outcome.error)
             elif task.cancel_requested:
                 task.error = TaskFailure(ErrorKind.CANCELLED, "TaskCancelledError", "cancelled")
@@ -514,7 +522,7 @@ class ControllerState:
             self._finish_error(task, failure)
 
     def _drop_worker(self, worker: Worker, reason: str) -> None:
-        for task_id in list(worker.task_ids):
+        for task_id in reversed(list(worker.task_ids)):  # requeued to the front, in order
             failure = TaskFailure(
                 ErrorKind.WORKER_LOST,
                 "WorkerLostError",

@@ -189,6 +189,8 @@ class Worker:
             pb.Resources(cpus=float(self.concurrency)) if resources is None else resources
         )
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:8]}"
+        # Tasks can tell where they run; executors inherit the environment.
+        os.environ["FRAY_WORKER_ID"] = self.worker_id
         self.shutdown_grace = shutdown_grace
         self.client = ControllerClient(controller_address, token=token, retry_timeout=retry_timeout)
         self.heartbeat_interval = 1.0

@@ -1,0 +1,301 @@
+"""End to end: FrayContext -> controller process -> worker processes -> results."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cloudpickle
+import pytest
+
+from fray.job import create_job_ctx
+from fray.job.errors import (
+    ControllerUnavailableError,
+    SerializationError,
+    TaskDeserializationError,
+    TaskLostError,
+    TaskTimeoutError,
+)
+from fray.job.rpc.client import ControllerClient
+from fray.job.rpc.context import FrayContext
+from fray.job.rpc.local_cluster import LocalCluster
+from fray.v1 import controller_pb2 as pb
+
+# Functions defined here travel by value: the workers cannot import this test module.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+class CustomError(Exception):
+    pass
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def where() -> tuple[str, int]:
+    return os.environ.get("FRAY_WORKER_ID", ""), os.getpid()
+
+
+def fail(message: str) -> None:
+    raise CustomError(message)
+
+
+def sleep_then(seconds: float, value: object, marker: str = "") -> object:
+    if marker:
+        Path(marker).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return value
+
+
+def die() -> None:
+    os._exit(3)
+
+
+def fail_first_time(marker: str) -> str:
+    path = Path(marker)
+    if not path.exists():
+        path.write_text("1")
+        raise CustomError("first attempt fails")
+    return "second attempt worked"
+
+
+def wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def task_state(address: str, task_id: str) -> pb.Task:
+    client = ControllerClient(address)
+    try:
+        return client.call(client.rpc.get_task, pb.GetTaskRequest(task_id=task_id)).task
+    finally:
+        client.close()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------- the shared cluster
+
+
+def test_create_job_ctx_fray_runs_a_task(cluster: LocalCluster) -> None:
+    ctx = create_job_ctx("fray", controller_address=cluster.address)
+    assert isinstance(ctx, FrayContext)
+    try:
+        assert ctx.get(ctx.run(add, 1, 2)) == 3
+        assert ctx.get(ctx.run(add, a=2, b=5)) == 7
+    finally:
+        ctx.close()
+
+
+def test_many_concurrent_tasks_use_every_worker(fray_ctx: FrayContext) -> None:
+    futures = [fray_ctx.run(add, i, i) for i in range(2000)]
+    assert fray_ctx.get(futures) == [2 * i for i in range(2000)]
+    # Slow enough tasks spread over both workers.
+    places = fray_ctx.get([fray_ctx.run(sleep_then, 0.2, None) for _ in range(8)])
+    workers = {w for w, _ in fray_ctx.get([fray_ctx.run(where) for _ in range(200)])}
+    assert places == [None] * 8
+    assert len(workers) == 2
+
+
+def test_concurrent_clients(cluster: LocalCluster) -> None:
+    results: dict[int, list[int]] = {}
+
+    def client(n: int) -> None:
+        with FrayContext(cluster.address) as ctx:
+            results[n] = ctx.get([ctx.run(add, n, i) for i in range(100)])
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == {n: [n + i for i in range(100)] for n in range(4)}
+
+
+def test_user_exception_keeps_its_type_and_remote_traceback(fray_ctx: FrayContext) -> None:
+    with pytest.raises(CustomError, match="boom") as info:
+        fray_ctx.get(fray_ctx.run(fail, "boom"))
+    assert "in fail" in str(info.value.__cause__)  # the remote traceback
+
+
+def test_user_exceptions_are_not_retried_unless_asked(
+    fray_ctx: FrayContext, tmp_path: Path
+) -> None:
+    marker = str(tmp_path / "attempt")
+    with pytest.raises(CustomError):
+        fray_ctx.get(fray_ctx.run(fail_first_time, marker))
+    os.unlink(marker)
+    future = fray_ctx.options(max_retries=1).run(fail_first_time, marker)
+    assert fray_ctx.get(future) == "second attempt worked"
+
+
+def test_unpicklable_argument_fails_at_submit(fray_ctx: FrayContext) -> None:
+    with pytest.raises(SerializationError, match="argument 1 of .*add.*lock"):
+        fray_ctx.run(add, 1, threading.Lock())
+    with pytest.raises(SerializationError, match="keyword argument 'b'"):
+        fray_ctx.run(add, a=1, b=threading.Lock())
+
+
+def test_task_timeout_stops_the_task_and_the_worker_keeps_serving(
+    fray_ctx: FrayContext, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pid"
+    started = time.monotonic()
+    future = fray_ctx.options(timeout=1.0).run(sleep_then, 60, "late", str(marker))
+    with pytest.raises(TaskTimeoutError, match="timeout"):
+        future.result(timeout=30)
+    assert time.monotonic() - started < 20
+    wait_for(lambda: not pid_alive(int(marker.read_text())), 10, "the executor to be killed")
+    assert fray_ctx.get([fray_ctx.run(add, i, 1) for i in range(10)]) == list(range(1, 11))
+
+
+def test_cancel_stops_a_running_task(
+    cluster: LocalCluster, fray_ctx: FrayContext, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pid"
+    future = fray_ctx.run(sleep_then, 60, "never", str(marker))
+    wait_for(marker.exists, 20, "the task to start")
+    assert future.cancel()
+    assert future.cancelled()
+    wait_for(
+        lambda: task_state(cluster.address, future.task_id).state == pb.TASK_STATE_CANCELLED,
+        10,
+        "the controller to mark the task cancelled",
+    )
+    wait_for(lambda: not pid_alive(int(marker.read_text())), 10, "the executor to be killed")
+    assert fray_ctx.get(fray_ctx.run(add, 2, 2)) == 4
+
+
+def test_cancel_a_queued_task(cluster: LocalCluster, fray_ctx: FrayContext) -> None:
+    blockers = [fray_ctx.run(sleep_then, 1.5, i) for i in range(8)]  # 4 slots: 2 rounds
+    queued = fray_ctx.run(add, 1, 1)
+    fray_ctx.wait([queued], timeout=0.1)  # makes sure the controller has it
+    assert queued.cancel()
+    assert fray_ctx.get(blockers) == list(range(8))
+    state = task_state(cluster.address, queued.task_id).state
+    assert state == pb.TASK_STATE_CANCELLED
+
+
+def test_task_that_kills_its_executor_fails_after_the_retry_budget(
+    fray_ctx: FrayContext,
+) -> None:
+    future = fray_ctx.run(die)
+    with pytest.raises(TaskLostError) as info:
+        future.result(timeout=60)
+    message = str(info.value)
+    assert future.task_id in message and "worker-" in message and "exit code 3" in message
+    assert fray_ctx.get(fray_ctx.run(add, 3, 3)) == 6
+
+
+def test_task_needing_a_missing_module_fails_clearly(
+    fray_ctx: FrayContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "only_on_the_client.py").write_text("def f():\n    return 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import only_on_the_client  # type: ignore[import-not-found]
+
+    with pytest.raises(TaskDeserializationError, match="only_on_the_client"):
+        fray_ctx.get(fray_ctx.run(only_on_the_client.f))
+    assert fray_ctx.get(fray_ctx.run(add, 4, 4)) == 8
+
+
+def test_put_stores_once_and_refs_arrive_as_values(fray_ctx: FrayContext) -> None:
+    blob = os.urandom(8 << 20)
+    ref = fray_ctx.put(blob)
+    assert ref.size_bytes >= len(blob)
+    assert fray_ctx.get([fray_ctx.run(len, ref) for _ in range(4)]) == [len(blob)] * 4
+    assert fray_ctx.get(fray_ctx.run(add, b=fray_ctx.put(5), a=1)) == 6
+    assert fray_ctx.get(ref) == blob
+    assert fray_ctx.free([ref]) == 1
+
+
+def test_wait_returns_exactly_num_returns(fray_ctx: FrayContext) -> None:
+    futures = [fray_ctx.run(sleep_then, s, s) for s in (0.0, 0.0, 0.0, 5.0)]
+    ready, pending = fray_ctx.wait(futures, num_returns=2, timeout=20)
+    assert len(ready) == 2 and len(pending) == 2
+    assert futures[3] in pending
+    ready, pending = fray_ctx.wait(futures[3:], num_returns=1, timeout=0.2)
+    assert ready == [] and pending == futures[3:]
+
+
+# ---------------------------------------------------------------------- failures of the pieces
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_unreachable_controller_gives_a_clear_error_in_bounded_time() -> None:
+    ctx = FrayContext(f"127.0.0.1:{_free_port()}", retry_timeout=1.0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ControllerUnavailableError, match="unreachable"):
+            ctx.put(1)
+        future = ctx.run(add, 1, 2)
+        with pytest.raises(ControllerUnavailableError):
+            future.result(timeout=30)
+        assert time.monotonic() - started < 15
+    finally:
+        ctx.close()
+
+
+def test_sigkilled_worker_task_finishes_on_another_worker(tmp_path: Path) -> None:
+    with LocalCluster(workers=1, concurrency=1, heartbeat_timeout=1.5) as cluster:
+        ctx = FrayContext(cluster.address)
+        try:
+            marker = tmp_path / "started"
+            future = ctx.run(sleep_then, 1.0, "done", str(marker))
+            wait_for(marker.exists, 20, "the task to start")
+            victim = cluster.workers[0]
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(10)
+            os.kill(int(marker.read_text()), signal.SIGKILL)  # its executor too
+            marker.unlink()
+            cluster.add_worker()
+            assert future.result(timeout=60) == "done"
+            task = task_state(cluster.address, future.task_id)
+            assert task.attempts == 2
+            assert task.error.kind == pb.ERROR_KIND_UNSPECIFIED  # completed: no error left
+        finally:
+            ctx.close()
+
+
+def test_controller_restart_fails_lost_futures_and_workers_come_back() -> None:
+    with LocalCluster(workers=1, concurrency=1, heartbeat_timeout=1.5) as cluster:
+        ctx = FrayContext(cluster.address, retry_timeout=20)
+        try:
+            future = ctx.run(sleep_then, 60, "never")
+            ctx.wait([future], timeout=0.1)  # makes sure the controller has it
+            wait_for(
+                lambda: task_state(cluster.address, future.task_id).state == pb.TASK_STATE_RUNNING,
+                20,
+                "the task to run",
+            )
+            port = int(cluster.address.rsplit(":", 1)[1])
+            assert cluster.controller is not None
+            cluster.controller.send_signal(signal.SIGKILL)
+            cluster.controller.wait(10)
+            cluster.start_controller(port=port)
+            with pytest.raises(TaskLostError, match="controller"):
+                future.result(timeout=60)
+            cluster.wait_for_workers(1, timeout=30)
+            assert ctx.get(ctx.run(add, 20, 22), timeout=60) == 42
+        finally:
+            ctx.close()

@@ -1,0 +1,387 @@
+"""The JobContext contract, checked against every backend.
+
+Every test taking ``job_ctx`` runs once per backend: sync, threadpool, ray and fray. The
+functions and classes they use live at module level and the module is pickled by value, so
+remote workers need not import this file.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import cloudpickle
+import pytest
+
+from fray.job import (
+    JobContext,
+    SyncContext,
+    ThreadPoolContext,
+    create_job_ctx,
+    default_job_ctx,
+    get_default_job_ctx,
+)
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+BACKENDS = ["sync", "threadpool", "ray", "fray"]
+SLOW = 1.0  # seconds a "slow" task sleeps on the asynchronous backends
+
+
+class CustomError(Exception):
+    """An exception type only this module knows."""
+
+
+class Counter:
+    """A small stateful actor."""
+
+    def __init__(self, start: int = 0) -> None:
+        self.total = start
+        self.seen: list[int] = []
+
+    def add(self, n: int) -> int:
+        self.total += n
+        self.seen.append(n)
+        return self.total
+
+    def history(self) -> list[int]:
+        return self.seen
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def combine(a: int, b: int = 0, *, c: int = 0) -> tuple[int, int, int]:
+    return a, b, c
+
+
+def echo(x: Any) -> Any:
+    return x
+
+
+def describe(x: Any, *, y: Any) -> tuple[str, Any, str, Any]:
+    return type(x).__name__, x, type(y).__name__, y
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def sleep_then(seconds: float, value: Any) -> Any:
+    time.sleep(seconds)
+    return value
+
+
+def raise_custom(message: str) -> None:
+    raise CustomError(message)
+
+
+def raise_value_error(message: str) -> None:
+    raise ValueError(message)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def job_ctx(backend: str, request: pytest.FixtureRequest) -> Iterator[JobContext]:
+    if backend == "ray":
+        ray = request.getfixturevalue("ray_session")
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+        yield create_job_ctx("ray")
+    elif backend == "fray":
+        yield request.getfixturevalue("fray_ctx")
+    else:
+        ctx = create_job_ctx(backend, max_workers=4)
+        assert isinstance(ctx, SyncContext | ThreadPoolContext)
+        yield ctx
+        ctx.shutdown(wait=False, cancel_futures=True)
+
+
+def slow_seconds(ctx: JobContext) -> float:
+    """How long a slow task sleeps: 0 for the sync backend, which runs it in the caller."""
+    return 0.0 if isinstance(ctx, SyncContext) else SLOW
+
+
+def positions(part: list[Any], whole: list[Any]) -> list[int]:
+    """Where each item of ``part`` sits in ``whole`` (compared with ``==``, as Ray refs are)."""
+    return [next(i for i, w in enumerate(whole) if w == p) for p in part]
+
+
+def assert_no_actors(ctx: JobContext) -> None:
+    """The fray backend has no actors yet: create_actor must say so."""
+    with pytest.raises(NotImplementedError):
+        ctx.create_actor(Counter, 10)
+
+
+# --- tasks and results ---------------------------------------------------------------------
+
+
+def test_is_a_job_context(job_ctx: JobContext) -> None:
+    assert isinstance(job_ctx, JobContext)
+
+
+def test_run_and_get(job_ctx: JobContext) -> None:
+    assert job_ctx.get(job_ctx.run(add, 1, 2)) == 3
+
+
+def test_run_with_kwargs(job_ctx: JobContext) -> None:
+    assert job_ctx.get(job_ctx.run(combine, 1, b=2, c=3)) == (1, 2, 3)
+    assert job_ctx.get(job_ctx.run(combine, a=4)) == (4, 0, 0)
+
+
+def test_run_lambda(job_ctx: JobContext) -> None:
+    assert job_ctx.get(job_ctx.run(lambda x: x * 10, 4)) == 40
+
+
+def test_get_list_keeps_order(job_ctx: JobContext) -> None:
+    # Later tasks finish first on the asynchronous backends.
+    futures = [job_ctx.run(sleep_then, 0.05 * (4 - i), i) for i in range(5)]
+    assert job_ctx.get(futures) == [0, 1, 2, 3, 4]
+
+
+def test_get_plain_value_unchanged(job_ctx: JobContext) -> None:
+    value = {"plain": 1}
+    assert job_ctx.get(value) is value
+
+
+@pytest.mark.parametrize("obj", [{"a": [1, 2], "b": {"c": None}}, b"\x00\xffbytes"])
+def test_put_get_round_trip(job_ctx: JobContext, obj: Any) -> None:
+    assert job_ctx.get(job_ctx.put(obj)) == obj
+
+
+def test_refs_as_arguments_arrive_as_values(job_ctx: JobContext) -> None:
+    x = job_ctx.put([1, 2, 3])
+    y = job_ctx.put({"k": "v"})
+    assert job_ctx.get(job_ctx.run(describe, x, y=y)) == ("list", [1, 2, 3], "dict", {"k": "v"})
+
+
+def test_many_tasks(job_ctx: JobContext) -> None:
+    futures = [job_ctx.run(square, i) for i in range(200)]
+    assert job_ctx.get(futures) == [i * i for i in range(200)]
+
+
+@pytest.mark.parametrize(
+    ("fn", "exc_type"), [(raise_custom, CustomError), (raise_value_error, ValueError)]
+)
+def test_task_exception_keeps_type_and_message(
+    job_ctx: JobContext, fn: Any, exc_type: type[Exception]
+) -> None:
+    future = job_ctx.run(fn, "it went wrong: 42")
+    with pytest.raises(exc_type, match="it went wrong: 42"):
+        job_ctx.get(future)
+    # Other tasks are unaffected.
+    assert job_ctx.get(job_ctx.run(add, 2, 2)) == 4
+
+
+def test_get_timeout(job_ctx: JobContext) -> None:
+    if isinstance(job_ctx, SyncContext):
+        # Sync tasks finish inside run(), so get() never waits: a timeout cannot trigger.
+        done = job_ctx.run(sleep_then, 0.01, "done")
+        assert job_ctx.get(done, timeout=0.0) == "done"
+        return
+    slow = job_ctx.run(sleep_then, SLOW, "slow")
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        job_ctx.get(slow, timeout=0.1)
+    with pytest.raises(TimeoutError):
+        job_ctx.get([slow], timeout=0.1)
+    assert time.monotonic() - started < SLOW
+    assert job_ctx.get(slow) == "slow"
+
+
+# --- wait ----------------------------------------------------------------------------------
+
+
+def test_wait_returns_the_fast_one(job_ctx: JobContext) -> None:
+    slow = job_ctx.run(sleep_then, slow_seconds(job_ctx), "slow")
+    fast = job_ctx.run(echo, "fast")
+    ready, pending = job_ctx.wait([slow, fast], num_returns=1)
+    if isinstance(job_ctx, SyncContext):
+        # Both finished already: exactly one is ready, the other stays pending.
+        assert len(ready) == 1 and len(pending) == 1
+        assert sorted(positions(ready + pending, [slow, fast])) == [0, 1]
+    else:
+        assert ready == [fast]
+        assert pending == [slow]
+    assert sorted(job_ctx.get(ready + pending)) == ["fast", "slow"]
+
+
+def test_wait_returns_exactly_num_returns(job_ctx: JobContext) -> None:
+    futures = [job_ctx.run(echo, i) for i in range(3)]
+    assert job_ctx.get(futures) == [0, 1, 2]  # all three are finished now
+    ready, pending = job_ctx.wait(futures, num_returns=2)
+    assert len(ready) == 2
+    assert len(pending) == 1
+    ready_at = positions(ready, futures)
+    assert ready_at == sorted(ready_at)  # input order kept
+    assert sorted(ready_at + positions(pending, futures)) == [0, 1, 2]
+    assert job_ctx.get(ready) == ready_at
+
+
+def test_wait_timeout_returns_fewer(job_ctx: JobContext) -> None:
+    seconds = slow_seconds(job_ctx)
+    slow = job_ctx.run(sleep_then, seconds, "slow")
+    fast = job_ctx.run(echo, "fast")
+    assert job_ctx.get(fast) == "fast"
+    started = time.monotonic()
+    ready, pending = job_ctx.wait([slow, fast], num_returns=2, timeout=0.1)
+    if isinstance(job_ctx, SyncContext):
+        assert ready == [slow, fast] and pending == []
+    else:
+        assert time.monotonic() - started < seconds
+        assert ready == [fast]
+        assert pending == [slow]
+    assert job_ctx.get(slow) == "slow"
+
+
+def test_wait_accepts_put_refs(job_ctx: JobContext) -> None:
+    ref = job_ctx.put("stored")
+    ready, pending = job_ctx.wait([ref], num_returns=1, timeout=5)
+    assert ready == [ref] and pending == []
+
+
+def test_wait_argument_checks(job_ctx: JobContext) -> None:
+    futures = [job_ctx.run(echo, i) for i in range(2)]
+    assert job_ctx.wait([]) == ([], [])
+    with pytest.raises(ValueError):
+        job_ctx.wait(futures, num_returns=0)
+    with pytest.raises(ValueError):
+        job_ctx.wait(futures, num_returns=3)
+    with pytest.raises(ValueError):
+        job_ctx.wait(futures, timeout=-1)
+    assert job_ctx.get(futures) == [0, 1]
+
+
+# --- actors --------------------------------------------------------------------------------
+
+
+def test_actor_calls_run_in_order(job_ctx: JobContext, backend: str) -> None:
+    if backend == "fray":
+        assert_no_actors(job_ctx)
+        return
+    counter = job_ctx.create_actor(Counter, 10)
+    futures = [counter.add.remote(i) for i in range(20)]
+    assert job_ctx.get(futures) == [10 + sum(range(i + 1)) for i in range(20)]
+    assert job_ctx.get(counter.add.remote(job_ctx.put(100))) == 10 + sum(range(20)) + 100
+    assert job_ctx.get(counter.history.remote()) == [*range(20), 100]
+
+
+def test_actor_names_are_unique(job_ctx: JobContext, backend: str) -> None:
+    name = f"counter-{uuid.uuid4().hex}"
+    if backend == "fray":
+        with pytest.raises(NotImplementedError):
+            job_ctx.create_actor(Counter, name=name)
+        return
+    first = job_ctx.create_actor(Counter, name=name)
+    with pytest.raises(ValueError):
+        job_ctx.create_actor(Counter, name=name)
+    assert job_ctx.get(first.add.remote(1)) == 1
+
+
+def test_actor_exception_keeps_type(job_ctx: JobContext, backend: str) -> None:
+    if backend == "fray":
+        assert_no_actors(job_ctx)
+        return
+    counter = job_ctx.create_actor(Counter)
+    with pytest.raises(TypeError):
+        job_ctx.get(counter.add.remote("not a number"))
+    assert job_ctx.get(counter.add.remote(5)) == 5  # the actor survives
+
+
+# --- the factory and the default context ---------------------------------------------------
+
+
+def test_create_job_ctx_local_types() -> None:
+    assert isinstance(create_job_ctx("sync"), SyncContext)
+    pool = create_job_ctx("threadpool", max_workers=2)
+    assert isinstance(pool, ThreadPoolContext)
+    pool.shutdown()
+
+
+def test_create_job_ctx_rejects_unknown_type() -> None:
+    with pytest.raises(ValueError, match="unknown context type"):
+        create_job_ctx("unknown")
+
+
+def test_create_job_ctx_needs_controller_address() -> None:
+    with pytest.raises(ValueError, match="controller_address"):
+        create_job_ctx("fray")
+
+
+def test_create_job_ctx_local_types_take_no_options() -> None:
+    with pytest.raises(ValueError):
+        create_job_ctx("threadpool", num_cpus=1)
+
+
+def test_auto_without_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "ray", raising=False)
+    ctx = create_job_ctx("auto", max_workers=2)
+    assert isinstance(ctx, ThreadPoolContext)
+    ctx.shutdown()
+    assert "ray" not in sys.modules  # auto never imports Ray just to check
+
+
+def test_auto_with_ray_imported_but_not_initialised(monkeypatch: pytest.MonkeyPatch) -> None:
+    ray = pytest.importorskip("ray")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    ctx = create_job_ctx("auto", max_workers=2)
+    assert isinstance(ctx, ThreadPoolContext)
+    ctx.shutdown()
+
+
+def test_auto_with_ray_initialised(ray_session: Any) -> None:
+    from fray.job.ray_ctx import RayContext
+
+    ctx = create_job_ctx("auto", num_cpus=1)
+    assert isinstance(ctx, RayContext)
+    assert ctx.ray_options == {"num_cpus": 1}
+
+
+def test_importing_fray_job_imports_neither_ray_nor_rpc() -> None:
+    code = (
+        "import sys, fray.job; "
+        "assert 'ray' not in sys.modules, 'ray'; "
+        "assert 'fray.job.rpc' not in sys.modules, 'rpc'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_default_job_ctx_sets_and_restores() -> None:
+    outer = get_default_job_ctx()
+    assert get_default_job_ctx() is outer  # the fallback is cached
+    first, second = SyncContext(), SyncContext()
+    with default_job_ctx(first) as entered:
+        assert entered is first
+        assert get_default_job_ctx() is first
+        with default_job_ctx(second):
+            assert get_default_job_ctx() is second
+        assert get_default_job_ctx() is first
+
+        seen_in_thread: list[JobContext] = []
+        thread = threading.Thread(target=lambda: seen_in_thread.append(get_default_job_ctx()))
+        thread.start()
+        thread.join()
+        assert seen_in_thread[0] is not first  # the default is per thread
+    assert get_default_job_ctx() is outer
+
+
+def test_default_job_ctx_is_restored_after_an_error() -> None:
+    outer = get_default_job_ctx()
+    with pytest.raises(RuntimeError), default_job_ctx(SyncContext()):
+        raise RuntimeError("boom")
+    assert get_default_job_ctx() is outer
+
+
+def test_threadpool_tasks_see_the_callers_default() -> None:
+    marker = SyncContext()
+    with ThreadPoolContext(2) as pool, default_job_ctx(marker):
+        assert pool.get(pool.run(get_default_job_ctx)) is marker

@@ -1,0 +1,924 @@
+"""Unit tests of `ControllerState`, the controller's pure state machine (no server, no threads).
+
+Time comes from a fake clock (`now[0]`) so heartbeat expiry is exact and instant. Every test's
+state is checked for internal consistency at teardown (counts by state, worker holdings).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from fray.job.rpc.state import (
+    MAX_ID_LENGTH,
+    AlreadyExists,
+    ControllerState,
+    ErrorKind,
+    InvalidRequest,
+    NotFound,
+    Outcome,
+    Task,
+    TaskFailure,
+    TaskSpec,
+    TaskState,
+)
+
+T0 = 1_000.0
+HEARTBEAT_TIMEOUT = 10.0
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def spec(task_id: str = "", **kwargs: object) -> TaskSpec:
+    return TaskSpec(function=b"fn", args=b"args", task_id=task_id, **kwargs)  # type: ignore[arg-type]
+
+
+def user_error(message: str = "boom") -> TaskFailure:
+    return TaskFailure(ErrorKind.USER, "builtins.ValueError", message)
+
+
+def lost_error(worker_id: str) -> TaskFailure:
+    return TaskFailure(
+        ErrorKind.WORKER_LOST, "ExecutorDied", "executor died (exit code -9)", worker_id=worker_id
+    )
+
+
+def check_consistent(state: ControllerState) -> None:
+    """Counts match the tasks; RUNNING tasks and worker holdings agree with each other."""
+    assert sum(state.counts.values()) == len(state.tasks)
+    for s in TaskState:
+        assert state.counts[s] == sum(t.state is s for t in state.tasks.values()), s
+    assert state.queue_depth == state.counts[TaskState.PENDING]
+    for worker in state.workers.values():
+        for task_id in worker.task_ids:
+            task = state.tasks[task_id]
+            assert task.state is TaskState.RUNNING
+            assert task.worker_id == worker.worker_id
+    for task in state.tasks.values():
+        if task.state is TaskState.RUNNING:
+            assert task.task_id in state.workers[task.worker_id].task_ids
+        else:
+            assert task.worker_id == "" or task.state.finished
+
+
+@pytest.fixture
+def now() -> list[float]:
+    return [T0]
+
+
+MakeState = Callable[..., ControllerState]
+
+
+@pytest.fixture
+def make_state(now: list[float]) -> Iterator[MakeState]:
+    """Builds states on the fake clock; each is checked for consistency at teardown."""
+    made: list[ControllerState] = []
+
+    def make(**kwargs: Any) -> ControllerState:
+        kwargs.setdefault("heartbeat_timeout", HEARTBEAT_TIMEOUT)
+        kwargs.setdefault("max_infra_attempts", 3)
+        made.append(ControllerState(clock=lambda: now[0], **kwargs))
+        return made[-1]
+
+    yield make
+    for s in made:
+        check_consistent(s)
+
+
+@pytest.fixture
+def state(make_state: MakeState) -> ControllerState:
+    return make_state()
+
+
+def lease_ids(
+    state: ControllerState,
+    worker_id: str,
+    held: list[str] | None = None,
+    prefetch: int | None = None,
+) -> list[str]:
+    leased, _ = state.lease(worker_id, held, prefetch)
+    return [t.task_id for t in leased]
+
+
+def run_one(state: ControllerState, worker_id: str, task_id: str) -> Task:
+    """Lease `task_id` (it must be next in the queue) to `worker_id`; returns the task."""
+    assert lease_ids(state, worker_id) == [task_id]
+    return state.tasks[task_id]
+
+
+# ---------------------------------------------------------------------- construction
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"heartbeat_timeout": 0}, {"max_infra_attempts": 0}, {"max_finished_tasks": 0}],
+)
+def test_constructor_rejects_non_positive_limits(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        ControllerState(**kwargs)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------- submit
+
+
+def test_submit_assigns_ids_and_keeps_client_ids(state: ControllerState, now: list[float]) -> None:
+    ids = state.submit([spec(), spec("mine"), spec()])
+    assert ids[1] == "mine"
+    assert len(set(ids)) == 3
+    for generated in (ids[0], ids[2]):
+        assert len(generated) == 32 and all(c in "0123456789abcdef" for c in generated)
+    for task_id in ids:
+        task = state.get_task(task_id)
+        assert task.state is TaskState.PENDING
+        assert task.submitted_at == now[0]
+        assert task.attempts == 0
+    assert state.counts[TaskState.PENDING] == 3
+    assert state.queue_depth == 3
+    check_consistent(state)
+
+
+@pytest.mark.parametrize(
+    ("bad", "words"),
+    [
+        (TaskSpec(function=b"", args=b""), "function is empty"),
+        (spec(timeout_seconds=-1.0), "timeout_seconds"),
+        (spec(timeout_seconds=math.nan), "timeout_seconds"),
+        (spec(timeout_seconds=math.inf), "timeout_seconds"),
+        (spec(max_retries=-1), "max_retries"),
+        (spec("x" * (MAX_ID_LENGTH + 1)), "longer than"),
+    ],
+    ids=["empty-function", "negative-timeout", "nan-timeout", "inf-timeout", "neg-retries", "id"],
+)
+def test_submit_is_all_or_none_on_invalid_spec(
+    state: ControllerState, bad: TaskSpec, words: str
+) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        state.submit([spec("good"), bad, spec("also-good")])
+    assert words in str(info.value)
+    assert "task 1" in str(info.value)  # names the offending task by position
+    assert state.tasks == {}
+    assert state.queue_depth == 0
+    # The valid ids were not taken: they can be submitted afterwards.
+    assert state.submit([spec("good"), spec("also-good")]) == ["good", "also-good"]
+
+
+def test_submit_rejects_empty_batch(state: ControllerState) -> None:
+    with pytest.raises(InvalidRequest, match="no tasks"):
+        state.submit([])
+
+
+def test_submit_duplicate_ids_already_exist(state: ControllerState) -> None:
+    with pytest.raises(AlreadyExists, match="dup"):
+        state.submit([spec("a"), spec("dup"), spec("dup")])
+    assert state.tasks == {}
+    state.submit([spec("dup")])
+    with pytest.raises(AlreadyExists, match="dup"):
+        state.submit([spec("b"), spec("dup")])
+    assert set(state.tasks) == {"dup"}
+    assert state.queue_depth == 1
+
+
+def test_submit_unknown_object_ids_not_found(state: ControllerState) -> None:
+    object_id = state.put_object(b"payload")
+    with pytest.raises(NotFound, match="nope"):
+        state.submit([spec("a", object_ids=(object_id,)), spec("b", object_ids=("nope",))])
+    assert state.tasks == {}
+    assert state.submit([spec("a", object_ids=(object_id,))]) == ["a"]
+
+
+# ---------------------------------------------------------------------- lease
+
+
+def test_lease_is_fifo(state: ControllerState) -> None:
+    state.submit([spec("a"), spec("b")])
+    state.submit([spec("c"), spec("d")])
+    state.register_worker(worker_id="w", slots=1)
+    order = []
+    for _ in range(4):
+        (task,), _ = state.lease("w")
+        order.append(task.task_id)
+        assert task.attempts == 1
+        assert state.report("w", [Outcome(task.task_id, 1, value=b"r")]) == 1
+    assert order == ["a", "b", "c", "d"]
+    assert state.lease("w") == ([], [])
+
+
+def test_lease_respects_slots_plus_prefetch(state: ControllerState, now: list[float]) -> None:
+    state.submit([spec(str(i)) for i in range(10)])
+    state.register_worker(worker_id="w", slots=2, prefetch=1)
+    now[0] += 1
+    assert lease_ids(state, "w") == ["0", "1", "2"]
+    assert state.tasks["0"].started_at == now[0]
+    assert state.tasks["0"].worker_id == "w"
+    assert lease_ids(state, "w") == []  # full
+    assert state.busy_slots() == 2
+    state.report("w", [Outcome("1", 1, value=b"")])
+    assert lease_ids(state, "w") == ["3"]
+    assert state.counts[TaskState.RUNNING] == 3
+    assert state.counts[TaskState.PENDING] == 6
+
+
+def test_lease_prefetch_asked_for_is_capped_by_the_registered_one(
+    state: ControllerState,
+) -> None:
+    state.submit([spec(str(i)) for i in range(10)])
+    state.register_worker(worker_id="w", slots=1, prefetch=2)
+    assert lease_ids(state, "w", prefetch=0) == ["0"]  # slots only
+    assert lease_ids(state, "w", prefetch=0) == []
+    assert lease_ids(state, "w", prefetch=-3) == []  # negative: as 0
+    assert lease_ids(state, "w", prefetch=1) == ["1"]
+    assert lease_ids(state, "w", prefetch=100) == ["2"]  # capped at the registered 2
+    assert lease_ids(state, "w") == []  # None: the registered prefetch
+    assert len(state.workers["w"].task_ids) == 3
+
+
+def test_lease_fair_share_between_workers(state: ControllerState) -> None:
+    state.submit([spec(str(i)) for i in range(4)])
+    state.register_worker(worker_id="w1", slots=1, prefetch=8)
+    state.register_worker(worker_id="w2", slots=1, prefetch=8)
+    # 4 queued / 2 workers: w1 gets its fair share (2), not all it has room for (9).
+    assert lease_ids(state, "w1") == ["0", "1"]
+    assert lease_ids(state, "w2") == ["2"]  # ceil(2 queued / 2 workers)
+    assert state.queue_depth == 1
+
+
+def test_lease_free_slots_beyond_fair_share(state: ControllerState) -> None:
+    state.submit([spec(str(i)) for i in range(4)])
+    state.register_worker(worker_id="w1", slots=4)
+    state.register_worker(worker_id="w2", slots=4)
+    # Free slots are always filled, whatever the fair share (2).
+    assert lease_ids(state, "w1") == ["0", "1", "2", "3"]
+    assert lease_ids(state, "w2") == []
+
+
+def test_lease_unknown_worker_not_found(state: ControllerState) -> None:
+    state.submit([spec("a")])
+    with pytest.raises(NotFound, match="ghost"):
+        state.lease("ghost")
+    assert state.tasks["a"].state is TaskState.PENDING
+
+
+def test_lease_held_reconciliation_requeues_missing(state: ControllerState) -> None:
+    state.submit([spec("a"), spec("b"), spec("c")])
+    state.register_worker(worker_id="w", slots=2)
+    assert lease_ids(state, "w") == ["a", "b"]
+    # held=None: the worker did not say; nothing is reconciled.
+    assert lease_ids(state, "w", None) == []
+    assert state.tasks["b"].state is TaskState.RUNNING
+    # The worker only has "a" (the answer that carried "b" was lost): "b" goes back to the queue,
+    # ahead of "c", without using any retry budget, and is leased again at once.
+    leased, _ = state.lease("w", ["a", "unknown-id"])
+    assert [t.task_id for t in leased] == ["b"]
+    b = state.tasks["b"]
+    assert b.attempts == 2
+    assert b.infra_failures == 0 and b.user_failures == 0
+    assert state.tasks["a"].state is TaskState.RUNNING
+    assert state.tasks["c"].state is TaskState.PENDING
+    # A report for the lost attempt is now stale.
+    assert state.report("w", [Outcome("b", 1, value=b"old")]) == 0
+    assert state.report("w", [Outcome("b", 2, value=b"new")]) == 1
+    assert state.tasks["b"].result == b"new"
+
+
+def test_lease_held_reconciliation_with_empty_held_list(state: ControllerState) -> None:
+    state.submit([spec("a")])
+    state.register_worker(worker_id="w1", slots=1)
+    state.register_worker(worker_id="w2", slots=1)
+    state.register_worker(worker_id="w3", slots=1)
+    assert lease_ids(state, "w1") == ["a"]
+    state.submit([spec("b")])
+    assert lease_ids(state, "w2") == ["b"]
+    # w2 says it holds nothing (it lost the answer that carried "b"): "b" goes back to the
+    # queue without using any budget; w2 has room again and gets it back in the same call.
+    assert lease_ids(state, "w2", []) == ["b"]
+    b = state.tasks["b"]
+    assert b.attempts == 2 and b.infra_failures == 0 and b.worker_id == "w2"
+    assert state.tasks["a"].worker_id == "w1"  # other workers' leases are untouched
+
+
+# ---------------------------------------------------------------------- report
+
+
+def test_report_value_completes(state: ControllerState, now: list[float]) -> None:
+    state.submit([spec("a")])
+    state.register_worker(worker_id="w")
+    run_one(state, "w", "a")
+    now[0] += 5
+    assert state.report("w", [Outcome("a", 1, value=b"result")]) == 1
+    task = state.get_task("a")
+    assert task.state is TaskState.COMPLETED
+    assert task.result == b"result"
+    assert task.error is None
+    assert task.finished_at == now[0]
+    assert task.worker_id == "w"  # who ran it is kept
+    worker = state.workers["w"]
+    assert worker.task_ids == {}
+    assert worker.tasks_completed == 1 and worker.tasks_failed == 0
+    assert worker.last_heartbeat == now[0]  # a report counts as a heartbeat
+    assert state.counts[TaskState.COMPLETED] == 1
+    assert state.busy_slots() == 0
+
+
+def test_user_error_without_retries_fails(state: ControllerState) -> None:
+    state.submit([spec("a")])
+    state.register_worker(worker_id="w")
+    run_one(state, "w", "a")
+    assert state.report("w", [Outcome("a", 1, error=user_error("bad input"))]) == 1
+    task = state.get_task("a")
+    assert task.state is TaskState.FAILED
+    assert task.error is not None and task.error.kind is ErrorKind.USER
+    assert task.error.message == "bad input"
+    assert task.user_failures == 1
+    assert state.workers["w"].tasks_failed == 1
+
+
+def test_user_error_with_one_retry(state: ControllerState) -> None:
+    state.submit([spec("a", max_retries=1), spec("b")])
+    state.register_worker(worker_id="w")
+    run_one(state, "w", "a")
+    state.report("w", [Outcome("a", 1, error=user_error("first"))])
+    task = state.get_task("a")
+    assert task.state is TaskState.PENDING
+    assert task.error is not None and task.error.message == "first"  # kept while retried
+    check_consistent(state)
+    # The retried task goes ahead of "b" (it is older).
+    run_one(state, "w", "a")
+    assert task.attempts == 2
+    state.report("w", [Outcome("a", 2, error=user_error("second"))])
+    assert task.state is TaskState.FAILED
+    assert task.error is not None and task.error.message == "second"
+    assert task.user_failures == 2
+    assert task.infra_failures == 0
+
+
+def test_user_retry_then_success(state: ControllerState) -> None:
+    state.submit([spec("a", max_retries=2)])
+    state.register_worker(worker_id="w")
+    run_one(state, "w", "a")
+    state.report("w", [Outcome("a", 1, error=user_error())])
+    run_one(state, "w", "a")
+    state.report("w", [Outcome("a", 2, value=b"ok")])
+    task = state.get_task("a")
+    assert task.state is TaskState.COMPLETED
+    assert task.result == b"ok"
+    assert task.error is None
+
+
+@pytest.mark.parametrize("kind", [ErrorKind.TIMEOUT, ErrorKind.DESERIALIZATION])
+def test_timeout_and_deserialization_errors_fail(state: ControllerState, kind: ErrorKind) -> None:
+    state.submit([spec("a")])
+    state.register_worker(worker_id="w")
+    run_one(state, "w", "a")
+    state.report("w", [Outcome("a", 1, error=TaskFailure(kind, "T", "m"))])
+    task = state.get_task("a")
+    assert task.state is TaskState.FAILED
+    assert task.error is not None and task.error.kind is kind
+
+
+def test_worker_lost_errors_retried_until_budget(state: ControllerState) -> None:
+    assert state.max_infra_attempts == 3
+    state.submit([spec("task-a")])
+    state.register_worker(worker_id="w1")
+    for attempt in (1, 2):
+        run_one(state, "w1", "task-a")
+        state.report("w1", [Outcome("task-a", attempt, error=lost_error("w1"))])
+        task = state.get_task("task-a")
+        assert task.state is TaskState.PENDING
+        assert task.infra_failures == attempt
+        assert task.user_failures == 0
+        check_consistent(state)
+    run_one(state, "w1", "task-a")
+    state.report("w1", [Outcome("task-a", 3, error=lost_error("w1"))])
+    task = state.get_task("task-a")
+    assert task.state is TaskState.FAILED
+    assert task.infra_failures == 3
+    assert task.error is not None and task.error.kind is ErrorKind.WORKER_LOST
+    assert "task-a" in task.error.message
+    assert "w1" in task.error.message
+    assert "executor died" in task.error.message  # the original cause is kept
+
+
+def test_worker_lost_report_without_worker_id_names_the_reporting_worker(
+    make_state: MakeState,
+) -> None:
+    """A WORKER_LOST report whose TaskError leaves worker_id empty (it is optional on the wire,
+    e.g. a curl user or another worker implementation): the final message must still name the
+    worker, which the controller knows (it is the reporter and the task's holder)."""
+    state = make_state(max_infra_attempts=1)
+    state.submit([spec("task-a")])
+    state.register_worker(worker_id="w1")
+    run_one(state, "w1", "task-a")
+    failure = TaskFailure(ErrorKind.WORKER_LOST, "ExecutorDied", "executor died")
+    state.report("w1", [Outcome("task-a", 1, error=failure)])
+    task = state.get_task("task-a")
+    assert task.state is TaskState.FAILED
+    assert task.error is not None
+    assert "task-a" in task.error.message
+    assert "w1" in task.error.message, task.error.message
+
+
+def test_stale_reports_are_ignored(state: ControllerState) -> None:
+    state.submit([spec("a"), spec("b")])
+    state.register_worker(worker_id="w1", slots=1)
+    state.register_worker(worker_id="w2", slots=1)
+    run_one(state, "w1", "a")
+    run_one(state, "w2", "b")
+    outcomes = [
+        Outcome("a", 2, value=b"wrong attempt"),
+        Outcome("a", 0, value=b"wrong attempt"),
+        Outcome("b", 1, value=b"wrong worker"),  # b is w2's
+        Outcome("nope", 1, value=b"unknown task"),
+    ]
+    assert state.report("w1", outcomes) == 0
+    assert state.tasks["a"].state is TaskState.RUNNING
+    assert state.tasks["b"].state is TaskState.RUNNING
+    assert state.report("w1", [Outcome("a", 1, value=b"x")]) == 1
+    # A second report of the same (now finished) attempt is stale too.
+    assert state.report("w1", [Outcome("a", 1, error=user_error())]) == 0
+    assert state.tasks["a"].state is TaskState.COMPLETED
+    assert state.tasks["a"].result == b"x"
+    assert state.workers["w1"].tasks_failed == 0
+
+
+def test_report_from_unknown_worker_not_found(state: ControllerState) -> None:
+    with pytest.raises(NotFound, match="ghost"):
+        state.report("ghost", [])
+
+
+def test_handed_back_requeues_without_using_budget(state: ControllerState) -> None:
+    state.submit([spec("a"), spec("b")])
+    state.register_worker(worker_id="w")
+    run_one(state, "w", "a")
+    assert state.report("w", [Outcome("a", 1, handed_back=True)]) == 1
+    task = state.get_task("a")
+    assert task.state is TaskState.PENDING
+    assert task.user_failures == 0 and task.infra_failures == 0
+    assert task.error is None
+    assert state.workers["w"].tasks_failed == 0
+    run_one(state, "w", "a")  # ahead of b
+    assert task.attempts == 2
+
+
+def test_many_handbacks_never_fail_the_task(make_state: MakeState) -> None:
+    state = make_state(max_infra_attempts=1)
+    state.submit([spec("a")])
+    state.register_worker(worker_id="w")
+    for attempt in range(1, 6):
+        run_one(state, "w", "a")
+        state.report("w", [Outcome("a", attempt, handed_back=True)])
+        assert state.tasks["a"].state is TaskState.PENDING
+    check_consistent(state)
+
+
+# ---------------------------------------------------------------------- cancel
+
+
+def test_cancel_pending_is_immediate(state: ControllerState) -> None:
+    state.submit([spec("a"), spec("b")])
+    (task,) = state.cancel(["a"])
+    assert task.state is TaskState.CANCELLED
+    assert task.cancel_requested
+    assert task.error is not None and task.error.kind is ErrorKind.CANCELLED
+    assert task.finished_at is not None
+    assert state.queue_depth == 1
+    state.register_worker(worker_id="w", slots=4)
+    assert lease_ids(state, "w") == ["b"]  # the stale queue entry is skipped
+
+
+def test_cancel_unknown_task_changes_nothing(state: ControllerState) -> None:
+    state.submit([spec("a")])
+    with pytest.raises(NotFound, match="nope"):
+        state.cancel(["a", "nope"])
+    assert state.tasks["a"].state is TaskState.PENDING
+    assert not state.tasks["a"].cancel_requested
+
+
+def test_cancel_finished_task_is_a_no_op(state: ControllerState) -> None:
+    state.submit([spec("a")])
+    state.register_worker(worker_id="w")
+    run_one(state, "w", "a")
+    state.report("w", [Outcome("a", 1, value=b"v")])
+    (task,) = state.cancel(["a"])
+    assert task.state is TaskState.COMPLETED
+    assert task.result == b"v"
+    assert state.heartbeat("w") == []
+
+
+def test_cancel_running_delivered_once_via_heartbeat(state: ControllerState) -> None:
+    state.submit([spec("a")])
+    state.register_worker(worker_id="w")
+    run_one(state, "w", "a")
+    (task,) = state.cancel(["a"])
+    assert task.state is TaskState.RUNNING
+    assert task.cancel_requested
+    state.cancel(["a"])  # asking twice delivers once
+    assert state.heartbeat("w") == ["a"]
+    assert state.heartbeat("w") == []
+    assert state.report("w", [Outcome("a", 1, error=TaskFailure(ErrorKind.CANCELLED, "C", "c"))])
+    assert task.state is TaskState.CANCELLED
+    assert task.error is not None and task.error.kind is ErrorKind.CANCELLED
+    assert state.workers["w"].task_ids == {}
+
+
+def test_cancel_running_delivered_via_lease(state: ControllerState) -> None:
+    state.submit([spec("a"), spec("b")])
+    state.register_worker(worker_id="w", slots=1)
+    run_one(state, "w", "a")
+    state.cancel(["a"])
+    leased, cancels = state.lease("w")
+    assert (leased, cancels) == ([], ["a"])  # no room for b; the cancel is delivered
+    assert state.lease("w") == ([], [])
+    assert state.heartbeat("w") == []
+
+
+def test_value_report_of_cancel_requested_task_is_cancelled(state: ControllerState) -> None:
+    state.submit([spec("a")])
+    state.register_worker(worker_id="w")
+    run_one(state, "w", "a")
+    state.cancel(["a"])
+    assert state.report("w", [Outcome("a", 1, value=b"finished anyway")]) == 1
+    task = state.get_task("a")
+    assert task.state is TaskState.CANCELLED
+    assert task.result is None
+    assert task.error is not None and task.error.kind is ErrorKind.CANCELLED
+
+
+def test_user_error_of_cancel_requested_task_is_cancelled_not_retried(
+    state: ControllerState,
+) -> None:
+    state.submit([spec("a", max_retries=5)])
+    state.register_worker(worker_id="w")
+    run_one(state, "w", "a")
+    state.cancel(["a"])
+    state.report("w", [Outcome("a", 1, error=user_error())])
+    assert state.tasks["a"].state is TaskState.CANCELLED
+
+
+def test_handed_back_cancel_requested_task_is_cancelled(state: ControllerState) -> None:
+    state.submit([spec("a")])
+    state.register_worker(worker_id="w")
+    run_one(state, "w", "a")
+    state.cancel(["a"])
+    state.report("w", [Outcome("a", 1, handed_back=True)])
+    assert state.tasks["a"].state is TaskState.CANCELLED
+
+
+def test_cancel_requested_task_of_lost_worker_is_cancelled(
+    state: ControllerState, now: list[float]
+) -> None:
+    state.submit([spec("a")])
+    state.register_worker(worker_id="w")
+    run_one(state, "w", "a")
+    state.cancel(["a"])
+    now[0] += HEARTBEAT_TIMEOUT + 1
+    assert state.expire_workers() == ["w"]
+    assert state.tasks["a"].state is TaskState.CANCELLED
+    assert state.queue_depth == 0
+
+
+# ---------------------------------------------------------------------- workers
+
+
+def test_register_worker_validation_and_ids(state: ControllerState, now: list[float]) -> None:
+    with pytest.raises(InvalidRequest, match="slots"):
+        state.register_worker(slots=0)
+    with pytest.raises(InvalidRequest, match="prefetch"):
+        state.register_worker(prefetch=-1)
+    with pytest.raises(InvalidRequest, match="worker_id"):
+        state.register_worker(worker_id="w" * (MAX_ID_LENGTH + 1))
+    assert state.workers == {}
+    worker = state.register_worker(slots=2, cpus=4, memory_bytes=8, labels={"gpu": "no"})
+    assert worker.worker_id and worker.worker_id in state.workers
+    assert worker.registered_at == worker.last_heartbeat == now[0]
+    assert worker.labels == {"gpu": "no"}
+
+
+def test_heartbeat_unknown_worker_not_found(state: ControllerState) -> None:
+    with pytest.raises(NotFound, match="ghost"):
+        state.heartbeat("ghost")
+
+
+def test_expire_workers_after_timeout_requeues_then_fails(
+    make_state: MakeState, now: list[float]
+) -> None:
+    state = make_state(max_infra_attempts=2)
+    state.submit([spec("task-a"), spec("task-b")])
+    state.register_worker(worker_id="w1", slots=1)
+    state.register_worker(worker_id="live", slots=1)
+    run_one(state, "w1", "task-a")
+    run_one(state, "live", "task-b")
+
+    now[0] += HEARTBEAT_TIMEOUT / 2
+    state.heartbeat("live")
+    now[0] += HEARTBEAT_TIMEOUT / 2
+    assert state.expire_workers() == []  # silent exactly the timeout: not yet
+    now[0] += 0.5
+    assert state.expire_workers() == ["w1"]
+    assert "w1" not in state.workers and "live" in state.workers
+    task = state.get_task("task-a")
+    assert task.state is TaskState.PENDING
+    assert task.infra_failures == 1
+    assert task.error is not None and task.error.kind is ErrorKind.WORKER_LOST
+    assert "w1" in task.error.message and "heartbeat" in task.error.message
+    assert state.tasks["task-b"].state is TaskState.RUNNING
+    check_consistent(state)
+
+    # Lost a second time: the budget (2) is used up.
+    state.register_worker(worker_id="w2", slots=1)
+    run_one(state, "w2", "task-a")
+    state.heartbeat("live")
+    now[0] += HEARTBEAT_TIMEOUT + 1
+    state.heartbeat("live")
+    assert state.expire_workers() == ["w2"]
+    assert task.state is TaskState.FAILED
+    assert task.error is not None and task.error.kind is ErrorKind.WORKER_LOST
+    assert "task-a" in task.error.message and "w2" in task.error.message
+    assert task.infra_failures == 2
+    check_consistent(state)
+
+
+def test_lease_and_report_count_as_heartbeats(state: ControllerState, now: list[float]) -> None:
+    state.submit([spec("a")])
+    state.register_worker(worker_id="w")
+    now[0] += HEARTBEAT_TIMEOUT
+    state.lease("w")
+    now[0] += HEARTBEAT_TIMEOUT
+    state.report("w", [])
+    now[0] += HEARTBEAT_TIMEOUT
+    assert state.expire_workers() == []
+
+
+def test_unregister_requeues_held_tasks(state: ControllerState) -> None:
+    state.submit([spec("a"), spec("b"), spec("c")])
+    state.register_worker(worker_id="w", slots=2)
+    assert lease_ids(state, "w") == ["a", "b"]
+    assert state.unregister_worker("w") == ["a", "b"]
+    assert "w" not in state.workers
+    for task_id in "abc":
+        task = state.tasks[task_id]
+        assert task.state is TaskState.PENDING
+        assert task.infra_failures == 0 and task.worker_id == ""
+    with pytest.raises(NotFound):
+        state.unregister_worker("w")
+    with pytest.raises(NotFound):
+        state.heartbeat("w")
+
+
+def test_requeued_tasks_keep_their_order(state: ControllerState) -> None:
+    """Tasks going back to the queue together (a worker leaving with several) must keep their
+    relative order: the queue is documented as "oldest first"."""
+    state.submit([spec("a"), spec("b"), spec("c")])
+    state.register_worker(worker_id="w", slots=2)
+    assert lease_ids(state, "w") == ["a", "b"]
+    state.unregister_worker("w")
+    state.register_worker(worker_id="w2", slots=3)
+    assert lease_ids(state, "w2") == ["a", "b", "c"]
+
+
+def test_reregister_same_id_drops_tasks_as_lost(state: ControllerState) -> None:
+    state.submit([spec("a"), spec("b")])
+    state.register_worker(worker_id="w", slots=1)
+    run_one(state, "w", "a")
+    worker = state.register_worker(worker_id="w", slots=3)
+    assert worker.task_ids == {}
+    assert worker.slots == 3
+    task = state.get_task("a")
+    assert task.state is TaskState.PENDING
+    assert task.infra_failures == 1
+    assert task.error is not None and task.error.kind is ErrorKind.WORKER_LOST
+    assert "re-registered" in task.error.message
+    # A late report from the old incarnation is stale.
+    assert state.report("w", [Outcome("a", 1, value=b"late")]) == 0
+    assert lease_ids(state, "w") == ["a", "b"]
+    assert task.attempts == 2
+
+
+def test_reregister_with_invalid_request_keeps_old_worker(state: ControllerState) -> None:
+    state.submit([spec("a")])
+    state.register_worker(worker_id="w")
+    run_one(state, "w", "a")
+    with pytest.raises(InvalidRequest):
+        state.register_worker(worker_id="w", slots=0)
+    assert state.tasks["a"].state is TaskState.RUNNING
+    assert "a" in state.workers["w"].task_ids
+
+
+def test_counts_stay_consistent_through_a_mixed_history(
+    state: ControllerState, now: list[float]
+) -> None:
+    state.submit([spec(str(i), max_retries=1) for i in range(12)])
+    check_consistent(state)
+    state.register_worker(worker_id="w1", slots=2, prefetch=1)
+    state.register_worker(worker_id="w2", slots=2)
+    state.lease("w1")
+    state.lease("w2")
+    check_consistent(state)
+    w1 = list(state.workers["w1"].task_ids)
+    w2 = list(state.workers["w2"].task_ids)
+    state.report("w1", [Outcome(w1[0], 1, value=b"")])
+    state.report("w1", [Outcome(w1[1], 1, error=user_error())])  # retried
+    state.report("w2", [Outcome(w2[0], 1, handed_back=True)])
+    check_consistent(state)
+    state.cancel(["11", w1[2]])
+    check_consistent(state)
+    state.unregister_worker("w2")
+    check_consistent(state)
+    state.lease("w1", held=[w1[2]])
+    check_consistent(state)
+    now[0] += HEARTBEAT_TIMEOUT + 1
+    state.expire_workers()
+    check_consistent(state)
+    state.register_worker(worker_id="w3", slots=20)
+    leased, _ = state.lease("w3")
+    state.report("w3", [Outcome(t.task_id, t.attempts, value=b"") for t in leased])
+    check_consistent(state)
+    assert state.counts[TaskState.PENDING] == 0
+    assert state.counts[TaskState.RUNNING] == 0
+    assert sum(state.counts.values()) == 12
+
+
+# ---------------------------------------------------------------------- list / overview
+
+
+def test_list_tasks_filters(state: ControllerState) -> None:
+    state.submit([spec("a"), spec("b"), spec("c")])
+    state.register_worker(worker_id="w", slots=2)
+    lease_ids(state, "w")
+    assert [t.task_id for t in state.list_tasks()] == ["a", "b", "c"]
+    assert [t.task_id for t in state.list_tasks(TaskState.RUNNING)] == ["a", "b"]
+    assert [t.task_id for t in state.list_tasks(TaskState.PENDING)] == ["c"]
+    assert [t.task_id for t in state.list_tasks(worker_id="w")] == ["a", "b"]
+    assert [t.task_id for t in state.list_tasks(limit=1)] == ["a"]
+    with pytest.raises(NotFound):
+        state.list_tasks(worker_id="ghost")
+
+
+# ---------------------------------------------------------------------- finished log
+
+
+def _finish(state: ControllerState, worker_id: str, task_ids: list[str]) -> None:
+    for task_id in task_ids:
+        task = state.tasks[task_id]
+        assert state.report(worker_id, [Outcome(task_id, task.attempts, value=task_id.encode())])
+
+
+def test_read_finished_in_finishing_order(state: ControllerState) -> None:
+    state.submit([spec(t, owner="me") for t in "abcd"])
+    state.submit([spec("other", owner="you")])
+    state.register_worker(worker_id="w", slots=10)
+    state.lease("w")
+    assert state.read_finished("me", 0, 10) == ([], 0)
+    _finish(state, "w", ["c", "other", "a"])
+    state.cancel(["b"])  # cancellation finishes a task too
+    tasks, cursor = state.read_finished("me", 0, 10)
+    assert [t.task_id for t in tasks] == ["c", "a"]
+    assert cursor == 2
+    assert [t.result for t in tasks] == [b"c", b"a"]
+    assert state.finished_count("me") == 2
+    assert state.finished_count("you") == 1
+    assert state.finished_count("nobody") == 0
+    # b is RUNNING with a cancel requested; it finishes when its worker reports.
+    _finish(state, "w", ["b", "d"])
+    tasks, cursor = state.read_finished("me", 2, 10)
+    assert [t.task_id for t in tasks] == ["b", "d"]
+    assert tasks[0].state is TaskState.CANCELLED
+    assert cursor == 4
+
+
+def test_read_finished_limit_and_acknowledgement(state: ControllerState) -> None:
+    state.submit([spec(t, owner="me") for t in "abc"])
+    state.register_worker(worker_id="w", slots=10)
+    state.lease("w")
+    _finish(state, "w", ["a", "b", "c"])
+    tasks, cursor = state.read_finished("me", 0, 2)
+    assert [t.task_id for t in tasks] == ["a", "b"] and cursor == 2
+    # Reading the same cursor again (a lost answer) gives the same tasks.
+    tasks, cursor = state.read_finished("me", 0, 2)
+    assert [t.task_id for t in tasks] == ["a", "b"] and cursor == 2
+    tasks, cursor = state.read_finished("me", 2, 2)
+    assert [t.task_id for t in tasks] == ["c"] and cursor == 3
+    # Reading from 2 acknowledged a and b: the log forgot them, the positions stay.
+    log = state._finished_logs["me"]
+    assert log.base == 2 and list(log.ids) == ["c"]
+    assert state.finished_count("me") == 3
+    assert state.read_finished("me", 3, 2) == ([], 3)
+    assert state.finished_count("me") == 3
+    # limit <= 0 is treated as 1
+    state.submit([spec("d", owner="me"), spec("e", owner="me")])
+    state.lease("w")
+    _finish(state, "w", ["d", "e"])
+    tasks, cursor = state.read_finished("me", 3, 0)
+    assert [t.task_id for t in tasks] == ["d"] and cursor == 4
+
+
+def test_read_finished_cursor_past_end_not_found(state: ControllerState) -> None:
+    with pytest.raises(NotFound, match="cursor 1"):
+        state.read_finished("me", 1, 10)
+    with pytest.raises(NotFound):
+        state.read_finished("me", -1, 10)
+    with pytest.raises(InvalidRequest, match="owner"):
+        state.read_finished("", 0, 10)
+    state.submit([spec("a", owner="me")])
+    state.cancel(["a"])
+    assert [t.task_id for t in state.read_finished("me", 0, 10)[0]] == ["a"]
+    assert state.read_finished("me", 1, 10) == ([], 1)
+    with pytest.raises(NotFound):
+        state.read_finished("me", 2, 10)
+
+
+def test_read_finished_cursor_before_acknowledged_entries(state: ControllerState) -> None:
+    """Once entries 0..1 were acknowledged (a read from cursor 2), a read from cursor 0 reads
+    from the oldest entry kept, under its right position (not "c" with next cursor 1, which
+    would make the reader see "c" again and again)."""
+    state.submit([spec(t, owner="me") for t in "abc"])
+    state.register_worker(worker_id="w", slots=10)
+    state.lease("w")
+    _finish(state, "w", ["a", "b", "c"])
+    tasks, cursor = state.read_finished("me", 2, 10)
+    assert [t.task_id for t in tasks] == ["c"] and cursor == 3
+    tasks, cursor = state.read_finished("me", 0, 10)
+    assert [t.task_id for t in tasks] == ["c"] and cursor == 3
+
+
+def test_max_finished_tasks_evicts_oldest(make_state: MakeState) -> None:
+    state = make_state(max_finished_tasks=2)
+    state.submit([spec(t, owner="me") for t in "abcd"])
+    state.register_worker(worker_id="w", slots=10)
+    state.lease("w")
+    _finish(state, "w", ["b", "a"])
+    assert set(state.tasks) == {"a", "b", "c", "d"}
+    _finish(state, "w", ["c"])
+    assert set(state.tasks) == {"a", "c", "d"}  # b finished first, so it went first
+    with pytest.raises(NotFound):
+        state.get_task("b")
+    check_consistent(state)
+    assert state.counts[TaskState.COMPLETED] == 2
+    assert state.counts[TaskState.RUNNING] == 1
+    # The owner's log skips evicted tasks but keeps positions.
+    tasks, cursor = state.read_finished("me", 0, 10)
+    assert [t.task_id for t in tasks] == ["a", "c"]
+    assert cursor == 3
+    state.cancel(["d"])
+    _finish(state, "w", ["d"])
+    assert set(state.tasks) == {"c", "d"}
+    check_consistent(state)
+    # A freed id can be submitted again.
+    assert state.submit([spec("b")]) == ["b"]
+    check_consistent(state)
+
+
+def test_finished_log_is_bounded_by_max_finished_tasks(make_state: MakeState) -> None:
+    """An owner that never reads its log (a client that went away, or a curl user setting
+    `owner`) must not make the controller keep ids of evicted tasks forever: the memory bound
+    max_finished_tasks is meant to give would not hold."""
+    state = make_state(max_finished_tasks=5)
+    state.register_worker(worker_id="w", slots=1)
+    state.submit([spec(str(i), owner="gone") for i in range(50)])
+    for _ in range(50):
+        (task,), _ = state.lease("w")
+        state.report("w", [Outcome(task.task_id, 1, value=b"")])
+    assert len(state.tasks) == 5
+    assert len(state._finished_logs["gone"].ids) <= 5
+
+
+# ---------------------------------------------------------------------- objects
+
+
+def test_objects_put_get_delete(state: ControllerState) -> None:
+    a = state.put_object(b"alpha")
+    b = state.put_object(b"")
+    assert a != b
+    assert state.get_object(a) == b"alpha"
+    assert state.get_object(b) == b""  # an empty object is still an object
+    with pytest.raises(NotFound, match="nope"):
+        state.get_object("nope")
+    assert state.delete_objects([a, "nope", a]) == 1
+    with pytest.raises(NotFound):
+        state.get_object(a)
+    assert state.delete_objects([b]) == 1
+    assert state.objects == {}
+
+
+# ---------------------------------------------------------------------- transitions
+
+
+def test_illegal_transitions_raise(state: ControllerState) -> None:
+    state.submit([spec("a"), spec("b")])
+    state.register_worker(worker_id="w")
+    run_one(state, "w", "a")
+    state.report("w", [Outcome("a", 1, value=b"")])
+    done, pending = state.tasks["a"], state.tasks["b"]
+    before = dict(state.counts)
+    for to in TaskState:
+        with pytest.raises(AssertionError, match="illegal move"):
+            state._move(done, to)
+    with pytest.raises(AssertionError, match="PENDING"):
+        state._move(pending, TaskState.COMPLETED)
+    with pytest.raises(AssertionError):
+        state._move(pending, TaskState.PENDING)
+    assert state.counts == before
+    assert done.state is TaskState.COMPLETED and pending.state is TaskState.PENDING

@@ -229,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    os.environ["FRAY_LOG_LEVEL"] = args.log_level  # processes we start log alike
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,

@@ -49,7 +49,10 @@ class FrayFuture(concurrent.futures.Future[Any]):
     def cancel(self) -> bool:
         if self.done():
             return False
-        self._ctx._cancel(self)
+        try:
+            self._ctx._cancel(self)
+        except (ConnectError, errors.FrayError) as exc:
+            logger.warning("could not ask the controller to stop task %s: %s", self.task_id, exc)
         return super().cancel()
 
     def __repr__(self) -> str:

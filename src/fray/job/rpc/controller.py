@@ -167,7 +167,10 @@ class ControllerService(FrayController):
         self.heartbeat_interval = state.heartbeat_timeout / 3
         self.max_wait_seconds = max_wait_seconds
         self.closing = False
-        self._changed = _Signal()
+        # Long polls sleep on one of two signals: workers wait for work (or cancellations),
+        # clients for finished tasks. A mutation fires the ones it may concern.
+        self._work = _Signal()
+        self._finished = _Signal()
 
     async def lifespan(self) -> AsyncGenerator[ControllerService]:
         """Runs the worker reaper for as long as the server runs."""
@@ -183,7 +186,7 @@ class ControllerService(FrayController):
     def begin_shutdown(self) -> None:
         """Refuse new calls and end the long polls in flight, with `unavailable`."""
         self.closing = True
-        self._changed.fire()
+        self._mutated()
 
     async def _reap_workers(self) -> None:
         period = min(1.0, self.state.heartbeat_timeout / 4)
@@ -194,21 +197,24 @@ class ControllerService(FrayController):
                 logger.warning(
                     "workers %s stopped heartbeating; their tasks were requeued", expired
                 )
-                self._changed.fire()
+                self._mutated()
 
     def _check_open(self) -> None:
         if self.closing:
             raise ConnectError(Code.UNAVAILABLE, "controller is shutting down")
 
-    def _mutated(self) -> None:
-        """Wake every long poll so it can look again."""
-        self._changed.fire()
+    def _mutated(self, *, finished: bool = True) -> None:
+        """Wake the long polls so they look again (`finished=False`: no task can have ended)."""
+        self._work.fire()
+        if finished:
+            self._finished.fire()
 
     async def _poll(
         self,
         wait_ms: int,
         ctx: RequestContext[Any, Any],
         check: Callable[[], _T | None],
+        signal: _Signal,
         cap_seconds: float | None = None,
     ) -> _T | None:
         """Call `check` now and after every change until it returns non-None or time is up."""
@@ -224,7 +230,7 @@ class ControllerService(FrayController):
             remaining = deadline - loop.time()
             if result is not None or remaining <= 0:
                 return result
-            await self._changed.wait(remaining)
+            await signal.wait(remaining)
             self._check_open()
 
     # ------------------------------------------------------------------ clients
@@ -247,7 +253,7 @@ class ControllerService(FrayController):
             for t in request.tasks
         ]
         ids = self.state.submit(specs)
-        self._mutated()
+        self._mutated(finished=False)
         return pb.SubmitTasksResponse(task_ids=ids, controller_id=self.controller_id)
 
     async def get_task(
@@ -270,7 +276,7 @@ class ControllerService(FrayController):
             finished, pending = self.state.finished_among(ids)
             return (finished, pending) if len(finished) >= wanted else None
 
-        await self._poll(request.wait_ms, ctx, check)
+        await self._poll(request.wait_ms, ctx, check, self._finished)
         finished, pending = self.state.finished_among(ids)
         return pb.WaitTasksResponse(
             finished=[task_to_pb(t, request.include_results) for t in finished],
@@ -288,7 +294,7 @@ class ControllerService(FrayController):
 
         if not owner:
             raise st.InvalidRequest("owner is empty")
-        await self._poll(request.wait_ms, ctx, check)
+        await self._poll(request.wait_ms, ctx, check, self._finished)
         tasks, next_cursor = self.state.read_finished(owner, cursor, limit)
         return pb.WatchFinishedResponse(
             finished=[task_to_pb(t, include_result=True) for t in tasks],
@@ -386,7 +392,9 @@ class ControllerService(FrayController):
             held = None  # reconciled once per call
             return (leased, cancels) if leased or cancels else None
 
-        found = await self._poll(request.wait_ms, ctx, check, cap_seconds=self.heartbeat_interval)
+        found = await self._poll(
+            request.wait_ms, ctx, check, self._work, cap_seconds=self.heartbeat_interval
+        )
         leased, cancels = found or ([], [])
         return pb.LeaseTasksResponse(
             tasks=[_leased_to_pb(t) for t in leased], cancel_task_ids=cancels

@@ -338,6 +338,9 @@ class Worker:
             self.tasks_done += 1
             self._outbox.append(result)
             self._lock.notify_all()
+            idle = not self._queue
+        if idle:  # nothing else to run: report now rather than wake the reporter thread
+            self._send_reports(blocking=False)
 
     def _cancel(self, task_id: str) -> None:
         with self._lock:
@@ -455,8 +458,10 @@ class Worker:
                 if not self._outbox:
                     return
 
-    def _send_reports(self) -> None:
-        with self._send_lock:  # one batch in flight at a time
+    def _send_reports(self, blocking: bool = True) -> None:
+        if not self._send_lock.acquire(blocking):
+            return  # a batch is in flight; its sender (or the reporter) takes ours next
+        try:  # one batch in flight at a time
             with self._lock:
                 batch = [
                     self._outbox.popleft() for _ in range(min(len(self._outbox), _REPORT_BATCH))
@@ -477,6 +482,8 @@ class Worker:
             with self._lock:
                 for result in batch:
                     self._held.pop(result.task_id, None)
+        finally:
+            self._send_lock.release()
 
     def _heartbeat_loop(self) -> None:
         while not self.stopped.wait(self.heartbeat_interval):

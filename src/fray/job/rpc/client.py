@@ -55,7 +55,10 @@ class ControllerClient:
         self.retry_timeout = retry_timeout
         self.rpc = FrayControllerClientSync(
             self.address,
+            # Pickles barely compress: gzip (connectrpc's default, both ways) only burns CPU,
+            # on the controller's single event loop too.
             send_compression=None,
+            accept_compression=(),
             timeout_ms=int(call_timeout * 1000),
             read_max_bytes=2**31 - 1,
         )

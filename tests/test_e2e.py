@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -149,6 +150,10 @@ def test_unpicklable_argument_fails_at_submit(fray_ctx: FrayContext) -> None:
         fray_ctx.run(add, 1, threading.Lock())
     with pytest.raises(SerializationError, match="keyword argument 'b'"):
         fray_ctx.run(add, a=1, b=threading.Lock())
+    with pytest.raises(SerializationError, match="function functools.partial"):
+        fray_ctx.run(functools.partial(add, threading.Lock()), 1)
+    with pytest.raises(SerializationError, match="the object given to put"):
+        fray_ctx.put(threading.Lock())
 
 
 def test_task_timeout_stops_the_task_and_the_worker_keeps_serving(

@@ -4,9 +4,10 @@ Tasks run in a separate process so that a timeout or a cancellation can stop the
 worker kills the executor and starts a new one) and a task that crashes its process (os._exit,
 a segfault) cannot take the worker down.
 
-Wire format over the pipe (both directions are `pickle` of a tuple):
-    worker -> executor: (function_bytes, args_bytes, {object_id: object_bytes})
-    executor -> worker: ("ok", result_bytes) | ("error", TaskError bytes)
+Wire format over the pipe:
+    worker -> executor: pickle of (function_bytes, args_bytes, [object_id, ...]), then one raw
+                        message per object (its pickled bytes, sent as they are)
+    executor -> worker: pickle of ("ok", result_bytes) | ("error", TaskError bytes)
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def main(conn: multiprocessing.connection.Connection) -> None:
             message = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        function, args, objects = pickle.loads(message)
+        function, args, object_ids = pickle.loads(message)
+        objects = {object_id: conn.recv_bytes() for object_id in object_ids}
         outcome = run_one(functions, function, args, objects)
         sys.stdout.flush()
         sys.stderr.flush()

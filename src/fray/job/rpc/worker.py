@@ -115,7 +115,10 @@ class _Slot:
             )
             return result
         try:
-            self.conn.send_bytes(pickle.dumps((task.function, task.args, objects), protocol=5))
+            header = (task.function, task.args, list(objects))
+            self.conn.send_bytes(pickle.dumps(header, protocol=5))
+            for data in objects.values():  # large objects go as they are, not re-pickled
+                self.conn.send_bytes(data)
             timeout = task.timeout_seconds or None
             if timeout is not None and not self.conn.poll(timeout):
                 self.kill(task.task_id, pb.ERROR_KIND_TIMEOUT)

@@ -34,9 +34,12 @@ def parse_memory(text: str) -> int:
     if unit not in _MEMORY_UNITS:
         raise argparse.ArgumentTypeError(f"unknown memory unit in {text!r}")
     try:
-        return int(float(number) * _MEMORY_UNITS[unit])
-    except ValueError:
+        size = int(float(number) * _MEMORY_UNITS[unit])
+    except (ValueError, OverflowError):
         raise argparse.ArgumentTypeError(f"bad memory size {text!r}") from None
+    if size < 0:
+        raise argparse.ArgumentTypeError(f"memory size must be >= 0, got {text!r}")
+    return size
 
 
 def parse_resources(text: str) -> dict[str, str]:
@@ -49,11 +52,11 @@ def parse_resources(text: str) -> dict[str, str]:
         out[key.strip()] = value.strip()
     if "cpus" in out:
         try:
-            float(out["cpus"])
+            cpus = float(out["cpus"])
         except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"cpus must be a number, got {out['cpus']!r}"
-            ) from None
+            cpus = float("nan")
+        if not 0 <= cpus < float("inf"):
+            raise argparse.ArgumentTypeError(f"cpus must be a number >= 0, got {out['cpus']!r}")
     if "memory" in out:
         parse_memory(out["memory"])
     return out
@@ -83,6 +86,8 @@ def _controller(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from connectrpc.errors import ConnectError
+
     from fray.job.errors import ControllerUnavailableError
     from fray.job.rpc.worker import Worker
     from fray.v1 import controller_pb2 as pb
@@ -107,9 +112,13 @@ def _worker(args: argparse.Namespace) -> int:
     except ControllerUnavailableError as exc:
         print(f"fray worker: {exc}", file=sys.stderr)
         return 1
+    except ConnectError as exc:
+        print(f"fray worker: the controller said {exc.code.name}: {exc.message}", file=sys.stderr)
+        return 1
 
 
 def _status(args: argparse.Namespace) -> int:
+    from connectrpc.errors import ConnectError
     from google.protobuf.json_format import MessageToDict
 
     from fray.job.errors import ControllerUnavailableError
@@ -122,6 +131,9 @@ def _status(args: argparse.Namespace) -> int:
         workers = client.call(client.rpc.list_workers, pb.ListWorkersRequest())
     except ControllerUnavailableError as exc:
         print(f"fray status: {exc}", file=sys.stderr)
+        return 1
+    except ConnectError as exc:
+        print(f"fray status: the controller said {exc.code.name}: {exc.message}", file=sys.stderr)
         return 1
     finally:
         client.close()
@@ -181,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--prefetch",
         type=int,
         default=None,
-        help="extra tasks held beyond the running ones (default: concurrency)",
+        help="most tasks held beyond the running ones; the worker holds ~50 ms of work "
+        "at its recent pace, up to this (default: 256)",
     )
     p.add_argument(
         "--resources",

@@ -103,6 +103,7 @@ def _worker_to_pb(worker: st.Worker) -> pb.Worker:
         resources=pb.Resources(
             cpus=worker.cpus, memory_bytes=worker.memory_bytes, labels=worker.labels
         ),
+        draining=worker.draining,
         slots=worker.slots,
         registered_at=_timestamp(worker.registered_at),
         last_heartbeat=_timestamp(worker.last_heartbeat),
@@ -370,7 +371,10 @@ class ControllerService(FrayController):
     async def heartbeat(
         self, request: pb.HeartbeatRequest, ctx: RequestContext[Any, Any]
     ) -> pb.HeartbeatResponse:
-        return pb.HeartbeatResponse(cancel_task_ids=self.state.heartbeat(request.worker_id))
+        cancels = self.state.heartbeat(request.worker_id, request.draining)
+        if request.draining:
+            self._mutated(finished=False)  # its lease poll returns; others may take its work
+        return pb.HeartbeatResponse(cancel_task_ids=cancels)
 
     async def unregister_worker(
         self, request: pb.UnregisterWorkerRequest, ctx: RequestContext[Any, Any]

@@ -146,6 +146,7 @@ class Worker:
     pending_cancels: set[str] = field(default_factory=set)
     tasks_completed: int = 0
     tasks_failed: int = 0
+    draining: bool = False  # shutting down: gets no more tasks
 
 
 @dataclass
@@ -399,10 +400,14 @@ class ControllerState:
         self.workers[worker.worker_id] = worker
         return worker
 
-    def heartbeat(self, worker_id: str) -> list[str]:
-        """Note the worker is alive; returns (and clears) the cancellations it must carry out."""
+    def heartbeat(self, worker_id: str, draining: bool = False) -> list[str]:
+        """Note the worker is alive; returns (and clears) the cancellations it must carry out.
+
+        `draining` marks a worker that is shutting down: it is leased nothing more.
+        """
         worker = self._get_worker(worker_id)
         worker.last_heartbeat = self.clock()
+        worker.draining = worker.draining or draining
         cancels = sorted(worker.pending_cancels)
         worker.pending_cancels.clear()
         return cancels
@@ -444,7 +449,7 @@ class ControllerState:
         queued = self.counts[TaskState.PENDING]
         extra = worker.prefetch if prefetch is None else max(0, min(prefetch, worker.prefetch))
         room = worker.slots + extra - len(worker.task_ids)
-        if room <= 0 or queued == 0:
+        if room <= 0 or queued == 0 or worker.draining:
             return [], cancels
         free_slots = max(0, worker.slots - len(worker.task_ids))
         fair_share = math.ceil(queued / max(1, len(self.workers)))

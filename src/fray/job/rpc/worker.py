@@ -21,10 +21,12 @@ import logging
 import os
 import pickle
 import signal
+import socket
 import threading
 import time
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from typing import Any
 
 from connectrpc.code import Code
@@ -181,7 +183,7 @@ class Worker:
         shutdown_grace: float = 30.0,
         retry_timeout: float = 60.0,
     ) -> None:
-        self.concurrency = concurrency or os.cpu_count() or 1
+        self.concurrency = (os.cpu_count() or 1) if concurrency is None else concurrency
         if self.concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         self.prefetch = DEFAULT_MAX_PREFETCH if prefetch is None else prefetch
@@ -291,9 +293,10 @@ class Worker:
 
     def _drain(self) -> None:
         deadline = time.monotonic() + self.shutdown_grace
+        self._heartbeat()  # tells the controller we are draining: no more leases for us
         with self._lock:
-            self._queue.clear()  # unstarted tasks go back to the queue when we unregister
-            self._lock.notify_all()
+            self._hand_back(self._queue)  # unstarted tasks: others can run them now
+            self._queue.clear()
             while self._running and not self.stopping_hard.is_set():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -409,7 +412,10 @@ class Worker:
             with self._lock:
                 for task in response.tasks:
                     self._held[task.task_id] = task
-                    self._queue.append(task)
+                if self.stopping.is_set():  # leased just before we said we are draining
+                    self._hand_back(response.tasks)
+                else:
+                    self._queue.extend(response.tasks)
                 self._lock.notify_all()
             for task_id in response.cancel_task_ids:
                 self._cancel(task_id)
@@ -490,17 +496,27 @@ class Worker:
 
     def _heartbeat_loop(self) -> None:
         while not self.stopped.wait(self.heartbeat_interval):
-            try:
-                response = self.client.call(
-                    self.client.rpc.heartbeat,
-                    pb.HeartbeatRequest(worker_id=self.worker_id),
-                    retry_timeout=self.heartbeat_interval,
-                )
-            except Exception as exc:
-                logger.debug("heartbeat failed: %s", exc)
-                continue
-            for task_id in response.cancel_task_ids:
-                self._cancel(task_id)
+            self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        request = pb.HeartbeatRequest(worker_id=self.worker_id, draining=self.stopping.is_set())
+        try:
+            response = self.client.call(
+                self.client.rpc.heartbeat, request, retry_timeout=self.heartbeat_interval
+            )
+        except Exception as exc:
+            logger.debug("heartbeat failed: %s", exc)
+            return
+        for task_id in response.cancel_task_ids:
+            self._cancel(task_id)
+
+    def _hand_back(self, tasks: Iterable[pb.LeasedTask]) -> None:
+        """Queue handed-back reports for tasks we will not run. Holds _lock."""
+        for task in tasks:
+            self._outbox.append(
+                pb.TaskResult(task_id=task.task_id, attempt=task.attempt, handed_back=True)
+            )
+        self._lock.notify_all()
 
     def health(self) -> dict[str, Any]:
         with self._lock:
@@ -514,6 +530,10 @@ class Worker:
             "queued": queued,
             "tasks_done": self.tasks_done,
         }
+
+
+class _HTTPServer6(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 class _HealthServer:
@@ -538,10 +558,12 @@ class _HealthServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self.server = http.server.ThreadingHTTPServer((host, port), Handler)
+        server_class = _HTTPServer6 if ":" in host else http.server.ThreadingHTTPServer
+        self.server = server_class((host, port), Handler)
         self.server.daemon_threads = True
         bound_host, bound_port = self.server.server_address[:2]
-        self.url = f"http://{bound_host!s}:{bound_port}"
+        shown = f"[{bound_host!s}]" if ":" in str(bound_host) else str(bound_host)
+        self.url = f"http://{shown}:{bound_port}"
 
     def start(self) -> None:
         threading.Thread(target=self.server.serve_forever, name="fray-health", daemon=True).start()

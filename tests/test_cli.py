@@ -1,0 +1,335 @@
+"""The `fray` command line: `python -m fray controller|worker|status`, and its argument parsers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from fray.cli import build_parser, parse_memory, parse_resources
+from fray.job.rpc.client import ControllerClient
+from fray.v1 import controller_pb2 as pb
+
+READY = re.compile(r"^fray controller listening on (http://[0-9.]+):(\d+)$")
+GIB = 1024**3
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without fray settings that would change what a command does."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("FRAY_TOKEN", "FRAY_CONTROLLER_ADDRESS")
+    }
+    env.update(extra)
+    return env
+
+
+def fray(*args: str, timeout: float = 30, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `python -m fray ARGS` to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "fray", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=clean_env(**env),
+    )
+
+
+def read_line(process: subprocess.Popen[str], timeout: float = 30) -> str:
+    """The next line of a child's stdout ('' at EOF or after `timeout`)."""
+    assert process.stdout is not None
+    stdout = process.stdout
+    line: list[str] = []
+    reader = threading.Thread(target=lambda: line.append(stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return line[0] if line else ""
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def worker_ids(address: str, token: str | None = None) -> set[str]:
+    client = ControllerClient(address, token=token, retry_timeout=5)
+    try:
+        response = client.call(client.rpc.list_workers, pb.ListWorkersRequest())
+    finally:
+        client.close()
+    return {w.worker_id for w in response.workers}
+
+
+class Processes:
+    """Starts `python -m fray ...` processes and stops every one of them at the end."""
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen[str]] = []
+
+    def start(self, *args: str, stdout: int | None = None, **env: str) -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fray", *args],
+            stdout=stdout,
+            text=True,
+            env=clean_env(**env),
+        )
+        self.started.append(process)
+        return process
+
+    def controller(self, *args: str, **env: str) -> tuple[subprocess.Popen[str], str]:
+        """A controller on a free port; returns it and the loopback address to reach it at."""
+        process = self.start("controller", "--port", "0", *args, stdout=subprocess.PIPE, **env)
+        line = read_line(process).rstrip("\n")
+        match = READY.match(line)
+        assert match, f"unexpected first line {line!r}"
+        return process, f"http://127.0.0.1:{match.group(2)}"
+
+    def stop_all(self) -> None:
+        for process in reversed(self.started):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(0.5)
+                except subprocess.TimeoutExpired:
+                    process.send_signal(signal.SIGTERM)  # a worker's second signal: no grace
+                    try:
+                        process.wait(10)
+                    except subprocess.TimeoutExpired:
+                        process.kill()
+                        process.wait(10)
+            if process.stdout is not None:
+                process.stdout.close()
+
+
+@pytest.fixture
+def procs() -> Iterator[Processes]:
+    processes = Processes()
+    try:
+        yield processes
+    finally:
+        processes.stop_all()
+
+
+# ---------------------------------------------------------------------- fray controller
+
+
+def test_controller_refuses_a_public_address_without_a_token() -> None:
+    done = fray("controller", "--host", "0.0.0.0", "--port", "0")
+    assert done.returncode == 2
+    assert "token" in done.stderr
+    assert "0.0.0.0" in done.stderr
+    assert "listening" not in done.stdout
+
+
+def test_controller_announces_its_address_serves_status_and_exits_0_on_sigterm(
+    procs: Processes,
+) -> None:
+    process = procs.start("controller", "--port", "0", stdout=subprocess.PIPE)
+    line = read_line(process).rstrip("\n")
+    match = READY.match(line)
+    assert match, f"first stdout line was {line!r}"
+    address = f"{match.group(1)}:{match.group(2)}"
+    assert match.group(1) == "http://127.0.0.1"
+
+    done = fray("status", "--controller", address)
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout)
+    assert set(status) == {"summary", "workers"}
+    assert status["workers"] == []
+    assert status["summary"]["controllerId"]
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(10) == 0
+
+
+def test_controller_with_a_token_on_a_public_address(procs: Processes) -> None:
+    _, address = procs.controller("--host", "0.0.0.0", "--token", "t0k")
+    common = ("worker", "--controller", address, "--concurrency", "1")
+    by_arg = procs.start(*common, "--worker-id", "tok-arg", "--token", "t0k")
+    by_env = procs.start(*common, "--worker-id", "tok-env", FRAY_TOKEN="t0k")
+    wrong = procs.start(*common, "--worker-id", "tok-bad", "--token", "wrong")
+
+    wait_for(
+        lambda: (
+            {"tok-arg", "tok-env"} <= worker_ids(address, "t0k")
+            or by_arg.poll() is not None
+            or by_env.poll() is not None
+        ),
+        30,
+        "the workers with the token to register",
+    )
+    assert by_arg.poll() is None and by_env.poll() is None
+    assert wrong.wait(30) != 0
+    assert "tok-bad" not in worker_ids(address, "t0k")
+
+    done = fray("status", "--controller", address)
+    assert done.returncode == 1
+    assert "bearer token" in done.stderr
+    assert done.stdout == ""
+
+    with_arg = fray("status", "--controller", address, "--token", "t0k")
+    with_env = fray("status", "--controller", address, FRAY_TOKEN="t0k")
+    for done in (with_arg, with_env):
+        assert done.returncode == 0, done.stderr
+        status = json.loads(done.stdout)
+        assert {w["workerId"] for w in status["workers"]} == {"tok-arg", "tok-env"}
+        assert status["summary"]["workers"] == 2
+
+
+def test_status_of_an_unreachable_controller_exits_1() -> None:
+    address = f"http://127.0.0.1:{free_port()}"
+    done = fray("status", "--controller", address, "--connect-timeout", "0.5")
+    assert done.returncode == 1
+    assert "unreachable" in done.stderr
+    assert done.stdout == ""
+
+
+# ---------------------------------------------------------------------- --help
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("--help",), ("controller", "worker", "status", "demo")),
+        (("worker", "--help"), ("--controller", "--resources", "--shutdown-grace", "--token")),
+    ],
+)
+def test_help_exits_0(args: tuple[str, ...], expected: tuple[str, ...]) -> None:
+    done = fray(*args)
+    assert done.returncode == 0, done.stderr
+    for word in expected:
+        assert word in done.stdout
+
+
+# ---------------------------------------------------------------------- argument parsers
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0", 0),
+        ("100", 100),
+        ("100b", 100),
+        ("2k", 2048),
+        ("2KiB", 2048),
+        ("512MiB", 512 * 1024**2),
+        ("512mb", 512 * 1024**2),
+        ("1G", GIB),
+        ("1GiB", GIB),
+        ("1gb", GIB),
+        ("1.5GiB", int(1.5 * GIB)),
+        ("2TiB", 2 * 1024**4),
+    ],
+)
+def test_parse_memory(text: str, expected: int) -> None:
+    assert parse_memory(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "GiB", "lots", "1XiB", "1.2.3G", "1 PiB", "nan"])
+def test_parse_memory_rejects_bad_sizes(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_memory(text)
+
+
+@pytest.mark.parametrize("text", ["inf", "1e400", "1e400GiB"])
+def test_parse_memory_rejects_infinite_sizes(text: str) -> None:
+    # float(text) is inf: int() raises OverflowError, which argparse does not turn into a usage
+    # error (it only catches ArgumentTypeError, TypeError and ValueError).
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_memory(text)
+
+
+@pytest.mark.parametrize("text", ["-1", "-1GiB", "-0.5k"])
+def test_parse_memory_rejects_negative_sizes(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_memory(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", {}),
+        ("cpus=2", {"cpus": "2"}),
+        (
+            "cpus=4,memory=8GiB,zone=us-east",
+            {"cpus": "4", "memory": "8GiB", "zone": "us-east"},
+        ),
+        (" cpus = 0.5 , gpu=a100 ,", {"cpus": "0.5", "gpu": "a100"}),
+        ("zone=a,zone=b", {"zone": "b"}),
+    ],
+)
+def test_parse_resources(text: str, expected: dict[str, str]) -> None:
+    assert parse_resources(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["cpus", "=4", "cpus=abc", "cpus=", "memory=lots", "memory=1XiB", "zone=a,memory"]
+)
+def test_parse_resources_rejects_bad_input(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_resources(text)
+
+
+@pytest.mark.parametrize("text", ["cpus=-1", "memory=-1GiB"])
+def test_parse_resources_rejects_negative_amounts(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_resources(text)
+
+
+@pytest.mark.parametrize(
+    ("resources", "message"),
+    [("cpus=abc", "cpus must be a number"), ("memory=inf", "inf")],
+)
+def test_bad_resources_are_a_usage_error(
+    resources: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["worker", "--resources", resources])
+    assert info.value.code == 2
+    error_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--resources" in error_line
+    assert message in error_line
+
+
+def test_worker_arguments_reach_the_parser() -> None:
+    args = build_parser().parse_args(
+        [
+            "worker",
+            "--controller",
+            "http://h:1",
+            "--resources",
+            "cpus=2,memory=1GiB,zone=test",
+            "--concurrency",
+            "2",
+            "--shutdown-grace",
+            "0.5",
+            "--worker-id",
+            "w1",
+        ]
+    )
+    assert args.controller == "http://h:1"
+    assert args.resources == {"cpus": "2", "memory": "1GiB", "zone": "test"}
+    assert args.concurrency == 2
+    assert args.shutdown_grace == 0.5
+    assert args.worker_id == "w1"

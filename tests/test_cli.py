@@ -333,3 +333,18 @@ def test_worker_arguments_reach_the_parser() -> None:
     assert args.concurrency == 2
     assert args.shutdown_grace == 0.5
     assert args.worker_id == "w1"
+
+
+def test_demo_runs_the_main_job_end_to_end() -> None:
+    """What `scripts/demo.sh` runs: a controller, 2 workers, a job, a clean shutdown."""
+    result = subprocess.run(
+        [sys.executable, "-m", "fray", "--log-level", "WARNING", "demo", "--tasks", "20"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "pi ~= 3.1" in result.stdout
+    assert "wait(): 2 ready, 0 pending -> [1, 2]" in result.stdout
+    assert "raised ValueError at the caller" in result.stdout
+    assert "'controller': 0" in result.stdout and "'worker-1': 0" in result.stdout

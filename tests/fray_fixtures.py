@@ -4,18 +4,24 @@
   (for RPC-level tests; no workers).
 - `cluster`: a LocalCluster (controller process + 2 worker processes), shared by a test module.
 - `fray_ctx`: a FrayContext connected to `cluster`.
-Everything is stopped at the end, whatever the test did.
+Everything is stopped at the end, whatever the test did. Also small helpers the test modules
+import (`from fray_fixtures import get_task, ...`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
+from fray.job.rpc.client import ControllerClient
 from fray.job.rpc.context import FrayContext
 from fray.job.rpc.controller import ControllerServer
 from fray.job.rpc.local_cluster import LocalCluster
+from fray.v1 import controller_pb2 as pb
 
 HEARTBEAT_TIMEOUT = 2.0
 
@@ -42,3 +48,47 @@ def fray_ctx(cluster: LocalCluster) -> Iterator[FrayContext]:
         yield ctx
     finally:
         ctx.close()
+
+
+# ---------------------------------------------------------------------- helpers for the tests
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll `predicate` (for test set-up only) until true, or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def get_task(address: str, task_id: str) -> pb.Task:
+    client = ControllerClient(address, retry_timeout=5)
+    try:
+        return client.call(client.rpc.get_task, pb.GetTaskRequest(task_id=task_id)).task
+    finally:
+        client.close()
+
+
+def list_workers(address: str) -> dict[str, pb.Worker]:
+    client = ControllerClient(address, retry_timeout=5)
+    try:
+        response = client.call(client.rpc.list_workers, pb.ListWorkersRequest())
+    finally:
+        client.close()
+    return {w.worker_id: w for w in response.workers}
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (for "nothing listens here" tests)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -7,14 +7,13 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
+from fray_fixtures import free_port, wait_for
 
 from fray.cli import build_parser, parse_memory, parse_resources
 from fray.job.rpc.client import ControllerClient
@@ -56,20 +55,6 @@ def read_line(process: subprocess.Popen[str], timeout: float = 30) -> str:
     reader.start()
     reader.join(timeout)
     return line[0] if line else ""
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def worker_ids(address: str, token: str | None = None) -> set[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
+from fray_fixtures import free_port, get_task, pid_alive, wait_for
 
 from fray.job import create_job_ctx
 from fray.job.errors import (
@@ -22,7 +22,6 @@ from fray.job.errors import (
     TaskLostError,
     TaskTimeoutError,
 )
-from fray.job.rpc.client import ControllerClient
 from fray.job.rpc.context import FrayContext
 from fray.job.rpc.local_cluster import LocalCluster
 from fray.v1 import controller_pb2 as pb
@@ -64,30 +63,6 @@ def fail_first_time(marker: str) -> str:
         path.write_text("1")
         raise CustomError("first attempt fails")
     return "second attempt worked"
-
-
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def task_state(address: str, task_id: str) -> pb.Task:
-    client = ControllerClient(address)
-    try:
-        return client.call(client.rpc.get_task, pb.GetTaskRequest(task_id=task_id)).task
-    finally:
-        client.close()
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 # ---------------------------------------------------------------------- the shared cluster
@@ -178,7 +153,7 @@ def test_cancel_stops_a_running_task(
     assert future.cancel()
     assert future.cancelled()
     wait_for(
-        lambda: task_state(cluster.address, future.task_id).state == pb.TASK_STATE_CANCELLED,
+        lambda: get_task(cluster.address, future.task_id).state == pb.TASK_STATE_CANCELLED,
         10,
         "the controller to mark the task cancelled",
     )
@@ -192,7 +167,7 @@ def test_cancel_a_queued_task(cluster: LocalCluster, fray_ctx: FrayContext) -> N
     fray_ctx.wait([queued], timeout=0.1)  # makes sure the controller has it
     assert queued.cancel()
     assert fray_ctx.get(blockers) == list(range(8))
-    state = task_state(cluster.address, queued.task_id).state
+    state = get_task(cluster.address, queued.task_id).state
     assert state == pb.TASK_STATE_CANCELLED
 
 
@@ -241,14 +216,8 @@ def test_wait_returns_exactly_num_returns(fray_ctx: FrayContext) -> None:
 # ---------------------------------------------------------------------- failures of the pieces
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_unreachable_controller_gives_a_clear_error_in_bounded_time() -> None:
-    ctx = FrayContext(f"127.0.0.1:{_free_port()}", retry_timeout=1.0)
+    ctx = FrayContext(f"127.0.0.1:{free_port()}", retry_timeout=1.0)
     try:
         started = time.monotonic()
         with pytest.raises(ControllerUnavailableError, match="unreachable"):
@@ -275,7 +244,7 @@ def test_sigkilled_worker_task_finishes_on_another_worker(tmp_path: Path) -> Non
             marker.unlink()
             cluster.add_worker()
             assert future.result(timeout=60) == "done"
-            task = task_state(cluster.address, future.task_id)
+            task = get_task(cluster.address, future.task_id)
             assert task.attempts == 2
             assert task.error.kind == pb.ERROR_KIND_UNSPECIFIED  # completed: no error left
         finally:
@@ -289,7 +258,7 @@ def test_controller_restart_fails_lost_futures_and_workers_come_back() -> None:
             future = ctx.run(sleep_then, 60, "never")
             ctx.wait([future], timeout=0.1)  # makes sure the controller has it
             wait_for(
-                lambda: task_state(cluster.address, future.task_id).state == pb.TASK_STATE_RUNNING,
+                lambda: get_task(cluster.address, future.task_id).state == pb.TASK_STATE_RUNNING,
                 20,
                 "the task to run",
             )

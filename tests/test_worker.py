@@ -12,15 +12,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import cloudpickle
 import httpx
 import pytest
+from fray_fixtures import free_port, get_task, list_workers, pid_alive, wait_for
 
 from fray.job.errors import TaskDeserializationError
-from fray.job.rpc.client import ControllerClient
 from fray.job.rpc.context import FrayContext
 from fray.job.rpc.local_cluster import LocalCluster
 from fray.v1 import controller_pb2 as pb
@@ -61,45 +61,6 @@ def sleep_where(seconds: float) -> tuple[str, int]:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.02)
-
-
-def list_workers(address: str) -> dict[str, pb.Worker]:
-    client = ControllerClient(address, retry_timeout=5)
-    try:
-        response = client.call(client.rpc.list_workers, pb.ListWorkersRequest())
-    finally:
-        client.close()
-    return {w.worker_id: w for w in response.workers}
-
-
-def get_task(address: str, task_id: str) -> pb.Task:
-    client = ControllerClient(address, retry_timeout=5)
-    try:
-        return client.call(client.rpc.get_task, pb.GetTaskRequest(task_id=task_id)).task
-    finally:
-        client.close()
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def healthz(worker: pb.Worker) -> httpx.Response:

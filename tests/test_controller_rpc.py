@@ -739,3 +739,21 @@ def test_stop_ends_a_waiting_lease() -> None:
     finally:
         server.stop()
         server.stop()
+
+
+def test_watch_finished_from_another_controller_answers_at_once(
+    controller: ControllerServer,
+) -> None:
+    """A cursor from before a restart (another controller_id) gets an immediate, empty answer
+    naming the current controller and cursor 0, instead of being read against the new log."""
+    client = FrayControllerClientSync(controller.address)
+    try:
+        started = time.monotonic()
+        response = client.watch_finished(
+            pb.WatchFinishedRequest(owner="o", cursor=5, wait_ms=3000, controller_id="previous")
+        )
+        assert time.monotonic() - started < 1.0
+        assert response.controller_id == controller.service.controller_id
+        assert response.next_cursor == 0 and not response.finished
+    finally:
+        client.close()

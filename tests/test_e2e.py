@@ -57,6 +57,23 @@ def die() -> None:
     os._exit(3)
 
 
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text for you")
+
+
+def raise_unprintable() -> None:
+    raise Unprintable()
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self) -> int:
+        return self.n
+
+
 def fail_first_time(marker: str) -> str:
     path = Path(marker)
     if not path.exists():
@@ -192,6 +209,31 @@ def test_task_needing_a_missing_module_fails_clearly(
     with pytest.raises(TaskDeserializationError, match="only_on_the_client"):
         fray_ctx.get(fray_ctx.run(only_on_the_client.f))
     assert fray_ctx.get(fray_ctx.run(add, 4, 4)) == 8
+
+
+def test_an_unprintable_exception_is_still_a_user_error(fray_ctx: FrayContext) -> None:
+    future = fray_ctx.run(raise_unprintable)
+    with pytest.raises(Unprintable):
+        future.result(timeout=30)
+    assert get_task(fray_ctx.controller_address, future.task_id).attempts == 1  # not retried
+
+
+def test_callable_objects_are_sent_with_their_current_state(fray_ctx: FrayContext) -> None:
+    counter = Counter()
+    first = fray_ctx.get(fray_ctx.run(counter))
+    counter.n = 5
+    assert (first, fray_ctx.get(fray_ctx.run(counter))) == (0, 5)
+
+
+def test_a_done_callback_may_call_back_into_the_context(fray_ctx: FrayContext) -> None:
+    """Callbacks run on fray's own threads; cancelling or waiting from one must not deadlock."""
+    seen: list[object] = []
+    later = fray_ctx.run(sleep_then, 30, "never")
+    first = fray_ctx.run(add, 1, 1)
+    first.add_done_callback(lambda f: seen.append((f.result(), later.cancel())))
+    wait_for(lambda: seen, 20, "the callback")
+    assert seen == [(2, True)]
+    assert later.cancelled()
 
 
 def test_put_stores_once_and_refs_arrive_as_values(fray_ctx: FrayContext) -> None:

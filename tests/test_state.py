@@ -858,9 +858,13 @@ def test_max_finished_tasks_evicts_oldest(make_state: MakeState) -> None:
     check_consistent(state)
     assert state.counts[TaskState.COMPLETED] == 2
     assert state.counts[TaskState.RUNNING] == 1
-    # The owner's log skips evicted tasks but keeps positions.
+    # The owner's log keeps its positions; an evicted task it had not read reads as lost.
     tasks, cursor = state.read_finished("me", 0, 10)
-    assert [t.task_id for t in tasks] == ["a", "c"]
+    assert [t.task_id for t in tasks] == ["b", "a", "c"]
+    assert [t.state for t in tasks] == [TaskState.FAILED, TaskState.COMPLETED, TaskState.COMPLETED]
+    evicted = tasks[0].error
+    assert evicted is not None and evicted.kind is ErrorKind.WORKER_LOST
+    assert "dropped before it was read" in evicted.message
     assert cursor == 3
     state.cancel(["d"])
     _finish(state, "w", ["d"])
@@ -871,18 +875,24 @@ def test_max_finished_tasks_evicts_oldest(make_state: MakeState) -> None:
     check_consistent(state)
 
 
-def test_finished_log_is_bounded_by_max_finished_tasks(make_state: MakeState) -> None:
+def test_finished_logs_of_owners_that_stopped_reading_expire(
+    make_state: MakeState, now: list[float]
+) -> None:
     """An owner that never reads its log (a client that went away, or a curl user setting
-    `owner`) must not make the controller keep ids of evicted tasks forever: the memory bound
-    max_finished_tasks is meant to give would not hold."""
+    `owner`) must not make the controller keep ids forever: idle logs are forgotten."""
     state = make_state(max_finished_tasks=5)
     state.register_worker(worker_id="w", slots=1)
-    state.submit([spec(str(i), owner="gone") for i in range(50)])
-    for _ in range(50):
+    state.submit([spec(str(i), owner="gone") for i in range(20)])
+    state.submit([spec("x", owner="reader")])
+    for _ in range(21):
         (task,), _ = state.lease("w")
         state.report("w", [Outcome(task.task_id, 1, value=b"")])
     assert len(state.tasks) == 5
-    assert len(state._finished_logs["gone"].ids) <= 5
+    now[0] += 100
+    state.read_finished("reader", 0, 10)
+    assert state.expire_finished_logs(max_idle=50) == 1
+    assert set(state._finished_logs) == {"reader"}
+    assert state.expire_finished_logs(max_idle=50) == 0
 
 
 # ---------------------------------------------------------------------- objects

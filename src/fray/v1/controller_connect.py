@@ -59,7 +59,6 @@ class FrayController(Protocol):
 
     async def watch_finished(self, request: WatchFinishedRequest, ctx: RequestContext[WatchFinishedRequest, WatchFinishedResponse], /) -> WatchFinishedResponse:
         """
-        Cancel tasks: pending ones at once, running ones are stopped on their worker.
         Long poll over one owner's finished tasks, in finishing order, with their results: the
         client library's way to resolve its futures. Reading from `cursor` acknowledges (and lets
         the controller forget) everything before it.
@@ -67,6 +66,9 @@ class FrayController(Protocol):
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     async def cancel_tasks(self, request: CancelTasksRequest, ctx: RequestContext[CancelTasksRequest, CancelTasksResponse], /) -> CancelTasksResponse:
+        """
+        Cancel tasks: pending ones at once, running ones are stopped on their worker.
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     async def list_tasks(self, request: ListTasksRequest, ctx: RequestContext[ListTasksRequest, ListTasksResponse], /) -> ListTasksResponse:
@@ -431,7 +433,6 @@ class FrayControllerClient(ConnectClient):
         timeout_ms: int | None = None,
     ) -> WatchFinishedResponse:
         """
-        Cancel tasks: pending ones at once, running ones are stopped on their worker.
         Long poll over one owner's finished tasks, in finishing order, with their results: the
         client library's way to resolve its futures. Reading from `cursor` acknowledges (and lets
         the controller forget) everything before it.
@@ -456,6 +457,9 @@ class FrayControllerClient(ConnectClient):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> CancelTasksResponse:
+        """
+        Cancel tasks: pending ones at once, running ones are stopped on their worker.
+        """
         return await self.execute_unary(
             request=request,
             method=MethodInfo(
@@ -739,7 +743,6 @@ class FrayControllerSync(Protocol):
 
     def watch_finished(self, request: WatchFinishedRequest, ctx: RequestContext[WatchFinishedRequest, WatchFinishedResponse], /) -> WatchFinishedResponse:
         """
-        Cancel tasks: pending ones at once, running ones are stopped on their worker.
         Long poll over one owner's finished tasks, in finishing order, with their results: the
         client library's way to resolve its futures. Reading from `cursor` acknowledges (and lets
         the controller forget) everything before it.
@@ -747,6 +750,9 @@ class FrayControllerSync(Protocol):
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     def cancel_tasks(self, request: CancelTasksRequest, ctx: RequestContext[CancelTasksRequest, CancelTasksResponse], /) -> CancelTasksResponse:
+        """
+        Cancel tasks: pending ones at once, running ones are stopped on their worker.
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     def list_tasks(self, request: ListTasksRequest, ctx: RequestContext[ListTasksRequest, ListTasksResponse], /) -> ListTasksResponse:
@@ -1109,7 +1115,6 @@ class FrayControllerClientSync(ConnectClientSync):
         timeout_ms: int | None = None,
     ) -> WatchFinishedResponse:
         """
-        Cancel tasks: pending ones at once, running ones are stopped on their worker.
         Long poll over one owner's finished tasks, in finishing order, with their results: the
         client library's way to resolve its futures. Reading from `cursor` acknowledges (and lets
         the controller forget) everything before it.
@@ -1134,6 +1139,9 @@ class FrayControllerClientSync(ConnectClientSync):
         headers: Headers | Mapping[str, str] | None = None, 
         timeout_ms: int | None = None,
     ) -> CancelTasksResponse:
+        """
+        Cancel tasks: pending ones at once, running ones are stopped on their worker.
+        """
         return self.execute_unary(
             request=request,
             method=MethodInfo(

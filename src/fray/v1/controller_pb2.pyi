@@ -155,16 +155,18 @@ class WaitTasksResponse(_message.Message):
     def __init__(self, finished: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., pending_count: _Optional[int] = ...) -> None: ...
 
 class WatchFinishedRequest(_message.Message):
-    __slots__ = ("owner", "cursor", "wait_ms", "limit")
+    __slots__ = ("owner", "cursor", "wait_ms", "limit", "controller_id")
     OWNER_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CONTROLLER_ID_FIELD_NUMBER: _ClassVar[int]
     owner: str
     cursor: int
     wait_ms: int
     limit: int
-    def __init__(self, owner: _Optional[str] = ..., cursor: _Optional[int] = ..., wait_ms: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+    controller_id: str
+    def __init__(self, owner: _Optional[str] = ..., cursor: _Optional[int] = ..., wait_ms: _Optional[int] = ..., limit: _Optional[int] = ..., controller_id: _Optional[str] = ...) -> None: ...
 
 class WatchFinishedResponse(_message.Message):
     __slots__ = ("finished", "next_cursor", "controller_id")

@@ -159,7 +159,9 @@ class FrayContext:
                 break
             waiting = [f for f in futures if isinstance(f, FrayFuture) and not f.done()]
             if not waiting:  # only foreign futures left
-                others = [f for f in futures if isinstance(f, concurrent.futures.Future)]
+                others = [
+                    f for f in futures if isinstance(f, concurrent.futures.Future) and not f.done()
+                ]
                 concurrent.futures.wait(others, remaining, concurrent.futures.FIRST_COMPLETED)
                 continue
             self._flush()
@@ -268,26 +270,41 @@ class FrayContext:
                 del self._unsent[:_SUBMIT_BATCH]
                 self._in_flight = len(batch)
             try:
-                response = self._client.call(
-                    self._client.rpc.submit_tasks,
-                    pb.SubmitTasksRequest(tasks=[s for s, _ in batch]),
-                )
+                controller_id = self._send(pb.SubmitTasksRequest(tasks=[s for s, _ in batch]))
             except Exception as exc:
-                failure = _submit_error(exc)
                 with self._lock:
                     self._in_flight = 0
                     self._lock.notify_all()
-                self._fail([f for _, f in batch], failure)
+                self._fail([f for _, f in batch], _submit_error(exc))
                 continue
             with self._lock:
-                self._note_controller(response.controller_id)
+                lost = self._note_controller(controller_id)
                 for _, future in batch:
-                    future.controller_id = response.controller_id
+                    future.controller_id = controller_id
                 self._in_flight = 0
                 self._lock.notify_all()
+            self._fail_lost(lost)
+
+    def _send(self, request: pb.SubmitTasksRequest) -> str:
+        """Submit a batch; returns the controller's id.
+
+        A batch is all or none and its ids are ours, so `already_exists` means an earlier try
+        of this very call got through (its answer was lost): the batch is accepted.
+        """
+        try:
+            return self._client.call(self._client.rpc.submit_tasks, request).controller_id
+        except ConnectError as exc:
+            if exc.code != Code.ALREADY_EXISTS:
+                raise
+        summary = self._client.call(
+            self._client.rpc.get_cluster_summary, pb.GetClusterSummaryRequest()
+        )
+        return summary.controller_id
 
     def _flush(self) -> None:
         """Wait until every task run so far has been accepted (or refused) by the controller."""
+        if threading.current_thread() in self._threads:
+            return  # a done-callback on our own thread: waiting would wait for itself
         with self._lock:
             while (self._unsent or self._in_flight) and not self._closed:
                 self._lock.wait()
@@ -319,66 +336,82 @@ class FrayContext:
                     self._lock.wait()
                 if self._closed:
                     return
-                cursor = self._cursor
-            request = pb.WatchFinishedRequest(
-                owner=self.owner, cursor=cursor, wait_ms=_WATCH_WAIT_MS
-            )
-            try:
-                response = self._client.call(
-                    self._client.rpc.watch_finished, request, wait_ms=_WATCH_WAIT_MS
+                request = pb.WatchFinishedRequest(
+                    owner=self.owner,
+                    cursor=self._cursor,
+                    wait_ms=_WATCH_WAIT_MS,
+                    controller_id=self._controller_id,
                 )
-            except errors.ControllerUnavailableError as exc:
-                self._fail(self._submitted(), exc)
-                continue
-            except ConnectError as exc:
+            try:
+                self._collect(request)
+            except Exception:  # the collector must not die: every future would hang
                 if self._closed:
                     return
-                if exc.code == Code.NOT_FOUND:  # our cursor is unknown: the controller restarted
-                    self._check_lost()
-                else:
-                    logger.warning("watching results failed: %s", exc)
-                    time.sleep(0.5)
-                continue
-            except Exception:
-                if self._closed:
-                    return
-                logger.exception("watching results failed")
+                logger.exception("watching results failed; retrying")
                 time.sleep(0.5)
-                continue
-            with self._lock:
-                if self._note_controller(response.controller_id):
-                    continue
-                self._cursor = max(self._cursor, response.next_cursor)
-            for task in response.finished:
-                self._resolve(task)
 
-    def _note_controller(self, controller_id: str) -> bool:
-        """Track the controller's identity; on a restart fail the tasks it lost. Holds _lock."""
+    def _collect(self, request: pb.WatchFinishedRequest) -> None:
+        try:
+            response = self._client.call(
+                self._client.rpc.watch_finished, request, wait_ms=_WATCH_WAIT_MS
+            )
+        except errors.ControllerUnavailableError as exc:
+            self._fail(self._submitted(), exc)
+            return
+        except ConnectError as exc:
+            if exc.code != Code.NOT_FOUND:
+                raise
+            self._check_lost()  # our cursor is past its end: it lost state we could not see
+            return
+        with self._lock:
+            lost = self._note_controller(response.controller_id)
+            if lost is None and self._cursor == request.cursor:
+                self._cursor = response.next_cursor
+        self._fail_lost(lost)
+        for task in response.finished:
+            self._resolve(task)
+
+    def _note_controller(self, controller_id: str) -> list[FrayFuture] | None:
+        """Track the controller's identity. Holds _lock.
+
+        When it changed (a restart: its state was in memory), returns the futures of the tasks
+        the old one had, removed from the outstanding ones; otherwise None.
+        """
         if controller_id == self._controller_id or not controller_id:
-            return False
+            return None
         restarted = bool(self._controller_id)
         self._controller_id = controller_id
         self._cursor = 0
-        if restarted:
-            lost = [f for f in self._futures.values() if f.controller_id not in ("", controller_id)]
-            for future in lost:
-                self._futures.pop(future.task_id, None)
-                _settle(
-                    future,
-                    exception=errors.TaskLostError(
-                        f"task {future.task_id} was lost: the controller restarted",
-                        task_id=future.task_id,
-                    ),
-                )
-        return restarted
+        if not restarted:
+            return None
+        lost = [f for f in self._futures.values() if f.controller_id not in ("", controller_id)]
+        for future in lost:
+            del self._futures[future.task_id]
+        return lost
+
+    def _fail_lost(self, lost: list[FrayFuture] | None) -> None:
+        for future in lost or ():
+            _settle(
+                future,
+                exception=errors.TaskLostError(
+                    f"task {future.task_id} was lost: the controller restarted",
+                    task_id=future.task_id,
+                ),
+            )
 
     def _check_lost(self) -> None:
         """Ask the controller about each outstanding task; fail the ones it does not know."""
+        with self._lock:
+            self._cursor = 0
+            self._controller_id = ""
         for future in self._submitted():
             try:
                 self._client.call(
                     self._client.rpc.get_task, pb.GetTaskRequest(task_id=future.task_id)
                 )
+            except errors.ControllerUnavailableError as exc:
+                self._fail(self._submitted(), exc)
+                return
             except ConnectError as exc:
                 if exc.code == Code.NOT_FOUND:
                     self._fail(
@@ -389,9 +422,6 @@ class FrayContext:
                             task_id=future.task_id,
                         ),
                     )
-        with self._lock:
-            self._cursor = 0
-            self._controller_id = ""
 
     def _submitted(self) -> list[FrayFuture]:
         with self._lock:

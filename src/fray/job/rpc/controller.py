@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8265
 MAX_MESSAGE_BYTES = 2**31 - 1  # large objects travel through PutObject/GetObject
+FINISHED_LOG_IDLE_SECONDS = 3600.0  # a client silent this long is gone: forget its log
 
 _T = TypeVar("_T")
 
@@ -190,10 +191,16 @@ class ControllerService(FrayController):
         self._mutated()
 
     async def _reap_workers(self) -> None:
+        """Expire silent workers (and the finished logs of clients gone for an hour)."""
         period = min(1.0, self.state.heartbeat_timeout / 4)
         while True:
             await asyncio.sleep(period)
-            expired = self.state.expire_workers()
+            try:
+                expired = self.state.expire_workers()
+                self.state.expire_finished_logs(FINISHED_LOG_IDLE_SECONDS)
+            except Exception:  # keep reaping: a dead reaper would hang every lost task
+                logger.exception("reaping workers failed")
+                continue
             if expired:
                 logger.warning(
                     "workers %s stopped heartbeating; their tasks were requeued", expired
@@ -295,6 +302,9 @@ class ControllerService(FrayController):
 
         if not owner:
             raise st.InvalidRequest("owner is empty")
+        if request.controller_id and request.controller_id != self.controller_id:
+            # The cursor belongs to a controller before a restart: say who we are, start over.
+            return pb.WatchFinishedResponse(next_cursor=0, controller_id=self.controller_id)
         await self._poll(request.wait_ms, ctx, check, self._finished)
         tasks, next_cursor = self.state.read_finished(owner, cursor, limit)
         return pb.WatchFinishedResponse(

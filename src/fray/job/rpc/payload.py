@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import pickle
 import traceback
+import types
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -52,18 +52,17 @@ def describe(fn: Callable[..., Any]) -> str:
     return f"{module}.{name}" if module else name
 
 
-# A function is pickled once per function object, as Ray exports a remote function once.
+# A plain function is pickled once per function object, as Ray exports a remote function once.
+# Other callables (partials, instances) can change between calls: they are pickled every time.
 _function_cache: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
 
 
 def dumps_function(fn: Callable[..., Any]) -> bytes:
-    try:
-        return _function_cache[fn]
-    except (KeyError, TypeError):
-        pass
-    data = dumps(fn, f"function {describe(fn)}")
-    with contextlib.suppress(TypeError):  # not weak-referenceable or not hashable: no cache
-        _function_cache[fn] = data
+    if not isinstance(fn, types.FunctionType):
+        return dumps(fn, f"function {describe(fn)}")
+    data = _function_cache.get(fn)
+    if data is None:
+        data = _function_cache[fn] = dumps(fn, f"function {describe(fn)}")
     return data
 
 
@@ -119,11 +118,19 @@ def error_from_exception(
     return pb.TaskError(
         kind=kind,
         type=qualified_type(exc),
-        message=message or str(exc),
-        traceback="".join(traceback.format_exception(exc)),
+        message=message or _safe(str, exc),
+        traceback=_safe(lambda e: "".join(traceback.format_exception(e)), exc),
         pickled_exception=pickled,
         worker_id=worker_id,
     )
+
+
+def _safe(describe: Callable[[BaseException], str], exc: BaseException) -> str:
+    """`describe(exc)`, or a stand-in when the exception cannot even be printed."""
+    try:
+        return describe(exc)
+    except Exception as inner:
+        return f"<{qualified_type(exc)}: unprintable ({type(inner).__qualname__})>"
 
 
 def exception_from_error(error: pb.TaskError, task_id: str) -> BaseException:

@@ -153,11 +153,16 @@ class Worker:
 class _FinishedLog:
     """Ids of one owner's finished tasks; `base` entries before the deque were acknowledged."""
 
+    last_read: float
     base: int = 0
     ids: deque[str] = field(default_factory=deque)
 
 
 MAX_ID_LENGTH = 128
+
+
+def _cancelled() -> TaskFailure:
+    return TaskFailure(ErrorKind.CANCELLED, "TaskCancelledError", "cancelled")
 
 
 class ControllerState:
@@ -210,9 +215,7 @@ class ControllerState:
             task.finished_at = now
             self._finished_order.append(task.task_id)
             if task.spec.owner:
-                self._finished_logs.setdefault(task.spec.owner, _FinishedLog()).ids.append(
-                    task.task_id
-                )
+                self._finished_log(task.spec.owner).ids.append(task.task_id)
             self._evict_finished()
 
     def _finish_error(self, task: Task, failure: TaskFailure) -> None:
@@ -226,10 +229,7 @@ class ControllerState:
             if task is None:
                 continue
             self.counts[task.state] -= 1
-            log = self._finished_logs.get(task.spec.owner)
-            if log is not None and log.ids and log.ids[0] == task.task_id:
-                log.ids.popleft()  # logs are in finishing order too: the oldest is first
-                log.base += 1
+            # Its id stays in its owner's finished log (if unread): it reads as lost there.
 
     # ------------------------------------------------------------------ clients
 
@@ -293,7 +293,8 @@ class ControllerState:
         """
         if not owner:
             raise InvalidRequest("owner is empty")
-        log = self._finished_logs.setdefault(owner, _FinishedLog())
+        log = self._finished_log(owner)
+        log.last_read = self.clock()
         end = log.base + len(log.ids)
         if cursor > end or cursor < 0:
             raise NotFound(f"cursor {cursor} is not in the finished log of {owner} (0..{end})")
@@ -304,9 +305,36 @@ class ControllerState:
         tasks = []
         for task_id in itertools.islice(log.ids, max(1, limit)):
             task = self.tasks.get(task_id)
-            if task is not None:  # evicted tasks are skipped
-                tasks.append(task)
+            tasks.append(task if task is not None else self._evicted(task_id))
         return tasks, cursor + min(len(log.ids), max(1, limit))
+
+    def _finished_log(self, owner: str) -> _FinishedLog:
+        log = self._finished_logs.get(owner)
+        if log is None:
+            log = self._finished_logs[owner] = _FinishedLog(last_read=self.clock())
+        return log
+
+    def expire_finished_logs(self, max_idle: float) -> int:
+        """Forget the finished logs of owners that have not read them for `max_idle` seconds
+        (clients that went away); returns how many were dropped."""
+        cutoff = self.clock() - max_idle
+        idle = [owner for owner, log in self._finished_logs.items() if log.last_read < cutoff]
+        for owner in idle:
+            del self._finished_logs[owner]
+        return len(idle)
+
+    def _evicted(self, task_id: str) -> Task:
+        """Stands for a finished task forgotten before its owner read it: it reads as lost."""
+        message = (
+            f"its result was dropped before it was read: the controller keeps "
+            f"{self.max_finished_tasks} finished tasks"
+        )
+        return Task(
+            spec=TaskSpec(function=b"", args=b"", task_id=task_id),
+            submitted_at=0.0,
+            state=TaskState.FAILED,
+            error=TaskFailure(ErrorKind.WORKER_LOST, "ResultEvicted", message),
+        )
 
     def finished_count(self, owner: str) -> int:
         log = self._finished_logs.get(owner)
@@ -318,7 +346,7 @@ class ControllerState:
         for task in tasks:
             if task.state is TaskState.PENDING:
                 task.cancel_requested = True
-                task.error = TaskFailure(ErrorKind.CANCELLED, "TaskCancelledError", "cancelled")
+                task.error = _cancelled()
                 self._move(task, TaskState.CANCELLED)
             elif task.state is TaskState.RUNNING and not task.cancel_requested:
                 task.cancel_requested = True
@@ -423,9 +451,7 @@ class ControllerState:
 
     def _hand_back(self, task: Task) -> None:
         if task.cancel_requested:
-            self._finish_error(
-                task, TaskFailure(ErrorKind.CANCELLED, "TaskCancelledError", "cancelled")
-            )
+            self._finish_error(task, _cancelled())
         else:
             self._move(task, TaskState.PENDING)
 
@@ -488,7 +514,7 @@ class ControllerState:
                 outcome.error.worker_id = outcome.error.worker_id or worker_id
                 self._apply_error(task, outcome.error)
             elif task.cancel_requested:
-                task.error = TaskFailure(ErrorKind.CANCELLED, "TaskCancelledError", "cancelled")
+                task.error = _cancelled()
                 self._move(task, TaskState.CANCELLED)
             else:
                 worker.tasks_completed += 1
@@ -499,7 +525,7 @@ class ControllerState:
 
     def _apply_error(self, task: Task, failure: TaskFailure) -> None:
         if task.cancel_requested or failure.kind is ErrorKind.CANCELLED:
-            failure = TaskFailure(ErrorKind.CANCELLED, "TaskCancelledError", "cancelled")
+            failure = _cancelled()
         elif failure.kind is ErrorKind.WORKER_LOST:
             self._infra_failure(task, failure)
             return

@@ -90,13 +90,24 @@ class _Slot:
 
     def _loop(self) -> None:
         while True:
-            task = self.worker.next_task()
+            task = self.worker.next_task(self)  # also makes it this slot's `current`
             if task is None:
                 return
-            with self.lock:
-                self.current, self.kill_reason = task, None
             started = time.perf_counter()
-            result = self._execute(task)
+            try:
+                result = self._execute(task)
+            except Exception as exc:  # a bug or a failed executor restart: never strand a task
+                logger.exception("slot %d failed running task %s", self.index, task.task_id)
+                result = pb.TaskResult(task_id=task.task_id, attempt=task.attempt)
+                result.error.CopyFrom(
+                    pb.TaskError(
+                        kind=pb.ERROR_KIND_WORKER_LOST,
+                        type=type(exc).__qualname__,
+                        message=f"worker {self.worker.worker_id} failed to run it: {exc}",
+                        worker_id=self.worker.worker_id,
+                    )
+                )
+                time.sleep(1)  # do not spin if the executor cannot start
             with self.lock:
                 self.current = None
             self.worker.finished(result, time.perf_counter() - started)
@@ -107,9 +118,11 @@ class _Slot:
         try:
             objects = {oid: self.worker.fetch_object(oid) for oid in task.object_ids}
         except Exception as exc:
+            # A missing object is final; an unreachable controller is an infrastructure failure.
+            missing = isinstance(exc, ConnectError) and exc.code == Code.NOT_FOUND
             result.error.CopyFrom(
                 pb.TaskError(
-                    kind=pb.ERROR_KIND_DESERIALIZATION,
+                    kind=pb.ERROR_KIND_DESERIALIZATION if missing else pb.ERROR_KIND_WORKER_LOST,
                     type=type(exc).__qualname__,
                     message=f"could not fetch the task's objects: {exc}",
                     worker_id=worker_id,
@@ -127,6 +140,11 @@ class _Slot:
             status, data = pickle.loads(self.conn.recv_bytes())
         except (EOFError, OSError):
             return self._after_death(task, result)
+        with self.lock:
+            killed = self.kill_reason is not None
+        if killed:  # the result won a race with a kill: the executor is gone all the same
+            self.stop_process()
+            self.start_process()
         if status == "ok":
             result.value = data
         else:
@@ -326,15 +344,22 @@ class Worker:
 
     # ------------------------------------------------------------------ work queue
 
-    def next_task(self) -> pb.LeasedTask | None:
-        """Block until a task is queued for a slot; None when the worker stops."""
+    def next_task(self, slot: _Slot) -> pb.LeasedTask | None:
+        """Block until a task is queued, and give it to `slot`; None when the worker stops.
+
+        The task becomes the slot's `current` under the same lock that `_cancel` searches the
+        queue with, so a cancellation always finds it in one place or the other.
+        """
         with self._lock:
             while not self._queue or self.stopping.is_set():
                 if self.stopping.is_set():
                     return None
                 self._lock.wait()
             self._running += 1
-            return self._queue.popleft()
+            task = self._queue.popleft()
+            with slot.lock:
+                slot.current, slot.kill_reason = task, None
+            return task
 
     def finished(self, result: pb.TaskResult, seconds: float) -> None:
         with self._lock:
@@ -441,7 +466,10 @@ class Worker:
                 self._held.clear()  # the controller requeued them; results would be stale
                 self._queue.clear()
         elif isinstance(exc, ControllerUnavailableError):
+            # It may come back with our registration intact: keep polling, register only if
+            # it answers that it forgot us.
             logger.warning("%s; still trying", exc)
+            return True
         else:
             logger.exception("unexpected error talking to the controller")
             time.sleep(1)

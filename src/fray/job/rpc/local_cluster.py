@@ -84,6 +84,10 @@ class LocalCluster:
         if not line.startswith(READY_PREFIX):
             raise RuntimeError(f"controller did not start (said {line!r})")
         self.address = line[len(READY_PREFIX) :].strip()
+        # Keep draining its stdout, so that a chatty controller never blocks on a full pipe.
+        threading.Thread(
+            target=_forward, args=(self.controller.stdout,), name="fray-controller-out", daemon=True
+        ).start()
         return self.address
 
     def add_worker(self, *extra_args: str) -> subprocess.Popen[str]:
@@ -146,6 +150,14 @@ def _read_line(stream: IO[str], timeout: float) -> str:
     reader.start()
     reader.join(timeout)
     return line[0] if line else ""
+
+
+def _forward(stream: IO[str]) -> None:
+    try:
+        for line in stream:
+            sys.stdout.write(line)
+    except (OSError, ValueError):  # closed when the cluster stops
+        pass
 
 
 def _terminate(process: subprocess.Popen[str], timeout: float) -> int | None:

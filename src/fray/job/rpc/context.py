@@ -332,7 +332,9 @@ class FrayContext:
     def _collect_loop(self) -> None:
         while True:
             with self._lock:
-                while not self._futures and not self._closed:
+                # Watch only once a controller accepted tasks: the request names it, so that a
+                # restarted controller answers at once instead of holding a stale long poll.
+                while not (self._futures and self._controller_id) and not self._closed:
                     self._lock.wait()
                 if self._closed:
                     return
@@ -401,9 +403,12 @@ class FrayContext:
 
     def _check_lost(self) -> None:
         """Ask the controller about each outstanding task; fail the ones it does not know."""
+        summary = self._client.call(
+            self._client.rpc.get_cluster_summary, pb.GetClusterSummaryRequest()
+        )
         with self._lock:
             self._cursor = 0
-            self._controller_id = ""
+            self._controller_id = summary.controller_id
         for future in self._submitted():
             try:
                 self._client.call(

@@ -465,6 +465,10 @@ class Worker:
             with self._lock:
                 self._held.clear()  # the controller requeued them; results would be stale
                 self._queue.clear()
+            for slot in self._slots:  # and stop the ones running: they would only block slots
+                current = slot.current
+                if current is not None:
+                    slot.kill(current.task_id, pb.ERROR_KIND_UNSPECIFIED)
         elif isinstance(exc, ControllerUnavailableError):
             # It may come back with our registration intact: keep polling, register only if
             # it answers that it forgot us.

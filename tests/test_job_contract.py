@@ -164,6 +164,17 @@ def test_refs_as_arguments_arrive_as_values(job_ctx: JobContext) -> None:
     assert job_ctx.get(job_ctx.run(describe, x, y=y)) == ("list", [1, 2, 3], "dict", {"k": "v"})
 
 
+def test_futures_as_arguments_arrive_as_values(job_ctx: JobContext) -> None:
+    first = job_ctx.run(add, 1, 2)
+    assert job_ctx.get(job_ctx.run(add, first, b=job_ctx.run(add, 3, 4))) == 10
+
+
+def test_a_failed_argument_fails_the_dependent_task(job_ctx: JobContext) -> None:
+    broken = job_ctx.run(raise_value_error, "upstream broke")
+    with pytest.raises(ValueError, match="upstream broke"):
+        job_ctx.get(job_ctx.run(add, broken, 1))
+
+
 def test_many_tasks(job_ctx: JobContext) -> None:
     futures = [job_ctx.run(square, i) for i in range(200)]
     assert job_ctx.get(futures) == [i * i for i in range(200)]

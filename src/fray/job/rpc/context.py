@@ -157,23 +157,25 @@ class FrayContext:
             remaining = time_left(deadline)
             if done >= num_returns or remaining == 0:
                 break
-            waiting = [f for f in futures if isinstance(f, FrayFuture) and not f.done()]
-            if not waiting:  # only foreign futures left
-                others = [
-                    f for f in futures if isinstance(f, concurrent.futures.Future) and not f.done()
-                ]
-                concurrent.futures.wait(others, remaining, concurrent.futures.FIRST_COMPLETED)
-                continue
             self._flush()
-            wait_ms = _WAIT_SLICE_MS if remaining is None else int(remaining * 1000)
+            slice_ms = min(
+                _WAIT_SLICE_MS, _WAIT_SLICE_MS if remaining is None else remaining * 1000
+            )
+            waiting = [
+                f for f in futures if isinstance(f, concurrent.futures.Future) and not f.done()
+            ]
+            on_controller = [f for f in waiting if isinstance(f, FrayFuture) and f.controller_id]
+            if not on_controller:  # not submitted yet (waiting for arguments) or not ours
+                concurrent.futures.wait(
+                    waiting, slice_ms / 1000, concurrent.futures.FIRST_COMPLETED
+                )
+                continue
             request = pb.WaitTasksRequest(
-                task_ids=[f.task_id for f in waiting if f.controller_id],
-                min_finished=num_returns - done,
-                wait_ms=min(wait_ms, _WAIT_SLICE_MS),
+                task_ids=[f.task_id for f in on_controller],
+                min_finished=min(num_returns - done, len(on_controller)),
+                wait_ms=int(slice_ms),
                 include_results=True,
             )
-            if not request.task_ids:
-                break
             try:
                 response = self._client.call(
                     self._client.rpc.wait_tasks, request, wait_ms=request.wait_ms
@@ -231,9 +233,60 @@ class FrayContext:
     ) -> FrayFuture:
         if not callable(fn):
             raise TypeError(f"run() needs a callable, got {type(fn).__qualname__}")
+        future = FrayFuture(self, f"{self.owner[7:]}-{next(self._ids)}")
+        waits_for = [
+            a for a in (*args, *kwargs.values()) if isinstance(a, concurrent.futures.Future)
+        ]
+        if waits_for:
+            self._submit_after(waits_for, future, fn, args, kwargs, options)
+        else:
+            self._enqueue(future, fn, args, kwargs, options)
+        return future
+
+    def _submit_after(
+        self,
+        waits_for: list[concurrent.futures.Future[Any]],
+        future: FrayFuture,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: TaskOptions | None,
+    ) -> None:
+        """Submit once the futures among the arguments are done, passing their values (as Ray
+        does for task refs); a failed one fails `future` with its error."""
+        remaining = [len(waits_for)]
+        count_lock = threading.Lock()
+
+        def value(a: Any) -> Any:
+            return a.result() if isinstance(a, concurrent.futures.Future) else a
+
+        def on_done(_: concurrent.futures.Future[Any]) -> None:
+            with count_lock:
+                remaining[0] -= 1
+                if remaining[0]:
+                    return
+            if future.done():  # cancelled meanwhile
+                return
+            try:
+                values = tuple(value(a) for a in args)
+                self._enqueue(future, fn, values, {k: value(v) for k, v in kwargs.items()}, options)
+            except BaseException as exc:
+                _settle(future, exception=exc)
+
+        for dependency in waits_for:
+            dependency.add_done_callback(on_done)
+
+    def _enqueue(
+        self,
+        future: FrayFuture,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: TaskOptions | None,
+    ) -> None:
         name = (options.name if options else None) or payload.describe(fn)
         spec = pb.TaskSpec(
-            task_id=f"{self.owner[7:]}-{next(self._ids)}",
+            task_id=future.task_id,
             function=payload.dumps_function(fn),
             args=payload.dumps_arguments(args, kwargs, name),
             object_ids=payload.object_ids_of(args, kwargs),
@@ -242,7 +295,6 @@ class FrayContext:
             max_retries=options.max_retries if options else 0,
             owner=self.owner,
         )
-        future = FrayFuture(self, spec.task_id)
         with self._lock:
             if self._closed:
                 raise errors.FrayError("the FrayContext is closed")
@@ -251,7 +303,6 @@ class FrayContext:
             self._lock.notify_all()
             if not self._threads:
                 self._start_threads()
-        return future
 
     def _start_threads(self) -> None:
         for target, name in ((self._submit_loop, "submit"), (self._collect_loop, "collect")):

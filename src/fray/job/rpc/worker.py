@@ -79,13 +79,19 @@ class _Slot:
                 self.process.kill()
                 self.process.join(2)
 
+    def _restart_process(self) -> None:
+        self.stop_process()
+        if not self.worker.stopping_hard.is_set():
+            self.start_process()
+
     def kill(self, task_id: str, reason: pb.ErrorKind) -> bool:
         """Stop the task if this slot is running it."""
         with self.lock:
             if self.current is None or self.current.task_id != task_id:
                 return False
             self.kill_reason = reason
-            self.process.kill()
+            if self.process is not None:
+                self.process.kill()
             return True
 
     def _loop(self) -> None:
@@ -143,8 +149,7 @@ class _Slot:
         with self.lock:
             killed = self.kill_reason is not None
         if killed:  # the result won a race with a kill: the executor is gone all the same
-            self.stop_process()
-            self.start_process()
+            self._restart_process()
         if status == "ok":
             result.value = data
         else:
@@ -159,9 +164,7 @@ class _Slot:
             reason = self.kill_reason
         self.process.join(5)
         exit_code = self.process.exitcode
-        self.stop_process()
-        if not self.worker.stopping_hard.is_set():
-            self.start_process()
+        self._restart_process()
         worker_id = self.worker.worker_id
         if reason == pb.ERROR_KIND_TIMEOUT:
             message = f"ran longer than its timeout of {task.timeout_seconds:g}s and was stopped"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
-from fray_fixtures import free_port, get_task, pid_alive, wait_for
+from fray_fixtures import children_of, free_port, get_task, pid_alive, wait_for
 
 from fray.job import create_job_ctx
 from fray.job.errors import (
@@ -313,5 +314,28 @@ def test_controller_restart_fails_lost_futures_and_workers_come_back() -> None:
                 future.result(timeout=60)
             cluster.wait_for_workers(1, timeout=30)
             assert ctx.get(ctx.run(add, 20, 22), timeout=60) == 42
+        finally:
+            ctx.close()
+
+
+def test_no_task_is_lost_when_workers_are_killed_repeatedly() -> None:
+    """Chaos: SIGKILL two workers (and their executors) while 300 short tasks run; every
+    future still ends with its right result, none hangs, none is lost."""
+    with LocalCluster(workers=3, concurrency=2, heartbeat_timeout=1.5) as cluster:
+        ctx = FrayContext(cluster.address)
+        try:
+            futures = [ctx.run(sleep_then, 0.02, i) for i in range(300)]
+            for victim, progress in zip(list(cluster.workers[:2]), (50, 150), strict=True):
+                wait_for(lambda: sum(f.done() for f in futures) > progress, 30, "progress")  # noqa: B023
+                children = children_of(victim.pid)
+                victim.send_signal(signal.SIGKILL)
+                for pid in children:  # its executors (and forkserver) die with it
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                victim.wait(10)
+                cluster.add_worker()
+            assert [f.result(timeout=60) for f in futures] == list(range(300))
+            retried = [f for f in futures if get_task(cluster.address, f.task_id).attempts > 1]
+            assert retried, "the kills should have hit tasks in flight"
         finally:
             ctx.close()

@@ -336,8 +336,9 @@ class ControllerService(FrayController):
         self, request: pb.PutObjectRequest, ctx: RequestContext[Any, Any]
     ) -> pb.PutObjectResponse:
         self._check_open()
-        object_id = self.state.put_object(request.data)
-        return pb.PutObjectResponse(object_id=object_id, size_bytes=len(request.data))
+        data = request.data  # each access to a bytes field copies it: once only
+        object_id = self.state.put_object(data)
+        return pb.PutObjectResponse(object_id=object_id, size_bytes=len(data))
 
     async def get_object(
         self, request: pb.GetObjectRequest, ctx: RequestContext[Any, Any]

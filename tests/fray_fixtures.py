@@ -11,7 +11,9 @@ import (`from fray_fixtures import get_task, ...`).
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -106,3 +108,20 @@ def children_of(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             children.append(int(stat.parent.name))
     return children
+
+
+def stop_process(process: subprocess.Popen[str]) -> None:
+    """SIGTERM, then a second SIGTERM (no grace), then SIGKILL: never waits long."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(0.5)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+    if process.stdout is not None:
+        process.stdout.close()

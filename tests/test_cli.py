@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from fray_fixtures import free_port, wait_for
+from fray_fixtures import free_port, stop_process, wait_for
 
 from fray.cli import build_parser, parse_memory, parse_resources
 from fray.job.rpc.client import ControllerClient
@@ -92,19 +92,7 @@ class Processes:
 
     def stop_all(self) -> None:
         for process in reversed(self.started):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(0.5)
-                except subprocess.TimeoutExpired:
-                    process.send_signal(signal.SIGTERM)  # a worker's second signal: no grace
-                    try:
-                        process.wait(10)
-                    except subprocess.TimeoutExpired:
-                        process.kill()
-                        process.wait(10)
-            if process.stdout is not None:
-                process.stdout.close()
+            stop_process(process)
 
 
 @pytest.fixture

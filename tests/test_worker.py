@@ -18,7 +18,7 @@ from pathlib import Path
 import cloudpickle
 import httpx
 import pytest
-from fray_fixtures import free_port, get_task, list_workers, pid_alive, wait_for
+from fray_fixtures import free_port, get_task, list_workers, pid_alive, stop_process, wait_for
 
 from fray.job.errors import TaskDeserializationError
 from fray.job.rpc.context import FrayContext
@@ -77,23 +77,6 @@ def start_worker(cluster: LocalCluster, worker_id: str, *args: str) -> subproces
     )
     assert process.poll() is None, f"worker {worker_id} exited with {process.returncode}"
     return process
-
-
-def stop_process(process: subprocess.Popen[str]) -> None:
-    """SIGTERM, then a second SIGTERM (no grace), then SIGKILL: never waits long."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(0.5)
-        except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-    if process.stdout is not None:
-        process.stdout.close()
 
 
 def shutdown(cluster: LocalCluster) -> None:

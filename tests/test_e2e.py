@@ -67,6 +67,10 @@ def raise_unprintable() -> None:
     raise Unprintable()
 
 
+def raise_unencodable() -> None:
+    raise ValueError("bad \udcff name")  # a lone surrogate, as from a surrogateescape'd path
+
+
 class Counter:
     def __init__(self) -> None:
         self.n = 0
@@ -217,6 +221,21 @@ def test_an_unprintable_exception_is_still_a_user_error(fray_ctx: FrayContext) -
     with pytest.raises(Unprintable):
         future.result(timeout=30)
     assert get_task(fray_ctx.controller_address, future.task_id).attempts == 1  # not retried
+
+
+def test_an_unencodable_exception_message_is_still_a_user_error(fray_ctx: FrayContext) -> None:
+    future = fray_ctx.run(raise_unencodable)
+    with pytest.raises(ValueError, match="bad"):
+        future.result(timeout=30)
+    assert get_task(fray_ctx.controller_address, future.task_id).attempts == 1
+
+
+def test_cancelling_an_argument_cancels_the_dependent_task(fray_ctx: FrayContext) -> None:
+    upstream = fray_ctx.run(sleep_then, 30, 1)
+    downstream = fray_ctx.run(add, upstream, 1)
+    assert upstream.cancel()
+    wait_for(downstream.done, 10, "the dependent task to end")
+    assert downstream.cancelled()
 
 
 def test_callable_objects_are_sent_with_their_current_state(fray_ctx: FrayContext) -> None:

@@ -771,10 +771,10 @@ def test_read_finished_in_finishing_order(state: ControllerState) -> None:
     state.submit([spec("other", owner="you")])
     state.register_worker(worker_id="w", slots=10)
     state.lease("w")
-    assert state.read_finished("me", 0, 10) == ([], 0)
+    assert state.read_finished("me", 0, 10) == ([], 0, False)
     _finish(state, "w", ["c", "other", "a"])
     state.cancel(["b"])  # cancellation finishes a task too
-    tasks, cursor = state.read_finished("me", 0, 10)
+    tasks, cursor, _ = state.read_finished("me", 0, 10)
     assert [t.task_id for t in tasks] == ["c", "a"]
     assert cursor == 2
     assert [t.result for t in tasks] == [b"c", b"a"]
@@ -783,7 +783,7 @@ def test_read_finished_in_finishing_order(state: ControllerState) -> None:
     assert state.finished_count("nobody") == 0
     # b is RUNNING with a cancel requested; it finishes when its worker reports.
     _finish(state, "w", ["b", "d"])
-    tasks, cursor = state.read_finished("me", 2, 10)
+    tasks, cursor, _ = state.read_finished("me", 2, 10)
     assert [t.task_id for t in tasks] == ["b", "d"]
     assert tasks[0].state is TaskState.CANCELLED
     assert cursor == 4
@@ -794,24 +794,24 @@ def test_read_finished_limit_and_acknowledgement(state: ControllerState) -> None
     state.register_worker(worker_id="w", slots=10)
     state.lease("w")
     _finish(state, "w", ["a", "b", "c"])
-    tasks, cursor = state.read_finished("me", 0, 2)
+    tasks, cursor, _ = state.read_finished("me", 0, 2)
     assert [t.task_id for t in tasks] == ["a", "b"] and cursor == 2
     # Reading the same cursor again (a lost answer) gives the same tasks.
-    tasks, cursor = state.read_finished("me", 0, 2)
+    tasks, cursor, _ = state.read_finished("me", 0, 2)
     assert [t.task_id for t in tasks] == ["a", "b"] and cursor == 2
-    tasks, cursor = state.read_finished("me", 2, 2)
+    tasks, cursor, _ = state.read_finished("me", 2, 2)
     assert [t.task_id for t in tasks] == ["c"] and cursor == 3
     # Reading from 2 acknowledged a and b: the log forgot them, the positions stay.
     log = state._finished_logs["me"]
     assert log.base == 2 and list(log.ids) == ["c"]
     assert state.finished_count("me") == 3
-    assert state.read_finished("me", 3, 2) == ([], 3)
+    assert state.read_finished("me", 3, 2) == ([], 3, False)
     assert state.finished_count("me") == 3
     # limit <= 0 is treated as 1
     state.submit([spec("d", owner="me"), spec("e", owner="me")])
     state.lease("w")
     _finish(state, "w", ["d", "e"])
-    tasks, cursor = state.read_finished("me", 3, 0)
+    tasks, cursor, _ = state.read_finished("me", 3, 0)
     assert [t.task_id for t in tasks] == ["d"] and cursor == 4
 
 
@@ -825,7 +825,7 @@ def test_read_finished_cursor_past_end_not_found(state: ControllerState) -> None
     state.submit([spec("a", owner="me")])
     state.cancel(["a"])
     assert [t.task_id for t in state.read_finished("me", 0, 10)[0]] == ["a"]
-    assert state.read_finished("me", 1, 10) == ([], 1)
+    assert state.read_finished("me", 1, 10) == ([], 1, False)
     with pytest.raises(NotFound):
         state.read_finished("me", 2, 10)
 
@@ -838,9 +838,9 @@ def test_read_finished_cursor_before_acknowledged_entries(state: ControllerState
     state.register_worker(worker_id="w", slots=10)
     state.lease("w")
     _finish(state, "w", ["a", "b", "c"])
-    tasks, cursor = state.read_finished("me", 2, 10)
+    tasks, cursor, _ = state.read_finished("me", 2, 10)
     assert [t.task_id for t in tasks] == ["c"] and cursor == 3
-    tasks, cursor = state.read_finished("me", 0, 10)
+    tasks, cursor, _ = state.read_finished("me", 0, 10)
     assert [t.task_id for t in tasks] == ["c"] and cursor == 3
 
 
@@ -859,7 +859,7 @@ def test_max_finished_tasks_evicts_oldest(make_state: MakeState) -> None:
     assert state.counts[TaskState.COMPLETED] == 2
     assert state.counts[TaskState.RUNNING] == 1
     # The owner's log keeps its positions; an evicted task it had not read reads as lost.
-    tasks, cursor = state.read_finished("me", 0, 10)
+    tasks, cursor, _ = state.read_finished("me", 0, 10)
     assert [t.task_id for t in tasks] == ["b", "a", "c"]
     assert [t.state for t in tasks] == [TaskState.FAILED, TaskState.COMPLETED, TaskState.COMPLETED]
     evicted = tasks[0].error
@@ -879,7 +879,8 @@ def test_finished_logs_of_owners_that_stopped_reading_expire(
     make_state: MakeState, now: list[float]
 ) -> None:
     """An owner that never reads its log (a client that went away, or a curl user setting
-    `owner`) must not make the controller keep ids forever: idle logs are forgotten."""
+    `owner`) must not make the controller keep ids forever: idle logs are emptied, keeping
+    their positions, and a reader that comes back is told it missed entries."""
     state = make_state(max_finished_tasks=5)
     state.register_worker(worker_id="w", slots=1)
     state.submit([spec(str(i), owner="gone") for i in range(20)])
@@ -891,8 +892,17 @@ def test_finished_logs_of_owners_that_stopped_reading_expire(
     now[0] += 100
     state.read_finished("reader", 0, 10)
     assert state.expire_finished_logs(max_idle=50) == 1
-    assert set(state._finished_logs) == {"reader"}
+    assert not state._finished_logs["gone"].ids
     assert state.expire_finished_logs(max_idle=50) == 0
+    # The idle owner comes back: nothing to read, but it learns that it missed 20 entries.
+    assert state.read_finished("gone", 0, 10) == ([], 20, True)
+    assert state.read_finished("gone", 20, 10) == ([], 20, False)
+    # New entries continue at the old positions.
+    state.submit([spec("late", owner="gone")])
+    (task,), _ = state.lease("w")
+    state.report("w", [Outcome(task.task_id, 1, value=b"")])
+    tasks, cursor, dropped = state.read_finished("gone", 20, 10)
+    assert [t.task_id for t in tasks] == ["late"] and cursor == 21 and not dropped
 
 
 # ---------------------------------------------------------------------- objects

@@ -169,14 +169,16 @@ class WatchFinishedRequest(_message.Message):
     def __init__(self, owner: _Optional[str] = ..., cursor: _Optional[int] = ..., wait_ms: _Optional[int] = ..., limit: _Optional[int] = ..., controller_id: _Optional[str] = ...) -> None: ...
 
 class WatchFinishedResponse(_message.Message):
-    __slots__ = ("finished", "next_cursor", "controller_id")
+    __slots__ = ("finished", "next_cursor", "controller_id", "dropped")
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
     CONTROLLER_ID_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
     finished: _containers.RepeatedCompositeFieldContainer[Task]
     next_cursor: int
     controller_id: str
-    def __init__(self, finished: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., next_cursor: _Optional[int] = ..., controller_id: _Optional[str] = ...) -> None: ...
+    dropped: bool
+    def __init__(self, finished: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., next_cursor: _Optional[int] = ..., controller_id: _Optional[str] = ..., dropped: _Optional[bool] = ...) -> None: ...
 
 class CancelTasksRequest(_message.Message):
     __slots__ = ("task_ids",)

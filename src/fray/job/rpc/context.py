@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 _SUBMIT_BATCH = 2000
 _WATCH_WAIT_MS = 10_000
 _WAIT_SLICE_MS = 10_000
+_FINISHED_STATES = (pb.TASK_STATE_COMPLETED, pb.TASK_STATE_FAILED, pb.TASK_STATE_CANCELLED)
 
 __all__ = ["FrayContext", "FrayFuture", "ObjectRef", "TaskOptions"]
 
@@ -164,7 +165,11 @@ class FrayContext:
             waiting = [
                 f for f in futures if isinstance(f, concurrent.futures.Future) and not f.done()
             ]
-            on_controller = [f for f in waiting if isinstance(f, FrayFuture) and f.controller_id]
+            on_controller = [
+                f
+                for f in waiting
+                if isinstance(f, FrayFuture) and f._ctx is self and f.controller_id
+            ]
             if not on_controller:  # not submitted yet (waiting for arguments) or not ours
                 concurrent.futures.wait(
                     waiting, slice_ms / 1000, concurrent.futures.FIRST_COMPLETED
@@ -267,6 +272,9 @@ class FrayContext:
                     return
             if future.done():  # cancelled meanwhile
                 return
+            if any(d.cancelled() for d in waits_for):
+                concurrent.futures.Future.cancel(future)
+                return
             try:
                 values = tuple(value(a) for a in args)
                 self._enqueue(future, fn, values, {k: value(v) for k, v in kwargs.items()}, options)
@@ -298,6 +306,8 @@ class FrayContext:
         with self._lock:
             if self._closed:
                 raise errors.FrayError("the FrayContext is closed")
+            if future.done():  # cancelled while its arguments were being waited for
+                return
             self._futures[spec.task_id] = future
             self._unsent.append((spec, future))
             self._lock.notify_all()
@@ -423,6 +433,8 @@ class FrayContext:
         self._fail_lost(lost)
         for task in response.finished:
             self._resolve(task)
+        if response.dropped:  # we were away so long that unread results were dropped
+            self._ask_each()
 
     def _note_controller(self, controller_id: str) -> list[FrayFuture] | None:
         """Track the controller's identity. Holds _lock.
@@ -453,31 +465,40 @@ class FrayContext:
             )
 
     def _check_lost(self) -> None:
-        """Ask the controller about each outstanding task; fail the ones it does not know."""
+        """Our cursor is past the end of the controller's log: it lost state without our
+        noticing a new controller id. Learn its id, then ask about each outstanding task."""
         summary = self._client.call(
             self._client.rpc.get_cluster_summary, pb.GetClusterSummaryRequest()
         )
         with self._lock:
+            lost = self._note_controller(summary.controller_id)
             self._cursor = 0
-            self._controller_id = summary.controller_id
+        self._fail_lost(lost)
+        self._ask_each()
+
+    def _ask_each(self) -> None:
+        """Resolve outstanding tasks one by one (GetTask): finished ones get their result,
+        unknown ones fail with TaskLostError."""
         for future in self._submitted():
+            request = pb.GetTaskRequest(task_id=future.task_id, include_result=True)
             try:
-                self._client.call(
-                    self._client.rpc.get_task, pb.GetTaskRequest(task_id=future.task_id)
-                )
+                task = self._client.call(self._client.rpc.get_task, request).task
             except errors.ControllerUnavailableError as exc:
                 self._fail(self._submitted(), exc)
                 return
             except ConnectError as exc:
-                if exc.code == Code.NOT_FOUND:
-                    self._fail(
-                        [future],
-                        errors.TaskLostError(
-                            f"task {future.task_id} was lost: the controller no longer knows it "
-                            "(restarted?)",
-                            task_id=future.task_id,
-                        ),
-                    )
+                if exc.code != Code.NOT_FOUND:
+                    raise
+                self._fail(
+                    [future],
+                    errors.TaskLostError(
+                        f"task {future.task_id} was lost: the controller no longer knows it",
+                        task_id=future.task_id,
+                    ),
+                )
+                continue
+            if task.state in _FINISHED_STATES:
+                self._resolve(task)
 
     def _submitted(self) -> list[FrayFuture]:
         with self._lock:

@@ -196,10 +196,14 @@ class ControllerService(FrayController):
         while True:
             await asyncio.sleep(period)
             try:
-                expired = self.state.expire_workers()
                 self.state.expire_finished_logs(FINISHED_LOG_IDLE_SECONDS)
+            except Exception:
+                logger.exception("expiring finished logs failed")
+            try:
+                expired = self.state.expire_workers()
             except Exception:  # keep reaping: a dead reaper would hang every lost task
                 logger.exception("reaping workers failed")
+                self._mutated()  # whatever it requeued before failing
                 continue
             if expired:
                 logger.warning(
@@ -306,11 +310,12 @@ class ControllerService(FrayController):
             # The cursor belongs to a controller before a restart: say who we are, start over.
             return pb.WatchFinishedResponse(next_cursor=0, controller_id=self.controller_id)
         await self._poll(request.wait_ms, ctx, check, self._finished)
-        tasks, next_cursor = self.state.read_finished(owner, cursor, limit)
+        tasks, next_cursor, dropped = self.state.read_finished(owner, cursor, limit)
         return pb.WatchFinishedResponse(
             finished=[task_to_pb(t, include_result=True) for t in tasks],
             next_cursor=next_cursor,
             controller_id=self.controller_id,
+            dropped=dropped,
         )
 
     async def cancel_tasks(

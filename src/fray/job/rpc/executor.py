@@ -69,7 +69,13 @@ def run_one(
 
 
 def _error(exc: BaseException, kind: pb.ErrorKind, message: str = "") -> bytes:
-    return payload.error_from_exception(exc, kind, "", message).SerializeToString()
+    try:
+        return payload.error_from_exception(exc, kind, "", message).SerializeToString()
+    except Exception:  # last resort: the executor must survive any exception
+        fallback = pb.TaskError(
+            kind=kind, type=payload.qualified_type(exc), message="<unprintable>"
+        )
+        return fallback.SerializeToString()
 
 
 def main(conn: multiprocessing.connection.Connection) -> None:

@@ -127,8 +127,8 @@ def error_from_exception(
 
 def _safe(describe: Callable[[BaseException], str], exc: BaseException) -> str:
     """`describe(exc)`, or a stand-in when the exception cannot even be printed."""
-    try:
-        return describe(exc)
+    try:  # and storable in a protobuf string (no lone surrogates)
+        return describe(exc).encode("utf-8", "backslashreplace").decode("utf-8")
     except Exception as inner:
         return f"<{qualified_type(exc)}: unprintable ({type(inner).__qualname__})>"
 

@@ -156,6 +156,7 @@ class _FinishedLog:
     last_read: float
     base: int = 0
     ids: deque[str] = field(default_factory=deque)
+    dropped_until: int = 0  # entries before this were dropped unread (an idle owner)
 
 
 MAX_ID_LENGTH = 128
@@ -284,12 +285,13 @@ class ControllerState:
                 pending += 1
         return finished, pending
 
-    def read_finished(self, owner: str, cursor: int, limit: int) -> tuple[list[Task], int]:
+    def read_finished(self, owner: str, cursor: int, limit: int) -> tuple[list[Task], int, bool]:
         """An owner's finished tasks from position `cursor` on; acknowledges those before it.
 
-        Returns the tasks and the next cursor. A cursor past the end of the log (the controller
-        lost its state, e.g. it restarted) raises NotFound; one before what was acknowledged
-        (or evicted) reads from the oldest entry still kept.
+        Returns the tasks, the next cursor, and whether entries the reader had not read were
+        dropped (it then has to ask for its tasks one by one). A cursor past the end of the log
+        (the controller lost its state, e.g. it restarted) raises NotFound; one before what was
+        acknowledged reads from the oldest entry still kept.
         """
         if not owner:
             raise InvalidRequest("owner is empty")
@@ -298,7 +300,8 @@ class ControllerState:
         end = log.base + len(log.ids)
         if cursor > end or cursor < 0:
             raise NotFound(f"cursor {cursor} is not in the finished log of {owner} (0..{end})")
-        cursor = max(cursor, log.base)  # entries before base were acknowledged or evicted
+        dropped = cursor < log.dropped_until
+        cursor = max(cursor, log.base)  # entries before base were acknowledged or dropped
         while log.base < cursor:
             log.ids.popleft()
             log.base += 1
@@ -306,7 +309,7 @@ class ControllerState:
         for task_id in itertools.islice(log.ids, max(1, limit)):
             task = self.tasks.get(task_id)
             tasks.append(task if task is not None else self._evicted(task_id))
-        return tasks, cursor + min(len(log.ids), max(1, limit))
+        return tasks, cursor + min(len(log.ids), max(1, limit)), dropped
 
     def _finished_log(self, owner: str) -> _FinishedLog:
         log = self._finished_logs.get(owner)
@@ -315,13 +318,18 @@ class ControllerState:
         return log
 
     def expire_finished_logs(self, max_idle: float) -> int:
-        """Forget the finished logs of owners that have not read them for `max_idle` seconds
-        (clients that went away); returns how many were dropped."""
+        """Drop the unread ids of owners silent for `max_idle` seconds (clients that went away);
+        their positions are kept, so a reader that comes back is told what it missed.
+        Returns how many logs were emptied."""
         cutoff = self.clock() - max_idle
-        idle = [owner for owner, log in self._finished_logs.items() if log.last_read < cutoff]
-        for owner in idle:
-            del self._finished_logs[owner]
-        return len(idle)
+        emptied = 0
+        for log in self._finished_logs.values():
+            if log.last_read < cutoff and log.ids:
+                log.base += len(log.ids)
+                log.dropped_until = log.base
+                log.ids = deque()
+                emptied += 1
+        return emptied
 
     def _evicted(self, task_id: str) -> Task:
         """Stands for a finished task forgotten before its owner read it: it reads as lost."""

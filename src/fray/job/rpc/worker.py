@@ -45,6 +45,7 @@ DEFAULT_MAX_PREFETCH = 256
 # Hold about this much work beyond the running tasks: enough to hide the lease round trip for
 # tiny tasks, nothing for long ones (so that long tasks spread over all the workers).
 _PREFETCH_SECONDS = 0.05
+_MAX_SLOT_FAILURES = 3
 
 
 class _Slot:
@@ -58,6 +59,7 @@ class _Slot:
         self.kill_reason: pb.ErrorKind | None = None
         self.process: Any = None
         self.conn: Any = None
+        self.failures = 0  # consecutive failures to run a task at all
         self.thread = threading.Thread(target=self._loop, name=f"fray-slot-{index}", daemon=True)
 
     def start_process(self) -> None:
@@ -102,8 +104,13 @@ class _Slot:
             started = time.perf_counter()
             try:
                 result = self._execute(task)
+                self.failures = 0
             except Exception as exc:  # a bug or a failed executor restart: never strand a task
                 logger.exception("slot %d failed running task %s", self.index, task.task_id)
+                self.failures += 1
+                if self.failures >= _MAX_SLOT_FAILURES:  # do not eat the cluster's tasks
+                    logger.error("slot %d keeps failing; stopping the worker", self.index)
+                    self.worker.stop()
                 result = pb.TaskResult(task_id=task.task_id, attempt=task.attempt)
                 result.error.CopyFrom(
                     pb.TaskError(
@@ -148,6 +155,7 @@ class _Slot:
             return self._after_death(task, result)
         with self.lock:
             killed = self.kill_reason is not None
+            self.current = None  # from here on a kill must not hit the (next) executor
         if killed:  # the result won a race with a kill: the executor is gone all the same
             self._restart_process()
         if status == "ok":
@@ -525,7 +533,9 @@ class Worker:
                 logger.error("results of %d tasks could not be delivered: %s", len(batch), exc)
             with self._lock:
                 for result in batch:
-                    self._held.pop(result.task_id, None)
+                    held = self._held.get(result.task_id)
+                    if held is not None and held.attempt == result.attempt:  # not a newer lease
+                        del self._held[result.task_id]
         finally:
             self._send_lock.release()
 

@@ -20,6 +20,7 @@ _REQ = TypeVar("_REQ")
 _RES = TypeVar("_RES")
 
 DEFAULT_RETRY_TIMEOUT = 30.0
+_FIRST_DELAY = 0.05
 # Headroom on top of a long poll's server-side wait before the client gives up on the call.
 _LONG_POLL_MARGIN_MS = 5_000
 
@@ -80,7 +81,7 @@ class ControllerClient:
         """
         budget = self.retry_timeout if retry_timeout is None else retry_timeout
         deadline = time.monotonic() + budget
-        delay = 0.05
+        delay = _FIRST_DELAY
         kwargs: dict[str, Any] = {"headers": self._headers}
         if wait_ms:
             kwargs["timeout_ms"] = wait_ms + _LONG_POLL_MARGIN_MS
@@ -94,7 +95,13 @@ class ControllerClient:
                     raise ControllerUnavailableError(
                         f"controller at {self.address} unreachable for {budget:g}s: {exc.message}"
                     ) from exc
-                logger.debug("controller unavailable (%s); retrying in %.2fs", exc.message, delay)
+                if delay == _FIRST_DELAY:  # say it once per call, not at every try
+                    logger.warning(
+                        "controller at %s unavailable (%s); retrying for up to %gs",
+                        self.address,
+                        exc.message,
+                        budget,
+                    )
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 

@@ -24,8 +24,8 @@ import uvicorn
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 from connectrpc.request import RequestContext
-from google.protobuf.timestamp_pb2 import Timestamp
 
+from fray.job.rpc import convert
 from fray.job.rpc import state as st
 from fray.v1 import controller_pb2 as pb
 from fray.v1.controller_connect import FrayController, FrayControllerASGIApplication
@@ -37,107 +37,6 @@ MAX_MESSAGE_BYTES = 2**31 - 1  # large objects travel through PutObject/GetObjec
 FINISHED_LOG_IDLE_SECONDS = 3600.0  # a client silent this long is gone: forget its log
 
 _T = TypeVar("_T")
-
-# ---------------------------------------------------------------------- protobuf <-> state
-
-_STATE_TO_PB = {s: pb.TaskState.Value(f"TASK_STATE_{s.value}") for s in st.TaskState}
-_PB_TO_STATE = {v: k for k, v in _STATE_TO_PB.items()}
-_KIND_TO_PB = {k: pb.ErrorKind.Value(f"ERROR_KIND_{k.value}") for k in st.ErrorKind}
-_PB_TO_KIND = {v: k for k, v in _KIND_TO_PB.items()}
-
-
-def _timestamp(seconds: float | None) -> Timestamp | None:
-    if seconds is None:
-        return None
-    ts = Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
-
-
-def failure_to_pb(failure: st.TaskFailure) -> pb.TaskError:
-    return pb.TaskError(
-        kind=_KIND_TO_PB[failure.kind],
-        type=failure.type,
-        message=failure.message,
-        traceback=failure.traceback,
-        pickled_exception=failure.pickled_exception,
-        worker_id=failure.worker_id,
-    )
-
-
-def failure_from_pb(error: pb.TaskError) -> st.TaskFailure:
-    kind = _PB_TO_KIND.get(error.kind)
-    if kind is None:
-        raise st.InvalidRequest(f"error kind {error.kind} is not a valid ErrorKind")
-    return st.TaskFailure(
-        kind=kind,
-        type=error.type,
-        message=error.message,
-        traceback=error.traceback,
-        pickled_exception=error.pickled_exception,
-        worker_id=error.worker_id,
-    )
-
-
-def task_to_pb(task: st.Task, include_result: bool = False) -> pb.Task:
-    return pb.Task(
-        task_id=task.task_id,
-        name=task.spec.name,
-        state=_STATE_TO_PB[task.state],
-        attempts=task.attempts,
-        worker_id=task.worker_id,
-        submitted_at=_timestamp(task.submitted_at),
-        started_at=_timestamp(task.started_at),
-        finished_at=_timestamp(task.finished_at),
-        error=failure_to_pb(task.error) if task.error is not None else None,
-        result=task.result if include_result and task.result is not None else b"",
-        cancel_requested=task.cancel_requested,
-        timeout_seconds=task.spec.timeout_seconds,
-        max_retries=task.spec.max_retries,
-    )
-
-
-def _worker_to_pb(worker: st.Worker) -> pb.Worker:
-    return pb.Worker(
-        worker_id=worker.worker_id,
-        address=worker.address,
-        resources=pb.Resources(
-            cpus=worker.cpus, memory_bytes=worker.memory_bytes, labels=worker.labels
-        ),
-        draining=worker.draining,
-        slots=worker.slots,
-        registered_at=_timestamp(worker.registered_at),
-        last_heartbeat=_timestamp(worker.last_heartbeat),
-        task_ids=list(worker.task_ids),
-        tasks_completed=worker.tasks_completed,
-        tasks_failed=worker.tasks_failed,
-    )
-
-
-def _leased_to_pb(task: st.Task) -> pb.LeasedTask:
-    return pb.LeasedTask(
-        task_id=task.task_id,
-        attempt=task.attempts,
-        name=task.spec.name,
-        function=task.spec.function,
-        args=task.spec.args,
-        object_ids=task.spec.object_ids,
-        timeout_seconds=task.spec.timeout_seconds,
-    )
-
-
-def _outcome_from_pb(result: pb.TaskResult) -> st.Outcome:
-    which = result.WhichOneof("outcome")
-    if which is None:
-        raise st.InvalidRequest(f"result for task {result.task_id} has no outcome")
-    return st.Outcome(
-        task_id=result.task_id,
-        attempt=result.attempt,
-        value=result.value if which == "value" else None,
-        error=failure_from_pb(result.error) if which == "error" else None,
-        handed_back=which == "handed_back",
-    )
-
 
 # ---------------------------------------------------------------------- long-poll plumbing
 
@@ -272,7 +171,7 @@ class ControllerService(FrayController):
         self, request: pb.GetTaskRequest, ctx: RequestContext[Any, Any]
     ) -> pb.GetTaskResponse:
         task = self.state.get_task(request.task_id)
-        return pb.GetTaskResponse(task=task_to_pb(task, request.include_result))
+        return pb.GetTaskResponse(task=convert.task_to_pb(task, request.include_result))
 
     async def wait_tasks(
         self, request: pb.WaitTasksRequest, ctx: RequestContext[Any, Any]
@@ -291,7 +190,7 @@ class ControllerService(FrayController):
         await self._poll(request.wait_ms, ctx, check, self._finished)
         finished, pending = self.state.finished_among(ids)
         return pb.WaitTasksResponse(
-            finished=[task_to_pb(t, request.include_results) for t in finished],
+            finished=[convert.task_to_pb(t, request.include_results) for t in finished],
             pending_count=pending,
         )
 
@@ -312,7 +211,7 @@ class ControllerService(FrayController):
         await self._poll(request.wait_ms, ctx, check, self._finished)
         tasks, next_cursor, dropped = self.state.read_finished(owner, cursor, limit)
         return pb.WatchFinishedResponse(
-            finished=[task_to_pb(t, include_result=True) for t in tasks],
+            finished=[convert.task_to_pb(t, include_result=True) for t in tasks],
             next_cursor=next_cursor,
             controller_id=self.controller_id,
             dropped=dropped,
@@ -324,18 +223,18 @@ class ControllerService(FrayController):
         self._check_open()
         tasks = self.state.cancel(request.task_ids)
         self._mutated()
-        return pb.CancelTasksResponse(tasks=[task_to_pb(t) for t in tasks])
+        return pb.CancelTasksResponse(tasks=[convert.task_to_pb(t) for t in tasks])
 
     async def list_tasks(
         self, request: pb.ListTasksRequest, ctx: RequestContext[Any, Any]
     ) -> pb.ListTasksResponse:
         if request.limit < 0:
             raise st.InvalidRequest("limit must be >= 0")
-        state = _PB_TO_STATE.get(request.state)
+        state = convert.PB_TO_STATE.get(request.state)
         if state is None and request.state != pb.TASK_STATE_UNSPECIFIED:
             raise st.InvalidRequest(f"unknown task state {request.state}")
         tasks = self.state.list_tasks(state, request.worker_id, request.limit or 1000)
-        return pb.ListTasksResponse(tasks=[task_to_pb(t) for t in tasks])
+        return pb.ListTasksResponse(tasks=[convert.task_to_pb(t) for t in tasks])
 
     async def put_object(
         self, request: pb.PutObjectRequest, ctx: RequestContext[Any, Any]
@@ -417,13 +316,13 @@ class ControllerService(FrayController):
         )
         leased, cancels = found or ([], [])
         return pb.LeaseTasksResponse(
-            tasks=[_leased_to_pb(t) for t in leased], cancel_task_ids=cancels
+            tasks=[convert.leased_to_pb(t) for t in leased], cancel_task_ids=cancels
         )
 
     async def report_results(
         self, request: pb.ReportResultsRequest, ctx: RequestContext[Any, Any]
     ) -> pb.ReportResultsResponse:
-        outcomes = [_outcome_from_pb(r) for r in request.results]
+        outcomes = [convert.outcome_from_pb(r) for r in request.results]
         accepted = self.state.report(request.worker_id, outcomes)
         self._mutated()
         return pb.ReportResultsResponse(accepted=accepted)
@@ -434,7 +333,7 @@ class ControllerService(FrayController):
         self, request: pb.ListWorkersRequest, ctx: RequestContext[Any, Any]
     ) -> pb.ListWorkersResponse:
         return pb.ListWorkersResponse(
-            workers=[_worker_to_pb(w) for w in self.state.workers.values()]
+            workers=[convert.worker_to_pb(w) for w in self.state.workers.values()]
         )
 
     async def get_cluster_summary(

@@ -1,0 +1,106 @@
+"""Conversions between the wire (protobuf messages) and the state machine's plain objects."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from fray.job.rpc import state as st
+from fray.v1 import controller_pb2 as pb
+
+STATE_TO_PB = {s: pb.TaskState.Value(f"TASK_STATE_{s.value}") for s in st.TaskState}
+PB_TO_STATE = {v: k for k, v in STATE_TO_PB.items()}
+_KIND_TO_PB = {k: pb.ErrorKind.Value(f"ERROR_KIND_{k.value}") for k in st.ErrorKind}
+_PB_TO_KIND = {v: k for k, v in _KIND_TO_PB.items()}
+
+
+def _timestamp(seconds: float | None) -> Timestamp | None:
+    if seconds is None:
+        return None
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def failure_to_pb(failure: st.TaskFailure) -> pb.TaskError:
+    return pb.TaskError(
+        kind=_KIND_TO_PB[failure.kind],
+        type=failure.type,
+        message=failure.message,
+        traceback=failure.traceback,
+        pickled_exception=failure.pickled_exception,
+        worker_id=failure.worker_id,
+    )
+
+
+def failure_from_pb(error: pb.TaskError) -> st.TaskFailure:
+    kind = _PB_TO_KIND.get(error.kind)
+    if kind is None:
+        raise st.InvalidRequest(f"error kind {error.kind} is not a valid ErrorKind")
+    return st.TaskFailure(
+        kind=kind,
+        type=error.type,
+        message=error.message,
+        traceback=error.traceback,
+        pickled_exception=error.pickled_exception,
+        worker_id=error.worker_id,
+    )
+
+
+def task_to_pb(task: st.Task, include_result: bool = False) -> pb.Task:
+    return pb.Task(
+        task_id=task.task_id,
+        name=task.spec.name,
+        state=STATE_TO_PB[task.state],
+        attempts=task.attempts,
+        worker_id=task.worker_id,
+        submitted_at=_timestamp(task.submitted_at),
+        started_at=_timestamp(task.started_at),
+        finished_at=_timestamp(task.finished_at),
+        error=failure_to_pb(task.error) if task.error is not None else None,
+        result=task.result if include_result and task.result is not None else b"",
+        cancel_requested=task.cancel_requested,
+        timeout_seconds=task.spec.timeout_seconds,
+        max_retries=task.spec.max_retries,
+    )
+
+
+def worker_to_pb(worker: st.Worker) -> pb.Worker:
+    return pb.Worker(
+        worker_id=worker.worker_id,
+        address=worker.address,
+        resources=pb.Resources(
+            cpus=worker.cpus, memory_bytes=worker.memory_bytes, labels=worker.labels
+        ),
+        draining=worker.draining,
+        slots=worker.slots,
+        registered_at=_timestamp(worker.registered_at),
+        last_heartbeat=_timestamp(worker.last_heartbeat),
+        task_ids=list(worker.task_ids),
+        tasks_completed=worker.tasks_completed,
+        tasks_failed=worker.tasks_failed,
+    )
+
+
+def leased_to_pb(task: st.Task) -> pb.LeasedTask:
+    return pb.LeasedTask(
+        task_id=task.task_id,
+        attempt=task.attempts,
+        name=task.spec.name,
+        function=task.spec.function,
+        args=task.spec.args,
+        object_ids=task.spec.object_ids,
+        timeout_seconds=task.spec.timeout_seconds,
+    )
+
+
+def outcome_from_pb(result: pb.TaskResult) -> st.Outcome:
+    which = result.WhichOneof("outcome")
+    if which is None:
+        raise st.InvalidRequest(f"result for task {result.task_id} has no outcome")
+    return st.Outcome(
+        task_id=result.task_id,
+        attempt=result.attempt,
+        value=result.value if which == "value" else None,
+        error=failure_from_pb(result.error) if which == "error" else None,
+        handed_back=which == "handed_back",
+    )

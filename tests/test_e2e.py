@@ -17,13 +17,16 @@ from fray_fixtures import children_of, free_port, get_task, pid_alive, wait_for
 
 from fray.job import create_job_ctx
 from fray.job.errors import (
+    ControllerError,
     ControllerUnavailableError,
+    FrayError,
     SerializationError,
     TaskDeserializationError,
     TaskLostError,
     TaskTimeoutError,
 )
 from fray.job.rpc.context import FrayContext
+from fray.job.rpc.controller import ControllerServer
 from fray.job.rpc.local_cluster import LocalCluster
 from fray.v1 import controller_pb2 as pb
 
@@ -254,6 +257,36 @@ def test_a_done_callback_may_call_back_into_the_context(fray_ctx: FrayContext) -
     wait_for(lambda: seen, 20, "the callback")
     assert seen == [(2, True)]
     assert later.cancelled()
+
+
+def test_closing_a_context_cancels_its_unfinished_tasks(cluster: LocalCluster) -> None:
+    ctx = FrayContext(cluster.address)
+    running = ctx.run(sleep_then, 30, "never")
+    ctx.wait([running], timeout=0.1)  # makes sure the controller has it
+    wait_for(
+        lambda: get_task(cluster.address, running.task_id).state == pb.TASK_STATE_RUNNING,
+        20,
+        "the task to run",
+    )
+    ctx.close()
+    with pytest.raises(FrayError, match="closed"):
+        running.result(timeout=5)
+    wait_for(
+        lambda: get_task(cluster.address, running.task_id).state == pb.TASK_STATE_CANCELLED,
+        10,
+        "the controller to cancel the task",
+    )
+
+
+def test_a_refused_request_is_a_fray_error() -> None:
+    with ControllerServer("127.0.0.1", 0, token="right") as server:
+        ctx = FrayContext(server.address, token="wrong", retry_timeout=2)
+        try:
+            with pytest.raises(ControllerError, match="bearer token") as info:
+                ctx.put(1)
+            assert info.value.code == "unauthenticated"
+        finally:
+            ctx.close()
 
 
 def test_put_stores_once_and_refs_arrive_as_values(fray_ctx: FrayContext) -> None:

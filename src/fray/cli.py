@@ -78,9 +78,6 @@ def _controller(args: argparse.Namespace) -> int:
         print(f"fray controller: {exc}", file=sys.stderr)
         return 2
     print(f"{READY_PREFIX}{server.address}", flush=True)
-    logging.getLogger("fray").info(
-        "controller %s serving on %s", server.service.controller_id, server.address
-    )
     server.run()
     return 0
 
@@ -221,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--connect-timeout",
         type=float,
         default=60.0,
-        help="seconds to keep retrying an unreachable controller",
+        help="seconds to keep trying to reach the controller at startup (once registered, a "
+        "worker waits for its controller indefinitely)",
     )
     p.set_defaults(func=_worker)
 

@@ -22,6 +22,14 @@ class ControllerUnavailableError(FrayError, ConnectionError):
     """The controller could not be reached within the retry budget."""
 
 
+class ControllerError(FrayError):
+    """The controller refused a request; `code` is the Connect code (e.g. "unauthenticated")."""
+
+    def __init__(self, message: str, *, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class RemoteTraceback(Exception):
     """Carries a remote traceback's text; attached as `__cause__` of re-raised task errors."""
 

@@ -74,10 +74,12 @@ class ControllerClient:
         *,
         wait_ms: int = 0,
         retry_timeout: float | None = None,
+        quiet: bool = False,
     ) -> _RES:
         """`method(request)` (a bound method of `self.rpc`), retrying while unreachable.
 
         `wait_ms` is the server-side wait of a long poll: the call's own timeout grows by it.
+        `quiet` skips the warning logged when the controller is unavailable.
         """
         budget = self.retry_timeout if retry_timeout is None else retry_timeout
         deadline = time.monotonic() + budget
@@ -95,7 +97,7 @@ class ControllerClient:
                     raise ControllerUnavailableError(
                         f"controller at {self.address} unreachable for {budget:g}s: {exc.message}"
                     ) from exc
-                if delay == _FIRST_DELAY:  # say it once per call, not at every try
+                if delay == _FIRST_DELAY and not quiet:  # once per call, not at every try
                     logger.warning(
                         "controller at %s unavailable (%s); retrying for up to %gs",
                         self.address,

@@ -8,15 +8,18 @@ is lost, an unreachable controller and a controller restart all end them with a 
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
+import contextlib
 import itertools
 import logging
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
@@ -33,6 +36,7 @@ logger = logging.getLogger(__name__)
 _SUBMIT_BATCH = 2000
 _WATCH_WAIT_MS = 10_000
 _WAIT_SLICE_MS = 10_000
+_RES = TypeVar("_RES")
 _FINISHED_STATES = (pb.TASK_STATE_COMPLETED, pb.TASK_STATE_FAILED, pb.TASK_STATE_CANCELLED)
 
 __all__ = ["FrayContext", "FrayFuture", "ObjectRef", "TaskOptions"]
@@ -100,6 +104,7 @@ class FrayContext:
         self._cursor = 0
         self._closed = False
         self._threads: list[threading.Thread] = []
+        _open_contexts.add(self)
 
     @property
     def controller_address(self) -> str:
@@ -110,7 +115,7 @@ class FrayContext:
     def put(self, obj: Any) -> ObjectRef:
         """Store `obj` once in the controller; tasks given the ref receive the object."""
         data = payload.dumps(obj, "the object given to put()")
-        response = self._client.call(self._client.rpc.put_object, pb.PutObjectRequest(data=data))
+        response = self._call(self._client.rpc.put_object, pb.PutObjectRequest(data=data))
         return ObjectRef(response.object_id, response.size_bytes)
 
     def get(self, x: Any, timeout: float | None = None) -> Any:
@@ -121,7 +126,7 @@ class FrayContext:
         if isinstance(x, concurrent.futures.Future):
             return x.result(timeout)
         if isinstance(x, ObjectRef):
-            response = self._client.call(
+            response = self._call(
                 self._client.rpc.get_object, pb.GetObjectRequest(object_id=x.object_id)
             )
             return payload.loads(response.data)
@@ -187,7 +192,11 @@ class FrayContext:
                 )
             except ConnectError as exc:
                 if exc.code != Code.NOT_FOUND:
-                    raise
+                    raise errors.ControllerError(
+                        f"the controller refused WaitTasks ({exc.code.name.lower()}): "
+                        f"{exc.message}",
+                        code=exc.code.name.lower(),
+                    ) from None
                 self._check_lost()
                 continue
             for task in response.finished:
@@ -211,15 +220,40 @@ class FrayContext:
     def free(self, refs: Iterable[ObjectRef]) -> int:
         """Delete stored objects; returns how many existed."""
         request = pb.DeleteObjectsRequest(object_ids=[r.object_id for r in refs])
-        return self._client.call(self._client.rpc.delete_objects, request).deleted
+        return self._call(self._client.rpc.delete_objects, request).deleted
 
     def close(self) -> None:
-        """Stop the background threads; unfinished futures fail with FrayError."""
+        """Cancel this context's unfinished tasks, stop its threads; their futures fail with
+        FrayError. Also done at interpreter exit for contexts still open."""
         with self._lock:
+            if self._closed:
+                return
             self._closed = True
             self._lock.notify_all()
-        self._fail(list(self._futures.values()), errors.FrayError("the FrayContext was closed"))
+            outstanding = list(self._futures.values())
+        submitted = [f.task_id for f in outstanding if f.controller_id]
+        if submitted:  # nobody will read their results: do not let them use the workers
+            try:
+                self._client.call(
+                    self._client.rpc.cancel_tasks,
+                    pb.CancelTasksRequest(task_ids=submitted),
+                    retry_timeout=2,
+                )
+            except (ConnectError, errors.FrayError) as exc:
+                logger.warning("could not cancel %d tasks at close: %s", len(submitted), exc)
+        self._fail(outstanding, errors.FrayError("the FrayContext was closed"))
         self._client.close()
+        _open_contexts.discard(self)
+
+    def _call(self, method: Callable[..., _RES], request: Any) -> _RES:
+        """A controller call whose refusal surfaces as a fray error."""
+        try:
+            return self._client.call(method, request)
+        except ConnectError as exc:
+            raise errors.ControllerError(
+                f"the controller refused the request ({exc.code.name.lower()}): {exc.message}",
+                code=exc.code.name.lower(),
+            ) from None
 
     def __enter__(self) -> FrayContext:
         return self
@@ -530,6 +564,18 @@ class FrayContext:
                 self._futures.pop(future.task_id, None)
         for future in futures:
             _settle(future, exception=exc)
+
+
+# Contexts still open at interpreter exit are closed, so their unfinished tasks are cancelled
+# (as Ray does for a driver's tasks) instead of running for nobody.
+_open_contexts: weakref.WeakSet[FrayContext] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_contexts() -> None:
+    for ctx in list(_open_contexts):
+        with contextlib.suppress(Exception):
+            ctx.close()
 
 
 def _settle(future: FrayFuture, value: Any = None, exception: BaseException | None = None) -> None:

@@ -86,6 +86,8 @@ class ControllerService(FrayController):
 
     def begin_shutdown(self) -> None:
         """Refuse new calls and end the long polls in flight, with `unavailable`."""
+        if not self.closing:
+            logger.info("controller %s shutting down", self.controller_id)
         self.closing = True
         self._mutated()
 
@@ -458,7 +460,7 @@ class ControllerServer:
     ) -> None:
         if not is_loopback(host) and not token:
             raise ValueError(
-                f"refusing to listen on {host} without a token: set --token or FRAY_TOKEN "
+                f"refusing to listen on {host} without a token: set FRAY_TOKEN (or --token) "
                 "(anyone who can reach the controller can run code on the workers)"
             )
         self.state = st.ControllerState(

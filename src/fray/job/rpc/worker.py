@@ -176,6 +176,7 @@ class _Slot:
         worker_id = self.worker.worker_id
         if reason == pb.ERROR_KIND_TIMEOUT:
             message = f"ran longer than its timeout of {task.timeout_seconds:g}s and was stopped"
+            logger.info("task %s timed out after %gs; stopped", task.task_id, task.timeout_seconds)
             error = pb.TaskError(kind=reason, type="TaskTimeoutError", message=message)
         elif reason == pb.ERROR_KIND_CANCELLED:
             error = pb.TaskError(kind=reason, type="TaskCancelledError", message="cancelled")
@@ -547,7 +548,10 @@ class Worker:
         request = pb.HeartbeatRequest(worker_id=self.worker_id, draining=self.stopping.is_set())
         try:
             response = self.client.call(
-                self.client.rpc.heartbeat, request, retry_timeout=self.heartbeat_interval
+                self.client.rpc.heartbeat,
+                request,
+                retry_timeout=self.heartbeat_interval,
+                quiet=True,  # the lease loop already says when the controller is away
             )
         except Exception as exc:
             logger.debug("heartbeat failed: %s", exc)

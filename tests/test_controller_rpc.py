@@ -333,7 +333,7 @@ def test_worker_flow_over_json(controller: ControllerServer, http: httpx.Client)
 
     got = call(http, "GetTask", {"taskId": task_id, "includeResult": True})["task"]
     assert got["state"] == "TASK_STATE_COMPLETED" and unb64(got["result"]) == b"the-result"
-    assert "result" not in call(http, "GetTask", {"taskId": task_id})["task"]
+    assert call(http, "GetTask", {"taskId": task_id})["task"]["result"] == ""  # not asked for
     (worker,) = call(http, "ListWorkers", {})["workers"]
     assert worker["tasksCompleted"] == "1"  # int64 is a string in proto JSON
 
@@ -541,7 +541,7 @@ def test_internal_error_is_safe_and_connection_survives(
     assert any(ref in r.getMessage() and r.exc_info for r in caplog.records)
 
     # The connection is still usable: other calls work on it, and so does this one once fixed.
-    assert call(http, "ListWorkers", {}) == {}
+    assert call(http, "ListWorkers", {}) == {"workers": []}
     monkeypatch.undo()
     after = http.post("GetClusterSummary", json={})
     assert after.status_code == 200
@@ -757,3 +757,14 @@ def test_watch_finished_from_another_controller_answers_at_once(
         assert response.next_cursor == 0 and not response.finished
     finally:
         client.close()
+
+
+def test_json_answers_print_every_field_and_unknown_fields_are_refused(
+    http: httpx.Client,
+) -> None:
+    summary = call(http, "GetClusterSummary", {})
+    assert summary["queueDepth"] == 0 and summary["workers"] == 0  # zeros are printed
+    assert list(summary) == sorted(summary)
+    response = http.post("GetTask", json={"taskid": "t1"})  # a typo of taskId
+    message = connect_error(response, 400, "invalid_argument")
+    assert "taskid" in message and "taskId" in message

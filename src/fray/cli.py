@@ -137,8 +137,10 @@ def _status(args: argparse.Namespace) -> int:
     print(
         json.dumps(
             {
-                "summary": MessageToDict(summary),
-                "workers": MessageToDict(workers).get("workers", []),
+                "summary": MessageToDict(summary, always_print_fields_with_no_presence=True),
+                "workers": MessageToDict(workers, always_print_fields_with_no_presence=True)[
+                    "workers"
+                ],
             },
             indent=2,
         )

@@ -22,8 +22,11 @@ from typing import Any, TypeVar
 
 import uvicorn
 from connectrpc.code import Code
+from connectrpc.compat import google_protobuf_binary_codec
 from connectrpc.errors import ConnectError
 from connectrpc.request import RequestContext
+from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from fray.job.rpc import convert
 from fray.job.rpc import state as st
@@ -37,6 +40,7 @@ MAX_MESSAGE_BYTES = 2**31 - 1  # large objects travel through PutObject/GetObjec
 FINISHED_LOG_IDLE_SECONDS = 3600.0  # a client silent this long is gone: forget its log
 
 _T = TypeVar("_T")
+_M = TypeVar("_M", bound=Message)
 
 # ---------------------------------------------------------------------- long-poll plumbing
 
@@ -354,6 +358,29 @@ class ControllerService(FrayController):
         )
 
 
+# ---------------------------------------------------------------------- JSON for curl
+
+
+class CurlFriendlyJSONCodec:
+    """Proto3 JSON (a connectrpc codec) that prints every field, zeros and empty lists too,
+    ends with a newline, and rejects unknown request fields: a typo is an error, not a field
+    silently ignored."""
+
+    def name(self) -> str:
+        return "json"
+
+    def encode(self, message: Any) -> bytes:
+        text = json_format.MessageToJson(
+            message, always_print_fields_with_no_presence=True, sort_keys=True
+        )
+        return (text + "\n").encode()
+
+    def decode(self, data: bytes | bytearray, message_class: type[_M]) -> _M:
+        message = message_class()
+        json_format.Parse(bytes(data), message, ignore_unknown_fields=False)
+        return message
+
+
 # ---------------------------------------------------------------------- interceptors
 
 _STATE_ERROR_CODES: dict[type[st.StateError], Code] = {
@@ -472,7 +499,10 @@ class ControllerServer:
         interceptors: list[Any] = [TokenInterceptor(token)] if token else []
         interceptors.append(ErrorInterceptor())
         self.app = FrayControllerASGIApplication(
-            self.service.lifespan(), interceptors=interceptors, read_max_bytes=MAX_MESSAGE_BYTES
+            self.service.lifespan(),
+            interceptors=interceptors,
+            read_max_bytes=MAX_MESSAGE_BYTES,
+            codecs=[google_protobuf_binary_codec(), CurlFriendlyJSONCodec()],
         )
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_STREAM)

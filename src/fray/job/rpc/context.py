@@ -164,8 +164,8 @@ class FrayContext:
             if done >= num_returns or remaining == 0:
                 break
             self._flush()
-            slice_ms = min(
-                _WAIT_SLICE_MS, _WAIT_SLICE_MS if remaining is None else remaining * 1000
+            slice_ms = (
+                _WAIT_SLICE_MS if remaining is None else min(_WAIT_SLICE_MS, remaining * 1000)
             )
             waiting = [
                 f for f in futures if isinstance(f, concurrent.futures.Future) and not f.done()
@@ -192,11 +192,7 @@ class FrayContext:
                 )
             except ConnectError as exc:
                 if exc.code != Code.NOT_FOUND:
-                    raise errors.ControllerError(
-                        f"the controller refused WaitTasks ({exc.code.name.lower()}): "
-                        f"{exc.message}",
-                        code=exc.code.name.lower(),
-                    ) from None
+                    raise _refused(exc, "WaitTasks") from None
                 self._check_lost()
                 continue
             for task in response.finished:
@@ -250,10 +246,7 @@ class FrayContext:
         try:
             return self._client.call(method, request)
         except ConnectError as exc:
-            raise errors.ControllerError(
-                f"the controller refused the request ({exc.code.name.lower()}): {exc.message}",
-                code=exc.code.name.lower(),
-            ) from None
+            raise _refused(exc, "the request") from None
 
     def __enter__(self) -> FrayContext:
         return self
@@ -588,12 +581,16 @@ def _settle(future: FrayFuture, value: Any = None, exception: BaseException | No
         pass  # cancelled locally in the meantime
 
 
+def _refused(exc: ConnectError, what: str) -> errors.ControllerError:
+    """The fray error for a request the controller answered with a Connect error."""
+    code = exc.code.name.lower()
+    return errors.ControllerError(
+        f"the controller refused {what} ({code}): {exc.message}", code=code
+    )
+
+
 def _submit_error(exc: Exception) -> BaseException:
-    if isinstance(exc, ConnectError):
-        return errors.FrayError(
-            f"the controller refused the tasks ({exc.code.name}): {exc.message}"
-        )
-    return exc
+    return _refused(exc, "the tasks") if isinstance(exc, ConnectError) else exc
 
 
 def _is_done(x: Any) -> bool:

@@ -48,6 +48,14 @@ _PREFETCH_SECONDS = 0.05
 _MAX_SLOT_FAILURES = 3
 
 
+def _failed(
+    task: pb.LeasedTask, kind: pb.ErrorKind, type_name: str, message: str, worker_id: str
+) -> pb.TaskResult:
+    """The report of a task that ended with an error raised by the worker itself."""
+    error = pb.TaskError(kind=kind, type=type_name, message=message, worker_id=worker_id)
+    return pb.TaskResult(task_id=task.task_id, attempt=task.attempt, error=error)
+
+
 class _Slot:
     """One executor process and the thread that feeds it."""
 
@@ -111,14 +119,12 @@ class _Slot:
                 if self.failures >= _MAX_SLOT_FAILURES:  # do not eat the cluster's tasks
                     logger.error("slot %d keeps failing; stopping the worker", self.index)
                     self.worker.stop()
-                result = pb.TaskResult(task_id=task.task_id, attempt=task.attempt)
-                result.error.CopyFrom(
-                    pb.TaskError(
-                        kind=pb.ERROR_KIND_WORKER_LOST,
-                        type=type(exc).__qualname__,
-                        message=f"worker {self.worker.worker_id} failed to run it: {exc}",
-                        worker_id=self.worker.worker_id,
-                    )
+                result = _failed(
+                    task,
+                    pb.ERROR_KIND_WORKER_LOST,
+                    type(exc).__qualname__,
+                    f"worker {self.worker.worker_id} failed to run it: {exc}",
+                    self.worker.worker_id,
                 )
                 time.sleep(1)  # do not spin if the executor cannot start
             with self.lock:
@@ -133,15 +139,13 @@ class _Slot:
         except Exception as exc:
             # A missing object is final; an unreachable controller is an infrastructure failure.
             missing = isinstance(exc, ConnectError) and exc.code == Code.NOT_FOUND
-            result.error.CopyFrom(
-                pb.TaskError(
-                    kind=pb.ERROR_KIND_DESERIALIZATION if missing else pb.ERROR_KIND_WORKER_LOST,
-                    type=type(exc).__qualname__,
-                    message=f"could not fetch the task's objects: {exc}",
-                    worker_id=worker_id,
-                )
+            return _failed(
+                task,
+                pb.ERROR_KIND_DESERIALIZATION if missing else pb.ERROR_KIND_WORKER_LOST,
+                type(exc).__qualname__,
+                f"could not fetch the task's objects: {exc}",
+                worker_id,
             )
-            return result
         try:
             header = (task.function, task.args, list(objects))
             self.conn.send_bytes(pickle.dumps(header, protocol=5))
@@ -177,23 +181,17 @@ class _Slot:
         if reason == pb.ERROR_KIND_TIMEOUT:
             message = f"ran longer than its timeout of {task.timeout_seconds:g}s and was stopped"
             logger.info("task %s timed out after %gs; stopped", task.task_id, task.timeout_seconds)
-            error = pb.TaskError(kind=reason, type="TaskTimeoutError", message=message)
-        elif reason == pb.ERROR_KIND_CANCELLED:
-            error = pb.TaskError(kind=reason, type="TaskCancelledError", message="cancelled")
-        elif reason is not None:  # stopped by a shutdown that ran out of grace
+            return _failed(task, reason, "TaskTimeoutError", message, worker_id)
+        if reason == pb.ERROR_KIND_CANCELLED:
+            return _failed(task, reason, "TaskCancelledError", "cancelled", worker_id)
+        if reason is not None:  # stopped by a shutdown that ran out of grace
             result.handed_back = True
             return result
-        else:
-            message = (
-                f"the executor process running task {task.task_id} on worker {worker_id} "
-                f"died (exit code {exit_code})"
-            )
-            error = pb.TaskError(
-                kind=pb.ERROR_KIND_WORKER_LOST, type="ExecutorDied", message=message
-            )
-        error.worker_id = worker_id
-        result.error.CopyFrom(error)
-        return result
+        message = (
+            f"the executor process running task {task.task_id} on worker {worker_id} "
+            f"died (exit code {exit_code})"
+        )
+        return _failed(task, pb.ERROR_KIND_WORKER_LOST, "ExecutorDied", message, worker_id)
 
 
 class Worker:
@@ -390,16 +388,15 @@ class Worker:
             for task in self._queue:
                 if task.task_id == task_id:
                     self._queue.remove(task)
-                    result = pb.TaskResult(task_id=task_id, attempt=task.attempt)
-                    result.error.CopyFrom(
-                        pb.TaskError(
-                            kind=pb.ERROR_KIND_CANCELLED,
-                            type="TaskCancelledError",
-                            message="cancelled before it started",
-                            worker_id=self.worker_id,
+                    self._outbox.append(
+                        _failed(
+                            task,
+                            pb.ERROR_KIND_CANCELLED,
+                            "TaskCancelledError",
+                            "cancelled before it started",
+                            self.worker_id,
                         )
                     )
-                    self._outbox.append(result)
                     self._lock.notify_all()
                     return
         for slot in self._slots:

@@ -57,6 +57,13 @@ def sleep_then(seconds: float, value: object, marker: str = "") -> object:
     return value
 
 
+def wait_for_file(path: str, value: object) -> object:
+    deadline = time.monotonic() + 60
+    while not Path(path).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return value
+
+
 def die() -> None:
     os._exit(3)
 
@@ -186,11 +193,14 @@ def test_cancel_stops_a_running_task(
     assert fray_ctx.get(fray_ctx.run(add, 2, 2)) == 4
 
 
-def test_cancel_a_queued_task(cluster: LocalCluster, fray_ctx: FrayContext) -> None:
-    blockers = [fray_ctx.run(sleep_then, 1.5, i) for i in range(8)]  # 4 slots: 2 rounds
+def test_cancel_a_queued_task(cluster: LocalCluster, fray_ctx: FrayContext, tmp_path: Path) -> None:
+    gate = tmp_path / "open"
+    blockers = [fray_ctx.run(wait_for_file, str(gate), i) for i in range(8)]  # 4 slots, held
     queued = fray_ctx.run(add, 1, 1)
     fray_ctx.wait([queued], timeout=0.1)  # makes sure the controller has it
     assert queued.cancel()
+    assert queued.cancelled()
+    gate.write_text("open")
     assert fray_ctx.get(blockers) == list(range(8))
     state = get_task(cluster.address, queued.task_id).state
     assert state == pb.TASK_STATE_CANCELLED

@@ -52,13 +52,15 @@ class FrayFuture(concurrent.futures.Future[Any]):
         self.controller_id = ""  # set when the controller accepted the task
 
     def cancel(self) -> bool:
-        if self.done():
+        # Cancel locally first: the controller's answer (a cancelled task) may reach the
+        # collector before this call returns, and must not turn a cancel into a failure.
+        if not super().cancel():
             return False
         try:
             self._ctx._cancel(self)
         except (ConnectError, errors.FrayError) as exc:
             logger.warning("could not ask the controller to stop task %s: %s", self.task_id, exc)
-        return super().cancel()
+        return True
 
     def __repr__(self) -> str:
         return f"<FrayFuture {self.task_id} {self._state}>"

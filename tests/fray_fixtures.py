@@ -3,7 +3,7 @@
 - `controller`: a ControllerServer on a free loopback port, served by uvicorn in a thread
   (for RPC-level tests; no workers).
 - `cluster`: a LocalCluster (controller process + 2 worker processes), shared by a test module.
-- `fray_ctx`: a FrayContext connected to `cluster`.
+- `fray_ctx`: a FrayContext connected to `cluster`, once with the direct path and once without.
 Everything is stopped at the end, whatever the test did. Also small helpers the test modules
 import (`from fray_fixtures import get_task, ...`).
 """
@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
 
 from fray.job.rpc.client import ControllerClient
 from fray.job.rpc.context import FrayContext
@@ -44,9 +46,11 @@ def cluster() -> Iterator[LocalCluster]:
         yield c
 
 
-@pytest.fixture
-def fray_ctx(cluster: LocalCluster) -> Iterator[FrayContext]:
-    ctx = FrayContext(cluster.address, retry_timeout=10)
+@pytest.fixture(params=["direct", "queued"])
+def fray_ctx(cluster: LocalCluster, request: pytest.FixtureRequest) -> Iterator[FrayContext]:
+    """A FrayContext on `cluster`: each test runs with the direct path on, and with every task
+    queued at the controller."""
+    ctx = FrayContext(cluster.address, retry_timeout=10, direct=request.param == "direct")
     try:
         yield ctx
     finally:
@@ -65,16 +69,41 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None
         time.sleep(0.02)
 
 
-def get_task(address: str, task_id: str) -> pb.Task:
-    client = ControllerClient(address, retry_timeout=5)
+def get_task(address: str, task_id: str, token: str | None = None) -> pb.Task:
+    client = ControllerClient(address, token=token, retry_timeout=5)
     try:
         return client.call(client.rpc.get_task, pb.GetTaskRequest(task_id=task_id)).task
     finally:
         client.close()
 
 
-def list_workers(address: str) -> dict[str, pb.Worker]:
-    client = ControllerClient(address, retry_timeout=5)
+def find_task(address: str, task_id: str, token: str | None = None) -> pb.Task | None:
+    """The controller's view of a task; None while it does not know it (a task on the direct
+    path is reported by its worker once finished, within about a second)."""
+    try:
+        return get_task(address, task_id, token)
+    except ConnectError as exc:
+        if exc.code != Code.NOT_FOUND:
+            raise
+        return None
+
+
+def task_state(address: str, task_id: str, token: str | None = None) -> int | None:
+    task = find_task(address, task_id, token)
+    return None if task is None else task.state
+
+
+def recorded_task(
+    address: str, task_id: str, timeout: float = 10, token: str | None = None
+) -> pb.Task:
+    """The task once the controller knows it and it is finished."""
+    finished = (pb.TASK_STATE_COMPLETED, pb.TASK_STATE_FAILED, pb.TASK_STATE_CANCELLED)
+    wait_for(lambda: task_state(address, task_id, token) in finished, timeout, f"task {task_id}")
+    return get_task(address, task_id, token)
+
+
+def list_workers(address: str, token: str | None = None) -> dict[str, pb.Worker]:
+    client = ControllerClient(address, token=token, retry_timeout=5)
     try:
         response = client.call(client.rpc.list_workers, pb.ListWorkersRequest())
     finally:

@@ -13,7 +13,16 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
-from fray_fixtures import children_of, free_port, get_task, pid_alive, wait_for
+from fray_fixtures import (
+    children_of,
+    find_task,
+    free_port,
+    get_task,
+    pid_alive,
+    recorded_task,
+    task_state,
+    wait_for,
+)
 
 from fray.job import create_job_ctx
 from fray.job.errors import (
@@ -185,7 +194,7 @@ def test_cancel_stops_a_running_task(
     assert future.cancel()
     assert future.cancelled()
     wait_for(
-        lambda: get_task(cluster.address, future.task_id).state == pb.TASK_STATE_CANCELLED,
+        lambda: task_state(cluster.address, future.task_id) == pb.TASK_STATE_CANCELLED,
         10,
         "the controller to mark the task cancelled",
     )
@@ -202,8 +211,7 @@ def test_cancel_a_queued_task(cluster: LocalCluster, fray_ctx: FrayContext, tmp_
     assert queued.cancelled()
     gate.write_text("open")
     assert fray_ctx.get(blockers) == list(range(8))
-    state = get_task(cluster.address, queued.task_id).state
-    assert state == pb.TASK_STATE_CANCELLED
+    assert recorded_task(cluster.address, queued.task_id).state == pb.TASK_STATE_CANCELLED
 
 
 def test_task_that_kills_its_executor_fails_after_the_retry_budget(
@@ -233,14 +241,14 @@ def test_an_unprintable_exception_is_still_a_user_error(fray_ctx: FrayContext) -
     future = fray_ctx.run(raise_unprintable)
     with pytest.raises(Unprintable):
         future.result(timeout=30)
-    assert get_task(fray_ctx.controller_address, future.task_id).attempts == 1  # not retried
+    assert recorded_task(fray_ctx.controller_address, future.task_id).attempts == 1  # not retried
 
 
 def test_an_unencodable_exception_message_is_still_a_user_error(fray_ctx: FrayContext) -> None:
     future = fray_ctx.run(raise_unencodable)
     with pytest.raises(ValueError, match="bad"):
         future.result(timeout=30)
-    assert get_task(fray_ctx.controller_address, future.task_id).attempts == 1
+    assert recorded_task(fray_ctx.controller_address, future.task_id).attempts == 1
 
 
 def test_cancelling_an_argument_cancels_the_dependent_task(fray_ctx: FrayContext) -> None:
@@ -269,23 +277,23 @@ def test_a_done_callback_may_call_back_into_the_context(fray_ctx: FrayContext) -
     assert later.cancelled()
 
 
-def test_closing_a_context_cancels_its_unfinished_tasks(cluster: LocalCluster) -> None:
-    ctx = FrayContext(cluster.address)
-    running = ctx.run(sleep_then, 30, "never")
-    ctx.wait([running], timeout=0.1)  # makes sure the controller has it
-    wait_for(
-        lambda: get_task(cluster.address, running.task_id).state == pb.TASK_STATE_RUNNING,
-        20,
-        "the task to run",
-    )
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "queued"])
+def test_closing_a_context_cancels_its_unfinished_tasks(
+    cluster: LocalCluster, tmp_path: Path, direct: bool
+) -> None:
+    ctx = FrayContext(cluster.address, direct=direct)
+    marker = tmp_path / "pid"
+    running = ctx.run(sleep_then, 30, "never", str(marker))
+    wait_for(marker.exists, 20, "the task to run")
     ctx.close()
     with pytest.raises(FrayError, match="closed"):
         running.result(timeout=5)
     wait_for(
-        lambda: get_task(cluster.address, running.task_id).state == pb.TASK_STATE_CANCELLED,
+        lambda: task_state(cluster.address, running.task_id) == pb.TASK_STATE_CANCELLED,
         10,
-        "the controller to cancel the task",
+        "the controller to record the task cancelled",
     )
+    wait_for(lambda: not pid_alive(int(marker.read_text())), 10, "the executor to be killed")
 
 
 def test_a_refused_request_is_a_fray_error() -> None:
@@ -349,7 +357,7 @@ def test_sigkilled_worker_task_finishes_on_another_worker(tmp_path: Path) -> Non
             marker.unlink()
             cluster.add_worker()
             assert future.result(timeout=60) == "done"
-            task = get_task(cluster.address, future.task_id)
+            task = recorded_task(cluster.address, future.task_id)
             assert task.attempts == 2
             assert task.error.kind == pb.ERROR_KIND_UNSPECIFIED  # completed: no error left
         finally:
@@ -358,7 +366,7 @@ def test_sigkilled_worker_task_finishes_on_another_worker(tmp_path: Path) -> Non
 
 def test_controller_restart_fails_lost_futures_and_workers_come_back() -> None:
     with LocalCluster(workers=1, concurrency=1, heartbeat_timeout=1.5) as cluster:
-        ctx = FrayContext(cluster.address, retry_timeout=20)
+        ctx = FrayContext(cluster.address, retry_timeout=20, direct=False)  # queued tasks
         try:
             future = ctx.run(sleep_then, 60, "never")
             ctx.wait([future], timeout=0.1)  # makes sure the controller has it
@@ -397,7 +405,9 @@ def test_no_task_is_lost_when_workers_are_killed_repeatedly() -> None:
                 victim.wait(10)
                 cluster.add_worker()
             assert [f.result(timeout=60) for f in futures] == list(range(300))
-            retried = [f for f in futures if get_task(cluster.address, f.task_id).attempts > 1]
+            time.sleep(1)  # direct tasks are recorded by their workers within ~0.5 s
+            tasks = [find_task(cluster.address, f.task_id) for f in futures]
+            retried = [t for t in tasks if t is not None and t.attempts > 1]
             assert retried, "the kills should have hit tasks in flight"
         finally:
             ctx.close()

@@ -26,10 +26,13 @@ from fray.job import (
     default_job_ctx,
     get_default_job_ctx,
 )
+from fray.job.rpc.context import FrayContext
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-BACKENDS = ["sync", "threadpool", "ray", "fray"]
+# "fray" sends tasks to free worker slots directly when it can; "fray-queued" queues them all at
+# the controller.
+BACKENDS = ["sync", "threadpool", "ray", "fray", "fray-queued"]
 SLOW = 1.0  # seconds a "slow" task sleeps on the asynchronous backends
 
 
@@ -97,8 +100,13 @@ def job_ctx(backend: str, request: pytest.FixtureRequest) -> Iterator[JobContext
         ray = request.getfixturevalue("ray_session")
         ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
         yield create_job_ctx("ray")
-    elif backend == "fray":
-        yield request.getfixturevalue("fray_ctx")
+    elif backend.startswith("fray"):
+        cluster = request.getfixturevalue("cluster")
+        ctx = FrayContext(cluster.address, retry_timeout=10, direct=backend == "fray")
+        try:
+            yield ctx
+        finally:
+            ctx.close()
     else:
         ctx = create_job_ctx(backend, max_workers=4)
         assert isinstance(ctx, SyncContext | ThreadPoolContext)
@@ -276,7 +284,7 @@ def test_wait_argument_checks(job_ctx: JobContext) -> None:
 
 
 def test_actor_calls_run_in_order(job_ctx: JobContext, backend: str) -> None:
-    if backend == "fray":
+    if backend.startswith("fray"):
         assert_no_actors(job_ctx)
         return
     counter = job_ctx.create_actor(Counter, 10)
@@ -288,7 +296,7 @@ def test_actor_calls_run_in_order(job_ctx: JobContext, backend: str) -> None:
 
 def test_actor_names_are_unique(job_ctx: JobContext, backend: str) -> None:
     name = f"counter-{uuid.uuid4().hex}"
-    if backend == "fray":
+    if backend.startswith("fray"):
         with pytest.raises(NotImplementedError):
             job_ctx.create_actor(Counter, name=name)
         return
@@ -299,7 +307,7 @@ def test_actor_names_are_unique(job_ctx: JobContext, backend: str) -> None:
 
 
 def test_actor_exception_keeps_type(job_ctx: JobContext, backend: str) -> None:
-    if backend == "fray":
+    if backend.startswith("fray"):
         assert_no_actors(job_ctx)
         return
     counter = job_ctx.create_actor(Counter)

@@ -16,6 +16,7 @@ from fray.job.rpc.state import (
     MAX_ID_LENGTH,
     AlreadyExists,
     ControllerState,
+    DirectRecord,
     ErrorKind,
     InvalidRequest,
     NotFound,
@@ -942,3 +943,89 @@ def test_illegal_transitions_raise(state: ControllerState) -> None:
         state._move(pending, TaskState.PENDING)
     assert state.counts == before
     assert done.state is TaskState.COMPLETED and pending.state is TaskState.PENDING
+
+
+# ---------------------------------------------------------------------- the direct path
+
+
+def direct(task_id: str, state: TaskState = TaskState.COMPLETED, **kwargs: Any) -> DirectRecord:
+    spec = TaskSpec(function=b"", args=b"", task_id=task_id, owner="me", name="f")
+    return DirectRecord(spec=spec, state=state, started_at=T0 - 1, finished_at=T0, **kwargs)
+
+
+def test_direct_tasks_are_recorded_finished_and_counted(state: ControllerState) -> None:
+    state.register_worker(worker_id="w", slots=1)
+    failure = user_error()
+    recorded = state.record_direct("w", [direct("a"), direct("b", TaskState.FAILED, error=failure)])
+    assert recorded == 2
+    a, b = state.get_task("a"), state.get_task("b")
+    assert (a.state, a.direct, a.worker_id, a.attempts, a.result) == (
+        TaskState.COMPLETED,
+        True,
+        "w",
+        1,
+        None,
+    )
+    assert (b.state, b.error) == (TaskState.FAILED, failure)
+    assert (state.workers["w"].tasks_completed, state.workers["w"].tasks_failed) == (1, 1)
+    assert state.counts[TaskState.COMPLETED] == 1 and state.counts[TaskState.FAILED] == 1
+    # Their owner got them from the worker: they are not in its finished log.
+    assert state.read_finished("me", 0, 10)[0] == []
+
+
+def test_direct_records_for_known_ids_or_unfinished_states_are_ignored(
+    state: ControllerState,
+) -> None:
+    state.submit([spec("queued")])
+    records = [direct("queued"), direct("running", TaskState.RUNNING), direct("")]
+    assert state.record_direct("gone-worker", records) == 0
+    assert state.get_task("queued").state is TaskState.PENDING
+    assert state.record_direct("gone-worker", [direct("x"), direct("x")]) == 1
+
+
+def test_a_queued_task_replaces_the_direct_record_of_the_same_id(state: ControllerState) -> None:
+    state.record_direct("w", [direct("a")])
+    state.submit([spec("a", infra_failures=1)])  # its client lost the worker's answer
+    task = state.get_task("a")
+    assert (task.state, task.direct, task.attempts) == (TaskState.PENDING, False, 1)
+    assert state.counts[TaskState.COMPLETED] == 0
+    with pytest.raises(AlreadyExists):
+        state.submit([spec("a")])
+
+
+def test_infra_failures_on_the_direct_path_count_against_the_budget(
+    state: ControllerState,
+) -> None:
+    state.register_worker(worker_id="w", slots=1)
+    state.submit([spec("a", infra_failures=1), spec("b", infra_failures=99)])
+    (a,), _ = state.lease("w")
+    assert a.attempts == 2
+    state.report("w", [Outcome("a", 2, error=lost_error("w"))])
+    (a_again,), _ = state.lease("w")  # 2 of 3 failures: one more try
+    assert a_again.task_id == "a"
+    state.report("w", [Outcome("a", 3, error=lost_error("w"))])
+    assert state.get_task("a").state is TaskState.FAILED
+    # More failures than the budget: it still gets one try here.
+    (b,), _ = state.lease("w")
+    assert (b.task_id, b.attempts) == ("b", 3)
+    with pytest.raises(InvalidRequest, match="infra_failures"):
+        state.submit([spec("c", infra_failures=-1)])
+
+
+def test_busy_slots_include_direct_tasks(state: ControllerState) -> None:
+    state.register_worker(worker_id="w", slots=2)
+    state.heartbeat("w", direct_running=1)
+    assert state.busy_slots() == 1
+    state.heartbeat("w", direct_running=5)
+    assert state.busy_slots() == 2
+    state.heartbeat("w")  # not told: unchanged
+    assert state.workers["w"].direct_running == 5
+
+
+def test_eviction_skips_a_replaced_direct_record(make_state: MakeState) -> None:
+    state = make_state(max_finished_tasks=1)
+    state.record_direct("w", [direct("a")])
+    state.submit([spec("a")])
+    state.record_direct("w", [direct("b")])  # evicts the oldest entry: the replaced record
+    assert state.get_task("a").state is TaskState.PENDING
+    assert state.get_task("b").direct

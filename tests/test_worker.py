@@ -131,7 +131,8 @@ def lone(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
 
 @pytest.fixture
 def lone_ctx(lone: LocalCluster) -> Iterator[FrayContext]:
-    ctx = FrayContext(lone.address, retry_timeout=10)
+    """Queues every task at the controller: these tests follow tasks through its queue."""
+    ctx = FrayContext(lone.address, retry_timeout=10, direct=False)
     try:
         yield ctx
     finally:
@@ -367,7 +368,7 @@ def _ipv6_loopback() -> bool:
 
 @pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
 def test_health_check_on_ipv6_loopback(lone: LocalCluster) -> None:
-    start_worker(lone, "v6", "--health-host", "::1")
+    start_worker(lone, "v6", "--host", "::1")
     worker = list_workers(lone.address)["v6"]
     assert worker.address.startswith("http://[::1]:")
     assert healthz(worker).json()["worker_id"] == "v6"

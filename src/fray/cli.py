@@ -99,8 +99,9 @@ def _worker(args: argparse.Namespace) -> int:
         resources=pb.Resources(cpus=cpus, memory_bytes=memory, labels=resources),
         worker_id=args.worker_id or "",
         token=args.token,
-        health_host=args.health_host,
-        health_port=args.health_port,
+        host=args.host,
+        port=args.port,
+        advertise_host=args.advertise_host,
         shutdown_grace=args.shutdown_grace,
         retry_timeout=args.connect_timeout,
     )
@@ -203,12 +204,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--worker-id", default=None)
     p.add_argument("--token", default=None, help="bearer token (default: $FRAY_TOKEN)")
-    p.add_argument("--health-host", default="127.0.0.1")
     p.add_argument(
-        "--health-port",
-        type=int,
-        default=0,
-        help="port of the GET /healthz endpoint (0: any free port)",
+        "--host",
+        "--health-host",
+        default="127.0.0.1",
+        help="address the worker serves on: direct tasks from clients and GET /healthz "
+        "(default: loopback; any other address needs a token)",
+    )
+    p.add_argument(
+        "--port", "--health-port", type=int, default=0, help="its port (0: any free port)"
+    )
+    p.add_argument(
+        "--advertise-host",
+        default=None,
+        help="host name clients should dial (default: --host; the machine's address when "
+        "--host is 0.0.0.0 or ::)",
     )
     p.add_argument(
         "--shutdown-grace",

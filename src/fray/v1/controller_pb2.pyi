@@ -57,7 +57,7 @@ class TaskError(_message.Message):
     def __init__(self, kind: _Optional[_Union[ErrorKind, str]] = ..., type: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ..., pickled_exception: _Optional[bytes] = ..., worker_id: _Optional[str] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
-    __slots__ = ("task_id", "function", "args", "object_ids", "name", "timeout_seconds", "max_retries", "owner")
+    __slots__ = ("task_id", "function", "args", "object_ids", "name", "timeout_seconds", "max_retries", "owner", "infra_failures")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     ARGS_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +66,7 @@ class TaskSpec(_message.Message):
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
+    INFRA_FAILURES_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     function: bytes
     args: bytes
@@ -74,10 +75,11 @@ class TaskSpec(_message.Message):
     timeout_seconds: float
     max_retries: int
     owner: str
-    def __init__(self, task_id: _Optional[str] = ..., function: _Optional[bytes] = ..., args: _Optional[bytes] = ..., object_ids: _Optional[_Iterable[str]] = ..., name: _Optional[str] = ..., timeout_seconds: _Optional[float] = ..., max_retries: _Optional[int] = ..., owner: _Optional[str] = ...) -> None: ...
+    infra_failures: int
+    def __init__(self, task_id: _Optional[str] = ..., function: _Optional[bytes] = ..., args: _Optional[bytes] = ..., object_ids: _Optional[_Iterable[str]] = ..., name: _Optional[str] = ..., timeout_seconds: _Optional[float] = ..., max_retries: _Optional[int] = ..., owner: _Optional[str] = ..., infra_failures: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "name", "state", "attempts", "worker_id", "submitted_at", "started_at", "finished_at", "error", "result", "cancel_requested", "timeout_seconds", "max_retries")
+    __slots__ = ("task_id", "name", "state", "attempts", "worker_id", "submitted_at", "started_at", "finished_at", "error", "result", "cancel_requested", "timeout_seconds", "max_retries", "direct")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +93,7 @@ class Task(_message.Message):
     CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     name: str
     state: TaskState
@@ -104,7 +107,8 @@ class Task(_message.Message):
     cancel_requested: bool
     timeout_seconds: float
     max_retries: int
-    def __init__(self, task_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., attempts: _Optional[int] = ..., worker_id: _Optional[str] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., result: _Optional[bytes] = ..., cancel_requested: _Optional[bool] = ..., timeout_seconds: _Optional[float] = ..., max_retries: _Optional[int] = ...) -> None: ...
+    direct: bool
+    def __init__(self, task_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., attempts: _Optional[int] = ..., worker_id: _Optional[str] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., result: _Optional[bytes] = ..., cancel_requested: _Optional[bool] = ..., timeout_seconds: _Optional[float] = ..., max_retries: _Optional[int] = ..., direct: _Optional[bool] = ...) -> None: ...
 
 class SubmitTasksRequest(_message.Message):
     __slots__ = ("tasks",)
@@ -264,7 +268,7 @@ class Resources(_message.Message):
     def __init__(self, cpus: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Worker(_message.Message):
-    __slots__ = ("worker_id", "address", "resources", "slots", "registered_at", "last_heartbeat", "task_ids", "tasks_completed", "tasks_failed", "draining")
+    __slots__ = ("worker_id", "address", "resources", "slots", "registered_at", "last_heartbeat", "task_ids", "tasks_completed", "tasks_failed", "draining", "direct_running")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
@@ -275,6 +279,7 @@ class Worker(_message.Message):
     TASKS_COMPLETED_FIELD_NUMBER: _ClassVar[int]
     TASKS_FAILED_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_RUNNING_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     address: str
     resources: Resources
@@ -285,7 +290,8 @@ class Worker(_message.Message):
     tasks_completed: int
     tasks_failed: int
     draining: bool
-    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., slots: _Optional[int] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., task_ids: _Optional[_Iterable[str]] = ..., tasks_completed: _Optional[int] = ..., tasks_failed: _Optional[int] = ..., draining: _Optional[bool] = ...) -> None: ...
+    direct_running: int
+    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., slots: _Optional[int] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., task_ids: _Optional[_Iterable[str]] = ..., tasks_completed: _Optional[int] = ..., tasks_failed: _Optional[int] = ..., draining: _Optional[bool] = ..., direct_running: _Optional[int] = ...) -> None: ...
 
 class RegisterWorkerRequest(_message.Message):
     __slots__ = ("worker_id", "address", "resources", "slots", "prefetch")
@@ -314,12 +320,14 @@ class RegisterWorkerResponse(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., controller_id: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., heartbeat_timeout_ms: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("worker_id", "draining")
+    __slots__ = ("worker_id", "draining", "direct_running")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_RUNNING_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     draining: bool
-    def __init__(self, worker_id: _Optional[str] = ..., draining: _Optional[bool] = ...) -> None: ...
+    direct_running: int
+    def __init__(self, worker_id: _Optional[str] = ..., draining: _Optional[bool] = ..., direct_running: _Optional[int] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("cancel_task_ids",)
@@ -394,12 +402,34 @@ class TaskResult(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., value: _Optional[bytes] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., handed_back: _Optional[bool] = ...) -> None: ...
 
 class ReportResultsRequest(_message.Message):
-    __slots__ = ("worker_id", "results")
+    __slots__ = ("worker_id", "results", "direct_tasks")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_TASKS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     results: _containers.RepeatedCompositeFieldContainer[TaskResult]
-    def __init__(self, worker_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ...) -> None: ...
+    direct_tasks: _containers.RepeatedCompositeFieldContainer[DirectTask]
+    def __init__(self, worker_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ..., direct_tasks: _Optional[_Iterable[_Union[DirectTask, _Mapping]]] = ...) -> None: ...
+
+class DirectTask(_message.Message):
+    __slots__ = ("task_id", "name", "owner", "timeout_seconds", "started_at", "finished_at", "state", "error")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    name: str
+    owner: str
+    timeout_seconds: float
+    started_at: _timestamp_pb2.Timestamp
+    finished_at: _timestamp_pb2.Timestamp
+    state: TaskState
+    error: TaskError
+    def __init__(self, task_id: _Optional[str] = ..., name: _Optional[str] = ..., owner: _Optional[str] = ..., timeout_seconds: _Optional[float] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[TaskState, str]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ...) -> None: ...
 
 class ReportResultsResponse(_message.Message):
     __slots__ = ("accepted",)

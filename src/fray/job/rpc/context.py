@@ -1,9 +1,11 @@
 """FrayContext: the JobContext that runs work on a fray controller's workers.
 
 `run` pickles the call at once (so an unpicklable argument fails in the caller, naming it) and
-returns a `FrayFuture`; a submitter thread sends queued tasks in batches, and a collector thread
-long-polls WatchFinished to resolve futures as their tasks finish. Futures never hang: a task that
-is lost, an unreachable controller and a controller restart all end them with a typed error.
+returns a `FrayFuture`. A task goes straight to a worker with a free slot when there is one (the
+direct path, `fray.job.rpc.direct`); otherwise a submitter thread queues tasks at the controller
+in batches, and a collector thread long-polls WatchFinished to resolve futures as they finish.
+Futures never hang: a task that is lost, an unreachable controller and a controller restart all
+end them with a typed error.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from connectrpc.errors import ConnectError
 from fray.job import errors
 from fray.job.context import deadline_after, time_left, validate_wait_args
 from fray.job.rpc import payload
-from fray.job.rpc.client import DEFAULT_RETRY_TIMEOUT, ControllerClient
+from fray.job.rpc.client import DEFAULT_RETRY_TIMEOUT, ControllerClient, token_from_env
+from fray.job.rpc.direct import DirectPath
 from fray.job.rpc.payload import ObjectRef
 from fray.v1 import controller_pb2 as pb
 
@@ -62,6 +65,11 @@ class FrayFuture(concurrent.futures.Future[Any]):
             logger.warning("could not ask the controller to stop task %s: %s", self.task_id, exc)
         return True
 
+    def result(self, timeout: float | None = None) -> Any:
+        if timeout is None and not self.done():
+            self._ctx._help(self)  # a direct call no thread took yet: make it here
+        return super().result(timeout)
+
     def __repr__(self) -> str:
         return f"<FrayFuture {self.task_id} {self._state}>"
 
@@ -84,6 +92,7 @@ class FrayContext:
 
     `token` (default: $FRAY_TOKEN) is sent as a bearer token. Calls that cannot reach the
     controller are retried for `retry_timeout` seconds, then fail with ControllerUnavailableError.
+    `direct=False` sends every task through the controller's queue (no direct path).
     """
 
     def __init__(
@@ -92,9 +101,15 @@ class FrayContext:
         *,
         token: str | None = None,
         retry_timeout: float = DEFAULT_RETRY_TIMEOUT,
+        direct: bool = True,
     ) -> None:
         self._client = ControllerClient(
             controller_address, token=token, retry_timeout=retry_timeout
+        )
+        self._direct = (
+            DirectPath(self._client, token_from_env(token), self._finish_direct, self._requeue)
+            if direct
+            else None
         )
         self.owner = f"client-{uuid.uuid4().hex[:12]}"
         self._ids = itertools.count()
@@ -177,7 +192,9 @@ class FrayContext:
                 for f in waiting
                 if isinstance(f, FrayFuture) and f._ctx is self and f.controller_id
             ]
-            if not on_controller:  # not submitted yet (waiting for arguments) or not ours
+            if len(on_controller) < len(waiting):
+                # Some are not at the controller (on the direct path, waiting for arguments,
+                # or not ours): wait here; the collector resolves the others meanwhile.
                 concurrent.futures.wait(
                     waiting, slice_ms / 1000, concurrent.futures.FIRST_COMPLETED
                 )
@@ -229,6 +246,8 @@ class FrayContext:
             self._closed = True
             self._lock.notify_all()
             outstanding = list(self._futures.values())
+        if self._direct is not None:
+            self._direct.close()
         submitted = [f.task_id for f in outstanding if f.controller_id]
         if submitted:  # nobody will read their results: do not let them use the workers
             try:
@@ -338,10 +357,42 @@ class FrayContext:
             if future.done():  # cancelled while its arguments were being waited for
                 return
             self._futures[spec.task_id] = future
+            # Straight to a free slot, unless tasks are already waiting to be queued (a backlog
+            # is better served by the controller's batches) or user errors are to be retried.
+            direct = self._direct is not None and not self._unsent and not spec.max_retries
+        if direct and self._direct is not None and self._direct.try_send(spec, future):
+            return
+        self._queue_at_controller(spec, future)
+
+    def _queue_at_controller(self, spec: pb.TaskSpec, future: FrayFuture) -> None:
+        with self._lock:
+            if self._closed:
+                return  # close() fails the future
             self._unsent.append((spec, future))
             self._lock.notify_all()
             if not self._threads:
                 self._start_threads()
+
+    def _requeue(self, spec: pb.TaskSpec, future: FrayFuture, lost: bool) -> None:
+        """A task the direct path could not finish: queue it at the controller. `lost`: the
+        worker may have died running it, which counts against its attempt budget."""
+        if future.done():
+            return
+        if lost:
+            spec.infra_failures += 1
+        self._queue_at_controller(spec, future)
+
+    def _help(self, future: FrayFuture) -> None:
+        if self._direct is not None and threading.current_thread() not in self._threads:
+            self._direct.help(future.task_id)
+
+    def _finish_direct(self, future: FrayFuture, result: pb.TaskResult) -> None:
+        with self._lock:
+            self._futures.pop(future.task_id, None)
+        if result.HasField("value"):
+            self._settle_value(future, result.value, future.task_id)
+        else:
+            _settle(future, exception=payload.exception_from_error(result.error, future.task_id))
 
     def _start_threads(self) -> None:
         for target, name in ((self._submit_loop, "submit"), (self._collect_loop, "collect")):
@@ -400,6 +451,10 @@ class FrayContext:
                 self._lock.wait()
 
     def _cancel(self, future: FrayFuture) -> None:
+        if self._direct is not None and self._direct.cancel(future.task_id):
+            with self._lock:
+                self._futures.pop(future.task_id, None)
+            return
         with self._lock:
             for i, (spec, queued) in enumerate(self._unsent):
                 if queued is future:
@@ -539,19 +594,23 @@ class FrayContext:
         if future is None or future.done():
             return
         if task.state == pb.TASK_STATE_COMPLETED:
-            try:
-                value = payload.loads(task.result)
-            except Exception as exc:
-                _settle(
-                    future,
-                    exception=errors.SerializationError(
-                        f"the result of task {task.task_id} could not be unpickled here: {exc}"
-                    ),
-                )
-                return
-            _settle(future, value=value)
+            self._settle_value(future, task.result, task.task_id)
         else:
             _settle(future, exception=payload.exception_from_error(task.error, task.task_id))
+
+    @staticmethod
+    def _settle_value(future: FrayFuture, data: bytes, task_id: str) -> None:
+        try:
+            value = payload.loads(data)
+        except Exception as exc:
+            _settle(
+                future,
+                exception=errors.SerializationError(
+                    f"the result of task {task_id} could not be unpickled here: {exc}"
+                ),
+            )
+            return
+        _settle(future, value=value)
 
     def _fail(self, futures: Iterable[FrayFuture], exc: BaseException) -> None:
         with self._lock:

@@ -10,25 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import ipaddress
 import logging
-import socket
-import threading
-import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, TypeVar
 
-import uvicorn
 from connectrpc.code import Code
 from connectrpc.compat import google_protobuf_binary_codec
 from connectrpc.errors import ConnectError
 from connectrpc.request import RequestContext
-from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from fray.job.rpc import convert
+from fray.job.rpc import convert, serving
 from fray.job.rpc import state as st
 from fray.v1 import controller_pb2 as pb
 from fray.v1.controller_connect import FrayController, FrayControllerASGIApplication
@@ -36,7 +29,6 @@ from fray.v1.controller_connect import FrayController, FrayControllerASGIApplica
 logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8265
-MAX_MESSAGE_BYTES = 2**31 - 1  # large objects travel through PutObject/GetObject
 FINISHED_LOG_IDLE_SECONDS = 3600.0  # a client silent this long is gone: forget its log
 
 _T = TypeVar("_T")
@@ -166,6 +158,7 @@ class ControllerService(FrayController):
                 timeout_seconds=t.timeout_seconds,
                 max_retries=t.max_retries,
                 owner=t.owner,
+                infra_failures=t.infra_failures,
             )
             for t in request.tasks
         ]
@@ -292,7 +285,7 @@ class ControllerService(FrayController):
     async def heartbeat(
         self, request: pb.HeartbeatRequest, ctx: RequestContext[Any, Any]
     ) -> pb.HeartbeatResponse:
-        cancels = self.state.heartbeat(request.worker_id, request.draining)
+        cancels = self.state.heartbeat(request.worker_id, request.draining, request.direct_running)
         if request.draining:
             self._mutated(finished=False)  # its lease poll returns; others may take its work
         return pb.HeartbeatResponse(cancel_task_ids=cancels)
@@ -329,6 +322,8 @@ class ControllerService(FrayController):
         self, request: pb.ReportResultsRequest, ctx: RequestContext[Any, Any]
     ) -> pb.ReportResultsResponse:
         outcomes = [convert.outcome_from_pb(r) for r in request.results]
+        direct = [convert.direct_from_pb(t) for t in request.direct_tasks]
+        self.state.record_direct(request.worker_id, direct)  # kept even from a forgotten worker
         accepted = self.state.report(request.worker_id, outcomes)
         self._mutated()
         return pb.ReportResultsResponse(accepted=accepted)
@@ -358,114 +353,14 @@ class ControllerService(FrayController):
         )
 
 
-# ---------------------------------------------------------------------- JSON for curl
-
-
-class CurlFriendlyJSONCodec:
-    """Proto3 JSON (a connectrpc codec) that prints every field, zeros and empty lists too,
-    ends with a newline, and rejects unknown request fields: a typo is an error, not a field
-    silently ignored."""
-
-    def name(self) -> str:
-        return "json"
-
-    def encode(self, message: Any) -> bytes:
-        text = json_format.MessageToJson(
-            message, always_print_fields_with_no_presence=True, sort_keys=True
-        )
-        return (text + "\n").encode()
-
-    def decode(self, data: bytes | bytearray, message_class: type[_M]) -> _M:
-        message = message_class()
-        json_format.Parse(bytes(data), message, ignore_unknown_fields=False)
-        return message
-
-
-# ---------------------------------------------------------------------- interceptors
-
-_STATE_ERROR_CODES: dict[type[st.StateError], Code] = {
+_STATE_ERROR_CODES: dict[type[Exception], Code] = {
     st.InvalidRequest: Code.INVALID_ARGUMENT,
     st.NotFound: Code.NOT_FOUND,
     st.AlreadyExists: Code.ALREADY_EXISTS,
 }
 
 
-class ErrorInterceptor:
-    """Turns state errors into their Connect codes, and any other exception into `internal`.
-
-    A stray exception must not reach uvicorn: it would answer 500 with the exception text and drop
-    the keep-alive connection. It is logged with a reference that the client's message repeats.
-    """
-
-    async def intercept_unary(
-        self,
-        call_next: Callable[[Any, RequestContext[Any, Any]], Awaitable[Any]],
-        request: Any,
-        ctx: RequestContext[Any, Any],
-    ) -> Any:
-        try:
-            return await call_next(request, ctx)
-        except ConnectError:
-            raise
-        except st.StateError as exc:
-            code = next((c for cls, c in _STATE_ERROR_CODES.items() if isinstance(exc, cls)), None)
-            if code is None:
-                logger.error("unmapped state error in %s: %s", ctx.method.name, exc)
-                code = Code.INTERNAL
-            raise ConnectError(code, str(exc)) from None
-        except Exception:
-            ref = uuid.uuid4().hex[:8]
-            logger.exception("internal error in %s (ref %s)", ctx.method.name, ref)
-            raise ConnectError(
-                Code.INTERNAL,
-                f"internal error in {ctx.method.name} (ref {ref}); see the controller log",
-            ) from None
-
-
-class TokenInterceptor:
-    """Requires `Authorization: Bearer <token>` on every call."""
-
-    def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
-
-    async def on_start(self, ctx: RequestContext[Any, Any]) -> None:
-        given = ctx.request_headers.get("authorization", "").encode()
-        if not hmac.compare_digest(given, self._expected):
-            raise ConnectError(Code.UNAUTHENTICATED, "missing or wrong bearer token")
-
-    async def on_end(
-        self, token: None, ctx: RequestContext[Any, Any], error: Exception | None
-    ) -> None:
-        return None
-
-
 # ---------------------------------------------------------------------- server
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class _UvicornServer(uvicorn.Server):
-    """uvicorn, but long polls end at once when shutdown begins instead of at their deadlines."""
-
-    def __init__(self, config: uvicorn.Config, service: ControllerService) -> None:
-        super().__init__(config)
-        self.service = service
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        self.service.begin_shutdown()
-        await super().shutdown(sockets)
-
-    def handle_exit(self, sig: int, frame: Any) -> None:
-        super().handle_exit(sig, frame)
-        # A graceful stop on SIGTERM/SIGINT exits 0; uvicorn would re-raise the signal afterwards.
-        self._captured_signals.clear()
 
 
 class ControllerServer:
@@ -485,72 +380,45 @@ class ControllerServer:
         max_infra_attempts: int = 3,
         max_finished_tasks: int = 100_000,
     ) -> None:
-        if not is_loopback(host) and not token:
-            raise ValueError(
-                f"refusing to listen on {host} without a token: set FRAY_TOKEN (or --token) "
-                "(anyone who can reach the controller can run code on the workers)"
-            )
+        serving.require_token_off_loopback(host, token, "controller")
         self.state = st.ControllerState(
             heartbeat_timeout=heartbeat_timeout,
             max_infra_attempts=max_infra_attempts,
             max_finished_tasks=max_finished_tasks,
         )
         self.service = ControllerService(self.state)
-        interceptors: list[Any] = [TokenInterceptor(token)] if token else []
-        interceptors.append(ErrorInterceptor())
         self.app = FrayControllerASGIApplication(
             self.service.lifespan(),
-            interceptors=interceptors,
-            read_max_bytes=MAX_MESSAGE_BYTES,
-            codecs=[google_protobuf_binary_codec(), CurlFriendlyJSONCodec()],
+            interceptors=serving.interceptors(token, _STATE_ERROR_CODES, "controller"),
+            read_max_bytes=serving.MAX_MESSAGE_BYTES,
+            codecs=[google_protobuf_binary_codec(), serving.CurlFriendlyJSONCodec()],
         )
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._socket = socket.socket(family, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((host, port))
-        self._socket.listen(2048)  # connections wait in the backlog until uvicorn is up
-        self.host = host
-        self.port: int = self._socket.getsockname()[1]
-        config = uvicorn.Config(
+        self._server = serving.Server(
             self.app,
-            loop="uvloop",
-            http="httptools",
-            lifespan="on",
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=5,
-            timeout_keep_alive=75,
+            host,
+            port,
+            name="controller",
+            on_shutdown=self.service.begin_shutdown,
+            lifespan=True,
         )
-        self._server = _UvicornServer(config, self.service)
-        self._thread: threading.Thread | None = None
+        self.host, self.port = host, self._server.port
 
     @property
     def address(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return self._server.url
 
     def run(self) -> None:
         """Serve until SIGINT/SIGTERM (in the main thread) or `stop()`."""
-        self._server.run(sockets=[self._socket])
+        self._server.run()
 
     def start(self, timeout: float = 30.0) -> ControllerServer:
         """Serve from a background thread; returns once the server accepts connections."""
-        self._thread = threading.Thread(target=self.run, name="fray-controller", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:  # uvicorn offers no start event
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("controller failed to start; see the log")
-            time.sleep(0.005)
+        self._server.start(timeout)
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
         """Shut down gracefully; returns when the server has stopped."""
-        self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-        self._socket.close()
+        self._server.stop(timeout)
 
     def __enter__(self) -> ControllerServer:
         return self.start()

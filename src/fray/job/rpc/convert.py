@@ -61,6 +61,7 @@ def task_to_pb(task: st.Task, include_result: bool = False) -> pb.Task:
         cancel_requested=task.cancel_requested,
         timeout_seconds=task.spec.timeout_seconds,
         max_retries=task.spec.max_retries,
+        direct=task.direct,
     )
 
 
@@ -78,6 +79,7 @@ def worker_to_pb(worker: st.Worker) -> pb.Worker:
         task_ids=list(worker.task_ids),
         tasks_completed=worker.tasks_completed,
         tasks_failed=worker.tasks_failed,
+        direct_running=worker.direct_running,
     )
 
 
@@ -103,4 +105,24 @@ def outcome_from_pb(result: pb.TaskResult) -> st.Outcome:
         value=result.value if which == "value" else None,
         error=failure_from_pb(result.error) if which == "error" else None,
         handed_back=which == "handed_back",
+    )
+
+
+def direct_from_pb(task: pb.DirectTask) -> st.DirectRecord:
+    state = PB_TO_STATE.get(task.state)
+    if state is None or not state.finished:
+        raise st.InvalidRequest(f"direct task {task.task_id}: state must be a finished one")
+    return st.DirectRecord(
+        spec=st.TaskSpec(
+            function=b"",
+            args=b"",
+            task_id=task.task_id,
+            name=task.name,
+            timeout_seconds=task.timeout_seconds,
+            owner=task.owner,
+        ),
+        state=state,
+        started_at=task.started_at.ToNanoseconds() / 1e9,
+        finished_at=task.finished_at.ToNanoseconds() / 1e9,
+        error=failure_from_pb(task.error) if task.HasField("error") else None,
     )

@@ -109,7 +109,8 @@ class LocalCluster:
 
     def wait_for_workers(self, count: int, timeout: float | None = None) -> None:
         """Block until `count` workers are registered."""
-        client = ControllerClient(self.address, retry_timeout=5)
+        token = self.env.get("FRAY_TOKEN") or None  # the one its processes got
+        client = ControllerClient(self.address, token=token, retry_timeout=5)
         deadline = time.monotonic() + (timeout or self.start_timeout)
         try:
             while True:

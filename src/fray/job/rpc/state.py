@@ -11,6 +11,10 @@ Task life cycle (every change goes through `_move`)::
        |                 |  handed back--> PENDING
        |                 |--error, no retries left / worker lost too often--> FAILED
        +--cancel--> CANCELLED <--cancel reported, or holder lost after cancel--+
+
+Tasks that clients sent straight to a worker (`FrayWorker.RunTask`) never pass through here:
+the worker reports them once finished (`record_direct`), and they are kept like other finished
+tasks, without their values.
 """
 
 from __future__ import annotations
@@ -97,6 +101,7 @@ class TaskSpec:
     timeout_seconds: float = 0.0
     max_retries: int = 0
     owner: str = ""
+    infra_failures: int = 0  # already had, on the direct path
 
 
 @dataclass
@@ -113,6 +118,7 @@ class Task:
     result: bytes | None = None
     error: TaskFailure | None = None
     cancel_requested: bool = False
+    direct: bool = False  # ran through the direct path; recorded when finished
 
     @property
     def task_id(self) -> str:
@@ -147,6 +153,18 @@ class Worker:
     tasks_completed: int = 0
     tasks_failed: int = 0
     draining: bool = False  # shutting down: gets no more tasks
+    direct_running: int = 0  # direct tasks running or about to, as of its last heartbeat
+
+
+@dataclass
+class DirectRecord:
+    """A finished task that went straight from a client to a worker."""
+
+    spec: TaskSpec  # without function and args
+    state: TaskState
+    started_at: float
+    finished_at: float
+    error: TaskFailure | None = None
 
 
 @dataclass
@@ -226,9 +244,11 @@ class ControllerState:
 
     def _evict_finished(self) -> None:
         while len(self._finished_order) > self.max_finished_tasks:
-            task = self.tasks.pop(self._finished_order.popleft(), None)
-            if task is None:
-                continue
+            task_id = self._finished_order.popleft()
+            task = self.tasks.get(task_id)
+            if task is None or not task.state.finished:
+                continue  # gone already, or a direct record replaced by a queued task
+            del self.tasks[task_id]
             self.counts[task.state] -= 1
             # Its id stays in its owner's finished log (if unread): it reads as lost there.
 
@@ -250,7 +270,12 @@ class ControllerState:
                 raise InvalidRequest(f"{where}: timeout_seconds must be >= 0")
             if spec.max_retries < 0:
                 raise InvalidRequest(f"{where}: max_retries must be >= 0")
-            if spec.task_id in self.tasks or spec.task_id in seen:
+            if spec.infra_failures < 0:
+                raise InvalidRequest(f"{where}: infra_failures must be >= 0")
+            known = self.tasks.get(spec.task_id)
+            # A direct task's record gives way to the same task queued again (its client lost
+            # the worker's answer).
+            if (known is not None and not known.direct) or spec.task_id in seen:
                 raise AlreadyExists(f"task {spec.task_id} already exists")
             if spec.task_id:
                 seen.add(spec.task_id)
@@ -262,7 +287,13 @@ class ControllerState:
         for spec in specs:
             if not spec.task_id:
                 spec.task_id = uuid.uuid4().hex
-            self.tasks[spec.task_id] = Task(spec=spec, submitted_at=now)
+            replaced = self.tasks.get(spec.task_id)
+            if replaced is not None:
+                self.counts[replaced.state] -= 1
+            had = min(spec.infra_failures, self.max_infra_attempts - 1)  # one try here at least
+            self.tasks[spec.task_id] = Task(
+                spec=spec, submitted_at=now, attempts=had, infra_failures=had
+            )
             self.counts[TaskState.PENDING] += 1
             self._queue.append(spec.task_id)
             ids.append(spec.task_id)
@@ -436,7 +467,9 @@ class ControllerState:
         self.workers[worker.worker_id] = worker
         return worker
 
-    def heartbeat(self, worker_id: str, draining: bool = False) -> list[str]:
+    def heartbeat(
+        self, worker_id: str, draining: bool = False, direct_running: int | None = None
+    ) -> list[str]:
         """Note the worker is alive; returns (and clears) the cancellations it must carry out.
 
         `draining` marks a worker that is shutting down: it is leased nothing more.
@@ -444,6 +477,8 @@ class ControllerState:
         worker = self._get_worker(worker_id)
         worker.last_heartbeat = self.clock()
         worker.draining = worker.draining or draining
+        if direct_running is not None:
+            worker.direct_running = max(0, direct_running)
         cancels = sorted(worker.pending_cancels)
         worker.pending_cancels.clear()
         return cancels
@@ -531,6 +566,45 @@ class ControllerState:
                 self._move(task, TaskState.COMPLETED)
         return accepted
 
+    def record_direct(self, worker_id: str, records: Iterable[DirectRecord]) -> int:
+        """Keep finished direct tasks for ListTasks/GetTask; returns how many were new.
+
+        Records for ids already known are ignored (a task is recorded once). They never reach
+        their owner's finished log: the owner got the outcome from the worker itself.
+        """
+        worker = self.workers.get(worker_id)
+        recorded = 0
+        for record in records:
+            task_id = record.spec.task_id
+            if (
+                not task_id
+                or len(task_id) > MAX_ID_LENGTH
+                or task_id in self.tasks
+                or not record.state.finished
+            ):
+                continue
+            self.tasks[task_id] = Task(
+                spec=record.spec,
+                submitted_at=record.started_at,
+                state=record.state,
+                attempts=1,
+                worker_id=worker_id,
+                started_at=record.started_at,
+                finished_at=record.finished_at,
+                error=record.error,
+                direct=True,
+            )
+            self.counts[record.state] += 1
+            self._finished_order.append(task_id)
+            recorded += 1
+            if worker is not None:
+                if record.state is TaskState.COMPLETED:
+                    worker.tasks_completed += 1
+                else:
+                    worker.tasks_failed += 1
+        self._evict_finished()
+        return recorded
+
     def _apply_error(self, task: Task, failure: TaskFailure) -> None:
         if task.cancel_requested or failure.kind is ErrorKind.CANCELLED:
             failure = _cancelled()
@@ -588,4 +662,4 @@ class ControllerState:
         return self.counts[TaskState.PENDING]
 
     def busy_slots(self) -> int:
-        return sum(min(len(w.task_ids), w.slots) for w in self.workers.values())
+        return sum(min(len(w.task_ids) + w.direct_running, w.slots) for w in self.workers.values())

@@ -6,7 +6,11 @@ Threads of a running worker:
   (`fray.job.rpc.executor`) and kills it on timeout or cancellation, then starts a new one;
 - the reporter sends finished tasks back in batches (ReportResults);
 - the heartbeat thread keeps the registration alive (also while draining at shutdown);
-- a small HTTP server answers the health check: GET /healthz.
+- a uvicorn thread serves the FrayWorker RPCs (`fray.job.rpc.worker_service`): clients send
+  tasks straight to a free slot there (the direct path), and GET /healthz.
+
+A direct task takes a slot only when one is free; it runs like a leased task, its result goes
+back in the RPC's answer, and the controller hears of it afterwards (in the report batches).
 
 Shutdown (SIGTERM, Ctrl-C or `stop()`): stop leasing, let running tasks finish for up to
 `shutdown_grace` seconds, stop the rest, report what finished, then unregister: the controller
@@ -15,8 +19,7 @@ puts every task the worker still held back in the queue. A second signal skips t
 
 from __future__ import annotations
 
-import http.server
-import json
+import concurrent.futures
 import logging
 import os
 import pickle
@@ -27,14 +30,15 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
 from fray.job.errors import ControllerUnavailableError
-from fray.job.rpc import executor
-from fray.job.rpc.client import ControllerClient
+from fray.job.rpc import executor, serving, worker_service
+from fray.job.rpc.client import ControllerClient, token_from_env
 from fray.v1 import controller_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -46,6 +50,12 @@ DEFAULT_MAX_PREFETCH = 256
 # tiny tasks, nothing for long ones (so that long tasks spread over all the workers).
 _PREFETCH_SECONDS = 0.05
 _MAX_SLOT_FAILURES = 3
+# A direct task's result is kept this long after it ends, for a client whose answer got lost.
+RESULT_KEEP_SECONDS = 60.0
+# At shutdown, how long finished direct results wait for their clients to collect them.
+_DELIVERY_GRACE = 2.0
+# Finished direct tasks are reported to the controller in batches gathered this long.
+_DIRECT_REPORT_DELAY = 0.5
 
 
 def _failed(
@@ -54,6 +64,42 @@ def _failed(
     """The report of a task that ended with an error raised by the worker itself."""
     error = pb.TaskError(kind=kind, type=type_name, message=message, worker_id=worker_id)
     return pb.TaskResult(task_id=task.task_id, attempt=task.attempt, error=error)
+
+
+@dataclass
+class DirectCall:
+    """A task a client sent straight to this worker (FrayWorker.RunTask)."""
+
+    spec: pb.TaskSpec
+    started_at: float  # wall clock, for the controller's record
+    future: concurrent.futures.Future[pb.TaskResult] = field(
+        default_factory=concurrent.futures.Future
+    )
+    delivered: bool = False  # a client got the result
+    ended: float = 0.0  # monotonic time the result was set
+
+
+def _direct_record(call: DirectCall, result: pb.TaskResult) -> pb.DirectTask | None:
+    """What the controller keeps of a finished direct task (None: not final, the client will
+    queue it again)."""
+    if result.HasField("value"):
+        state = pb.TASK_STATE_COMPLETED
+    elif result.HasField("error") and result.error.kind != pb.ERROR_KIND_WORKER_LOST:
+        cancelled = result.error.kind == pb.ERROR_KIND_CANCELLED
+        state = pb.TASK_STATE_CANCELLED if cancelled else pb.TASK_STATE_FAILED
+    else:
+        return None
+    record = pb.DirectTask(
+        task_id=call.spec.task_id,
+        name=call.spec.name,
+        owner=call.spec.owner,
+        timeout_seconds=call.spec.timeout_seconds,
+        state=state,
+        error=result.error if result.HasField("error") else None,
+    )
+    record.started_at.FromNanoseconds(int(call.started_at * 1e9))
+    record.finished_at.FromNanoseconds(time.time_ns())
+    return record
 
 
 class _Slot:
@@ -206,8 +252,9 @@ class Worker:
         resources: pb.Resources | None = None,
         worker_id: str = "",
         token: str | None = None,
-        health_host: str = "127.0.0.1",
-        health_port: int = 0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        advertise_host: str | None = None,
         shutdown_grace: float = 30.0,
         retry_timeout: float = 60.0,
     ) -> None:
@@ -225,30 +272,46 @@ class Worker:
         # Tasks can tell where they run; executors inherit the environment.
         os.environ["FRAY_WORKER_ID"] = self.worker_id
         self.shutdown_grace = shutdown_grace
+        token = token_from_env(token)
+        serving.require_token_off_loopback(host, token, "worker")
         self.client = ControllerClient(controller_address, token=token, retry_timeout=retry_timeout)
         self.heartbeat_interval = 1.0
         self.stopping = threading.Event()  # no new work
         self.stopping_hard = threading.Event()  # no grace left
         self.stopped = threading.Event()
 
-        self._lock = threading.Condition()
+        # One mutex, three wake-ups: slot threads wait for `_work`, the reporter for `_reports`,
+        # and the rest (shutdown waiting for running tasks) for `_lock`. A task that arrives
+        # wakes one slot thread, not every thread of the worker.
+        mutex = threading.RLock()
+        self._lock = threading.Condition(mutex)
+        self._work = threading.Condition(mutex)
+        self._reports = threading.Condition(mutex)
         self._held: dict[str, pb.LeasedTask] = {}  # leased and not yet reported
         self._queue: deque[pb.LeasedTask] = deque()  # leased, not started
         self._running = 0
         self._outbox: deque[pb.TaskResult] = deque()
+        self._direct: dict[str, DirectCall] = {}  # by task id, until forgotten
+        self._direct_ended: deque[tuple[float, str]] = deque()  # (ended, task id), oldest first
+        self._direct_running = 0  # direct calls not finished yet
+        self._direct_outbox: deque[pb.DirectTask] = deque()  # for the controller
+        self._direct_due = 0.0  # when the oldest of them should be sent
+        self._cancelled_early: OrderedDict[str, None] = OrderedDict()  # before they arrived
         self._send_lock = threading.Lock()
         self._objects: OrderedDict[str, Any] = OrderedDict()
         self._object_bytes = 0
         self._object_lock = threading.Lock()
         self._slots = [_Slot(self, i) for i in range(self.concurrency)]
-        self._health = _HealthServer(self, health_host, health_port)
+        self._server = serving.Server(
+            worker_service.make_app(self, token), host, port, name="worker"
+        )
+        if advertise_host is None:  # a wildcard address is no address for others to dial
+            wildcard = host in ("0.0.0.0", "::", "")
+            advertise_host = socket.gethostbyname(socket.gethostname()) if wildcard else host
+        self.address = serving.url(advertise_host, self._server.port)
         self.tasks_done = 0
 
     # ------------------------------------------------------------------ life cycle
-
-    @property
-    def address(self) -> str:
-        return self._health.url
 
     def run(self) -> int:
         """Register, serve until stopped, shut down gracefully. Returns 0 on a clean exit."""
@@ -258,7 +321,7 @@ class Worker:
                 s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)
             }
         try:
-            self._health.start()
+            self._server.start()
             for slot in self._slots:
                 slot.start_process()
             self._register()
@@ -283,7 +346,7 @@ class Worker:
             return 0
         finally:
             self.stopped.set()
-            self._health.stop()
+            self._server.stop()
             for slot in self._slots:
                 slot.stop_process()
             self.client.close()
@@ -298,6 +361,8 @@ class Worker:
         self.stopping.set()
         with self._lock:
             self._lock.notify_all()
+            self._work.notify_all()
+            self._reports.notify_all()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         logger.info(
@@ -330,7 +395,10 @@ class Worker:
                 if remaining <= 0:
                     break
                 self._lock.wait(remaining)
+        self._wait_for_direct_delivery()
         self.stopping_hard.set()
+        with self._lock:
+            self._reports.notify_all()
         for slot in self._slots:
             current = slot.current
             if current is not None:
@@ -364,7 +432,7 @@ class Worker:
             while not self._queue or self.stopping.is_set():
                 if self.stopping.is_set():
                     return None
-                self._lock.wait()
+                self._work.wait()
             self._running += 1
             task = self._queue.popleft()
             with slot.lock:
@@ -377,18 +445,37 @@ class Worker:
             self._mean_task_seconds = seconds if mean is None else 0.8 * mean + 0.2 * seconds
             self._running -= 1
             self.tasks_done += 1
-            self._outbox.append(result)
-            self._lock.notify_all()
-            idle = not self._queue
+            self._deliver(result)
+            idle = not self._queue and bool(self._outbox)
         if idle:  # nothing else to run: report now rather than wake the reporter thread
             self._send_reports(blocking=False)
 
-    def _cancel(self, task_id: str) -> None:
+    def _deliver(self, result: pb.TaskResult) -> None:
+        """Route a task's outcome: to its direct caller, or to the controller. Holds _lock."""
+        call = self._direct.get(result.task_id)
+        if call is None or call.future.done():
+            self._outbox.append(result)
+            self._reports.notify()
+        else:
+            call.ended = time.monotonic()
+            call.future.set_result(result)
+            self._direct_running -= 1
+            self._direct_ended.append((call.ended, result.task_id))
+            record = _direct_record(call, result)
+            if record is not None:
+                if not self._direct_outbox:
+                    self._direct_due = time.monotonic() + _DIRECT_REPORT_DELAY
+                    self._reports.notify()
+                self._direct_outbox.append(record)
+        self._lock.notify_all()
+
+    def _cancel(self, task_id: str) -> bool:
+        """Stop a task, queued here or running; False if this worker does not have it."""
         with self._lock:
             for task in self._queue:
                 if task.task_id == task_id:
                     self._queue.remove(task)
-                    self._outbox.append(
+                    self._deliver(
                         _failed(
                             task,
                             pb.ERROR_KIND_CANCELLED,
@@ -397,12 +484,91 @@ class Worker:
                             self.worker_id,
                         )
                     )
-                    self._lock.notify_all()
-                    return
+                    return True
         for slot in self._slots:
             if slot.kill(task_id, pb.ERROR_KIND_CANCELLED):
                 logger.info("cancelled running task %s", task_id)
-                return
+                return True
+        return False
+
+    # ------------------------------------------------------------------ the direct path
+
+    def run_direct(self, spec: pb.TaskSpec) -> DirectCall:
+        """Take a task a client sent straight here, if a slot is free (else WorkerBusy)."""
+        with self._lock:
+            self._forget_old_direct()
+            call = self._direct.get(spec.task_id)
+            if call is not None:  # the client's retry of a call whose answer it lost
+                return call
+            if self.stopping.is_set():
+                raise worker_service.WorkerDraining(f"worker {self.worker_id} is shutting down")
+            call = DirectCall(spec=spec, started_at=time.time())
+            if spec.task_id in self._cancelled_early:
+                del self._cancelled_early[spec.task_id]
+                self._direct[spec.task_id] = call
+                self._direct_running += 1
+                task = pb.LeasedTask(task_id=spec.task_id, attempt=1)
+                self._deliver(
+                    _failed(
+                        task,
+                        pb.ERROR_KIND_CANCELLED,
+                        "TaskCancelledError",
+                        "cancelled",
+                        self.worker_id,
+                    )
+                )
+                return call
+            if self._running + len(self._queue) >= self.concurrency:
+                raise worker_service.WorkerBusy(f"worker {self.worker_id} has no free slot")
+            self._direct[spec.task_id] = call
+            self._direct_running += 1
+            self._queue.appendleft(
+                pb.LeasedTask(
+                    task_id=spec.task_id,
+                    attempt=1,
+                    name=spec.name,
+                    function=spec.function,
+                    args=spec.args,
+                    object_ids=spec.object_ids,
+                    timeout_seconds=spec.timeout_seconds,
+                )
+            )
+            self._work.notify()
+            return call
+
+    def direct_call(self, task_id: str) -> DirectCall:
+        with self._lock:
+            call = self._direct.get(task_id)
+        if call is None:
+            raise worker_service.UnknownTask(f"worker {self.worker_id} has no task {task_id}")
+        return call
+
+    def cancel_direct(self, task_id: str) -> bool:
+        """Stop a direct task; one not here yet is refused when it arrives."""
+        with self._lock:
+            call = self._direct.get(task_id)
+            if call is None:
+                self._cancelled_early[task_id] = None
+                while len(self._cancelled_early) > 10_000:
+                    self._cancelled_early.popitem(last=False)
+                return False
+        return call.future.done() or self._cancel(task_id)
+
+    def _forget_old_direct(self) -> None:
+        """Drop results kept past RESULT_KEEP_SECONDS. Holds _lock."""
+        cutoff = time.monotonic() - RESULT_KEEP_SECONDS
+        while self._direct_ended and self._direct_ended[0][0] < cutoff:
+            del self._direct[self._direct_ended.popleft()[1]]
+
+    def _wait_for_direct_delivery(self) -> None:
+        """At shutdown: give clients a moment to collect finished direct results."""
+        deadline = time.monotonic() + _DELIVERY_GRACE
+        with self._lock:
+            while any(not self._direct[t].delivered for _, t in self._direct_ended):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._lock.wait(min(remaining, 0.05))
 
     def fetch_object(self, object_id: str) -> bytes:
         """An object's pickled bytes, from the local cache or the controller."""
@@ -450,7 +616,7 @@ class Worker:
                     self._hand_back(response.tasks)
                 else:
                     self._queue.extend(response.tasks)
-                self._lock.notify_all()
+                    self._work.notify(len(response.tasks))
             for task_id in response.cancel_task_ids:
                 self._cancel(task_id)
 
@@ -473,10 +639,11 @@ class Worker:
             )
             with self._lock:
                 self._held.clear()  # the controller requeued them; results would be stale
-                self._queue.clear()
+                # Direct tasks are not the controller's: they stay.
+                self._queue = deque(t for t in self._queue if t.task_id in self._direct)
             for slot in self._slots:  # and stop the ones running: they would only block slots
                 current = slot.current
-                if current is not None:
+                if current is not None and current.task_id not in self._direct:
                     slot.kill(current.task_id, pb.ERROR_KIND_UNSPECIFIED)
         elif isinstance(exc, ControllerUnavailableError):
             # It may come back with our registration intact: keep polling, register only if
@@ -494,10 +661,17 @@ class Worker:
         return True
 
     def _report_loop(self) -> None:
-        while not self.stopping_hard.is_set() or self._outbox:
+        while not self.stopping_hard.is_set() or self._outbox or self._direct_outbox:
             with self._lock:
                 while not self._outbox and not self.stopping_hard.is_set():
-                    self._lock.wait()
+                    if not self._direct_outbox:
+                        self._reports.wait()
+                        continue
+                    # Records of direct tasks are for the record only: gather them a while.
+                    left = self._direct_due - time.monotonic()
+                    if left <= 0 or len(self._direct_outbox) >= _REPORT_BATCH:
+                        break
+                    self._reports.wait(left)
             self._send_reports()
 
     def _flush_reports(self) -> None:
@@ -505,7 +679,7 @@ class Worker:
         while True:
             self._send_reports()
             with self._lock:
-                if not self._outbox:
+                if not self._outbox and not self._direct_outbox:
                     return
 
     def _send_reports(self, blocking: bool = True) -> None:
@@ -516,9 +690,15 @@ class Worker:
                 batch = [
                     self._outbox.popleft() for _ in range(min(len(self._outbox), _REPORT_BATCH))
                 ]
-            if not batch:
+                direct = [
+                    self._direct_outbox.popleft()
+                    for _ in range(min(len(self._direct_outbox), _REPORT_BATCH))
+                ]
+            if not batch and not direct:
                 return
-            request = pb.ReportResultsRequest(worker_id=self.worker_id, results=batch)
+            request = pb.ReportResultsRequest(
+                worker_id=self.worker_id, results=batch, direct_tasks=direct
+            )
             try:
                 self.client.call(self.client.rpc.report_results, request)
             except ConnectError as exc:
@@ -542,7 +722,13 @@ class Worker:
             self._heartbeat()
 
     def _heartbeat(self) -> None:
-        request = pb.HeartbeatRequest(worker_id=self.worker_id, draining=self.stopping.is_set())
+        with self._lock:
+            direct_running = self._direct_running
+        request = pb.HeartbeatRequest(
+            worker_id=self.worker_id,
+            draining=self.stopping.is_set(),
+            direct_running=direct_running,
+        )
         try:
             response = self.client.call(
                 self.client.rpc.heartbeat,
@@ -557,16 +743,17 @@ class Worker:
             self._cancel(task_id)
 
     def _hand_back(self, tasks: Iterable[pb.LeasedTask]) -> None:
-        """Queue handed-back reports for tasks we will not run. Holds _lock."""
-        for task in tasks:
-            self._outbox.append(
+        """Give back tasks we will not run (to the controller or their direct callers).
+        Holds _lock."""
+        for task in list(tasks):
+            self._deliver(
                 pb.TaskResult(task_id=task.task_id, attempt=task.attempt, handed_back=True)
             )
-        self._lock.notify_all()
 
     def health(self) -> dict[str, Any]:
         with self._lock:
             running, queued = self._running, len(self._queue)
+            direct = self._direct_running
         return {
             "status": "stopping" if self.stopping.is_set() else "ok",
             "worker_id": self.worker_id,
@@ -574,46 +761,6 @@ class Worker:
             "slots": self.concurrency,
             "running": running,
             "queued": queued,
+            "direct": direct,
             "tasks_done": self.tasks_done,
         }
-
-
-class _HTTPServer6(http.server.ThreadingHTTPServer):
-    address_family = socket.AF_INET6
-
-
-class _HealthServer:
-    """GET /healthz answers 200 with the worker's status as JSON (503 while stopping)."""
-
-    def __init__(self, worker: Worker, host: str, port: int) -> None:
-        worker_ref = worker
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                if self.path.rstrip("/") not in ("/healthz", ""):
-                    self.send_error(404)
-                    return
-                body = worker_ref.health()
-                data = json.dumps(body).encode()
-                self.send_response(200 if body["status"] == "ok" else 503)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        server_class = _HTTPServer6 if ":" in host else http.server.ThreadingHTTPServer
-        self.server = server_class((host, port), Handler)
-        self.server.daemon_threads = True
-        bound_host, bound_port = self.server.server_address[:2]
-        shown = f"[{bound_host!s}]" if ":" in str(bound_host) else str(bound_host)
-        self.url = f"http://{shown}:{bound_port}"
-
-    def start(self) -> None:
-        threading.Thread(target=self.server.serve_forever, name="fray-health", daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()

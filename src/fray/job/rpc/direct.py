@@ -1,0 +1,320 @@
+"""The client end of the direct path: tasks sent straight to a worker with a free slot.
+
+`FrayContext` offers every task to `DirectPath.try_send` before queuing it at the controller.
+When a worker seems to have a free slot (the controller's ListWorkers, refreshed at most every
+`REFRESH_SECONDS`, minus this client's own calls in flight), the task goes to that worker in one
+RPC (`FrayWorker.RunTask`), made from a small pool of daemon threads; the answer carries the
+result. Otherwise, or when the worker refuses the task, gives it back, dies or stops answering,
+the task is queued at the controller after all (`requeue`), where the usual retry budget holds.
+
+A caller that blocks on the future before a thread took the call makes it itself (`help`): a
+one-at-a-time `ctx.get(ctx.run(f))` then costs no thread hand-offs on the client.
+
+A call that lasts longer than `WAIT_MS` continues with `WaitTask` long polls, so a worker that
+vanishes without closing the connection is noticed within `WAIT_MS` plus a margin.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
+
+from fray.job.rpc.client import ControllerClient
+from fray.v1 import controller_pb2 as pb
+from fray.v1 import worker_pb2 as wpb
+from fray.v1.worker_connect import FrayWorkerClientSync
+
+logger = logging.getLogger(__name__)
+
+REFRESH_SECONDS = 0.5
+WAIT_MS = 10_000
+_CALL_MARGIN_MS = 5_000
+_BACK_OFF_SECONDS = 0.25  # a worker that refused a task is not offered another for this long
+
+# complete(future, result) settles a future; requeue(spec, future, lost) queues the task at the
+# controller (lost: the worker may have died running it).
+Complete = Callable[[Any, pb.TaskResult], None]
+Requeue = Callable[[pb.TaskSpec, Any, bool], None]
+
+
+@dataclass
+class _Worker:
+    worker_id: str
+    address: str
+    free: int  # free slots as the controller last saw them, not counting our calls
+    ours: int = 0  # our calls in flight there
+    resting_until: float = 0.0
+
+    @property
+    def room(self) -> int:
+        return self.free - self.ours
+
+
+@dataclass
+class _Call:
+    worker: _Worker
+    spec: pb.TaskSpec
+    future: Any
+    claimed: bool = False  # a thread (pool or caller) is making it
+
+
+class _Lost(Exception):
+    """The worker died, vanished or forgot the task: it may have run, or be running."""
+
+
+class DirectPath:
+    """Sends tasks to workers' free slots; see the module docstring."""
+
+    def __init__(
+        self,
+        controller: ControllerClient,
+        token: str | None,
+        complete: Complete,
+        requeue: Requeue,
+        *,
+        max_in_flight: int = 32,
+    ) -> None:
+        self._controller = controller
+        self._headers = {"authorization": f"Bearer {token}"} if token else None
+        self._complete = complete
+        self._requeue = requeue
+        self._max_in_flight = max_in_flight
+        self._lock = threading.Lock()
+        self._workers: dict[str, _Worker] = {}
+        self._refreshed = 0.0
+        self._refresh_wanted = threading.Event()
+        self._clients: dict[str, FrayWorkerClientSync] = {}
+        self._in_flight: dict[str, _Call] = {}  # by task id
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle_threads = 0
+        self._closed = False
+
+    # ------------------------------------------------------------------ sending
+
+    def try_send(self, spec: pb.TaskSpec, future: Any) -> bool:
+        """Send the task to a worker with a free slot; False (nothing done) when none has one."""
+        worker = self._reserve()
+        if worker is None:
+            return False
+        call = _Call(worker, spec, future)
+        with self._lock:
+            self._in_flight[spec.task_id] = call
+            if self._idle_threads == 0 and len(self._threads) < self._max_in_flight:
+                thread = threading.Thread(target=self._call_loop, name="fray-direct", daemon=True)
+                self._threads.append(thread)
+                thread.start()
+            else:
+                self._idle_threads -= 1
+        self._calls.put(call)
+        return True
+
+    def help(self, task_id: str) -> None:
+        """Make the call of `task_id` in this thread if no thread has taken it yet."""
+        with self._lock:
+            call = self._in_flight.get(task_id)
+            if call is None or call.claimed:
+                return
+            call.claimed = True
+        self._make(call)
+
+    def _reserve(self) -> _Worker | None:
+        now = time.monotonic()
+        if not self._refreshed:
+            self._refresh()  # the first time: we know of no worker yet
+        elif now - self._refreshed > REFRESH_SECONDS:
+            self._refresh_soon()
+        with self._lock:
+            if self._closed or len(self._in_flight) >= self._max_in_flight:
+                return None
+            ready = [w for w in self._workers.values() if w.room > 0 and w.resting_until <= now]
+            if not ready:
+                return None
+            best = max(ready, key=lambda w: w.room)
+            best.ours += 1
+            return best
+
+    def _call_loop(self) -> None:
+        while True:
+            call = self._calls.get()
+            if call is None:
+                return
+            with self._lock:
+                claimed, call.claimed = call.claimed, True
+            if not claimed:
+                self._make(call)
+            with self._lock:
+                self._idle_threads += 1
+
+    def _make(self, call: _Call) -> None:
+        try:
+            self._send(call.worker, call.spec, call.future)
+        except Exception:  # never strand a future
+            logger.exception("direct call of task %s failed", call.spec.task_id)
+            self._requeue(call.spec, call.future, True)
+        finally:
+            with self._lock:
+                call.worker.ours -= 1
+                self._in_flight.pop(call.spec.task_id, None)
+
+    def _send(self, worker: _Worker, spec: pb.TaskSpec, future: Any) -> None:
+        try:
+            result = self._run(worker, spec)
+        except _Lost as exc:
+            if not future.done():
+                logger.info(
+                    "worker %s lost task %s (%s); queuing it", worker.worker_id, spec.task_id, exc
+                )
+                self._requeue(spec, future, True)
+            return
+        except ConnectError as exc:  # refused: busy, draining, or something we cannot fix here
+            with self._lock:
+                worker.resting_until = time.monotonic() + _BACK_OFF_SECONDS
+            if exc.code not in (Code.RESOURCE_EXHAUSTED, Code.FAILED_PRECONDITION):
+                logger.warning(
+                    "worker %s refused task %s (%s: %s); queuing it",
+                    worker.worker_id,
+                    spec.task_id,
+                    exc.code.name,
+                    exc.message,
+                )
+            if not future.done():
+                self._requeue(spec, future, False)
+            return
+        if result.handed_back:
+            if not future.done():
+                self._requeue(spec, future, False)
+        elif result.HasField("error") and result.error.kind == pb.ERROR_KIND_WORKER_LOST:
+            if not future.done():  # its executor died: a worker failure, retried on the queue
+                self._requeue(spec, future, True)
+        else:
+            self._complete(future, result)
+
+    def _run(self, worker: _Worker, spec: pb.TaskSpec) -> pb.TaskResult:
+        """RunTask, then WaitTask until the task is done. Raises _Lost or a refusal."""
+        client = self._client(worker.address)
+        response: wpb.RunTaskResponse | wpb.WaitTaskResponse = self._call(
+            client.run_task, wpb.RunTaskRequest(task=spec, wait_ms=WAIT_MS)
+        )
+        while not response.done:
+            response = self._call(
+                client.wait_task, wpb.WaitTaskRequest(task_id=spec.task_id, wait_ms=WAIT_MS)
+            )
+        return response.result
+
+    def _call(self, method: Callable[..., Any], request: Any) -> Any:
+        """A worker call that gets one more try after a transport failure (RunTask and WaitTask
+        are idempotent), and then counts the worker as lost."""
+        for attempt in (1, 2):
+            try:
+                return method(request, headers=self._headers, timeout_ms=WAIT_MS + _CALL_MARGIN_MS)
+            except ConnectError as exc:
+                if exc.code in (Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED):
+                    if attempt == 1:
+                        time.sleep(0.05)
+                        continue
+                    raise _Lost(exc.message) from exc
+                if exc.code == Code.NOT_FOUND:  # a restarted worker: it forgot the task
+                    raise _Lost(exc.message) from exc
+                raise
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ cancelling
+
+    def cancel(self, task_id: str) -> bool:
+        """Stop a task sent directly; False if it is not one of ours in flight."""
+        with self._lock:
+            call = self._in_flight.get(task_id)
+        if call is None:
+            return False
+        self._cancel_on(call.worker, task_id)
+        return True
+
+    def _cancel_on(self, worker: _Worker, task_id: str) -> None:
+        try:
+            self._client(worker.address).cancel_task(
+                wpb.CancelTaskRequest(task_id=task_id), headers=self._headers, timeout_ms=2000
+            )
+        except ConnectError as exc:  # the worker is gone: so is the task
+            logger.debug("could not cancel task %s on %s: %s", task_id, worker.worker_id, exc)
+
+    def close(self) -> None:
+        """Stop the tasks in flight and the threads."""
+        with self._lock:
+            self._closed = True
+            in_flight = list(self._in_flight.values())
+            threads = list(self._threads)
+        for call in in_flight:
+            self._cancel_on(call.worker, call.spec.task_id)
+        for _ in threads:
+            self._calls.put(None)
+        self._refresh_wanted.set()
+        for client in list(self._clients.values()):
+            client.close()
+
+    # ------------------------------------------------------------------ the workers' slots
+
+    def _client(self, address: str) -> FrayWorkerClientSync:
+        client = self._clients.get(address)
+        if client is None:
+            client = FrayWorkerClientSync(
+                address,
+                send_compression=None,
+                accept_compression=(),
+                read_max_bytes=2**31 - 1,
+            )
+            self._clients.setdefault(address, client)
+            client = self._clients[address]
+        return client
+
+    def _refresh_soon(self) -> None:
+        with self._lock:
+            if not any(t.name == "fray-direct-view" for t in self._threads):
+                thread = threading.Thread(
+                    target=self._refresh_loop, name="fray-direct-view", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+        self._refresh_wanted.set()
+
+    def _refresh_loop(self) -> None:
+        while True:
+            self._refresh_wanted.wait()
+            if self._closed:
+                return
+            self._refresh_wanted.clear()
+            self._refresh()
+            time.sleep(REFRESH_SECONDS)
+
+    def _refresh(self) -> None:
+        """Learn the workers and their free slots from the controller (one try)."""
+        self._refreshed = time.monotonic()
+        try:
+            response = self._controller.call(
+                self._controller.rpc.list_workers,
+                pb.ListWorkersRequest(),
+                retry_timeout=0,
+                quiet=True,
+            )
+        except Exception as exc:  # the queue path reports an unreachable controller
+            logger.debug("could not list workers: %s", exc)
+            return
+        with self._lock:
+            listed = {}
+            for w in response.workers:
+                if w.draining or not w.address:
+                    continue
+                view = self._workers.get(w.worker_id) or _Worker(w.worker_id, w.address, 0)
+                # The worker's count of direct tasks may include ours already.
+                others = max(0, w.direct_running - view.ours)
+                view.address, view.free = w.address, w.slots - len(w.task_ids) - others
+                listed[w.worker_id] = view
+            self._workers = listed  # calls in flight keep (and release) their views

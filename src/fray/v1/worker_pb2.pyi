@@ -1,0 +1,51 @@
+from fray.v1 import controller_pb2 as _controller_pb2
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RunTaskRequest(_message.Message):
+    __slots__ = ("task", "wait_ms")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    task: _controller_pb2.TaskSpec
+    wait_ms: int
+    def __init__(self, task: _Optional[_Union[_controller_pb2.TaskSpec, _Mapping]] = ..., wait_ms: _Optional[int] = ...) -> None: ...
+
+class RunTaskResponse(_message.Message):
+    __slots__ = ("done", "result")
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    done: bool
+    result: _controller_pb2.TaskResult
+    def __init__(self, done: _Optional[bool] = ..., result: _Optional[_Union[_controller_pb2.TaskResult, _Mapping]] = ...) -> None: ...
+
+class WaitTaskRequest(_message.Message):
+    __slots__ = ("task_id", "wait_ms")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    wait_ms: int
+    def __init__(self, task_id: _Optional[str] = ..., wait_ms: _Optional[int] = ...) -> None: ...
+
+class WaitTaskResponse(_message.Message):
+    __slots__ = ("done", "result")
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    done: bool
+    result: _controller_pb2.TaskResult
+    def __init__(self, done: _Optional[bool] = ..., result: _Optional[_Union[_controller_pb2.TaskResult, _Mapping]] = ...) -> None: ...
+
+class CancelTaskRequest(_message.Message):
+    __slots__ = ("task_id",)
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+
+class CancelTaskResponse(_message.Message):
+    __slots__ = ("found",)
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    def __init__(self, found: _Optional[bool] = ...) -> None: ...

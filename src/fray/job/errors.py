@@ -82,3 +82,21 @@ class TaskCancelledError(TaskError, concurrent.futures.CancelledError):
 
 class TaskDeserializationError(TaskError):
     """The worker could not unpickle the task (e.g. a module missing on the worker)."""
+
+
+class ActorError(FrayError):
+    """An actor could not take a call. `actor_id` names it (the backend's id, when it has one)."""
+
+    def __init__(self, message: str, *, actor_id: str = "") -> None:
+        super().__init__(message)
+        self.actor_id = actor_id
+
+
+class ActorCreationError(ActorError):
+    """The actor's constructor raised: every call on it fails with this error, whose
+    `__cause__` is the constructor's exception (or its remote traceback)."""
+
+
+class ActorDiedError(ActorError):
+    """The actor is gone: killed, or its process or worker died. A call that was in flight
+    may or may not have run (actor calls run at most once)."""

@@ -13,6 +13,9 @@ Workloads (the same code for every backend; only ctx.run, ctx.get and ctx.put):
     throughput    submit --tasks no-op tasks, then one get of the list; tasks/s, best of --repeat
     round trip    ctx.get(ctx.run(noop)), --round-trips times one at a time; p50 and p99 in ms
     large object  ctx.put(--object-mb MB), then ctx.get(ctx.run(len, ref)); MB/s, best of --repeat
+    actor call    ctx.get(actor.ping.remote()), --round-trips times one at a time; p50 in ms
+    actor calls   --actor-calls calls to one actor submitted at once, then one get; calls/s,
+                  best of --repeat
 
 Progress goes to stderr, the Markdown table to stdout. A backend that fails shows its error in the
 table instead of stopping the run (the exit status is then 1). --quiet sets every log (this
@@ -40,6 +43,8 @@ import cloudpickle
 BACKENDS = ("fray", "ray", "threadpool")
 TARGET_TASKS_PER_S = 4_000.0
 TARGET_P50_MS = 1.0
+TARGET_ACTOR_P50_MS = 0.6
+TARGET_ACTOR_CALLS_PER_S = 8_000.0
 WARMUP_TASKS = 200
 WARMUP_ROUND_TRIPS = 100
 GET_TIMEOUT = 600.0  # seconds for any single get: a stuck backend fails instead of hanging
@@ -72,14 +77,26 @@ class Result:
     p50_ms: float | str | None = None
     p99_ms: float | str | None = None
     mb_per_s: float | str | None = None
+    actor_p50_ms: float | str | None = None
+    actor_calls_per_s: float | str | None = None
     notes: list[str] = field(default_factory=list)
 
     def fail_rest(self, message: str) -> None:
         """Put `message` in the first cell not measured yet, and '-' in those after it."""
-        for name in ("throughput", "p50_ms", "p99_ms", "mb_per_s"):
+        for name in CELLS:
             if getattr(self, name) is None:
                 setattr(self, name, message)
                 message = "-"
+
+
+CELLS = ("throughput", "p50_ms", "p99_ms", "mb_per_s", "actor_p50_ms", "actor_calls_per_s")
+
+
+class Echo:
+    """The benchmark's actor."""
+
+    def ping(self) -> None:
+        return None
 
 
 def error_text(exc: BaseException) -> str:
@@ -157,6 +174,38 @@ def bench_large_object(ctx: Any, name: str, data: bytes, repeat: int) -> float:
     return best
 
 
+def bench_actor_call(ctx: Any, name: str, count: int) -> float:
+    """p50 (ms) of `count` sequential ctx.get(actor.ping.remote()) calls."""
+    actor = ctx.create_actor(Echo)
+    for _ in range(WARMUP_ROUND_TRIPS):
+        ctx.get(actor.ping.remote(), timeout=GET_TIMEOUT)
+    progress(f"{name}: actor calls one at a time ({count:,} calls)")
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter_ns()
+        ctx.get(actor.ping.remote(), timeout=GET_TIMEOUT)
+        samples.append((time.perf_counter_ns() - started) / 1e6)
+    samples.sort()
+    p50 = percentile(samples, 50)
+    progress(f"{name}:   p50 {p50:.3f} ms, p99 {percentile(samples, 99):.3f} ms")
+    return p50
+
+
+def bench_actor_pipelined(ctx: Any, name: str, calls: int, repeat: int) -> float:
+    """Best calls/s over `repeat` runs of `calls` calls to one actor submitted at once."""
+    actor = ctx.create_actor(Echo)
+    ctx.get([actor.ping.remote() for _ in range(WARMUP_TASKS)], timeout=GET_TIMEOUT)
+    best = 0.0
+    for i in range(repeat):
+        progress(f"{name}: pipelined actor calls run {i + 1}/{repeat} ({calls:,} calls)")
+        started = time.perf_counter()
+        ctx.get([actor.ping.remote() for _ in range(calls)], timeout=GET_TIMEOUT)
+        seconds = time.perf_counter() - started
+        progress(f"{name}:   {calls / seconds:,.0f} calls/s ({seconds:.2f}s)")
+        best = max(best, calls / seconds)
+    return best
+
+
 def run_workloads(ctx: Any, name: str, args: argparse.Namespace, result: Result) -> None:
     """Every workload in turn; one failing does not skip the others."""
 
@@ -170,22 +219,26 @@ def run_workloads(ctx: Any, name: str, args: argparse.Namespace, result: Result)
         data = os.urandom(args.object_mb * MB)
         result.mb_per_s = bench_large_object(ctx, name, data, args.repeat)
 
-    steps: list[tuple[str, Callable[[], None]]] = [
-        ("throughput", throughput),
-        ("round trip", round_trip),
-        ("large object", large_object),
+    def actor_call() -> None:
+        result.actor_p50_ms = bench_actor_call(ctx, name, args.round_trips)
+
+    def actor_calls() -> None:
+        result.actor_calls_per_s = bench_actor_pipelined(ctx, name, args.actor_calls, args.repeat)
+
+    steps: list[tuple[Callable[[], None], tuple[str, ...]]] = [
+        (throughput, ("throughput",)),
+        (round_trip, ("p50_ms", "p99_ms")),
+        (large_object, ("mb_per_s",)),
+        (actor_call, ("actor_p50_ms",)),
+        (actor_calls, ("actor_calls_per_s",)),
     ]
-    for step, fn in steps:
+    for fn, cells in steps:
         try:
             fn()
         except Exception as exc:
-            progress(f"{name}: {step} failed: {exc!r}")
-            if step == "throughput":
-                result.throughput = error_text(exc)
-            elif step == "round trip":
-                result.p50_ms, result.p99_ms = error_text(exc), "-"
-            else:
-                result.mb_per_s = error_text(exc)
+            progress(f"{name}: {fn.__name__} failed: {exc!r}")
+            for i, cell_name in enumerate(cells):
+                setattr(result, cell_name, error_text(exc) if i == 0 else "-")
 
 
 def check_remote(ctx: Any, name: str, expect_remote: bool) -> None:
@@ -306,13 +359,15 @@ def report(results: list[Result], args: argparse.Namespace, seconds: float) -> s
         f"Machine: {machine()}",
         "",
         f"| backend | throughput (tasks/s, best of {args.repeat}) | round trip p50 (ms) "
-        f"| round trip p99 (ms) | large object {args.object_mb} MB (MB/s, best of {args.repeat}) |",
-        "|---|---:|---:|---:|---:|",
+        f"| round trip p99 (ms) | large object {args.object_mb} MB (MB/s, best of {args.repeat}) "
+        f"| actor call p50 (ms) | actor calls/s (pipelined, best of {args.repeat}) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r.backend} | {cell(r.throughput, ',.0f')} | {cell(r.p50_ms, '.3f')} "
-            f"| {cell(r.p99_ms, '.3f')} | {cell(r.mb_per_s, ',.1f')} |"
+            f"| {cell(r.p99_ms, '.3f')} | {cell(r.mb_per_s, ',.1f')} "
+            f"| {cell(r.actor_p50_ms, '.3f')} | {cell(r.actor_calls_per_s, ',.0f')} |"
         )
     lines += [
         "",
@@ -326,6 +381,9 @@ def report(results: list[Result], args: argparse.Namespace, seconds: float) -> s
         "threadpool: max_workers=2. One backend runs at a time.",
         "- threadpool `put` wraps the object without copying it: its large-object figure only "
         "measures call overhead.",
+        f"- actor call: `ctx.get(actor.ping.remote())` {args.round_trips:,} times in a row on one "
+        f"actor after {WARMUP_ROUND_TRIPS} warm-up calls; actor calls: {args.actor_calls:,} "
+        "`ping.remote()` calls to one actor submitted at once, then one `ctx.get(list)`.",
     ]
     notes = [note for r in results for note in r.notes]
     if notes:
@@ -333,6 +391,7 @@ def report(results: list[Result], args: argparse.Namespace, seconds: float) -> s
     lines += ["", "Targets (fray):"]
     fray = next((r for r in results if r.backend == "fray"), Result("fray"))
     tput, p50 = fray.throughput, fray.p50_ms
+    actor_p50, actor_rate = fray.actor_p50_ms, fray.actor_calls_per_s
     targets = [
         (
             f"throughput >= {TARGET_TASKS_PER_S:,.0f} tasks/s",
@@ -343,6 +402,16 @@ def report(results: list[Result], args: argparse.Namespace, seconds: float) -> s
             f"round-trip p50 <= {TARGET_P50_MS:g} ms",
             f"{p50:.3f} ms" if isinstance(p50, float) else None,
             isinstance(p50, float) and p50 <= TARGET_P50_MS,
+        ),
+        (
+            f"actor call p50 <= {TARGET_ACTOR_P50_MS:g} ms",
+            f"{actor_p50:.3f} ms" if isinstance(actor_p50, float) else None,
+            isinstance(actor_p50, float) and actor_p50 <= TARGET_ACTOR_P50_MS,
+        ),
+        (
+            f"pipelined actor calls >= {TARGET_ACTOR_CALLS_PER_S:,.0f}/s",
+            f"{actor_rate:,.0f}/s" if isinstance(actor_rate, float) else None,
+            isinstance(actor_rate, float) and actor_rate >= TARGET_ACTOR_CALLS_PER_S,
         ),
     ]
     for goal, measured, met in targets:
@@ -363,6 +432,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tasks", type=int, default=10_000, help="tasks per throughput run")
     parser.add_argument("--round-trips", type=int, default=1_000, help="round trips timed")
     parser.add_argument("--object-mb", type=int, default=100, help="size of the large object")
+    parser.add_argument(
+        "--actor-calls", type=int, default=20_000, help="calls per pipelined actor run"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs of throughput and large object")
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="logs at WARNING (here, in Ray and in fray)"
@@ -372,8 +444,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(args.backends) - set(BACKENDS))
     if unknown or not args.backends:
         parser.error(f"unknown backends {unknown}; choose from {', '.join(BACKENDS)}")
-    if min(args.tasks, args.round_trips, args.object_mb, args.repeat) < 1:
-        parser.error("--tasks, --round-trips, --object-mb and --repeat must be >= 1")
+    if min(args.tasks, args.round_trips, args.object_mb, args.repeat, args.actor_calls) < 1:
+        parser.error("--tasks, --round-trips, --object-mb, --actor-calls and --repeat must be >= 1")
     return args
 
 
@@ -391,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     by_name = {name: bench_backend(name, args) for name in order}
     results = [by_name[name] for name in args.backends]
     print(report(results, args, time.perf_counter() - started), flush=True)
-    cells = [c for r in results for c in (r.throughput, r.p50_ms, r.p99_ms, r.mb_per_s)]
+    cells = [getattr(r, name) for r in results for name in CELLS]
     return 1 if any(isinstance(c, str) and c.startswith("error") for c in cells) else 0
 
 

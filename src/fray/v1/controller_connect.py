@@ -21,7 +21,7 @@ from connectrpc.protocol import ProtocolType
 from connectrpc.server import ConnectASGIApplication, ConnectWSGIApplication, DEFAULT_READ_MAX_BYTES, Endpoint, EndpointSync
 from pyqwest import Client, SyncClient
 
-from .controller_pb2 import CancelTasksRequest, CancelTasksResponse, DeleteObjectsRequest, DeleteObjectsResponse, GetClusterSummaryRequest, GetClusterSummaryResponse, GetObjectRequest, GetObjectResponse, GetTaskRequest, GetTaskResponse, HeartbeatRequest, HeartbeatResponse, LeaseTasksRequest, LeaseTasksResponse, ListTasksRequest, ListTasksResponse, ListWorkersRequest, ListWorkersResponse, PutObjectRequest, PutObjectResponse, RegisterWorkerRequest, RegisterWorkerResponse, ReportResultsRequest, ReportResultsResponse, SubmitTasksRequest, SubmitTasksResponse, UnregisterWorkerRequest, UnregisterWorkerResponse, WaitTasksRequest, WaitTasksResponse, WatchFinishedRequest, WatchFinishedResponse
+from .controller_pb2 import CancelTasksRequest, CancelTasksResponse, CreateActorRequest, CreateActorResponse, DeleteObjectsRequest, DeleteObjectsResponse, GetActorRequest, GetActorResponse, GetClusterSummaryRequest, GetClusterSummaryResponse, GetObjectRequest, GetObjectResponse, GetTaskRequest, GetTaskResponse, HeartbeatRequest, HeartbeatResponse, KillActorRequest, KillActorResponse, LeaseTasksRequest, LeaseTasksResponse, ListActorsRequest, ListActorsResponse, ListTasksRequest, ListTasksResponse, ListWorkersRequest, ListWorkersResponse, PutObjectRequest, PutObjectResponse, RegisterWorkerRequest, RegisterWorkerResponse, ReportActorsRequest, ReportActorsResponse, ReportResultsRequest, ReportResultsResponse, SubmitTasksRequest, SubmitTasksResponse, UnregisterWorkerRequest, UnregisterWorkerResponse, WaitTasksRequest, WaitTasksResponse, WatchFinishedRequest, WatchFinishedResponse
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterable, Mapping
@@ -86,6 +86,30 @@ class FrayController(Protocol):
     async def delete_objects(self, request: DeleteObjectsRequest, ctx: RequestContext[DeleteObjectsRequest, DeleteObjectsResponse], /) -> DeleteObjectsResponse:
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
+    async def create_actor(self, request: CreateActorRequest, ctx: RequestContext[CreateActorRequest, CreateActorResponse], /) -> CreateActorResponse:
+        """
+        ---- actors ----
+        Register an actor and place it on a worker; with get_if_exists, a live actor of the same
+        name is returned instead (already_exists without it).
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def get_actor(self, request: GetActorRequest, ctx: RequestContext[GetActorRequest, GetActorResponse], /) -> GetActorResponse:
+        """
+        An actor by id or name. With wait_ms, waits until it is READY (at min_incarnation or later),
+        FAILED or DEAD.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def list_actors(self, request: ListActorsRequest, ctx: RequestContext[ListActorsRequest, ListActorsResponse], /) -> ListActorsResponse:
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def kill_actor(self, request: KillActorRequest, ctx: RequestContext[KillActorRequest, KillActorResponse], /) -> KillActorResponse:
+        """
+        Stop an actor for good (no restart).
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
     async def register_worker(self, request: RegisterWorkerRequest, ctx: RequestContext[RegisterWorkerRequest, RegisterWorkerResponse], /) -> RegisterWorkerResponse:
         """
         ---- workers ----
@@ -111,6 +135,12 @@ class FrayController(Protocol):
     async def report_results(self, request: ReportResultsRequest, ctx: RequestContext[ReportResultsRequest, ReportResultsResponse], /) -> ReportResultsResponse:
         """
         Results, errors and handed-back tasks, one or many per call.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def report_actors(self, request: ReportActorsRequest, ctx: RequestContext[ReportActorsRequest, ReportActorsResponse], /) -> ReportActorsResponse:
+        """
+        Actors the worker started (READY), could not start (FAILED) or lost (DEAD).
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -236,6 +266,50 @@ class FrayControllerASGIApplication(ConnectASGIApplication[FrayController]):
                     ),
                     function=svc.delete_objects,
                 ),
+                "/fray.v1.FrayController/CreateActor": Endpoint.unary(
+                    method=MethodInfo(
+                        name="CreateActor",
+                        service_name="fray.v1.FrayController",
+                        input=CreateActorRequest,
+                        output=CreateActorResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.create_actor,
+                ),
+                "/fray.v1.FrayController/GetActor": Endpoint.unary(
+                    method=MethodInfo(
+                        name="GetActor",
+                        service_name="fray.v1.FrayController",
+                        input=GetActorRequest,
+                        output=GetActorResponse,
+                        idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.get_actor,
+                ),
+                "/fray.v1.FrayController/ListActors": Endpoint.unary(
+                    method=MethodInfo(
+                        name="ListActors",
+                        service_name="fray.v1.FrayController",
+                        input=ListActorsRequest,
+                        output=ListActorsResponse,
+                        idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.list_actors,
+                ),
+                "/fray.v1.FrayController/KillActor": Endpoint.unary(
+                    method=MethodInfo(
+                        name="KillActor",
+                        service_name="fray.v1.FrayController",
+                        input=KillActorRequest,
+                        output=KillActorResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.kill_actor,
+                ),
                 "/fray.v1.FrayController/RegisterWorker": Endpoint.unary(
                     method=MethodInfo(
                         name="RegisterWorker",
@@ -290,6 +364,17 @@ class FrayControllerASGIApplication(ConnectASGIApplication[FrayController]):
                         stream_type=StreamType.UNARY,
                     ),
                     function=svc.report_results,
+                ),
+                "/fray.v1.FrayController/ReportActors": Endpoint.unary(
+                    method=MethodInfo(
+                        name="ReportActors",
+                        service_name="fray.v1.FrayController",
+                        input=ReportActorsRequest,
+                        output=ReportActorsResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.report_actors,
                 ),
                 "/fray.v1.FrayController/ListWorkers": Endpoint.unary(
                     method=MethodInfo(
@@ -560,6 +645,102 @@ class FrayControllerClient(ConnectClient):
             headers=headers,
             timeout_ms=timeout_ms,
         )
+    async def create_actor(
+        self,
+        request: CreateActorRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> CreateActorResponse:
+        """
+        ---- actors ----
+        Register an actor and place it on a worker; with get_if_exists, a live actor of the same
+        name is returned instead (already_exists without it).
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="CreateActor",
+                service_name="fray.v1.FrayController",
+                input=CreateActorRequest,
+                output=CreateActorResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    async def get_actor(
+        self,
+        request: GetActorRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+        use_get: bool = False,
+    ) -> GetActorResponse:
+        """
+        An actor by id or name. With wait_ms, waits until it is READY (at min_incarnation or later),
+        FAILED or DEAD.
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="GetActor",
+                service_name="fray.v1.FrayController",
+                input=GetActorRequest,
+                output=GetActorResponse,
+                idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+            use_get=use_get,
+        )
+    async def list_actors(
+        self,
+        request: ListActorsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+        use_get: bool = False,
+    ) -> ListActorsResponse:
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="ListActors",
+                service_name="fray.v1.FrayController",
+                input=ListActorsRequest,
+                output=ListActorsResponse,
+                idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+            use_get=use_get,
+        )
+    async def kill_actor(
+        self,
+        request: KillActorRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> KillActorResponse:
+        """
+        Stop an actor for good (no restart).
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="KillActor",
+                service_name="fray.v1.FrayController",
+                input=KillActorRequest,
+                output=KillActorResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
     async def register_worker(
         self,
         request: RegisterWorkerRequest,
@@ -673,6 +854,29 @@ class FrayControllerClient(ConnectClient):
             headers=headers,
             timeout_ms=timeout_ms,
         )
+    async def report_actors(
+        self,
+        request: ReportActorsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> ReportActorsResponse:
+        """
+        Actors the worker started (READY), could not start (FAILED) or lost (DEAD).
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="ReportActors",
+                service_name="fray.v1.FrayController",
+                input=ReportActorsRequest,
+                output=ReportActorsResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
     async def list_workers(
         self,
         request: ListWorkersRequest,
@@ -770,6 +974,30 @@ class FrayControllerSync(Protocol):
     def delete_objects(self, request: DeleteObjectsRequest, ctx: RequestContext[DeleteObjectsRequest, DeleteObjectsResponse], /) -> DeleteObjectsResponse:
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
+    def create_actor(self, request: CreateActorRequest, ctx: RequestContext[CreateActorRequest, CreateActorResponse], /) -> CreateActorResponse:
+        """
+        ---- actors ----
+        Register an actor and place it on a worker; with get_if_exists, a live actor of the same
+        name is returned instead (already_exists without it).
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def get_actor(self, request: GetActorRequest, ctx: RequestContext[GetActorRequest, GetActorResponse], /) -> GetActorResponse:
+        """
+        An actor by id or name. With wait_ms, waits until it is READY (at min_incarnation or later),
+        FAILED or DEAD.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def list_actors(self, request: ListActorsRequest, ctx: RequestContext[ListActorsRequest, ListActorsResponse], /) -> ListActorsResponse:
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def kill_actor(self, request: KillActorRequest, ctx: RequestContext[KillActorRequest, KillActorResponse], /) -> KillActorResponse:
+        """
+        Stop an actor for good (no restart).
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
     def register_worker(self, request: RegisterWorkerRequest, ctx: RequestContext[RegisterWorkerRequest, RegisterWorkerResponse], /) -> RegisterWorkerResponse:
         """
         ---- workers ----
@@ -795,6 +1023,12 @@ class FrayControllerSync(Protocol):
     def report_results(self, request: ReportResultsRequest, ctx: RequestContext[ReportResultsRequest, ReportResultsResponse], /) -> ReportResultsResponse:
         """
         Results, errors and handed-back tasks, one or many per call.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def report_actors(self, request: ReportActorsRequest, ctx: RequestContext[ReportActorsRequest, ReportActorsResponse], /) -> ReportActorsResponse:
+        """
+        Actors the worker started (READY), could not start (FAILED) or lost (DEAD).
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -918,6 +1152,50 @@ class FrayControllerWSGIApplication(ConnectWSGIApplication):
                     ),
                     function=service.delete_objects,
                 ),
+                "/fray.v1.FrayController/CreateActor": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="CreateActor",
+                        service_name="fray.v1.FrayController",
+                        input=CreateActorRequest,
+                        output=CreateActorResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.create_actor,
+                ),
+                "/fray.v1.FrayController/GetActor": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="GetActor",
+                        service_name="fray.v1.FrayController",
+                        input=GetActorRequest,
+                        output=GetActorResponse,
+                        idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.get_actor,
+                ),
+                "/fray.v1.FrayController/ListActors": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="ListActors",
+                        service_name="fray.v1.FrayController",
+                        input=ListActorsRequest,
+                        output=ListActorsResponse,
+                        idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.list_actors,
+                ),
+                "/fray.v1.FrayController/KillActor": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="KillActor",
+                        service_name="fray.v1.FrayController",
+                        input=KillActorRequest,
+                        output=KillActorResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.kill_actor,
+                ),
                 "/fray.v1.FrayController/RegisterWorker": EndpointSync.unary(
                     method=MethodInfo(
                         name="RegisterWorker",
@@ -972,6 +1250,17 @@ class FrayControllerWSGIApplication(ConnectWSGIApplication):
                         stream_type=StreamType.UNARY,
                     ),
                     function=service.report_results,
+                ),
+                "/fray.v1.FrayController/ReportActors": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="ReportActors",
+                        service_name="fray.v1.FrayController",
+                        input=ReportActorsRequest,
+                        output=ReportActorsResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.report_actors,
                 ),
                 "/fray.v1.FrayController/ListWorkers": EndpointSync.unary(
                     method=MethodInfo(
@@ -1242,6 +1531,102 @@ class FrayControllerClientSync(ConnectClientSync):
             headers=headers,
             timeout_ms=timeout_ms,
         )
+    def create_actor(
+        self,
+        request: CreateActorRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> CreateActorResponse:
+        """
+        ---- actors ----
+        Register an actor and place it on a worker; with get_if_exists, a live actor of the same
+        name is returned instead (already_exists without it).
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="CreateActor",
+                service_name="fray.v1.FrayController",
+                input=CreateActorRequest,
+                output=CreateActorResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    def get_actor(
+        self,
+        request: GetActorRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+        use_get: bool = False,
+    ) -> GetActorResponse:
+        """
+        An actor by id or name. With wait_ms, waits until it is READY (at min_incarnation or later),
+        FAILED or DEAD.
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="GetActor",
+                service_name="fray.v1.FrayController",
+                input=GetActorRequest,
+                output=GetActorResponse,
+                idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+            use_get=use_get,
+        )
+    def list_actors(
+        self,
+        request: ListActorsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+        use_get: bool = False,
+    ) -> ListActorsResponse:
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="ListActors",
+                service_name="fray.v1.FrayController",
+                input=ListActorsRequest,
+                output=ListActorsResponse,
+                idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+            use_get=use_get,
+        )
+    def kill_actor(
+        self,
+        request: KillActorRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> KillActorResponse:
+        """
+        Stop an actor for good (no restart).
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="KillActor",
+                service_name="fray.v1.FrayController",
+                input=KillActorRequest,
+                output=KillActorResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
     def register_worker(
         self,
         request: RegisterWorkerRequest,
@@ -1349,6 +1734,29 @@ class FrayControllerClientSync(ConnectClientSync):
                 service_name="fray.v1.FrayController",
                 input=ReportResultsRequest,
                 output=ReportResultsResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    def report_actors(
+        self,
+        request: ReportActorsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> ReportActorsResponse:
+        """
+        Actors the worker started (READY), could not start (FAILED) or lost (DEAD).
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="ReportActors",
+                service_name="fray.v1.FrayController",
+                input=ReportActorsRequest,
+                output=ReportActorsResponse,
                 idempotency_level=IdempotencyLevel.UNKNOWN,
                 stream_type=StreamType.UNARY,
             ),

@@ -27,6 +27,16 @@ class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_KIND_TIMEOUT: _ClassVar[ErrorKind]
     ERROR_KIND_CANCELLED: _ClassVar[ErrorKind]
     ERROR_KIND_DESERIALIZATION: _ClassVar[ErrorKind]
+
+class ActorState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACTOR_STATE_UNSPECIFIED: _ClassVar[ActorState]
+    ACTOR_STATE_PENDING: _ClassVar[ActorState]
+    ACTOR_STATE_CREATING: _ClassVar[ActorState]
+    ACTOR_STATE_READY: _ClassVar[ActorState]
+    ACTOR_STATE_RESTARTING: _ClassVar[ActorState]
+    ACTOR_STATE_FAILED: _ClassVar[ActorState]
+    ACTOR_STATE_DEAD: _ClassVar[ActorState]
 TASK_STATE_UNSPECIFIED: TaskState
 TASK_STATE_PENDING: TaskState
 TASK_STATE_RUNNING: TaskState
@@ -39,6 +49,13 @@ ERROR_KIND_WORKER_LOST: ErrorKind
 ERROR_KIND_TIMEOUT: ErrorKind
 ERROR_KIND_CANCELLED: ErrorKind
 ERROR_KIND_DESERIALIZATION: ErrorKind
+ACTOR_STATE_UNSPECIFIED: ActorState
+ACTOR_STATE_PENDING: ActorState
+ACTOR_STATE_CREATING: ActorState
+ACTOR_STATE_READY: ActorState
+ACTOR_STATE_RESTARTING: ActorState
+ACTOR_STATE_FAILED: ActorState
+ACTOR_STATE_DEAD: ActorState
 
 class TaskError(_message.Message):
     __slots__ = ("kind", "type", "message", "traceback", "pickled_exception", "worker_id")
@@ -380,12 +397,16 @@ class LeasedTask(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., name: _Optional[str] = ..., function: _Optional[bytes] = ..., args: _Optional[bytes] = ..., object_ids: _Optional[_Iterable[str]] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class LeaseTasksResponse(_message.Message):
-    __slots__ = ("tasks", "cancel_task_ids")
+    __slots__ = ("tasks", "cancel_task_ids", "start_actors", "stop_actor_ids")
     TASKS_FIELD_NUMBER: _ClassVar[int]
     CANCEL_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    START_ACTORS_FIELD_NUMBER: _ClassVar[int]
+    STOP_ACTOR_IDS_FIELD_NUMBER: _ClassVar[int]
     tasks: _containers.RepeatedCompositeFieldContainer[LeasedTask]
     cancel_task_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, tasks: _Optional[_Iterable[_Union[LeasedTask, _Mapping]]] = ..., cancel_task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    start_actors: _containers.RepeatedCompositeFieldContainer[ActorSpec]
+    stop_actor_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[LeasedTask, _Mapping]]] = ..., cancel_task_ids: _Optional[_Iterable[str]] = ..., start_actors: _Optional[_Iterable[_Union[ActorSpec, _Mapping]]] = ..., stop_actor_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TaskResult(_message.Message):
     __slots__ = ("task_id", "attempt", "value", "error", "handed_back")
@@ -477,3 +498,139 @@ class GetClusterSummaryResponse(_message.Message):
     object_bytes: int
     controller_id: str
     def __init__(self, queue_depth: _Optional[int] = ..., tasks_by_state: _Optional[_Mapping[str, int]] = ..., workers: _Optional[int] = ..., total_slots: _Optional[int] = ..., busy_slots: _Optional[int] = ..., objects: _Optional[int] = ..., object_bytes: _Optional[int] = ..., controller_id: _Optional[str] = ...) -> None: ...
+
+class ActorSpec(_message.Message):
+    __slots__ = ("actor_id", "name", "class_name", "cls", "args", "object_ids", "max_restarts", "owner", "detached", "incarnation")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
+    CLS_FIELD_NUMBER: _ClassVar[int]
+    ARGS_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_IDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    DETACHED_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    name: str
+    class_name: str
+    cls: bytes
+    args: bytes
+    object_ids: _containers.RepeatedScalarFieldContainer[str]
+    max_restarts: int
+    owner: str
+    detached: bool
+    incarnation: int
+    def __init__(self, actor_id: _Optional[str] = ..., name: _Optional[str] = ..., class_name: _Optional[str] = ..., cls: _Optional[bytes] = ..., args: _Optional[bytes] = ..., object_ids: _Optional[_Iterable[str]] = ..., max_restarts: _Optional[int] = ..., owner: _Optional[str] = ..., detached: _Optional[bool] = ..., incarnation: _Optional[int] = ...) -> None: ...
+
+class Actor(_message.Message):
+    __slots__ = ("actor_id", "name", "class_name", "state", "worker_id", "address", "incarnation", "restarts", "max_restarts", "created_at", "error", "detached", "owner")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    DETACHED_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    name: str
+    class_name: str
+    state: ActorState
+    worker_id: str
+    address: str
+    incarnation: int
+    restarts: int
+    max_restarts: int
+    created_at: _timestamp_pb2.Timestamp
+    error: TaskError
+    detached: bool
+    owner: str
+    def __init__(self, actor_id: _Optional[str] = ..., name: _Optional[str] = ..., class_name: _Optional[str] = ..., state: _Optional[_Union[ActorState, str]] = ..., worker_id: _Optional[str] = ..., address: _Optional[str] = ..., incarnation: _Optional[int] = ..., restarts: _Optional[int] = ..., max_restarts: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., detached: _Optional[bool] = ..., owner: _Optional[str] = ...) -> None: ...
+
+class CreateActorRequest(_message.Message):
+    __slots__ = ("actor", "get_if_exists")
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    GET_IF_EXISTS_FIELD_NUMBER: _ClassVar[int]
+    actor: ActorSpec
+    get_if_exists: bool
+    def __init__(self, actor: _Optional[_Union[ActorSpec, _Mapping]] = ..., get_if_exists: _Optional[bool] = ...) -> None: ...
+
+class CreateActorResponse(_message.Message):
+    __slots__ = ("actor", "existed")
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    EXISTED_FIELD_NUMBER: _ClassVar[int]
+    actor: Actor
+    existed: bool
+    def __init__(self, actor: _Optional[_Union[Actor, _Mapping]] = ..., existed: _Optional[bool] = ...) -> None: ...
+
+class GetActorRequest(_message.Message):
+    __slots__ = ("actor_id", "name", "wait_ms", "min_incarnation")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    MIN_INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    name: str
+    wait_ms: int
+    min_incarnation: int
+    def __init__(self, actor_id: _Optional[str] = ..., name: _Optional[str] = ..., wait_ms: _Optional[int] = ..., min_incarnation: _Optional[int] = ...) -> None: ...
+
+class GetActorResponse(_message.Message):
+    __slots__ = ("actor",)
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    actor: Actor
+    def __init__(self, actor: _Optional[_Union[Actor, _Mapping]] = ...) -> None: ...
+
+class ListActorsRequest(_message.Message):
+    __slots__ = ("state",)
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    state: ActorState
+    def __init__(self, state: _Optional[_Union[ActorState, str]] = ...) -> None: ...
+
+class ListActorsResponse(_message.Message):
+    __slots__ = ("actors",)
+    ACTORS_FIELD_NUMBER: _ClassVar[int]
+    actors: _containers.RepeatedCompositeFieldContainer[Actor]
+    def __init__(self, actors: _Optional[_Iterable[_Union[Actor, _Mapping]]] = ...) -> None: ...
+
+class KillActorRequest(_message.Message):
+    __slots__ = ("actor_id",)
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    def __init__(self, actor_id: _Optional[str] = ...) -> None: ...
+
+class KillActorResponse(_message.Message):
+    __slots__ = ("actor",)
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    actor: Actor
+    def __init__(self, actor: _Optional[_Union[Actor, _Mapping]] = ...) -> None: ...
+
+class ActorUpdate(_message.Message):
+    __slots__ = ("actor_id", "incarnation", "state", "error")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    incarnation: int
+    state: ActorState
+    error: TaskError
+    def __init__(self, actor_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., state: _Optional[_Union[ActorState, str]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ...) -> None: ...
+
+class ReportActorsRequest(_message.Message):
+    __slots__ = ("worker_id", "updates")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    updates: _containers.RepeatedCompositeFieldContainer[ActorUpdate]
+    def __init__(self, worker_id: _Optional[str] = ..., updates: _Optional[_Iterable[_Union[ActorUpdate, _Mapping]]] = ...) -> None: ...
+
+class ReportActorsResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -21,7 +21,7 @@ from connectrpc.protocol import ProtocolType
 from connectrpc.server import ConnectASGIApplication, ConnectWSGIApplication, DEFAULT_READ_MAX_BYTES, Endpoint, EndpointSync
 from pyqwest import Client, SyncClient
 
-from .worker_pb2 import CancelTaskRequest, CancelTaskResponse, RunTaskRequest, RunTaskResponse, WaitTaskRequest, WaitTaskResponse
+from .worker_pb2 import CallActorRequest, CallActorResponse, CancelTaskRequest, CancelTaskResponse, RunTaskRequest, RunTaskResponse, WaitTaskRequest, WaitTaskResponse
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterable, Mapping
@@ -54,6 +54,13 @@ class FrayWorker(Protocol):
     async def cancel_task(self, request: CancelTaskRequest, ctx: RequestContext[CancelTaskRequest, CancelTaskResponse], /) -> CancelTaskResponse:
         """
         Stop a task started with RunTask, running or not yet started.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def call_actor(self, request: CallActorRequest, ctx: RequestContext[CallActorRequest, CallActorResponse], /) -> CallActorResponse:
+        """
+        Run calls on an actor hosted here, in order, one at a time; answers with their results.
+        not_found: no such actor (incarnation) here; aborted: the actor died during the calls.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -103,6 +110,17 @@ class FrayWorkerASGIApplication(ConnectASGIApplication[FrayWorker]):
                         stream_type=StreamType.UNARY,
                     ),
                     function=svc.cancel_task,
+                ),
+                "/fray.v1.FrayWorker/CallActor": Endpoint.unary(
+                    method=MethodInfo(
+                        name="CallActor",
+                        service_name="fray.v1.FrayWorker",
+                        input=CallActorRequest,
+                        output=CallActorResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.call_actor,
                 ),
             },
             interceptors=interceptors,
@@ -212,6 +230,30 @@ class FrayWorkerClient(ConnectClient):
             headers=headers,
             timeout_ms=timeout_ms,
         )
+    async def call_actor(
+        self,
+        request: CallActorRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> CallActorResponse:
+        """
+        Run calls on an actor hosted here, in order, one at a time; answers with their results.
+        not_found: no such actor (incarnation) here; aborted: the actor died during the calls.
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="CallActor",
+                service_name="fray.v1.FrayWorker",
+                input=CallActorRequest,
+                output=CallActorResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
 
 class FrayWorkerSync(Protocol):
     def run_task(self, request: RunTaskRequest, ctx: RequestContext[RunTaskRequest, RunTaskResponse], /) -> RunTaskResponse:
@@ -230,6 +272,13 @@ class FrayWorkerSync(Protocol):
     def cancel_task(self, request: CancelTaskRequest, ctx: RequestContext[CancelTaskRequest, CancelTaskResponse], /) -> CancelTaskResponse:
         """
         Stop a task started with RunTask, running or not yet started.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def call_actor(self, request: CallActorRequest, ctx: RequestContext[CallActorRequest, CallActorResponse], /) -> CallActorResponse:
+        """
+        Run calls on an actor hosted here, in order, one at a time; answers with their results.
+        not_found: no such actor (incarnation) here; aborted: the actor died during the calls.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -277,6 +326,17 @@ class FrayWorkerWSGIApplication(ConnectWSGIApplication):
                         stream_type=StreamType.UNARY,
                     ),
                     function=service.cancel_task,
+                ),
+                "/fray.v1.FrayWorker/CallActor": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="CallActor",
+                        service_name="fray.v1.FrayWorker",
+                        input=CallActorRequest,
+                        output=CallActorResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.call_actor,
                 ),
             },
             interceptors=interceptors,
@@ -380,6 +440,30 @@ class FrayWorkerClientSync(ConnectClientSync):
                 service_name="fray.v1.FrayWorker",
                 input=CancelTaskRequest,
                 output=CancelTaskResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    def call_actor(
+        self,
+        request: CallActorRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> CallActorResponse:
+        """
+        Run calls on an actor hosted here, in order, one at a time; answers with their results.
+        not_found: no such actor (incarnation) here; aborted: the actor died during the calls.
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="CallActor",
+                service_name="fray.v1.FrayWorker",
+                input=CallActorRequest,
+                output=CallActorResponse,
                 idempotency_level=IdempotencyLevel.UNKNOWN,
                 stream_type=StreamType.UNARY,
             ),

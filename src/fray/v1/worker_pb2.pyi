@@ -1,7 +1,8 @@
 from fray.v1 import controller_pb2 as _controller_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -49,3 +50,29 @@ class CancelTaskResponse(_message.Message):
     FOUND_FIELD_NUMBER: _ClassVar[int]
     found: bool
     def __init__(self, found: _Optional[bool] = ...) -> None: ...
+
+class ActorCall(_message.Message):
+    __slots__ = ("method", "args", "object_ids")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    ARGS_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_IDS_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    args: bytes
+    object_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, method: _Optional[str] = ..., args: _Optional[bytes] = ..., object_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CallActorRequest(_message.Message):
+    __slots__ = ("actor_id", "incarnation", "calls")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    incarnation: int
+    calls: _containers.RepeatedCompositeFieldContainer[ActorCall]
+    def __init__(self, actor_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., calls: _Optional[_Iterable[_Union[ActorCall, _Mapping]]] = ...) -> None: ...
+
+class CallActorResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[_controller_pb2.TaskResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[_controller_pb2.TaskResult, _Mapping]]] = ...) -> None: ...

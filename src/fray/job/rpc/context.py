@@ -29,8 +29,9 @@ from connectrpc.errors import ConnectError
 from fray.job import errors
 from fray.job.context import deadline_after, time_left, validate_wait_args
 from fray.job.rpc import payload
+from fray.job.rpc.actors import FrayActorHandle, public_methods
 from fray.job.rpc.client import DEFAULT_RETRY_TIMEOUT, ControllerClient, token_from_env
-from fray.job.rpc.direct import DirectPath
+from fray.job.rpc.direct import DirectPath, WorkerClients
 from fray.job.rpc.payload import ObjectRef
 from fray.v1 import controller_pb2 as pb
 
@@ -106,8 +107,9 @@ class FrayContext:
         self._client = ControllerClient(
             controller_address, token=token, retry_timeout=retry_timeout
         )
+        self._workers = WorkerClients(token_from_env(token))
         self._direct = (
-            DirectPath(self._client, token_from_env(token), self._finish_direct, self._requeue)
+            DirectPath(self._client, self._workers, self._finish_direct, self._requeue)
             if direct
             else None
         )
@@ -121,6 +123,7 @@ class FrayContext:
         self._cursor = 0
         self._closed = False
         self._threads: list[threading.Thread] = []
+        self._owned_actors: list[str] = []  # non-detached actors created here
         _open_contexts.add(self)
 
     @property
@@ -222,8 +225,63 @@ class FrayContext:
             (ready if _is_done(f) and len(ready) < num_returns else pending).append(f)
         return ready, pending
 
-    def create_actor(self, cls: type, /, *args: Any, name: str | None = None, **kwargs: Any) -> Any:
-        raise NotImplementedError("actors on the fray backend are not implemented yet")
+    def create_actor(
+        self,
+        cls: type,
+        /,
+        *args: Any,
+        name: str | None = None,
+        get_if_exists: bool = False,
+        lifetime: str = "non_detached",
+        preemptible: bool = True,
+        max_restarts: int = 0,
+        **kwargs: Any,
+    ) -> FrayActorHandle:
+        """Start `cls(*args, **kwargs)` on a worker; see `fray.job.rpc.actors`.
+
+        `name` must be unique among live actors (ValueError), unless `get_if_exists`, which
+        returns the live actor of that name. Non-detached actors are killed when this context
+        closes; `lifetime="detached"` ones live until killed. `max_restarts`: times the actor
+        is re-created, with fresh state, after its worker or process dies. `preemptible` is
+        accepted for compatibility: fray workers have no preemptible kind.
+        """
+        if lifetime not in ("non_detached", "detached"):
+            raise ValueError(f'lifetime must be "non_detached" or "detached", got {lifetime!r}')
+        if max_restarts < 0:
+            raise ValueError("max_restarts must be >= 0")
+        class_name = getattr(cls, "__qualname__", type(cls).__qualname__)
+        args = tuple(a.result() if isinstance(a, concurrent.futures.Future) else a for a in args)
+        kwargs = {
+            k: v.result() if isinstance(v, concurrent.futures.Future) else v
+            for k, v in kwargs.items()
+        }
+        spec = pb.ActorSpec(
+            name=name or "",
+            class_name=class_name,
+            cls=payload.dumps(cls, f"the actor class {class_name}"),
+            args=payload.dumps_arguments(args, kwargs, class_name),
+            object_ids=payload.object_ids_of(args, kwargs),
+            max_restarts=max_restarts,
+            owner=self.owner,
+            detached=lifetime == "detached",
+        )
+        request = pb.CreateActorRequest(actor=spec, get_if_exists=get_if_exists)
+        try:
+            response = self._client.call(self._client.rpc.create_actor, request)
+        except ConnectError as exc:
+            if exc.code == Code.ALREADY_EXISTS:
+                raise ValueError(exc.message) from None
+            raise _refused(exc, "CreateActor") from None
+        if not response.existed and not spec.detached:
+            with self._lock:
+                self._owned_actors.append(response.actor.actor_id)
+        return FrayActorHandle(self, response.actor, public_methods(cls))
+
+    def kill_actor(self, handle: FrayActorHandle) -> None:
+        """Stop an actor for good; its pending and later calls fail with ActorDiedError."""
+        request = pb.KillActorRequest(actor_id=handle.actor_id)
+        self._call(self._client.rpc.kill_actor, request)
+        handle._caller.killed()
 
     # ------------------------------------------------------------------ extras
 
@@ -248,6 +306,15 @@ class FrayContext:
             outstanding = list(self._futures.values())
         if self._direct is not None:
             self._direct.close()
+        for actor_id in self._owned_actors:  # non-detached actors live as long as their creator
+            try:
+                self._client.call(
+                    self._client.rpc.kill_actor,
+                    pb.KillActorRequest(actor_id=actor_id),
+                    retry_timeout=2,
+                )
+            except (ConnectError, errors.FrayError) as exc:
+                logger.warning("could not kill actor %s at close: %s", actor_id, exc)
         submitted = [f.task_id for f in outstanding if f.controller_id]
         if submitted:  # nobody will read their results: do not let them use the workers
             try:
@@ -260,6 +327,7 @@ class FrayContext:
                 logger.warning("could not cancel %d tasks at close: %s", len(submitted), exc)
         self._fail(outstanding, errors.FrayError("the FrayContext was closed"))
         self._client.close()
+        self._workers.close()
         _open_contexts.discard(self)
 
     def _call(self, method: Callable[..., _RES], request: Any) -> _RES:
@@ -618,6 +686,20 @@ class FrayContext:
                 self._futures.pop(future.task_id, None)
         for future in futures:
             _settle(future, exception=exc)
+
+
+_shared: dict[str, FrayContext] = {}
+_shared_lock = threading.Lock()
+
+
+def context_for(address: str) -> FrayContext:
+    """This process's shared FrayContext for a controller (created on first use): what code
+    running on a worker gets from get_default_job_ctx(), and what unpickled handles use."""
+    with _shared_lock:
+        ctx = _shared.get(address)
+        if ctx is None or ctx._closed:
+            ctx = _shared[address] = FrayContext(address)
+        return ctx
 
 
 # Contexts still open at interpreter exit are closed, so their unfinished tasks are cancelled

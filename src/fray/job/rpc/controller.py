@@ -68,6 +68,7 @@ class ControllerService(FrayController):
         # clients for finished tasks. A mutation fires the ones it may concern.
         self._work = _Signal()
         self._finished = _Signal()
+        self._actors = _Signal()  # for GetActor waits
 
     async def lifespan(self) -> AsyncGenerator[ControllerService]:
         """Runs the worker reaper for as long as the server runs."""
@@ -115,6 +116,7 @@ class ControllerService(FrayController):
     def _mutated(self, *, finished: bool = True) -> None:
         """Wake the long polls so they look again (`finished=False`: no task can have ended)."""
         self._work.fire()
+        self._actors.fire()
         if finished:
             self._finished.fire()
 
@@ -304,19 +306,24 @@ class ControllerService(FrayController):
         held: list[str] | None = list(request.held_task_ids) if request.reports_held else None
         prefetch = request.prefetch if request.HasField("prefetch") else None
 
-        def check() -> tuple[list[st.Task], list[str]] | None:
+        def check() -> pb.LeaseTasksResponse | None:
             nonlocal held
             leased, cancels = self.state.lease(request.worker_id, held, prefetch)
             held = None  # reconciled once per call
-            return (leased, cancels) if leased or cancels else None
+            starts, stops = self.state.take_actor_orders(request.worker_id)
+            if not (leased or cancels or starts or stops):
+                return None
+            return pb.LeaseTasksResponse(
+                tasks=[convert.leased_to_pb(t) for t in leased],
+                cancel_task_ids=cancels,
+                start_actors=[convert.actor_start_to_pb(a) for a in starts],
+                stop_actor_ids=stops,
+            )
 
         found = await self._poll(
             request.wait_ms, ctx, check, self._work, cap_seconds=self.heartbeat_interval
         )
-        leased, cancels = found or ([], [])
-        return pb.LeaseTasksResponse(
-            tasks=[convert.leased_to_pb(t) for t in leased], cancel_task_ids=cancels
-        )
+        return found or pb.LeaseTasksResponse()
 
     async def report_results(
         self, request: pb.ReportResultsRequest, ctx: RequestContext[Any, Any]
@@ -327,6 +334,70 @@ class ControllerService(FrayController):
         accepted = self.state.report(request.worker_id, outcomes)
         self._mutated()
         return pb.ReportResultsResponse(accepted=accepted)
+
+    async def report_actors(
+        self, request: pb.ReportActorsRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.ReportActorsResponse:
+        self.state.heartbeat(request.worker_id)  # not_found: the worker must register again
+        for update in request.updates:
+            state = convert.PB_TO_ACTOR_STATE.get(update.state)
+            if state not in (st.ActorState.READY, st.ActorState.FAILED, st.ActorState.DEAD):
+                raise ConnectError(
+                    Code.INVALID_ARGUMENT,
+                    f"actor {update.actor_id}: state must be READY, FAILED or DEAD",
+                )
+            error = convert.failure_from_pb(update.error) if update.HasField("error") else None
+            self.state.report_actor(
+                request.worker_id, update.actor_id, update.incarnation, state, error
+            )
+        self._mutated(finished=False)
+        return pb.ReportActorsResponse()
+
+    # ------------------------------------------------------------------ actors
+
+    def _actor_pb(self, actor: st.Actor) -> pb.Actor:
+        worker = self.state.workers.get(actor.worker_id)
+        return convert.actor_to_pb(actor, worker.address if worker is not None else "")
+
+    async def create_actor(
+        self, request: pb.CreateActorRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.CreateActorResponse:
+        self._check_open()
+        spec = convert.actor_spec_from_pb(request.actor)
+        actor, existed = self.state.create_actor(spec, request.get_if_exists)
+        self._mutated(finished=False)
+        return pb.CreateActorResponse(actor=self._actor_pb(actor), existed=existed)
+
+    async def get_actor(
+        self, request: pb.GetActorRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.GetActorResponse:
+        if not request.actor_id and not request.name:
+            raise ConnectError(Code.INVALID_ARGUMENT, "give actor_id or name")
+        actor = self.state.get_actor(request.actor_id, request.name)
+
+        def check() -> st.Actor | None:
+            ready = actor.state is st.ActorState.READY
+            if not actor.state.live or (ready and actor.incarnation >= request.min_incarnation):
+                return actor
+            return None
+
+        if request.wait_ms:
+            await self._poll(request.wait_ms, ctx, check, self._actors)
+        return pb.GetActorResponse(actor=self._actor_pb(actor))
+
+    async def list_actors(
+        self, request: pb.ListActorsRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.ListActorsResponse:
+        state = convert.PB_TO_ACTOR_STATE.get(request.state) if request.state else None
+        actors = self.state.list_actors(state)
+        return pb.ListActorsResponse(actors=[self._actor_pb(a) for a in actors])
+
+    async def kill_actor(
+        self, request: pb.KillActorRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.KillActorResponse:
+        actor = self.state.kill_actor(request.actor_id)
+        self._mutated(finished=False)
+        return pb.KillActorResponse(actor=self._actor_pb(actor))
 
     # ------------------------------------------------------------------ operators
 

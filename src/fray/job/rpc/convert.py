@@ -9,6 +9,8 @@ from fray.v1 import controller_pb2 as pb
 
 STATE_TO_PB = {s: pb.TaskState.Value(f"TASK_STATE_{s.value}") for s in st.TaskState}
 PB_TO_STATE = {v: k for k, v in STATE_TO_PB.items()}
+ACTOR_STATE_TO_PB = {s: pb.ActorState.Value(f"ACTOR_STATE_{s.value}") for s in st.ActorState}
+PB_TO_ACTOR_STATE = {v: k for k, v in ACTOR_STATE_TO_PB.items()}
 _KIND_TO_PB = {k: pb.ErrorKind.Value(f"ERROR_KIND_{k.value}") for k in st.ErrorKind}
 _PB_TO_KIND = {v: k for k, v in _KIND_TO_PB.items()}
 
@@ -125,4 +127,52 @@ def direct_from_pb(task: pb.DirectTask) -> st.DirectRecord:
         started_at=task.started_at.ToNanoseconds() / 1e9,
         finished_at=task.finished_at.ToNanoseconds() / 1e9,
         error=failure_from_pb(task.error) if task.HasField("error") else None,
+    )
+
+
+def actor_spec_from_pb(spec: pb.ActorSpec) -> st.ActorSpec:
+    return st.ActorSpec(
+        cls=spec.cls,
+        args=spec.args,
+        actor_id=spec.actor_id,
+        name=spec.name,
+        class_name=spec.class_name,
+        object_ids=tuple(spec.object_ids),
+        max_restarts=spec.max_restarts,
+        owner=spec.owner,
+        detached=spec.detached,
+    )
+
+
+def actor_start_to_pb(actor: st.Actor) -> pb.ActorSpec:
+    spec = actor.spec
+    return pb.ActorSpec(
+        actor_id=spec.actor_id,
+        name=spec.name,
+        class_name=spec.class_name,
+        cls=spec.cls,
+        args=spec.args,
+        object_ids=spec.object_ids,
+        max_restarts=spec.max_restarts,
+        owner=spec.owner,
+        detached=spec.detached,
+        incarnation=actor.incarnation,
+    )
+
+
+def actor_to_pb(actor: st.Actor, address: str) -> pb.Actor:
+    return pb.Actor(
+        actor_id=actor.actor_id,
+        name=actor.spec.name,
+        class_name=actor.spec.class_name,
+        state=ACTOR_STATE_TO_PB[actor.state],
+        worker_id=actor.worker_id,
+        address=address,
+        incarnation=actor.incarnation,
+        restarts=actor.restarts,
+        max_restarts=actor.spec.max_restarts,
+        created_at=_timestamp(actor.created_at),
+        error=failure_to_pb(actor.error) if actor.error is not None else None,
+        detached=actor.spec.detached,
+        owner=actor.spec.owner,
     )

@@ -45,6 +45,36 @@ Complete = Callable[[Any, pb.TaskResult], None]
 Requeue = Callable[[pb.TaskSpec, Any, bool], None]
 
 
+class WorkerClients:
+    """One FrayWorker client per worker address, shared by a context's threads."""
+
+    def __init__(self, token: str | None) -> None:
+        self.headers = {"authorization": f"Bearer {token}"} if token else None
+        self._clients: dict[str, FrayWorkerClientSync] = {}
+        self._lock = threading.Lock()
+
+    def get(self, address: str) -> FrayWorkerClientSync:
+        client = self._clients.get(address)
+        if client is None:
+            with self._lock:
+                client = self._clients.get(address)
+                if client is None:
+                    client = FrayWorkerClientSync(
+                        address,
+                        send_compression=None,
+                        accept_compression=(),
+                        read_max_bytes=2**31 - 1,
+                    )
+                    self._clients[address] = client
+        return client
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+
 @dataclass
 class _Worker:
     worker_id: str
@@ -76,14 +106,15 @@ class DirectPath:
     def __init__(
         self,
         controller: ControllerClient,
-        token: str | None,
+        workers: WorkerClients,
         complete: Complete,
         requeue: Requeue,
         *,
         max_in_flight: int = 32,
     ) -> None:
         self._controller = controller
-        self._headers = {"authorization": f"Bearer {token}"} if token else None
+        self._worker_clients = workers
+        self._headers = workers.headers
         self._complete = complete
         self._requeue = requeue
         self._max_in_flight = max_in_flight
@@ -91,7 +122,6 @@ class DirectPath:
         self._workers: dict[str, _Worker] = {}
         self._refreshed = 0.0
         self._refresh_wanted = threading.Event()
-        self._clients: dict[str, FrayWorkerClientSync] = {}
         self._in_flight: dict[str, _Call] = {}  # by task id
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
@@ -257,23 +287,11 @@ class DirectPath:
         for _ in threads:
             self._calls.put(None)
         self._refresh_wanted.set()
-        for client in list(self._clients.values()):
-            client.close()
 
     # ------------------------------------------------------------------ the workers' slots
 
     def _client(self, address: str) -> FrayWorkerClientSync:
-        client = self._clients.get(address)
-        if client is None:
-            client = FrayWorkerClientSync(
-                address,
-                send_compression=None,
-                accept_compression=(),
-                read_max_bytes=2**31 - 1,
-            )
-            self._clients.setdefault(address, client)
-            client = self._clients[address]
-        return client
+        return self._worker_clients.get(address)
 
     def _refresh_soon(self) -> None:
         with self._lock:

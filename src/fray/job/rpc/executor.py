@@ -8,6 +8,12 @@ Wire format over the pipe:
     worker -> executor: pickle of (function_bytes, args_bytes, [object_id, ...]), then one raw
                         message per object (its pickled bytes, sent as they are)
     executor -> worker: pickle of ("ok", result_bytes) | ("error", TaskError bytes)
+
+An actor process (`actor_main`) is the same kind of child, hosting one actor instance:
+    worker -> actor: pickle of (class_bytes, args_bytes, {object_id: bytes}) once, then
+                     pickles of [(method, args_bytes, {object_id: bytes}), ...] (a batch)
+    actor -> worker: pickle of ("ok", b"") | ("error", TaskError bytes) for the constructor,
+                     then one list of outcomes (as above) per batch
 """
 
 from __future__ import annotations
@@ -93,6 +99,69 @@ def main(conn: multiprocessing.connection.Connection) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         conn.send_bytes(pickle.dumps(outcome, protocol=payload.PROTOCOL))
+
+
+def actor_main(
+    requests: multiprocessing.connection.Connection,
+    results: multiprocessing.connection.Connection,
+) -> None:
+    """Construct one actor, then run its method calls in order until the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        cls_bytes, args_bytes, objects = pickle.loads(requests.recv_bytes())
+    except (EOFError, OSError):
+        return
+    instance, error = _construct(cls_bytes, args_bytes, objects)
+    results.send_bytes(pickle.dumps(("ok", b"") if error is None else ("error", error)))
+    if error is not None:
+        return
+    while True:
+        try:
+            calls = pickle.loads(requests.recv_bytes())
+        except (EOFError, OSError):
+            return
+        outcomes = [_call_method(instance, *call) for call in calls]
+        sys.stdout.flush()
+        sys.stderr.flush()
+        results.send_bytes(pickle.dumps(outcomes, protocol=payload.PROTOCOL))
+
+
+def _construct(
+    cls_bytes: bytes, args: bytes, objects: dict[str, bytes]
+) -> tuple[Any, bytes | None]:
+    """The actor instance, or the pickled TaskError of why there is none."""
+    try:
+        cls = pickle.loads(cls_bytes)
+        call_args, call_kwargs = pickle.loads(args)
+        values = {object_id: pickle.loads(data) for object_id, data in objects.items()}
+        call_args, call_kwargs = payload.resolve_refs(call_args, call_kwargs, values)
+    except BaseException as exc:
+        return None, _error(exc, pb.ERROR_KIND_DESERIALIZATION)
+    try:
+        return cls(*call_args, **call_kwargs), None
+    except BaseException as exc:
+        return None, _error(exc, pb.ERROR_KIND_USER)
+
+
+def _call_method(
+    instance: Any, method: str, args: bytes, objects: dict[str, bytes]
+) -> tuple[str, bytes]:
+    try:
+        bound = getattr(instance, method)
+        call_args, call_kwargs = pickle.loads(args)
+        values = {object_id: pickle.loads(data) for object_id, data in objects.items()}
+        call_args, call_kwargs = payload.resolve_refs(call_args, call_kwargs, values)
+    except BaseException as exc:
+        return "error", _error(exc, pb.ERROR_KIND_DESERIALIZATION)
+    try:
+        value = bound(*call_args, **call_kwargs)
+    except BaseException as exc:
+        return "error", _error(exc, pb.ERROR_KIND_USER)
+    try:
+        return "ok", cloudpickle.dumps(value, protocol=payload.PROTOCOL)
+    except BaseException as exc:
+        message = f"the return value ({type(value).__qualname__}) could not be pickled: {exc}"
+        return "error", _error(exc, pb.ERROR_KIND_USER, message)
 
 
 def context() -> Any:

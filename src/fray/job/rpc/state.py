@@ -12,6 +12,13 @@ Task life cycle (every change goes through `_move`)::
        |                 |--error, no retries left / worker lost too often--> FAILED
        +--cancel--> CANCELLED <--cancel reported, or holder lost after cancel--+
 
+Actor life cycle (every change goes through `_move_actor`)::
+
+    PENDING --placed--> CREATING --constructed--> READY --killed--> DEAD
+                           |--constructor raised--> FAILED
+    CREATING/READY --worker or process lost, restarts left--> RESTARTING --placed--> CREATING
+                   --lost, no restarts left--> DEAD
+
 Tasks that clients sent straight to a worker (`FrayWorker.RunTask`) never pass through here:
 the worker reports them once finished (`record_direct`), and they are kept like other finished
 tasks, without their values.
@@ -153,7 +160,65 @@ class Worker:
     tasks_completed: int = 0
     tasks_failed: int = 0
     draining: bool = False  # shutting down: gets no more tasks
+    actor_ids: dict[str, None] = field(default_factory=dict)  # actors placed here
+    actor_starts: list[str] = field(default_factory=list)  # to send with the next lease
+    actor_stops: list[str] = field(default_factory=list)
     direct_running: int = 0  # direct tasks running or about to, as of its last heartbeat
+
+
+class ActorState(enum.Enum):
+    PENDING = "PENDING"
+    CREATING = "CREATING"
+    READY = "READY"
+    RESTARTING = "RESTARTING"
+    FAILED = "FAILED"
+    DEAD = "DEAD"
+
+    @property
+    def live(self) -> bool:
+        return self not in (ActorState.FAILED, ActorState.DEAD)
+
+
+_ACTOR_TRANSITIONS: dict[ActorState, frozenset[ActorState]] = {
+    ActorState.PENDING: frozenset({ActorState.CREATING, ActorState.DEAD}),
+    ActorState.CREATING: frozenset(
+        {ActorState.READY, ActorState.FAILED, ActorState.RESTARTING, ActorState.DEAD}
+    ),
+    ActorState.READY: frozenset({ActorState.RESTARTING, ActorState.DEAD}),
+    ActorState.RESTARTING: frozenset({ActorState.CREATING, ActorState.DEAD}),
+    ActorState.FAILED: frozenset(),
+    ActorState.DEAD: frozenset(),
+}
+
+
+@dataclass
+class ActorSpec:
+    """What a client asks for in CreateActor."""
+
+    cls: bytes
+    args: bytes
+    actor_id: str = ""
+    name: str = ""
+    class_name: str = ""
+    object_ids: tuple[str, ...] = ()
+    max_restarts: int = 0
+    owner: str = ""
+    detached: bool = False
+
+
+@dataclass
+class Actor:
+    spec: ActorSpec
+    created_at: float
+    state: ActorState = ActorState.PENDING
+    worker_id: str = ""
+    incarnation: int = 0  # placements so far
+    restarts: int = 0
+    error: TaskFailure | None = None
+
+    @property
+    def actor_id(self) -> str:
+        return self.spec.actor_id
 
 
 @dataclass
@@ -208,6 +273,8 @@ class ControllerState:
         self._queue: deque[str] = deque()  # PENDING task ids, oldest first (may hold stale ids)
         self._finished_order: deque[str] = deque()  # for evicting the oldest finished tasks
         self._finished_logs: dict[str, _FinishedLog] = {}
+        self.actors: dict[str, Actor] = {}
+        self._actor_names: dict[str, str] = {}  # name -> id, live actors only
 
     # ------------------------------------------------------------------ transitions
 
@@ -465,6 +532,7 @@ class ControllerState:
             labels=dict(labels or {}),
         )
         self.workers[worker.worker_id] = worker
+        self._place_actors()
         return worker
 
     def heartbeat(
@@ -490,6 +558,7 @@ class ControllerState:
         for task_id in reversed(held):  # each goes to the front: keep their order
             self._hand_back(self.tasks[task_id])
         del self.workers[worker_id]
+        self._lose_actors(worker, "left (shut down)")
         return held
 
     def _hand_back(self, task: Task) -> None:
@@ -534,6 +603,15 @@ class ControllerState:
             worker.task_ids[task.task_id] = None
             leased.append(task)
         return leased, cancels
+
+    def take_actor_orders(self, worker_id: str) -> tuple[list[Actor], list[str]]:
+        """The actors a worker must start and the ids it must stop (sent with its lease)."""
+        worker = self._get_worker(worker_id)
+        starts = [self.actors[a] for a in worker.actor_starts]
+        stops = list(worker.actor_stops)
+        worker.actor_starts.clear()
+        worker.actor_stops.clear()
+        return starts, stops
 
     def report(self, worker_id: str, outcomes: Iterable[Outcome]) -> int:
         """Apply a worker's results; returns how many applied (stale reports are ignored)."""
@@ -644,6 +722,7 @@ class ControllerState:
             )
             self._infra_failure(self.tasks[task_id], failure)
         del self.workers[worker.worker_id]
+        self._lose_actors(worker, reason)
 
     def expire_workers(self) -> list[str]:
         """Drop workers silent past the heartbeat timeout; requeue or fail their tasks."""
@@ -663,3 +742,156 @@ class ControllerState:
 
     def busy_slots(self) -> int:
         return sum(min(len(w.task_ids) + w.direct_running, w.slots) for w in self.workers.values())
+
+    # ------------------------------------------------------------------ actors
+
+    def _move_actor(self, actor: Actor, to: ActorState) -> None:
+        if to not in _ACTOR_TRANSITIONS[actor.state]:
+            raise AssertionError(f"illegal move of actor {actor.actor_id}: {actor.state} -> {to}")
+        if actor.state in (ActorState.CREATING, ActorState.READY):
+            worker = self.workers.get(actor.worker_id)
+            if worker is not None and to is not ActorState.READY:
+                worker.actor_ids.pop(actor.actor_id, None)
+        actor.state = to
+        if to in (ActorState.PENDING, ActorState.RESTARTING) or not to.live:
+            actor.worker_id = ""
+        if not to.live and self._actor_names.get(actor.spec.name) == actor.actor_id:
+            del self._actor_names[actor.spec.name]
+
+    def create_actor(self, spec: ActorSpec, get_if_exists: bool = False) -> tuple[Actor, bool]:
+        """Register an actor and place it; returns it and whether it existed (get_if_exists)."""
+        if spec.name:
+            existing = self._actor_names.get(spec.name)
+            if existing is not None:
+                if get_if_exists:
+                    return self.actors[existing], True
+                raise AlreadyExists(f"an actor named {spec.name!r} already exists")
+        if not spec.cls:
+            raise InvalidRequest("cls is empty")
+        if spec.max_restarts < 0:
+            raise InvalidRequest("max_restarts must be >= 0")
+        for value, what in ((spec.actor_id, "actor_id"), (spec.name, "name")):
+            if len(value) > MAX_ID_LENGTH:
+                raise InvalidRequest(f"{what} longer than {MAX_ID_LENGTH} characters")
+        if spec.actor_id in self.actors:
+            raise AlreadyExists(f"actor {spec.actor_id} already exists")
+        for object_id in spec.object_ids:
+            if object_id not in self.objects:
+                raise NotFound(f"object {object_id} not found")
+        spec.actor_id = spec.actor_id or uuid.uuid4().hex[:16]
+        actor = Actor(spec=spec, created_at=self.clock())
+        self.actors[actor.actor_id] = actor
+        if spec.name:
+            self._actor_names[spec.name] = actor.actor_id
+        self._place_actors()
+        return actor, False
+
+    def get_actor(self, actor_id: str = "", name: str = "") -> Actor:
+        if name and not actor_id:
+            actor_id = self._actor_names.get(name, "")
+            if not actor_id:
+                raise NotFound(f"no live actor named {name!r}")
+        actor = self.actors.get(actor_id)
+        if actor is None:
+            raise NotFound(f"actor {actor_id} not found")
+        return actor
+
+    def kill_actor(self, actor_id: str) -> Actor:
+        """Stop an actor for good (its worker is told with its next lease)."""
+        actor = self.get_actor(actor_id)
+        if actor.state.live:
+            worker = self.workers.get(actor.worker_id)
+            if worker is not None:
+                worker.actor_stops.append(actor.actor_id)
+                if actor.actor_id in worker.actor_starts:
+                    worker.actor_starts.remove(actor.actor_id)
+            actor.error = TaskFailure(ErrorKind.CANCELLED, "ActorDiedError", "killed")
+            self._move_actor(actor, ActorState.DEAD)
+        return actor
+
+    def kill_actors_of(self, owner: str) -> list[str]:
+        """Kill the live, non-detached actors an owner created (it closed)."""
+        ids = [
+            a.actor_id
+            for a in self.actors.values()
+            if a.spec.owner == owner and not a.spec.detached and a.state.live
+        ]
+        for actor_id in ids:
+            self.kill_actor(actor_id)
+        return ids
+
+    def report_actor(
+        self,
+        worker_id: str,
+        actor_id: str,
+        incarnation: int,
+        state: ActorState,
+        error: TaskFailure | None = None,
+    ) -> bool:
+        """A worker says it started (READY), could not construct (FAILED) or lost (DEAD) an
+        actor. Stale reports (another incarnation, another worker) are ignored."""
+        actor = self.actors.get(actor_id)
+        if (
+            actor is None
+            or actor.worker_id != worker_id
+            or actor.incarnation != incarnation
+            or actor.state not in (ActorState.CREATING, ActorState.READY)
+        ):
+            return False
+        if state is ActorState.READY and actor.state is ActorState.CREATING:
+            self._move_actor(actor, ActorState.READY)
+        elif state is ActorState.FAILED and actor.state is ActorState.CREATING:
+            actor.error = error
+            self._move_actor(actor, ActorState.FAILED)
+        elif state is ActorState.DEAD:
+            self._actor_lost(
+                actor,
+                error
+                or TaskFailure(
+                    ErrorKind.WORKER_LOST, "ActorDiedError", "its process died", worker_id=worker_id
+                ),
+            )
+        else:
+            raise InvalidRequest(f"actor {actor_id}: cannot report {state.value} now")
+        return True
+
+    def _lose_actors(self, worker: Worker, reason: str) -> None:
+        for actor_id in list(worker.actor_ids):
+            failure = TaskFailure(
+                ErrorKind.WORKER_LOST,
+                "ActorDiedError",
+                f"its worker {worker.worker_id} {reason}",
+                worker_id=worker.worker_id,
+            )
+            self._actor_lost(self.actors[actor_id], failure)
+
+    def _actor_lost(self, actor: Actor, failure: TaskFailure) -> None:
+        actor.error = failure
+        if actor.restarts < actor.spec.max_restarts:
+            actor.restarts += 1
+            self._move_actor(actor, ActorState.RESTARTING)
+            self._place_actors()
+        else:
+            self._move_actor(actor, ActorState.DEAD)
+
+    def _place_actors(self) -> None:
+        """Put waiting actors on the live workers hosting the fewest actors (then the most
+        free slots). Actors do not take task slots."""
+        waiting = [
+            a
+            for a in self.actors.values()
+            if a.state in (ActorState.PENDING, ActorState.RESTARTING)
+        ]
+        for actor in waiting:
+            candidates = [w for w in self.workers.values() if not w.draining]
+            if not candidates:
+                return
+            worker = min(candidates, key=lambda w: (len(w.actor_ids), len(w.task_ids) - w.slots))
+            self._move_actor(actor, ActorState.CREATING)
+            actor.worker_id = worker.worker_id
+            actor.incarnation += 1
+            worker.actor_ids[actor.actor_id] = None
+            worker.actor_starts.append(actor.actor_id)
+
+    def list_actors(self, state: ActorState | None = None) -> list[Actor]:
+        return [a for a in self.actors.values() if state is None or a.state is state]

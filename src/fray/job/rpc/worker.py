@@ -38,6 +38,7 @@ from connectrpc.errors import ConnectError
 
 from fray.job.errors import ControllerUnavailableError
 from fray.job.rpc import executor, serving, worker_service
+from fray.job.rpc.actor_host import ActorHost
 from fray.job.rpc.client import ControllerClient, token_from_env
 from fray.v1 import controller_pb2 as pb
 
@@ -275,6 +276,11 @@ class Worker:
         token = token_from_env(token)
         serving.require_token_off_loopback(host, token, "worker")
         self.client = ControllerClient(controller_address, token=token, retry_timeout=retry_timeout)
+        # Code running here (tasks, actors) finds the same controller: get_default_job_ctx().
+        os.environ["FRAY_CONTROLLER_ADDRESS"] = self.client.address
+        if token:
+            os.environ["FRAY_TOKEN"] = token
+        self.actors = ActorHost(self)
         self.heartbeat_interval = 1.0
         self.stopping = threading.Event()  # no new work
         self.stopping_hard = threading.Event()  # no grace left
@@ -347,6 +353,7 @@ class Worker:
         finally:
             self.stopped.set()
             self._server.stop()
+            self.actors.stop_all()
             for slot in self._slots:
                 slot.stop_process()
             self.client.close()
@@ -619,6 +626,10 @@ class Worker:
                     self._work.notify(len(response.tasks))
             for task_id in response.cancel_task_ids:
                 self._cancel(task_id)
+            for actor_id in response.stop_actor_ids:
+                self.actors.stop(actor_id)
+            for spec in response.start_actors:
+                self.actors.start(spec)
 
     def _wanted_prefetch(self) -> int:
         """Tasks to hold beyond the slots: ~_PREFETCH_SECONDS of work at the recent pace."""
@@ -645,6 +656,7 @@ class Worker:
                 current = slot.current
                 if current is not None and current.task_id not in self._direct:
                     slot.kill(current.task_id, pb.ERROR_KIND_UNSPECIFIED)
+            self.actors.stop_all()  # the controller has placed them again, or let them die
         elif isinstance(exc, ControllerUnavailableError):
             # It may come back with our registration intact: keep polling, register only if
             # it answers that it forgot us.
@@ -762,5 +774,6 @@ class Worker:
             "running": running,
             "queued": queued,
             "direct": direct,
+            "actors": len(self.actors),
             "tasks_done": self.tasks_done,
         }

@@ -11,14 +11,18 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import math
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from connectrpc.code import Code
 from connectrpc.compat import google_protobuf_binary_codec
 from connectrpc.request import RequestContext
+from google.protobuf.message import DecodeError
 
 from fray.job.rpc import serving
+from fray.job.rpc.actor_host import ActorAborted, UnknownActor
 from fray.v1 import controller_pb2 as pb
 from fray.v1 import worker_pb2 as wpb
 from fray.v1.worker_connect import FrayWorker, FrayWorkerASGIApplication
@@ -26,7 +30,9 @@ from fray.v1.worker_connect import FrayWorker, FrayWorkerASGIApplication
 if TYPE_CHECKING:
     from fray.job.rpc.worker import DirectCall, Worker
 
-RUN_TASK_PATH = "/fray.v1.FrayWorker/RunTask"
+_SERVICE = "/fray.v1.FrayWorker/"
+logger = logging.getLogger(__name__)
+
 MAX_WAIT_SECONDS = 30.0
 MAX_ID_LENGTH = 128
 
@@ -52,6 +58,8 @@ _ERROR_CODES: dict[type[Exception], Code] = {
     WorkerBusy: Code.RESOURCE_EXHAUSTED,
     WorkerDraining: Code.FAILED_PRECONDITION,
     UnknownTask: Code.NOT_FOUND,
+    UnknownActor: Code.NOT_FOUND,
+    ActorAborted: Code.ABORTED,
     InvalidTask: Code.INVALID_ARGUMENT,
 }
 
@@ -93,6 +101,14 @@ class WorkerService(FrayWorker):
         done, result = await self._answer(call, request.wait_ms)
         return wpb.WaitTaskResponse(done=done, result=result)
 
+    async def call_actor(
+        self, request: wpb.CallActorRequest, ctx: RequestContext[Any, Any]
+    ) -> wpb.CallActorResponse:
+        results = await self.worker.actors.call(
+            request.actor_id, request.incarnation, list(request.calls)
+        )
+        return wpb.CallActorResponse(results=results)
+
     async def cancel_task(
         self, request: wpb.CancelTaskRequest, ctx: RequestContext[Any, Any]
     ) -> wpb.CancelTaskResponse:
@@ -102,10 +118,10 @@ class WorkerService(FrayWorker):
 def make_app(worker: Worker, token: str | None) -> Any:
     """The worker's ASGI app: FrayWorker over Connect, plus GET /healthz (JSON).
 
-    RunTask is on every task's critical path, so its plain case (binary protobuf, no
-    compression, the right token) is answered here without connectrpc's machinery, which costs
-    about 0.15 ms a call; the Connect wire format is the same. Anything else, errors included,
-    goes to connectrpc, which also serves JSON for curl.
+    RunTask and CallActor are on every direct task's and actor call's critical path, so their
+    plain case (binary protobuf, no compression, the right token) is answered here without
+    connectrpc's machinery, which costs about 0.15 ms a call; the Connect wire format is the
+    same. Anything else, errors included, goes to connectrpc, which also serves JSON for curl.
     """
     service = WorkerService(worker)
     rpc = FrayWorkerASGIApplication(
@@ -115,9 +131,13 @@ def make_app(worker: Worker, token: str | None) -> Any:
         codecs=[google_protobuf_binary_codec(), serving.CurlFriendlyJSONCodec()],
     )
     expected_auth = f"Bearer {token}".encode() if token else None
+    fast: dict[str, tuple[Any, Any]] = {
+        _SERVICE + "RunTask": (wpb.RunTaskRequest, service.run_task),
+        _SERVICE + "CallActor": (wpb.CallActorRequest, service.call_actor),
+    }
 
-    def plain_run_task(scope: dict[str, Any]) -> bool:
-        if scope["path"] != RUN_TASK_PATH or scope["method"] != "POST":
+    def plain(scope: dict[str, Any]) -> bool:
+        if scope["path"] not in fast or scope["method"] != "POST":
             return False
         headers = dict(scope["headers"])
         if headers.get(b"content-type") != b"application/proto":
@@ -127,7 +147,7 @@ def make_app(worker: Worker, token: str | None) -> Any:
         given = headers.get(b"authorization", b"")
         return expected_auth is None or hmac.compare_digest(given, expected_auth)
 
-    async def run_task(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def answer_plain(scope: dict[str, Any], receive: Any, send: Any) -> None:
         chunks = []
         while True:
             message = await receive()
@@ -135,19 +155,24 @@ def make_app(worker: Worker, token: str | None) -> Any:
             if not message.get("more_body"):
                 break
         body = b"".join(chunks)
+        request_class, handler = fast[scope["path"]]
         try:
-            response = await service.run_task(wpb.RunTaskRequest.FromString(body), None)  # type: ignore[arg-type]
-        except Exception:  # connectrpc answers it again, with the right Connect error
-            replayed = False
-
-            async def replay() -> dict[str, Any]:
-                nonlocal replayed
-                if replayed:
-                    return await receive()
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-
-            await rpc(scope, replay, send)
+            request = request_class.FromString(body)
+        except DecodeError as exc:
+            await _send_error(send, Code.INVALID_ARGUMENT, f"malformed request: {exc}")
+            return
+        try:
+            response = await handler(request, None)
+        except Exception as exc:
+            code = next((c for cls, c in _ERROR_CODES.items() if isinstance(exc, cls)), None)
+            if code is None:
+                ref = uuid.uuid4().hex[:8]
+                logger.exception("internal error in %s (ref %s)", scope["path"], ref)
+                code, exc = (
+                    Code.INTERNAL,
+                    Exception(f"internal error (ref {ref}); see the worker log"),
+                )
+            await _send_error(send, code, str(exc))
             return
         data = response.SerializeToString()
         headers = [(b"content-type", b"application/proto"), (b"content-length", b"%d" % len(data))]
@@ -157,14 +182,32 @@ def make_app(worker: Worker, token: str | None) -> Any:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await rpc(scope, receive, send)
-        elif plain_run_task(scope):
-            await run_task(scope, receive, send)
+        elif plain(scope):
+            await answer_plain(scope, receive, send)
         elif scope["path"].startswith("/fray."):
             await rpc(scope, receive, send)
         else:
             await _health(worker, send, scope["path"])
 
     return app
+
+
+# The HTTP status of each Connect error code the fast path can answer with (Connect protocol).
+_HTTP_STATUS = {
+    Code.INVALID_ARGUMENT: 400,
+    Code.FAILED_PRECONDITION: 400,
+    Code.NOT_FOUND: 404,
+    Code.ABORTED: 409,
+    Code.RESOURCE_EXHAUSTED: 429,
+    Code.INTERNAL: 500,
+}
+
+
+async def _send_error(send: Any, code: Code, message: str) -> None:
+    data = json.dumps({"code": code.value, "message": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
+    await send({"type": "http.response.start", "status": _HTTP_STATUS[code], "headers": headers})
+    await send({"type": "http.response.body", "body": data})
 
 
 async def _health(worker: Worker, send: Any, path: str) -> None:

@@ -1,0 +1,210 @@
+"""The actors a worker hosts: one process each (`executor.actor_main`), called over a pipe.
+
+The controller places an actor on a worker through the worker's lease answer; the worker builds
+it in a new process (in a thread: constructors may be slow) and reports READY or FAILED. Calls
+come straight from clients (`FrayWorker.CallActor`, in batches): the worker's event loop writes
+a batch to the actor's pipe and waits for the pipe to become readable, so a call costs no thread
+hand-off. Batches for one actor run one at a time, in the order they arrived. An actor process
+that dies is reported DEAD (the controller restarts it elsewhere if it may).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pickle
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fray.job.rpc import executor
+from fray.v1 import controller_pb2 as pb
+from fray.v1 import worker_pb2 as wpb
+
+if TYPE_CHECKING:
+    from fray.job.rpc.worker import Worker
+
+logger = logging.getLogger(__name__)
+
+_LARGE_MESSAGE = 1 << 20  # bigger batches are written from a thread, not the event loop
+
+
+class UnknownActor(Exception):
+    """No such actor (or incarnation) on this worker (Connect `not_found`)."""
+
+
+class ActorAborted(Exception):
+    """The actor's process died during the calls (Connect `aborted`)."""
+
+
+@dataclass
+class _Hosted:
+    spec: pb.ActorSpec
+    process: Any
+    requests: Any  # one-way pipes: the event loop watches `results` (which makes it
+    results: Any  # non-blocking); writes to `requests` stay blocking
+    stopped: bool = False  # stopped on purpose: its exit is no news
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class ActorHost:
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self._actors: dict[str, _Hosted] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._actors)
+
+    # ------------------------------------------------------------------ life cycle
+
+    def start(self, spec: pb.ActorSpec) -> None:
+        """Build the actor in the background, then report READY or FAILED."""
+        threading.Thread(
+            target=self._start, args=(spec,), name=f"fray-actor-{spec.actor_id}", daemon=True
+        ).start()
+
+    def _start(self, spec: pb.ActorSpec) -> None:
+        context = executor.context()
+        requests_in, requests = context.Pipe(duplex=False)
+        results, results_out = context.Pipe(duplex=False)
+        process = context.Process(
+            target=executor.actor_main,
+            args=(requests_in, results_out),
+            daemon=True,
+            name="fray-actor",
+        )
+        process.start()
+        requests_in.close()
+        results_out.close()
+        try:
+            objects = {oid: self.worker.fetch_object(oid) for oid in spec.object_ids}
+            requests.send_bytes(pickle.dumps((spec.cls, spec.args, objects)))
+            status, data = pickle.loads(results.recv_bytes())
+        except Exception as exc:
+            process.kill()
+            error = pb.TaskError(
+                kind=pb.ERROR_KIND_DESERIALIZATION,
+                type=type(exc).__qualname__,
+                message=f"actor {spec.actor_id} could not be built: {exc}",
+                worker_id=self.worker.worker_id,
+            )
+            self._report(spec, pb.ACTOR_STATE_FAILED, error)
+            return
+        if status != "ok":
+            process.join(5)
+            error = pb.TaskError.FromString(data)
+            error.worker_id = self.worker.worker_id
+            self._report(spec, pb.ACTOR_STATE_FAILED, error)
+            return
+        hosted = _Hosted(spec, process, requests, results)
+        with self._lock:
+            old = self._actors.pop(spec.actor_id, None)
+            self._actors[spec.actor_id] = hosted
+        if old is not None:
+            self._kill(old)
+        logger.info("actor %s (%s) ready", spec.actor_id, spec.class_name)
+        self._report(spec, pb.ACTOR_STATE_READY)
+        process.join()  # until it exits
+        if not hosted.stopped:
+            with self._lock:
+                if self._actors.get(spec.actor_id) is hosted:
+                    del self._actors[spec.actor_id]
+            message = f"actor {spec.actor_id} process exited (exit code {process.exitcode})"
+            logger.warning("%s", message)
+            error = pb.TaskError(
+                kind=pb.ERROR_KIND_WORKER_LOST,
+                type="ActorDiedError",
+                message=message,
+                worker_id=self.worker.worker_id,
+            )
+            self._report(spec, pb.ACTOR_STATE_DEAD, error)
+
+    def _report(
+        self, spec: pb.ActorSpec, state: pb.ActorState, error: pb.TaskError | None = None
+    ) -> None:
+        update = pb.ActorUpdate(
+            actor_id=spec.actor_id, incarnation=spec.incarnation, state=state, error=error
+        )
+        request = pb.ReportActorsRequest(worker_id=self.worker.worker_id, updates=[update])
+        client = self.worker.client
+        try:
+            client.call(client.rpc.report_actors, request)
+        except Exception as exc:  # the controller will learn when it drops this worker
+            logger.warning("could not report actor %s: %s", spec.actor_id, exc)
+
+    def stop(self, actor_id: str) -> None:
+        with self._lock:
+            hosted = self._actors.pop(actor_id, None)
+        if hosted is not None:
+            logger.info("stopping actor %s", actor_id)
+            self._kill(hosted)
+
+    def stop_all(self) -> None:
+        with self._lock:
+            hosted, self._actors = list(self._actors.values()), {}
+        for actor in hosted:
+            self._kill(actor)
+
+    @staticmethod
+    def _kill(hosted: _Hosted) -> None:
+        hosted.stopped = True
+        hosted.process.kill()  # a call in flight sees the pipe close (ActorAborted)
+
+    # ------------------------------------------------------------------ calls
+
+    async def call(
+        self, actor_id: str, incarnation: int, calls: list[wpb.ActorCall]
+    ) -> list[pb.TaskResult]:
+        """Run `calls` on the actor, in order; one batch at a time per actor."""
+        hosted = self._actors.get(actor_id)
+        if hosted is None or (incarnation and hosted.spec.incarnation != incarnation):
+            raise UnknownActor(
+                f"actor {actor_id} (incarnation {incarnation}) is not on this worker"
+            )
+        ids = {oid for call in calls for oid in call.object_ids}
+        objects = {}
+        for object_id in ids:
+            objects[object_id] = await asyncio.to_thread(self.worker.fetch_object, object_id)
+        batch = pickle.dumps(
+            [(c.method, c.args, {o: objects[o] for o in c.object_ids}) for c in calls],
+            protocol=5,
+        )
+        async with hosted.lock:
+            try:
+                if len(batch) > _LARGE_MESSAGE:
+                    await asyncio.to_thread(hosted.requests.send_bytes, batch)
+                else:
+                    hosted.requests.send_bytes(batch)
+                await _readable(hosted.results)
+                outcomes = pickle.loads(hosted.results.recv_bytes())
+            except (EOFError, OSError) as exc:
+                raise ActorAborted(f"actor {actor_id} died during the call ({exc})") from None
+        results = []
+        for status, data in outcomes:
+            if status == "ok":
+                results.append(pb.TaskResult(value=data))
+            else:
+                error = pb.TaskError.FromString(data)
+                error.worker_id = self.worker.worker_id
+                results.append(pb.TaskResult(error=error))
+        return results
+
+
+async def _readable(conn: Any) -> None:
+    """Wait (on the event loop) until the pipe has data or is closed."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    fd = conn.fileno()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+        os.set_blocking(fd, True)  # the rest of a large message is read in one go

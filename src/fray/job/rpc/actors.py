@@ -1,0 +1,308 @@
+"""Actor handles on the fray backend.
+
+`FrayContext.create_actor` registers the actor with the controller, which places it on a worker
+(`fray.job.rpc.actor_host`). A handle's calls go straight to that worker (`FrayWorker.CallActor`),
+queued per handle and sent in batches by one sender at a time, so calls from one handle run in
+the order they were made. The sender is a thread of the handle, or the caller itself when it
+blocks on a call's result before the thread took it (no thread hand-off for a synchronous call).
+
+Failures: a call whose worker or actor process died while it was sent fails with
+`ActorDiedError` (actor calls run at most once: it may or may not have run). Later calls wait
+for the controller to restart the actor elsewhere (when `max_restarts` allows) or fail with
+`ActorDiedError`; calls on an actor whose constructor raised fail with `ActorCreationError`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
+
+from fray.job import errors
+from fray.job.rpc import payload
+from fray.v1 import controller_pb2 as pb
+from fray.v1 import worker_pb2 as wpb
+
+if TYPE_CHECKING:
+    from fray.job.rpc.context import FrayContext
+
+logger = logging.getLogger(__name__)
+
+READY_TIMEOUT = 60.0  # how long a call waits for its actor to be placed and built
+_BATCH = 1000
+_RESOLVE_WAIT_MS = 10_000
+
+
+class ActorFuture(concurrent.futures.Future[Any]):
+    """The future of one actor call."""
+
+    def __init__(self, caller: _Caller) -> None:
+        super().__init__()
+        self._caller = caller
+
+    def result(self, timeout: float | None = None) -> Any:
+        if timeout is None and not self.done():
+            self._caller.help()  # send it from here if no thread took it yet
+        return super().result(timeout)
+
+
+class _Method:
+    """`handle.method`: `.remote(*args, **kwargs)` calls it and returns a future."""
+
+    def __init__(self, handle: FrayActorHandle, name: str) -> None:
+        self._handle = handle
+        self._name = name
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorFuture:
+        return self._handle._caller.submit(self._name, args, kwargs)
+
+
+class FrayActorHandle:
+    """A handle to an actor on a fray worker; it can be passed to tasks and other actors."""
+
+    def __init__(self, ctx: FrayContext, actor: pb.Actor, methods: frozenset[str]) -> None:
+        self.actor_id = actor.actor_id
+        self.name = actor.name
+        self.class_name = actor.class_name
+        self._methods = methods
+        self._ctx = ctx
+        self._caller = _Caller(ctx, actor.actor_id, actor.class_name)
+
+    def __getattr__(self, name: str) -> _Method:
+        if name.startswith("_") or name not in self._methods:
+            raise AttributeError(f"actor class {self.class_name} has no method {name!r}")
+        return _Method(self, name)
+
+    def __reduce__(self) -> Any:
+        actor = pb.Actor(actor_id=self.actor_id, name=self.name, class_name=self.class_name)
+        return _rebuild, (self._ctx.controller_address, actor.SerializeToString(), self._methods)
+
+    def __repr__(self) -> str:
+        return f"<FrayActorHandle {self.class_name} {self.actor_id}>"
+
+
+def _rebuild(address: str, actor: bytes, methods: frozenset[str]) -> FrayActorHandle:
+    from fray.job.rpc.context import context_for
+
+    return FrayActorHandle(context_for(address), pb.Actor.FromString(actor), methods)
+
+
+def public_methods(cls: type) -> frozenset[str]:
+    return frozenset(
+        name for name in dir(cls) if not name.startswith("_") and callable(getattr(cls, name))
+    )
+
+
+class _Caller:
+    """A handle's queue of calls and whoever sends them (one sender at a time)."""
+
+    def __init__(self, ctx: FrayContext, actor_id: str, class_name: str) -> None:
+        self._ctx = ctx
+        self._actor_id = actor_id
+        self._class_name = class_name
+        self._cond = threading.Condition()
+        self._pending: deque[tuple[Any, ActorFuture]] = deque()
+        self._sending = False
+        self._thread: threading.Thread | None = None
+        self._address = ""
+        self._incarnation = 0
+        self._min_incarnation = 0
+        self._final: BaseException | None = None  # the actor is gone for good
+
+    # ------------------------------------------------------------------ queueing
+
+    def submit(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ActorFuture:
+        future = ActorFuture(self)
+        waits = any(isinstance(a, concurrent.futures.Future) for a in (*args, *kwargs.values()))
+        # Pickled now (an unpicklable argument fails here) unless it waits for futures.
+        call: Any = (method, args, kwargs) if waits else self._encode(method, args, kwargs)
+        with self._cond:
+            self._pending.append((call, future))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name=f"fray-actor-{self._actor_id}", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+        return future
+
+    def _encode(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> wpb.ActorCall:
+        return wpb.ActorCall(
+            method=method,
+            args=payload.dumps_arguments(args, kwargs, f"{self._class_name}.{method}"),
+            object_ids=payload.object_ids_of(args, kwargs),
+        )
+
+    def killed(self) -> None:
+        """The actor was killed through this handle: fail what is queued and what comes."""
+        self._final = errors.ActorDiedError(
+            f"{self._what()} is dead: killed", actor_id=self._actor_id
+        )
+        with self._cond:
+            dropped = list(self._pending)
+            self._pending.clear()
+        for _, future in dropped:
+            if future.set_running_or_notify_cancel():
+                future.set_exception(self._final)
+
+    def help(self) -> None:
+        """Send the pending calls from this thread if no one is sending."""
+        with self._cond:
+            if self._sending or not self._pending:
+                return
+            self._sending = True
+        self._pump()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._sending or not self._pending:
+                    self._cond.wait()
+                self._sending = True
+            self._pump()
+
+    def _pump(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    count = min(len(self._pending), _BATCH)
+                    batch = [self._pending.popleft() for _ in range(count)]
+                    if not batch:
+                        return
+                self._send_batch(batch)
+        finally:
+            with self._cond:
+                self._sending = False
+                self._cond.notify_all()
+
+    # ------------------------------------------------------------------ sending
+
+    def _send_batch(self, batch: list[tuple[Any, ActorFuture]]) -> None:
+        if self._final is not None:
+            for _, future in batch:
+                if future.set_running_or_notify_cancel():
+                    future.set_exception(self._final)
+            return
+        calls: list[wpb.ActorCall] = []
+        futures: list[ActorFuture] = []
+        for call, future in batch:
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled before it was sent
+            if isinstance(call, tuple):  # waits for futures among its arguments
+                try:
+                    method, args, kwargs = call
+                    args = tuple(_value(a) for a in args)
+                    call = self._encode(method, args, {k: _value(v) for k, v in kwargs.items()})
+                except BaseException as exc:
+                    future.set_exception(exc)
+                    continue
+            calls.append(call)
+            futures.append(future)
+        if not calls:
+            return
+        try:
+            results = self._call(calls)
+        except BaseException as exc:
+            for future in futures:
+                future.set_exception(exc)
+            return
+        for future, result in zip(futures, results, strict=True):
+            if result.HasField("error"):
+                future.set_exception(payload.exception_from_error(result.error, self._what()))
+                continue
+            try:
+                future.set_result(payload.loads(result.value))
+            except Exception as exc:
+                future.set_exception(
+                    errors.SerializationError(
+                        f"a result of {self._what()} could not be unpickled: {exc}"
+                    )
+                )
+
+    def _what(self) -> str:
+        return f"actor {self._actor_id} ({self._class_name})"
+
+    def _call(self, calls: list[wpb.ActorCall]) -> list[pb.TaskResult]:
+        for _ in range(3):  # not_found: the actor moved; its calls did not run, try again
+            address, incarnation = self._resolve()
+            request = wpb.CallActorRequest(
+                actor_id=self._actor_id, incarnation=incarnation, calls=calls
+            )
+            client = self._ctx._workers.get(address)
+            try:
+                response = client.call_actor(request, headers=self._ctx._workers.headers)
+            except ConnectError as exc:
+                self._min_incarnation = incarnation + 1  # ask the controller where it is now
+                self._address = ""
+                if exc.code == Code.NOT_FOUND:
+                    continue
+                if exc.code in (Code.ABORTED, Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED):
+                    raise errors.ActorDiedError(
+                        f"{self._what()} died during the call ({exc.message}); "
+                        "it may or may not have run",
+                        actor_id=self._actor_id,
+                    ) from None
+                raise errors.ActorError(
+                    f"{self._what()}: the worker refused the call ({exc.code.value}: "
+                    f"{exc.message})",
+                    actor_id=self._actor_id,
+                ) from None
+            if len(response.results) != len(calls):
+                raise errors.ActorError(f"{self._what()}: wrong number of results")
+            return list(response.results)
+        raise errors.ActorDiedError(f"{self._what()} keeps moving", actor_id=self._actor_id)
+
+    def _resolve(self) -> tuple[str, int]:
+        """Where the actor is ready now (asking the controller when we do not know)."""
+        if self._final is not None:
+            raise self._final
+        if self._address and self._incarnation >= self._min_incarnation:
+            return self._address, self._incarnation
+        deadline = time.monotonic() + READY_TIMEOUT
+        client = self._ctx._client
+        while True:
+            request = pb.GetActorRequest(
+                actor_id=self._actor_id,
+                wait_ms=_RESOLVE_WAIT_MS,
+                min_incarnation=self._min_incarnation,
+            )
+            try:
+                actor = client.call(client.rpc.get_actor, request, wait_ms=request.wait_ms).actor
+            except ConnectError as exc:
+                raise errors.ActorError(
+                    f"{self._what()}: the controller said {exc.code.value}: {exc.message}",
+                    actor_id=self._actor_id,
+                ) from None
+            if actor.state == pb.ACTOR_STATE_READY and actor.incarnation >= self._min_incarnation:
+                self._address, self._incarnation = actor.address, actor.incarnation
+                return self._address, self._incarnation
+            if actor.state == pb.ACTOR_STATE_FAILED:
+                self._final = errors.ActorCreationError(
+                    f"{self._what()} could not be created: {actor.error.type}: "
+                    f"{actor.error.message}",
+                    actor_id=self._actor_id,
+                )
+                self._final.__cause__ = payload.exception_from_error(actor.error, self._what())
+                raise self._final
+            if actor.state == pb.ACTOR_STATE_DEAD:
+                self._final = errors.ActorDiedError(
+                    f"{self._what()} is dead: {actor.error.message or 'killed'}",
+                    actor_id=self._actor_id,
+                )
+                raise self._final
+            if time.monotonic() > deadline:
+                state = pb.ActorState.Name(actor.state)
+                raise errors.ActorError(
+                    f"{self._what()} is not ready after {READY_TIMEOUT:g}s ({state})",
+                    actor_id=self._actor_id,
+                )
+
+
+def _value(x: Any) -> Any:
+    return x.result() if isinstance(x, concurrent.futures.Future) else x

@@ -1,0 +1,192 @@
+"""Actors on the fray controller: placement, calls, failures, restarts, kill, curl.
+
+The API contract shared with the other backends is in test_job_contract.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cloudpickle
+import httpx
+import pytest
+from fray_fixtures import children_of, wait_for
+
+from fray.job.errors import ActorDiedError, SerializationError
+from fray.job.rpc.context import FrayContext
+from fray.job.rpc.local_cluster import LocalCluster
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+CONTROLLER = "/fray.v1.FrayController/"
+
+
+class Counter:
+    def __init__(self, start: int = 0) -> None:
+        self.n = start
+
+    def add(self, k: int) -> int:
+        self.n += k
+        return self.n
+
+    def where(self) -> tuple[str, int]:
+        return os.environ.get("FRAY_WORKER_ID", ""), os.getpid()
+
+    def slow(self, marker: str, seconds: float) -> str:
+        Path(marker).write_text("started")
+        time.sleep(seconds)
+        return "finished"
+
+    def exit(self) -> None:
+        os._exit(7)
+
+
+def kill_worker(cluster: LocalCluster, worker_id: str) -> None:
+    """SIGKILL the worker process registered as `worker_id` (and its children)."""
+    for process in cluster.workers:
+        if worker_id in " ".join(process.args):  # type: ignore[arg-type]
+            children = children_of(process.pid)
+            process.send_signal(signal.SIGKILL)
+            for pid in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            process.wait(10)
+            return
+    raise AssertionError(f"no process for {worker_id}")
+
+
+@pytest.fixture
+def two_workers() -> Iterator[LocalCluster]:
+    with LocalCluster(workers=0, heartbeat_timeout=1.5) as cluster:
+        for worker_id in ("wa", "wb"):
+            cluster.add_worker("--worker-id", worker_id, "--concurrency", "1")
+        cluster.wait_for_workers(2)
+        yield cluster
+
+
+def list_actors(address: str) -> list[dict[str, object]]:
+    response = httpx.post(f"{address}{CONTROLLER}ListActors", json={}, timeout=20)
+    assert response.status_code == 200
+    return list(response.json()["actors"])
+
+
+def test_actors_spread_over_workers_and_show_in_curl(two_workers: LocalCluster) -> None:
+    with FrayContext(two_workers.address) as ctx:
+        actors = [ctx.create_actor(Counter, i, name=f"c{i}") for i in range(4)]
+        places = ctx.get([a.where.remote() for a in actors])
+        assert sorted(w for w, _ in places) == ["wa", "wa", "wb", "wb"]
+        assert len({pid for _, pid in places}) == 4  # a process each
+        listed = {a["name"]: a for a in list_actors(two_workers.address)}
+        assert set(listed) == {"c0", "c1", "c2", "c3"}
+        assert {a["state"] for a in listed.values()} == {"ACTOR_STATE_READY"}
+        assert listed["c0"]["className"] == "Counter"
+        one = httpx.get(
+            f"{two_workers.address}{CONTROLLER}GetActor",
+            params={"encoding": "json", "message": '{"name": "c1"}'},
+            timeout=20,
+        ).json()["actor"]
+        assert one["actorId"] == actors[1].actor_id
+        assert one["workerId"] in ("wa", "wb")
+    # Closing the context killed its (non-detached) actors.
+    states = {a["name"]: a["state"] for a in list_actors(two_workers.address)}
+    assert set(states.values()) == {"ACTOR_STATE_DEAD"}
+
+
+def test_a_killed_actor_fails_its_calls_and_frees_its_name(two_workers: LocalCluster) -> None:
+    with FrayContext(two_workers.address) as ctx:
+        actor = ctx.create_actor(Counter, name="k")
+        _, pid = ctx.get(actor.where.remote())
+        ctx.kill_actor(actor)
+        with pytest.raises(ActorDiedError, match="killed"):
+            ctx.get(actor.add.remote(1), timeout=30)
+        wait_for(lambda: not _alive(pid), 10, "the actor process to exit")
+        again = ctx.create_actor(Counter, 5, name="k")  # the name is free again
+        assert ctx.get(again.add.remote(1), timeout=30) == 6
+
+
+def test_sigkilled_host_gives_actor_died_then_a_restart_elsewhere(
+    two_workers: LocalCluster, tmp_path: Path
+) -> None:
+    with FrayContext(two_workers.address) as ctx:
+        # Placement alternates between the two workers: `keeper` and `mortal` share one.
+        keeper = ctx.create_actor(Counter, 100, max_restarts=1)
+        other = ctx.create_actor(Counter)
+        mortal = ctx.create_actor(Counter)
+        host, _ = ctx.get(keeper.where.remote())
+        assert ctx.get(mortal.where.remote())[0] == host != ctx.get(other.where.remote())[0]
+        assert ctx.get(keeper.add.remote(1)) == 101
+        marker = tmp_path / "started"
+        in_flight = keeper.slow.remote(str(marker), 30)
+        wait_for(marker.exists, 20, "the call to start")
+        kill_worker(two_workers, host)
+        with pytest.raises(ActorDiedError, match="may or may not have run"):
+            in_flight.result(timeout=30)
+        # Re-created on the other worker, with fresh state; the one without restarts is dead.
+        assert ctx.get(keeper.add.remote(1), timeout=60) == 101
+        assert ctx.get(keeper.where.remote())[0] != host
+        with pytest.raises(ActorDiedError):  # its handle learns of the death on this call
+            ctx.get(mortal.add.remote(1), timeout=60)
+        with pytest.raises(ActorDiedError, match="is dead"):
+            ctx.get(mortal.add.remote(1), timeout=60)
+        assert ctx.get(other.add.remote(1)) == 1
+
+
+def test_an_actor_process_that_dies_fails_the_call_and_restarts(
+    two_workers: LocalCluster,
+) -> None:
+    with FrayContext(two_workers.address) as ctx:
+        actor = ctx.create_actor(Counter, 1, max_restarts=1)
+        _, pid = ctx.get(actor.where.remote())
+        with pytest.raises(ActorDiedError, match="may or may not have run"):
+            ctx.get(actor.exit.remote(), timeout=30)
+        assert ctx.get(actor.add.remote(1), timeout=60) == 2  # fresh state
+        assert ctx.get(actor.where.remote())[1] != pid
+        with pytest.raises(ActorDiedError):
+            ctx.get(actor.exit.remote(), timeout=30)
+        with pytest.raises(ActorDiedError, match="dead"):  # no restarts left
+            ctx.get(actor.add.remote(1), timeout=60)
+
+
+def test_detached_actors_outlive_their_creator(two_workers: LocalCluster) -> None:
+    with FrayContext(two_workers.address) as ctx:
+        ctx.create_actor(Counter, 7, name="keeper", lifetime="detached")
+    with FrayContext(two_workers.address) as other:
+        found = other.create_actor(Counter, name="keeper", get_if_exists=True)
+        assert other.get(found.add.remote(0), timeout=30) == 7
+        other.kill_actor(found)
+
+
+def test_handles_travel_into_tasks(two_workers: LocalCluster) -> None:
+    def bump(handle: object) -> int:
+        from fray.job import get_default_job_ctx
+
+        ctx = get_default_job_ctx()
+        return int(ctx.get(handle.add.remote(10)))  # type: ignore[attr-defined]
+
+    with FrayContext(two_workers.address) as ctx:
+        actor = ctx.create_actor(Counter, 1)
+        assert ctx.get(ctx.run(bump, actor), timeout=60) == 11
+        assert ctx.get(actor.add.remote(0)) == 11
+
+
+def test_an_unpicklable_constructor_argument_fails_at_create(two_workers: LocalCluster) -> None:
+    with FrayContext(two_workers.address) as ctx:
+        with pytest.raises(SerializationError):
+            ctx.create_actor(Counter, threading.Lock())
+        with pytest.raises(ValueError, match="lifetime"):
+            ctx.create_actor(Counter, lifetime="forever")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

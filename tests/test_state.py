@@ -14,6 +14,8 @@ import pytest
 
 from fray.job.rpc.state import (
     MAX_ID_LENGTH,
+    ActorSpec,
+    ActorState,
     AlreadyExists,
     ControllerState,
     DirectRecord,
@@ -1029,3 +1031,108 @@ def test_eviction_skips_a_replaced_direct_record(make_state: MakeState) -> None:
     state.record_direct("w", [direct("b")])  # evicts the oldest entry: the replaced record
     assert state.get_task("a").state is TaskState.PENDING
     assert state.get_task("b").direct
+
+
+# ---------------------------------------------------------------------- actors
+
+
+def actor_spec(name: str = "", **kwargs: Any) -> ActorSpec:
+    return ActorSpec(cls=b"cls", args=b"args", name=name, **kwargs)
+
+
+def test_an_actor_waits_for_a_worker_then_is_placed_and_ready(state: ControllerState) -> None:
+    actor, existed = state.create_actor(actor_spec("a"))
+    assert (actor.state, existed, actor.worker_id) == (ActorState.PENDING, False, "")
+    state.register_worker(worker_id="w", slots=1)
+    assert (actor.state, actor.worker_id, actor.incarnation) == (ActorState.CREATING, "w", 1)
+    starts, stops = state.take_actor_orders("w")
+    assert ([a.actor_id for a in starts], stops) == ([actor.actor_id], [])
+    assert state.take_actor_orders("w") == ([], [])  # handed out once
+    assert state.report_actor("w", actor.actor_id, 1, ActorState.READY)
+    assert actor.state is ActorState.READY
+
+
+def test_actors_spread_over_workers(state: ControllerState) -> None:
+    for worker_id in ("w1", "w2"):
+        state.register_worker(worker_id=worker_id, slots=1)
+    placed = [state.create_actor(actor_spec())[0].worker_id for _ in range(4)]
+    assert sorted(placed) == ["w1", "w1", "w2", "w2"]
+
+
+def test_actor_names_are_unique_among_live_actors(state: ControllerState) -> None:
+    first, _ = state.create_actor(actor_spec("n"))
+    with pytest.raises(AlreadyExists):
+        state.create_actor(actor_spec("n"))
+    same, existed = state.create_actor(actor_spec("n"), get_if_exists=True)
+    assert (same, existed) == (first, True)
+    assert state.get_actor(name="n") is first
+    state.kill_actor(first.actor_id)
+    with pytest.raises(NotFound):
+        state.get_actor(name="n")
+    second, existed = state.create_actor(actor_spec("n"))
+    assert second is not first and not existed
+
+
+def test_a_constructor_error_fails_the_actor_for_good(state: ControllerState) -> None:
+    state.register_worker(worker_id="w", slots=1)
+    actor, _ = state.create_actor(actor_spec("f", max_restarts=3))
+    assert state.report_actor("w", actor.actor_id, 1, ActorState.FAILED, user_error("ctor"))
+    assert actor.state is ActorState.FAILED and actor.error == user_error("ctor")
+    assert state.create_actor(actor_spec("f"))[0] is not actor  # its name is free
+
+
+def test_a_lost_worker_restarts_its_actors_elsewhere_within_budget(
+    state: ControllerState, now: list[float]
+) -> None:
+    state.register_worker(worker_id="w1", slots=1)
+    keeper, _ = state.create_actor(actor_spec("k", max_restarts=1))
+    mortal, _ = state.create_actor(actor_spec("m"))
+    for actor in (keeper, mortal):
+        state.report_actor("w1", actor.actor_id, 1, ActorState.READY)
+    state.register_worker(worker_id="w2", slots=1)
+    now[0] += HEARTBEAT_TIMEOUT + 1
+    state.heartbeat("w2")
+    assert state.expire_workers() == ["w1"]
+    assert (keeper.state, keeper.worker_id, keeper.incarnation) == (ActorState.CREATING, "w2", 2)
+    assert keeper.restarts == 1 and keeper.error is not None
+    assert mortal.state is ActorState.DEAD
+    assert "w1" in mortal.error.message  # type: ignore[union-attr]
+    # A late report from the old incarnation changes nothing.
+    assert not state.report_actor("w1", keeper.actor_id, 1, ActorState.DEAD)
+    state.report_actor("w2", keeper.actor_id, 2, ActorState.READY)
+    state.report_actor("w2", keeper.actor_id, 2, ActorState.DEAD)  # its process died
+    assert keeper.state is ActorState.DEAD  # no restarts left
+
+
+def test_killing_an_actor_tells_its_worker(state: ControllerState) -> None:
+    state.register_worker(worker_id="w", slots=1)
+    placed, _ = state.create_actor(actor_spec())
+    state.take_actor_orders("w")
+    unplaced, _ = state.create_actor(actor_spec())  # its start order not sent yet
+    for actor in (placed, unplaced):
+        assert state.kill_actor(actor.actor_id).state is ActorState.DEAD
+    assert state.take_actor_orders("w") == ([], [placed.actor_id])
+    assert state.kill_actor(placed.actor_id).state is ActorState.DEAD  # idempotent
+
+
+def test_closing_owner_kills_its_non_detached_actors(state: ControllerState) -> None:
+    mine, _ = state.create_actor(actor_spec(owner="me"))
+    detached, _ = state.create_actor(actor_spec(owner="me", detached=True))
+    theirs, _ = state.create_actor(actor_spec(owner="them"))
+    assert state.kill_actors_of("me") == [mine.actor_id]
+    assert [a.state for a in (mine, detached, theirs)] == [
+        ActorState.DEAD,
+        ActorState.PENDING,
+        ActorState.PENDING,
+    ]
+
+
+def test_bad_actor_specs_are_invalid(state: ControllerState) -> None:
+    with pytest.raises(InvalidRequest, match="cls"):
+        state.create_actor(ActorSpec(cls=b"", args=b""))
+    with pytest.raises(InvalidRequest, match="max_restarts"):
+        state.create_actor(actor_spec(max_restarts=-1))
+    with pytest.raises(NotFound):
+        state.create_actor(actor_spec(object_ids=("missing",)))
+    with pytest.raises(NotFound):
+        state.get_actor("nope")

@@ -802,9 +802,10 @@ class ControllerState:
         if actor.state.live:
             worker = self.workers.get(actor.worker_id)
             if worker is not None:
-                worker.actor_stops.append(actor.actor_id)
-                if actor.actor_id in worker.actor_starts:
+                if actor.actor_id in worker.actor_starts:  # not told to start it yet
                     worker.actor_starts.remove(actor.actor_id)
+                else:
+                    worker.actor_stops.append(actor.actor_id)
             actor.error = TaskFailure(ErrorKind.CANCELLED, "ActorDiedError", "killed")
             self._move_actor(actor, ActorState.DEAD)
         return actor

@@ -7,6 +7,7 @@ remote workers need not import this file.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -26,6 +27,7 @@ from fray.job import (
     default_job_ctx,
     get_default_job_ctx,
 )
+from fray.job.errors import ActorCreationError, RemoteTraceback
 from fray.job.rpc.context import FrayContext
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -55,6 +57,46 @@ class Counter:
     def history(self) -> list[int]:
         return self.seen
 
+    def fail(self, message: str) -> None:
+        raise CustomError(message)
+
+
+class Recorder:
+    """Records calls and the most calls it ever saw running at once."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.running = 0
+        self.most_running = 0
+
+    def record(self, caller: int, seq: int) -> int:
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        time.sleep(0.001)
+        self.calls.append((caller, seq))
+        self.running -= 1
+        return seq
+
+    def report(self) -> tuple[list[tuple[int, int]], int]:
+        return self.calls, self.most_running
+
+
+class BrokenActor:
+    """An actor whose constructor raises."""
+
+    def __init__(self, message: str) -> None:
+        raise CustomError(message)
+
+    def ping(self) -> str:
+        return "pong"
+
+
+class Nester:
+    """An actor whose method runs a task through the default context it finds."""
+
+    def square_nested(self, x: int) -> tuple[str, int]:
+        return square_nested(x)
+
 
 def add(a: int, b: int) -> int:
     return a + b
@@ -79,6 +121,12 @@ def square(x: int) -> int:
 def sleep_then(seconds: float, value: Any) -> Any:
     time.sleep(seconds)
     return value
+
+
+def square_nested(x: int) -> tuple[str, int]:
+    """Square ``x`` in a task run through the default context; also name that context."""
+    ctx = get_default_job_ctx()
+    return type(ctx).__name__, ctx.get(ctx.run(square, x))
 
 
 def raise_custom(message: str) -> None:
@@ -122,12 +170,6 @@ def slow_seconds(ctx: JobContext) -> float:
 def positions(part: list[Any], whole: list[Any]) -> list[int]:
     """Where each item of ``part`` sits in ``whole`` (compared with ``==``, as Ray refs are)."""
     return [next(i for i, w in enumerate(whole) if w == p) for p in part]
-
-
-def assert_no_actors(ctx: JobContext) -> None:
-    """The fray backend has no actors yet: create_actor must say so."""
-    with pytest.raises(NotImplementedError):
-        ctx.create_actor(Counter, 10)
 
 
 # --- tasks and results ---------------------------------------------------------------------
@@ -284,36 +326,149 @@ def test_wait_argument_checks(job_ctx: JobContext) -> None:
 
 
 def test_actor_calls_run_in_order(job_ctx: JobContext, backend: str) -> None:
-    if backend.startswith("fray"):
-        assert_no_actors(job_ctx)
-        return
     counter = job_ctx.create_actor(Counter, 10)
-    futures = [counter.add.remote(i) for i in range(20)]
-    assert job_ctx.get(futures) == [10 + sum(range(i + 1)) for i in range(20)]
-    assert job_ctx.get(counter.add.remote(job_ctx.put(100))) == 10 + sum(range(20)) + 100
-    assert job_ctx.get(counter.history.remote()) == [*range(20), 100]
+    futures = [counter.add.remote(i) for i in range(200)]
+    assert job_ctx.get(futures) == [10 + sum(range(i + 1)) for i in range(200)]
+    assert job_ctx.get(counter.add.remote(job_ctx.put(100))) == 10 + sum(range(200)) + 100
+    assert job_ctx.get(counter.history.remote()) == [*range(200), 100]
+
+
+def test_actor_runs_one_call_at_a_time_in_each_callers_order(
+    job_ctx: JobContext, backend: str
+) -> None:
+    recorder = job_ctx.create_actor(Recorder)
+    results: dict[int, list[int]] = {}
+
+    def caller(n: int) -> None:
+        results[n] = job_ctx.get([recorder.record.remote(n, seq) for seq in range(25)])
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    calls, most_running = job_ctx.get(recorder.report.remote())
+    assert most_running == 1
+    assert results == {n: list(range(25)) for n in range(4)}
+    for n in range(4):
+        assert [seq for caller_n, seq in calls if caller_n == n] == list(range(25))
 
 
 def test_actor_names_are_unique(job_ctx: JobContext, backend: str) -> None:
     name = f"counter-{uuid.uuid4().hex}"
-    if backend.startswith("fray"):
-        with pytest.raises(NotImplementedError):
-            job_ctx.create_actor(Counter, name=name)
-        return
-    first = job_ctx.create_actor(Counter, name=name)
+    first = job_ctx.create_actor(Counter, 5, name=name)
     with pytest.raises(ValueError):
         job_ctx.create_actor(Counter, name=name)
-    assert job_ctx.get(first.add.remote(1)) == 1
+    assert job_ctx.get(first.add.remote(1)) == 6
+
+
+def test_get_if_exists_returns_the_named_actor(job_ctx: JobContext, backend: str) -> None:
+    name = f"counter-{uuid.uuid4().hex}"
+    created = job_ctx.create_actor(Counter, 5, name=name, get_if_exists=True)  # creates it
+    assert job_ctx.get(created.add.remote(1)) == 6
+    same = job_ctx.create_actor(Counter, 1000, name=name, get_if_exists=True)
+    assert job_ctx.get(same.add.remote(1)) == 7  # shared state; the new start is ignored
+    assert job_ctx.get(created.history.remote()) == [1, 1]
+    with pytest.raises(ValueError):
+        job_ctx.create_actor(Counter, get_if_exists=True)  # needs a name
+
+
+def test_actor_reserved_arguments(job_ctx: JobContext, backend: str) -> None:
+    # Counter takes no such keywords: a reserved argument passed on to it would fail.
+    counter = job_ctx.create_actor(
+        Counter, start=3, lifetime="non_detached", preemptible=False, max_restarts=1
+    )
+    assert job_ctx.get(counter.add.remote(1)) == 4
+    name = f"detached-{uuid.uuid4().hex}"
+    detached = job_ctx.create_actor(Counter, 7, name=name, lifetime="detached")
+    assert job_ctx.get(detached.add.remote(1)) == 8
+    if backend == "ray":
+        import ray
+
+        ray.kill(detached)
+    with pytest.raises(ValueError, match="lifetime"):
+        job_ctx.create_actor(Counter, lifetime="forever")
 
 
 def test_actor_exception_keeps_type(job_ctx: JobContext, backend: str) -> None:
-    if backend.startswith("fray"):
-        assert_no_actors(job_ctx)
-        return
     counter = job_ctx.create_actor(Counter)
     with pytest.raises(TypeError):
         job_ctx.get(counter.add.remote("not a number"))
-    assert job_ctx.get(counter.add.remote(5)) == 5  # the actor survives
+    with pytest.raises(CustomError, match="it went wrong: 42"):
+        job_ctx.get(counter.fail.remote("it went wrong: 42"))
+    assert job_ctx.get(counter.add.remote(5)) == 5  # the actor survives, state intact
+    assert job_ctx.get(counter.history.remote()) == [5]
+
+
+def test_actor_constructor_error(job_ctx: JobContext, backend: str) -> None:
+    broken = job_ctx.create_actor(BrokenActor, "no constructing today")
+    futures = [broken.ping.remote() for _ in range(3)]
+    ready, pending = job_ctx.wait(futures, num_returns=3, timeout=60)
+    assert pending == []
+    for future in ready:
+        with pytest.raises(ActorCreationError) as info:
+            job_ctx.get(future, timeout=60)
+        assert info.value.actor_id
+        cause = info.value.__cause__
+        if backend == "ray":  # Ray ships only the constructor's traceback text
+            assert isinstance(cause, RemoteTraceback)
+            assert "CustomError" in str(cause) and "no constructing today" in str(cause)
+        else:
+            assert isinstance(cause, CustomError)
+            assert str(cause) == "no constructing today"
+    with pytest.raises(ActorCreationError):
+        job_ctx.get(futures)
+
+
+def test_many_actors(job_ctx: JobContext, backend: str) -> None:
+    counters = [job_ctx.create_actor(Counter, i) for i in range(20)]
+    futures = [[counter.add.remote(n) for n in range(1, 6)] for counter in counters]
+    assert [job_ctx.get(calls) for calls in futures] == [
+        [i + 1, i + 3, i + 6, i + 10, i + 15] for i in range(20)
+    ]
+
+
+def test_nested_work_through_the_default_context(job_ctx: JobContext, backend: str) -> None:
+    nester = job_ctx.create_actor(Nester)
+    kinds, values = zip(
+        *job_ctx.get([job_ctx.run(square_nested, 3), nester.square_nested.remote(4)]),
+        strict=True,
+    )
+    assert values == (9, 16)
+    if backend == "ray":
+        assert kinds == ("RayContext", "RayContext")  # Ray is initialised in Ray workers
+        return
+    if backend.startswith("fray"):  # fray workers give their own controller's context
+        assert kinds == ("FrayContext", "FrayContext")
+        return
+    # Local tasks and actor calls see the caller's default context.
+    with default_job_ctx(job_ctx):
+        nested = [job_ctx.run(square_nested, 5), nester.square_nested.remote(5)]
+        assert job_ctx.get(nested) == [(type(job_ctx).__name__, 25)] * 2
+
+
+def test_ray_non_preemptible_actors_avoid_spot_nodes() -> None:
+    """preemptible=False keeps an actor off a node labelled as a spot instance."""
+    pytest.importorskip("ray")
+    code = """
+import ray
+from fray.job import create_job_ctx
+
+class Pinger:
+    def ping(self):
+        return "pong"
+
+ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+assert ray.nodes()[0]["Labels"].get("ray.io/market-type") == "spot"
+ctx = create_job_ctx("ray")
+assert ctx.get(ctx.create_actor(Pinger).ping.remote(), timeout=60) == "pong"
+pinned = ctx.create_actor(Pinger, preemptible=False).ping.remote()
+assert ctx.wait([pinned], timeout=2) == ([], [pinned]), "placed on a spot node"
+ray.shutdown()
+"""
+    env = {**os.environ, "RAY_NODE_MARKET_TYPE": "spot", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)  # start a Ray of its own
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=240)
 
 
 # --- the factory and the default context ---------------------------------------------------

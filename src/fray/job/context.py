@@ -20,19 +20,25 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar, Token
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 __all__ = [
+    "ACTOR_LIFETIMES",
     "CONTEXT_TYPES",
+    "ActorLifetime",
     "JobContext",
     "create_job_ctx",
     "default_job_ctx",
     "get_default_job_ctx",
     "set_default_job_ctx",
+    "validate_actor_args",
     "validate_wait_args",
 ]
 
 CONTEXT_TYPES = ("auto", "sync", "threadpool", "ray", "fray")
+
+ActorLifetime = Literal["non_detached", "detached"]
+ACTOR_LIFETIMES: tuple[ActorLifetime, ...] = ("non_detached", "detached")
 
 
 @runtime_checkable
@@ -78,14 +84,48 @@ class JobContext(Protocol):
         """
         ...
 
-    def create_actor(self, cls: type, /, *args: Any, name: str | None = None, **kwargs: Any) -> Any:
-        """Start an instance of ``cls`` and return a handle to it.
+    def create_actor(
+        self,
+        actor_class: type,
+        /,
+        *args: Any,
+        name: str | None = None,
+        get_if_exists: bool = False,
+        lifetime: ActorLifetime = "non_detached",
+        preemptible: bool = True,
+        max_restarts: int = 0,
+        **kwargs: Any,
+    ) -> Any:
+        """Start ``actor_class(*args, **kwargs)`` as an actor and return a handle to it.
 
-        ``handle.method.remote(*args, **kwargs)`` returns a future; calls from one caller run
-        one at a time, in order. ``name`` (reserved: it is not passed to ``cls``) names the
-        actor; a name already in use raises ``ValueError``.
+        ``handle.method.remote(*args, **kwargs)`` returns a future for ``get`` and ``wait``.
+        Calls to one actor run one at a time, in the order each caller sent them. A method's
+        exception is re-raised by ``get`` with its original type, and the actor lives on. If
+        the constructor raises, every call fails with
+        :class:`~fray.job.errors.ActorCreationError`.
+
+        The keyword arguments below are reserved (never passed to ``actor_class``):
+
+        * ``name``: a unique name; a second actor with the same name raises ``ValueError``
+        * ``get_if_exists``: with ``name``, return the existing actor of that name instead
+          (the new constructor arguments are then ignored)
+        * ``lifetime``: ``"non_detached"`` or ``"detached"`` (outlives its creator where the
+          backend supports it); anything else raises ``ValueError``
+        * ``preemptible``: ``False`` asks for a node that will not be preempted
+        * ``max_restarts``: how often the backend may restart the actor after it dies
+
+        Backends that cannot honour ``lifetime``, ``preemptible`` or ``max_restarts``
+        document them as no-ops.
         """
         ...
+
+
+def validate_actor_args(name: str | None, get_if_exists: bool, lifetime: str) -> None:
+    """Check the reserved ``create_actor`` arguments the same way for every backend."""
+    if lifetime not in ACTOR_LIFETIMES:
+        raise ValueError(f"lifetime must be one of {ACTOR_LIFETIMES}, got {lifetime!r}")
+    if get_if_exists and name is None:
+        raise ValueError("get_if_exists=True needs a name")
 
 
 def validate_wait_args(
@@ -170,6 +210,11 @@ _fallbacks: dict[str, JobContext] = {}
 
 def _fallback_ctx() -> JobContext:
     """The process-wide context used when no default is set, cached per backend."""
+    address = os.environ.get("FRAY_CONTROLLER_ADDRESS")
+    if address:  # code running on a fray worker: work goes to the same controller
+        from fray.job.rpc.context import context_for
+
+        return context_for(address)
     kind = "ray" if _ray_is_initialized() else "threadpool"
     with _fallback_lock:
         ctx = _fallbacks.get(kind)
@@ -185,9 +230,11 @@ def _fallback_ctx() -> JobContext:
 def get_default_job_ctx() -> JobContext:
     """Return the default job context of the current thread or async task.
 
-    When none was set, returns a shared process-wide context chosen like ``"auto"``: a
-    :class:`RayContext` when Ray is initialised, else a thread pool sized like
-    ``ThreadPoolExecutor``'s default. Both are created on first use and then reused.
+    When none was set, returns a shared process-wide context: in a fray task or actor (where
+    ``$FRAY_CONTROLLER_ADDRESS`` is set) a :class:`FrayContext` bound to the same controller;
+    else one chosen like ``"auto"``: a :class:`RayContext` when Ray is initialised, else a
+    thread pool sized like ``ThreadPoolExecutor``'s default. Each is created on first use and
+    then reused.
     """
     ctx = _default_ctx.get()
     return ctx if ctx is not None else _fallback_ctx()

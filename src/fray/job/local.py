@@ -10,11 +10,19 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextvars
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
-from fray.job.context import deadline_after, time_left, validate_wait_args
+from fray.job.context import (
+    ActorLifetime,
+    deadline_after,
+    time_left,
+    validate_actor_args,
+    validate_wait_args,
+)
+from fray.job.errors import ActorCreationError
 
 __all__ = ["LocalActorHandle", "LocalRef", "SyncContext", "ThreadPoolContext"]
 
@@ -77,6 +85,20 @@ class _InlineExecutor(Executor):
         return future
 
 
+class _SerialInlineExecutor(_InlineExecutor):
+    """An inline executor that runs one call at a time: the executor of a sync actor.
+
+    Re-entrant, so an actor method may call its own actor without deadlocking.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        with self._lock:
+            return super().submit(fn, *args, **kwargs)
+
+
 class _ActorMethod:
     """``handle.method``: call ``.remote(*args, **kwargs)`` to queue a call."""
 
@@ -96,26 +118,38 @@ class LocalActorHandle:
     ) -> None:
         self._cls = cls
         self._executor = executor
-        # Built on the actor's own executor; a constructor error fails every later call.
+        self._actor_id = uuid.uuid4().hex
+        # Built on the actor's own executor, so it runs before any call.
         self._instance = self._executor.submit(
             contextvars.copy_context().run, _call, cls, args, kwargs
         )
 
     def __getattr__(self, name: str) -> _ActorMethod:
-        if name.startswith("__") or name in ("_cls", "_executor", "_instance"):
+        if name.startswith("__") or name in ("_cls", "_executor", "_instance", "_actor_id"):
             raise AttributeError(name)
         if not callable(getattr(self._cls, name, None)):
             raise AttributeError(f"actor class {self._cls.__name__} has no method {name!r}")
         return _ActorMethod(self, name)
 
+    def _get_instance(self) -> Any:
+        """The actor object; raises ``ActorCreationError`` if its constructor failed."""
+        error = self._instance.exception()
+        if error is not None:
+            raise ActorCreationError(
+                f"actor {self._cls.__name__} ({self._actor_id}) failed in its constructor: "
+                f"{error!r}",
+                actor_id=self._actor_id,
+            ) from error
+        return self._instance.result()
+
     def _submit(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
         def call() -> Any:
-            return _call(getattr(self._instance.result(), name), args, kwargs)
+            return _call(getattr(self._get_instance(), name), args, kwargs)
 
         return self._executor.submit(contextvars.copy_context().run, call)
 
     def __repr__(self) -> str:
-        return f"<LocalActorHandle {self._cls.__name__} at {id(self):#x}>"
+        return f"<LocalActorHandle {self._cls.__name__} {self._actor_id}>"
 
 
 class _LocalContext:
@@ -123,8 +157,8 @@ class _LocalContext:
 
     def __init__(self, executor: Executor) -> None:
         self._executor = executor
-        self._lock = threading.Lock()
-        self._actor_names: set[str] = set()
+        self._lock = threading.RLock()
+        self._named_actors: dict[str, LocalActorHandle] = {}
 
     def _actor_executor(self, cls: type) -> Executor:
         raise NotImplementedError
@@ -166,28 +200,52 @@ class _LocalContext:
         return ready, rest
 
     def create_actor(
-        self, cls: type, /, *args: Any, name: str | None = None, **kwargs: Any
+        self,
+        actor_class: type,
+        /,
+        *args: Any,
+        name: str | None = None,
+        get_if_exists: bool = False,
+        lifetime: ActorLifetime = "non_detached",
+        preemptible: bool = True,
+        max_restarts: int = 0,
+        **kwargs: Any,
     ) -> LocalActorHandle:
-        """Start ``cls(*args, **kwargs)`` as an actor; ``name`` must be unique in this context."""
-        if name is not None:
-            with self._lock:
-                if name in self._actor_names:
-                    raise ValueError(f"an actor named {name!r} already exists")
-                self._actor_names.add(name)
-        return LocalActorHandle(cls, self._actor_executor(cls), args, kwargs)
+        """Start ``actor_class(*args, **kwargs)`` as an actor (see ``JobContext.create_actor``).
+
+        Names are unique within this context; ``get_if_exists`` returns the handle of the
+        actor already holding the name. ``lifetime``, ``preemptible`` and ``max_restarts`` are
+        no-ops here (``lifetime`` is still checked): local actors live in this process as long
+        as this context, and are never restarted.
+        """
+        validate_actor_args(name, get_if_exists, lifetime)
+        if name is None:
+            return LocalActorHandle(actor_class, self._actor_executor(actor_class), args, kwargs)
+        # Held while the handle is made, so a racing get_if_exists finds the one actor. A sync
+        # constructor runs under it too; the lock is re-entrant for nested create_actor calls.
+        with self._lock:
+            handle = self._named_actors.get(name)
+            if handle is not None:
+                if get_if_exists:
+                    return handle
+                raise ValueError(f"an actor named {name!r} already exists")
+            handle = LocalActorHandle(actor_class, self._actor_executor(actor_class), args, kwargs)
+            self._named_actors[name] = handle
+            return handle
 
 
 class SyncContext(_LocalContext):
     """Runs every task and actor call immediately in the calling thread.
 
     ``run`` returns an already-finished future; the task's exception, if any, is stored in it.
+    Calls to one actor from several threads take turns.
     """
 
     def __init__(self) -> None:
         super().__init__(_InlineExecutor())
 
     def _actor_executor(self, cls: type) -> Executor:
-        return self._executor
+        return _SerialInlineExecutor()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Nothing to release; present so every local context can be shut down alike."""

@@ -16,11 +16,20 @@ from typing import Any
 
 import ray
 
-from fray.job.context import deadline_after, time_left, validate_wait_args
+from fray.job.context import (
+    ActorLifetime,
+    deadline_after,
+    time_left,
+    validate_actor_args,
+    validate_wait_args,
+)
+from fray.job.errors import ActorCreationError, RemoteTraceback
 
 __all__ = ["RayContext"]
 
 _CACHE_SIZE = 1024
+# The node label Ray sets from RAY_NODE_MARKET_TYPE: "spot" or "on-demand".
+_MARKET_TYPE_LABEL = "ray.io/market-type"
 
 
 def _make_invoker() -> Callable[..., Any]:
@@ -35,7 +44,8 @@ class RayContext:
     """Runs tasks and actors on the Ray cluster this process is connected to.
 
     ``ray_options`` are ``ray.remote`` options for tasks (``num_cpus``, ``max_retries``, ...);
-    ``actor_options`` are those for actors (``num_cpus``, ``max_restarts``, ...). They are kept
+    ``actor_options`` are those for actors (``num_cpus``, ``resources``, ...); ``create_actor``'s
+    own arguments set ``name``, ``lifetime``, ``max_restarts`` and so on. The two are kept
     apart because Ray rejects task-only options on actors and vice versa.
     """
 
@@ -73,7 +83,21 @@ class RayContext:
         return ray.put(obj)
 
     def get(self, x: Any, timeout: float | None = None) -> Any:
-        """``ray.get`` for refs and lists of refs; also takes ``concurrent.futures.Future``s."""
+        """``ray.get`` for refs and lists of refs; also takes ``concurrent.futures.Future``s.
+
+        A call on an actor whose constructor raised gives ``ActorCreationError``.
+        """
+        try:
+            return self._get(x, timeout)
+        except ray.exceptions.RayActorError as exc:
+            if not exc.actor_init_failed:
+                raise
+            actor_id = exc.actor_id or ""
+            raise ActorCreationError(
+                f"actor {actor_id} failed in its constructor", actor_id=actor_id
+            ) from RemoteTraceback(str(exc))
+
+    def _get(self, x: Any, timeout: float | None) -> Any:
         if isinstance(x, ray.ObjectRef):
             return ray.get(x, timeout=timeout)
         if isinstance(x, Future):
@@ -82,7 +106,7 @@ class RayContext:
             if all(isinstance(item, ray.ObjectRef) for item in x):
                 return ray.get(list(x), timeout=timeout)
             deadline = deadline_after(timeout)
-            return [self.get(item, time_left(deadline)) for item in x]
+            return [self._get(item, time_left(deadline)) for item in x]
         return x
 
     def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ray.ObjectRef:
@@ -105,15 +129,49 @@ class RayContext:
         ready, pending = ray.wait(items, num_returns=num_returns, timeout=timeout)
         return list(ready), list(pending)
 
-    def create_actor(self, cls: type, /, *args: Any, name: str | None = None, **kwargs: Any) -> Any:
-        """Start a Ray actor; the handle is Ray's own (``handle.method.remote(...)``)."""
-        options = dict(self.actor_options)
+    def create_actor(
+        self,
+        actor_class: type,
+        /,
+        *args: Any,
+        name: str | None = None,
+        get_if_exists: bool = False,
+        lifetime: ActorLifetime = "non_detached",
+        preemptible: bool = True,
+        max_restarts: int = 0,
+        **kwargs: Any,
+    ) -> Any:
+        """Start a Ray actor; the handle is Ray's own (``handle.method.remote()`` gives refs).
+
+        The reserved arguments become Ray actor options, on top of ``actor_options``:
+
+        * ``name``: a named actor in the current Ray namespace; ``get_if_exists`` is Ray's
+          option of that name (it returns a handle to the live actor of that name).
+        * ``lifetime``: Ray's ``lifetime``; a ``"detached"`` actor outlives its creator and
+          this driver, until ``ray.kill``.
+        * ``max_restarts``: Ray's ``max_restarts``.
+        * ``preemptible=False`` adds ``{"ray.io/market-type": "!spot"}`` to the actor's
+          ``label_selector``: Ray places it only on nodes not labelled as spot instances.
+          Ray labels a node from its ``RAY_NODE_MARKET_TYPE`` environment variable (e.g.
+          ``spot``, ``on-demand``); nodes without the label, such as a local single-node
+          Ray, qualify.
+
+        If the constructor raises, ``get`` on any call raises ``ActorCreationError``, whose
+        ``__cause__`` is a ``RemoteTraceback`` with Ray's message and the constructor's
+        traceback (Ray keeps only that text, not the exception object).
+        """
+        validate_actor_args(name, get_if_exists, lifetime)
+        options: dict[str, Any] = {
+            **self.actor_options,
+            "lifetime": lifetime,
+            "max_restarts": max_restarts,
+        }
         if name is not None:
-            options["name"] = name
-        actor_cls: Any = ray.remote(cls)
-        if options:
-            actor_cls = actor_cls.options(**options)
-        return actor_cls.remote(*args, **kwargs)
+            options.update(name=name, get_if_exists=get_if_exists)
+        if not preemptible:
+            selector = {**options.get("label_selector", {}), _MARKET_TYPE_LABEL: "!spot"}
+            options["label_selector"] = selector
+        return ray.remote(actor_class).options(**options).remote(*args, **kwargs)
 
     def __repr__(self) -> str:
         return f"RayContext(ray_options={self.ray_options!r}, actor_options={self.actor_options!r})"

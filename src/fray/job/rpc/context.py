@@ -249,6 +249,8 @@ class FrayContext:
             raise ValueError(f'lifetime must be "non_detached" or "detached", got {lifetime!r}')
         if max_restarts < 0:
             raise ValueError("max_restarts must be >= 0")
+        if get_if_exists and not name:
+            raise ValueError("get_if_exists needs a name")
         class_name = getattr(cls, "__qualname__", type(cls).__qualname__)
         args = tuple(a.result() if isinstance(a, concurrent.futures.Future) else a for a in args)
         kwargs = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -244,3 +245,83 @@ def test_a_draining_worker_gives_a_direct_task_back_and_it_runs_elsewhere(
             assert (task.worker_id, task.direct) == ("second", False)
         for process in cluster.workers:
             stop_process(process)
+
+
+def sleep_marker(seconds: float, marker: str) -> str:
+    Path(marker).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return "slept"
+
+
+def test_a_dead_worker_is_not_offered_more_tasks(tmp_path: Path) -> None:
+    # A long heartbeat timeout: the controller lists the dead worker for the whole test.
+    with LocalCluster(workers=0, heartbeat_timeout=60) as cluster:
+        doomed = cluster.add_worker("--worker-id", "doomed", "--concurrency", "1")
+        cluster.add_worker("--worker-id", "alive", "--concurrency", "1")
+        cluster.wait_for_workers(2)
+        with FrayContext(cluster.address) as ctx:
+            assert sorted(ctx.get([ctx.run(where), ctx.run(where)])) == ["alive", "doomed"]
+            doomed.send_signal(signal.SIGKILL)
+            doomed.wait(10)
+            started = time.monotonic()
+            futures = []
+            for _ in range(20):
+                futures.append(ctx.run(where))
+                assert futures[-1].result(timeout=30) == "alive"
+            assert time.monotonic() - started < 15
+            tasks = [recorded_task(cluster.address, f.task_id) for f in futures]
+            # At most the first one tried the dead worker; no other lost an attempt to it.
+            assert sum(t.attempts > 1 for t in tasks) <= 1
+
+
+def test_ctrl_c_while_waiting_leaves_the_future_working(one_slot: LocalCluster) -> None:
+    import _thread
+    import threading
+
+    with FrayContext(one_slot.address) as ctx:
+        future = ctx.run(time.sleep, 1.0)
+        threading.Timer(0.3, _thread.interrupt_main).start()
+        with pytest.raises(KeyboardInterrupt):
+            future.result()  # the caller makes the direct call itself, and is interrupted
+        assert future.result(timeout=30) is None  # a pool thread finished the call
+
+
+def test_closing_with_a_stuck_worker_is_bounded(one_slot: LocalCluster, tmp_path: Path) -> None:
+    (process,) = one_slot.workers
+    marker = tmp_path / "started"
+    ctx = FrayContext(one_slot.address)
+    futures = [ctx.run(sleep_marker, 30, str(marker))]
+    wait_for(marker.exists, 20, "the task to start")
+    process.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        ctx.close()
+        assert time.monotonic() - started < 5
+        assert all(f.done() for f in futures)
+    finally:
+        process.send_signal(signal.SIGCONT)
+    wait_for(lambda: not pid_alive(int(marker.read_text())), 20, "the task to be stopped")
+
+
+def test_a_direct_task_of_a_killed_client_is_stopped(
+    one_slot: LocalCluster, tmp_path: Path
+) -> None:
+    marker = tmp_path / "started"
+    code = f"""
+import sys, time
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+import test_direct
+from fray.job.rpc.context import FrayContext
+ctx = FrayContext({one_slot.address!r})
+ctx.run(test_direct.sleep_marker, 120, {str(marker)!r})
+time.sleep(120)
+"""
+    client = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        wait_for(marker.exists, 30, "the task to start")
+        client.send_signal(signal.SIGKILL)
+        client.wait(10)
+        # Nobody polls for it any more: its worker stops it (ORPHAN_SECONDS + a heartbeat).
+        wait_for(lambda: not pid_alive(int(marker.read_text())), 30, "the orphan to be stopped")
+    finally:
+        stop_process(client)

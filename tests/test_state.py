@@ -1024,12 +1024,17 @@ def test_busy_slots_include_direct_tasks(state: ControllerState) -> None:
     assert state.workers["w"].direct_running == 5
 
 
-def test_eviction_skips_a_replaced_direct_record(make_state: MakeState) -> None:
-    state = make_state(max_finished_tasks=1)
+def test_a_replaced_direct_record_does_not_shorten_the_queued_tasks_stay(
+    make_state: MakeState,
+) -> None:
+    state = make_state(max_finished_tasks=2)
+    state.register_worker(worker_id="w", slots=1)
     state.record_direct("w", [direct("a")])
     state.submit([spec("a")])
-    state.record_direct("w", [direct("b")])  # evicts the oldest entry: the replaced record
-    assert state.get_task("a").state is TaskState.PENDING
+    (task,), _ = state.lease("w")
+    state.report("w", [Outcome("a", task.attempts, value=b"v")])
+    state.record_direct("w", [direct("b")])  # two finished tasks: within the limit
+    assert state.get_task("a").state is TaskState.COMPLETED
     assert state.get_task("b").direct
 
 

@@ -175,7 +175,20 @@ class _Caller:
                     batch = [self._pending.popleft() for _ in range(count)]
                     if not batch:
                         return
-                self._send_batch(batch)
+                try:
+                    self._send_batch(batch)
+                except BaseException as exc:  # e.g. Ctrl-C in a caller that was sending
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(
+                                errors.ActorError(
+                                    f"a call to {self._what()} was interrupted "
+                                    f"({type(exc).__name__}) while being sent; it may or may "
+                                    "not have run",
+                                    actor_id=self._actor_id,
+                                )
+                            )
+                    raise
         finally:
             with self._cond:
                 self._sending = False

@@ -306,17 +306,10 @@ class FrayContext:
             self._closed = True
             self._lock.notify_all()
             outstanding = list(self._futures.values())
+        # Their futures fail first: a cancellation's answer must not settle them differently.
+        self._fail(outstanding, errors.FrayError("the FrayContext was closed"))
         if self._direct is not None:
             self._direct.close()
-        for actor_id in self._owned_actors:  # non-detached actors live as long as their creator
-            try:
-                self._client.call(
-                    self._client.rpc.kill_actor,
-                    pb.KillActorRequest(actor_id=actor_id),
-                    retry_timeout=2,
-                )
-            except (ConnectError, errors.FrayError) as exc:
-                logger.warning("could not kill actor %s at close: %s", actor_id, exc)
         submitted = [f.task_id for f in outstanding if f.controller_id]
         if submitted:  # nobody will read their results: do not let them use the workers
             try:
@@ -327,7 +320,15 @@ class FrayContext:
                 )
             except (ConnectError, errors.FrayError) as exc:
                 logger.warning("could not cancel %d tasks at close: %s", len(submitted), exc)
-        self._fail(outstanding, errors.FrayError("the FrayContext was closed"))
+        for actor_id in self._owned_actors:  # non-detached actors live as long as their creator
+            try:
+                self._client.call(
+                    self._client.rpc.kill_actor,
+                    pb.KillActorRequest(actor_id=actor_id),
+                    retry_timeout=2,
+                )
+            except (ConnectError, errors.FrayError) as exc:
+                logger.warning("could not kill actor %s at close: %s", actor_id, exc)
         self._client.close()
         self._workers.close()
         _open_contexts.discard(self)
@@ -431,13 +432,17 @@ class FrayContext:
             # is better served by the controller's batches) or user errors are to be retried.
             direct = self._direct is not None and not self._unsent and not spec.max_retries
         if direct and self._direct is not None and self._direct.try_send(spec, future):
+            if future.cancelled():  # cancelled before the direct path knew it: stop it there
+                self._direct.cancel(spec.task_id)
             return
         self._queue_at_controller(spec, future)
 
     def _queue_at_controller(self, spec: pb.TaskSpec, future: FrayFuture) -> None:
         with self._lock:
-            if self._closed:
-                return  # close() fails the future
+            # Checked under the lock that _cancel searches _unsent with: a cancel either sees
+            # the task there or this sees the future cancelled.
+            if self._closed or future.done():
+                return  # close() fails the future; a cancelled one is not queued
             self._unsent.append((spec, future))
             self._lock.notify_all()
             if not self._threads:
@@ -521,10 +526,9 @@ class FrayContext:
                 self._lock.wait()
 
     def _cancel(self, future: FrayFuture) -> None:
-        if self._direct is not None and self._direct.cancel(future.task_id):
-            with self._lock:
-                self._futures.pop(future.task_id, None)
-            return
+        """Stop a (locally cancelled) task wherever it is: on the direct path, waiting to be
+        queued, or at the controller. It may be moving from the first to the others."""
+        sent_direct = self._direct is not None and self._direct.cancel(future.task_id)
         with self._lock:
             for i, (spec, queued) in enumerate(self._unsent):
                 if queued is future:
@@ -532,6 +536,10 @@ class FrayContext:
                     self._futures.pop(spec.task_id, None)
                     return
         self._flush()
+        if sent_direct and not future.controller_id:
+            with self._lock:
+                self._futures.pop(future.task_id, None)
+            return
         try:
             self._client.call(
                 self._client.rpc.cancel_tasks, pb.CancelTasksRequest(task_ids=[future.task_id])

@@ -11,7 +11,8 @@ A caller that blocks on the future before a thread took the call makes it itself
 one-at-a-time `ctx.get(ctx.run(f))` then costs no thread hand-offs on the client.
 
 A call that lasts longer than `WAIT_MS` continues with `WaitTask` long polls, so a worker that
-vanishes without closing the connection is noticed within `WAIT_MS` plus a margin.
+vanishes without closing the connection is noticed within `WAIT_MS` plus a margin (~7 s); the
+worker, for its part, cancels a direct task whose client stopped polling for it.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ from fray.v1.worker_connect import FrayWorkerClientSync
 logger = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 0.5
-WAIT_MS = 10_000
-_CALL_MARGIN_MS = 5_000
+WAIT_MS = 5_000
+_CALL_MARGIN_MS = 2_000
 _BACK_OFF_SECONDS = 0.25  # a worker that refused a task is not offered another for this long
+_LOST_REST_SECONDS = 5.0  # nor one that lost a task (until the controller has expired it)
 
 # complete(future, result) settles a future; requeue(spec, future, lost) queues the task at the
 # controller (lost: the worker may have died running it).
@@ -96,8 +98,25 @@ class _Call:
     claimed: bool = False  # a thread (pool or caller) is making it
 
 
+class _Refused(Exception):
+    """The worker did not take the task (no free slot, or draining)."""
+
+
 class _Lost(Exception):
-    """The worker died, vanished or forgot the task: it may have run, or be running."""
+    """The worker died, vanished or forgot the task. `maybe_ran`: it may have run, or still
+    be running there (False when the connection was refused: it never got the task)."""
+
+    def __init__(self, message: str, *, maybe_ran: bool) -> None:
+        super().__init__(message)
+        self.maybe_ran = maybe_ran
+
+
+_MAYBE_RAN = (Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED, Code.INTERNAL, Code.UNKNOWN)
+
+
+def _never_connected(exc: ConnectError) -> bool:
+    """A refused connection: nothing reached the worker. (pyqwest says so only in its text.)"""
+    return exc.code == Code.UNAVAILABLE and "Connection refused" in exc.message
 
 
 class DirectPath:
@@ -122,9 +141,10 @@ class DirectPath:
         self._workers: dict[str, _Worker] = {}
         self._refreshed = 0.0
         self._refresh_wanted = threading.Event()
+        self._view_thread: threading.Thread | None = None
         self._in_flight: dict[str, _Call] = {}  # by task id
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
+        self._threads: list[threading.Thread] = []  # call threads, at most max_in_flight
         self._idle_threads = 0
         self._closed = False
 
@@ -138,6 +158,12 @@ class DirectPath:
         call = _Call(worker, spec, future)
         with self._lock:
             self._in_flight[spec.task_id] = call
+        self._dispatch(call)
+        return True
+
+    def _dispatch(self, call: _Call) -> None:
+        """Hand a call to the pool (a thread per call in flight, started when needed)."""
+        with self._lock:
             if self._idle_threads == 0 and len(self._threads) < self._max_in_flight:
                 thread = threading.Thread(target=self._call_loop, name="fray-direct", daemon=True)
                 self._threads.append(thread)
@@ -145,7 +171,6 @@ class DirectPath:
             else:
                 self._idle_threads -= 1
         self._calls.put(call)
-        return True
 
     def help(self, task_id: str) -> None:
         """Make the call of `task_id` in this thread if no thread has taken it yet."""
@@ -154,7 +179,13 @@ class DirectPath:
             if call is None or call.claimed:
                 return
             call.claimed = True
-        self._make(call)
+        try:
+            self._make(call)
+        except BaseException:  # e.g. Ctrl-C while waiting: a pool thread takes over the call
+            with self._lock:
+                call.claimed = False
+            self._dispatch(call)  # RunTask is idempotent: it finds the task already there
+            raise
 
     def _reserve(self) -> _Worker | None:
         now = time.monotonic()
@@ -190,34 +221,38 @@ class DirectPath:
         except Exception:  # never strand a future
             logger.exception("direct call of task %s failed", call.spec.task_id)
             self._requeue(call.spec, call.future, True)
-        finally:
-            with self._lock:
-                call.worker.ours -= 1
-                self._in_flight.pop(call.spec.task_id, None)
+        # Released only once the future is settled or the task requeued: until then a cancel
+        # finds the call here.
+        with self._lock:
+            call.worker.ours -= 1
+            self._in_flight.pop(call.spec.task_id, None)
+
+    def _rest(self, worker: _Worker, seconds: float) -> None:
+        with self._lock:
+            worker.resting_until = time.monotonic() + seconds
 
     def _send(self, worker: _Worker, spec: pb.TaskSpec, future: Any) -> None:
         try:
             result = self._run(worker, spec)
-        except _Lost as exc:
-            if not future.done():
-                logger.info(
-                    "worker %s lost task %s (%s); queuing it", worker.worker_id, spec.task_id, exc
-                )
-                self._requeue(spec, future, True)
-            return
-        except ConnectError as exc:  # refused: busy, draining, or something we cannot fix here
-            with self._lock:
-                worker.resting_until = time.monotonic() + _BACK_OFF_SECONDS
-            if exc.code not in (Code.RESOURCE_EXHAUSTED, Code.FAILED_PRECONDITION):
-                logger.warning(
-                    "worker %s refused task %s (%s: %s); queuing it",
-                    worker.worker_id,
-                    spec.task_id,
-                    exc.code.name,
-                    exc.message,
-                )
+        except _Refused:  # busy or draining: the task did not start there
+            self._rest(worker, _BACK_OFF_SECONDS)
             if not future.done():
                 self._requeue(spec, future, False)
+            return
+        except _Lost as exc:
+            self._rest(worker, _LOST_REST_SECONDS)  # do not offer it more until it shows up again
+            if not future.done():
+                logger.info(
+                    "lost task %s on worker %s (%s); queuing it",
+                    spec.task_id,
+                    worker.worker_id,
+                    exc,
+                )
+                self._requeue(spec, future, exc.maybe_ran)
+            if exc.maybe_ran:  # in case it comes back: the task is queued elsewhere
+                threading.Thread(
+                    target=self._cancel_on, args=(worker, spec.task_id), daemon=True
+                ).start()
             return
         if result.handed_back:
             if not future.done():
@@ -229,33 +264,48 @@ class DirectPath:
             self._complete(future, result)
 
     def _run(self, worker: _Worker, spec: pb.TaskSpec) -> pb.TaskResult:
-        """RunTask, then WaitTask until the task is done. Raises _Lost or a refusal."""
+        """RunTask, then WaitTask until the task is done. Raises _Refused or _Lost."""
         client = self._client(worker.address)
-        response: wpb.RunTaskResponse | wpb.WaitTaskResponse = self._call(
-            client.run_task, wpb.RunTaskRequest(task=spec, wait_ms=WAIT_MS)
-        )
-        while not response.done:
-            response = self._call(
-                client.wait_task, wpb.WaitTaskRequest(task_id=spec.task_id, wait_ms=WAIT_MS)
+        try:
+            response: wpb.RunTaskResponse | wpb.WaitTaskResponse = self._call(
+                client.run_task, wpb.RunTaskRequest(task=spec, wait_ms=WAIT_MS)
             )
+        except ConnectError as exc:
+            if exc.code in (Code.RESOURCE_EXHAUSTED, Code.FAILED_PRECONDITION):
+                raise _Refused(exc.message) from None
+            if exc.code != Code.UNAVAILABLE:
+                logger.warning(
+                    "worker %s refused task %s (%s: %s)",
+                    worker.worker_id,
+                    spec.task_id,
+                    exc.code.value,
+                    exc.message,
+                )
+            # A refused connection or request never delivered the task; a broken one may have.
+            maybe_ran = exc.code in _MAYBE_RAN and not _never_connected(exc)
+            raise _Lost(exc.message, maybe_ran=maybe_ran) from None
+        while not response.done:
+            try:
+                response = self._call(
+                    client.wait_task, wpb.WaitTaskRequest(task_id=spec.task_id, wait_ms=WAIT_MS)
+                )
+            except ConnectError as exc:  # it was running there: it may still be
+                raise _Lost(exc.message, maybe_ran=True) from None
         return response.result
 
     def _call(self, method: Callable[..., Any], request: Any) -> Any:
-        """A worker call that gets one more try after a transport failure (RunTask and WaitTask
-        are idempotent), and then counts the worker as lost."""
-        for attempt in (1, 2):
-            try:
-                return method(request, headers=self._headers, timeout_ms=WAIT_MS + _CALL_MARGIN_MS)
-            except ConnectError as exc:
-                if exc.code in (Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED):
-                    if attempt == 1:
-                        time.sleep(0.05)
-                        continue
-                    raise _Lost(exc.message) from exc
-                if exc.code == Code.NOT_FOUND:  # a restarted worker: it forgot the task
-                    raise _Lost(exc.message) from exc
+        """A worker call that gets one more try after a connection failure (RunTask and
+        WaitTask are idempotent). A timeout is not retried: the worker is stuck."""
+        try:
+            return method(request, headers=self._headers, timeout_ms=WAIT_MS + _CALL_MARGIN_MS)
+        except ConnectError as exc:
+            if exc.code != Code.UNAVAILABLE or _never_connected(exc):
                 raise
-        raise AssertionError("unreachable")
+        time.sleep(0.05)
+        try:
+            return method(request, headers=self._headers, timeout_ms=WAIT_MS + _CALL_MARGIN_MS)
+        except ConnectError as exc:  # the first try broke off: the task may have got there
+            raise _Lost(exc.message, maybe_ran=True) from None
 
     # ------------------------------------------------------------------ cancelling
 
@@ -276,14 +326,21 @@ class DirectPath:
         except ConnectError as exc:  # the worker is gone: so is the task
             logger.debug("could not cancel task %s on %s: %s", task_id, worker.worker_id, exc)
 
-    def close(self) -> None:
-        """Stop the tasks in flight and the threads."""
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the tasks in flight (at once, waiting at most `timeout`) and the threads."""
         with self._lock:
             self._closed = True
             in_flight = list(self._in_flight.values())
             threads = list(self._threads)
-        for call in in_flight:
-            self._cancel_on(call.worker, call.spec.task_id)
+        cancels = [
+            threading.Thread(target=self._cancel_on, args=(c.worker, c.spec.task_id), daemon=True)
+            for c in in_flight
+        ]
+        for thread in cancels:
+            thread.start()
+        deadline = time.monotonic() + timeout
+        for thread in cancels:
+            thread.join(max(0.0, deadline - time.monotonic()))
         for _ in threads:
             self._calls.put(None)
         self._refresh_wanted.set()
@@ -295,12 +352,11 @@ class DirectPath:
 
     def _refresh_soon(self) -> None:
         with self._lock:
-            if not any(t.name == "fray-direct-view" for t in self._threads):
-                thread = threading.Thread(
+            if self._view_thread is None:
+                self._view_thread = threading.Thread(
                     target=self._refresh_loop, name="fray-direct-view", daemon=True
                 )
-                self._threads.append(thread)
-                thread.start()
+                self._view_thread.start()
         self._refresh_wanted.set()
 
     def _refresh_loop(self) -> None:

@@ -312,10 +312,9 @@ class ControllerState:
     def _evict_finished(self) -> None:
         while len(self._finished_order) > self.max_finished_tasks:
             task_id = self._finished_order.popleft()
-            task = self.tasks.get(task_id)
-            if task is None or not task.state.finished:
-                continue  # gone already, or a direct record replaced by a queued task
-            del self.tasks[task_id]
+            task = self.tasks.pop(task_id, None)
+            if task is None:
+                continue
             self.counts[task.state] -= 1
             # Its id stays in its owner's finished log (if unread): it reads as lost there.
 
@@ -355,8 +354,9 @@ class ControllerState:
             if not spec.task_id:
                 spec.task_id = uuid.uuid4().hex
             replaced = self.tasks.get(spec.task_id)
-            if replaced is not None:
+            if replaced is not None:  # a direct record (rare): forget it entirely
                 self.counts[replaced.state] -= 1
+                self._finished_order.remove(spec.task_id)
             had = min(spec.infra_failures, self.max_infra_attempts - 1)  # one try here at least
             self.tasks[spec.task_id] = Task(
                 spec=spec, submitted_at=now, attempts=had, infra_failures=had

@@ -52,7 +52,12 @@ DEFAULT_MAX_PREFETCH = 256
 _PREFETCH_SECONDS = 0.05
 _MAX_SLOT_FAILURES = 3
 # A direct task's result is kept this long after it ends, for a client whose answer got lost.
-RESULT_KEEP_SECONDS = 60.0
+RESULT_KEEP_SECONDS = 30.0
+# A direct task nobody has polled for this long lost its client: it is stopped.
+ORPHAN_SECONDS = 15.0
+# Direct tasks run as attempt 0; leased tasks count attempts from 1, so the two never mix up
+# even when a client requeued a task whose direct call here is still running.
+_DIRECT_ATTEMPT = 0
 # At shutdown, how long finished direct results wait for their clients to collect them.
 _DELIVERY_GRACE = 2.0
 # Finished direct tasks are reported to the controller in batches gathered this long.
@@ -71,13 +76,15 @@ def _failed(
 class DirectCall:
     """A task a client sent straight to this worker (FrayWorker.RunTask)."""
 
-    spec: pb.TaskSpec
+    spec: pb.TaskSpec  # without function and arguments (not kept once it runs)
     started_at: float  # wall clock, for the controller's record
     future: concurrent.futures.Future[pb.TaskResult] = field(
         default_factory=concurrent.futures.Future
     )
     delivered: bool = False  # a client got the result
     ended: float = 0.0  # monotonic time the result was set
+    waiting: int = 0  # RunTask/WaitTask calls waiting for it now
+    last_seen: float = field(default_factory=time.monotonic)  # when a client last asked
 
 
 def _direct_record(call: DirectCall, result: pb.TaskResult) -> pb.DirectTask | None:
@@ -459,7 +466,7 @@ class Worker:
 
     def _deliver(self, result: pb.TaskResult) -> None:
         """Route a task's outcome: to its direct caller, or to the controller. Holds _lock."""
-        call = self._direct.get(result.task_id)
+        call = self._direct.get(result.task_id) if result.attempt == _DIRECT_ATTEMPT else None
         if call is None or call.future.done():
             self._outbox.append(result)
             self._reports.notify()
@@ -509,12 +516,18 @@ class Worker:
                 return call
             if self.stopping.is_set():
                 raise worker_service.WorkerDraining(f"worker {self.worker_id} is shutting down")
-            call = DirectCall(spec=spec, started_at=time.time())
+            light = pb.TaskSpec(
+                task_id=spec.task_id,
+                name=spec.name,
+                owner=spec.owner,
+                timeout_seconds=spec.timeout_seconds,
+            )
+            call = DirectCall(spec=light, started_at=time.time())
             if spec.task_id in self._cancelled_early:
                 del self._cancelled_early[spec.task_id]
                 self._direct[spec.task_id] = call
                 self._direct_running += 1
-                task = pb.LeasedTask(task_id=spec.task_id, attempt=1)
+                task = pb.LeasedTask(task_id=spec.task_id, attempt=_DIRECT_ATTEMPT)
                 self._deliver(
                     _failed(
                         task,
@@ -532,7 +545,7 @@ class Worker:
             self._queue.appendleft(
                 pb.LeasedTask(
                     task_id=spec.task_id,
-                    attempt=1,
+                    attempt=_DIRECT_ATTEMPT,
                     name=spec.name,
                     function=spec.function,
                     args=spec.args,
@@ -572,6 +585,8 @@ class Worker:
         deadline = time.monotonic() + _DELIVERY_GRACE
         with self._lock:
             while any(not self._direct[t].delivered for _, t in self._direct_ended):
+                if self.stopping_hard.is_set():
+                    return
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return
@@ -732,6 +747,22 @@ class Worker:
     def _heartbeat_loop(self) -> None:
         while not self.stopped.wait(self.heartbeat_interval):
             self._heartbeat()
+            self._reap_direct()
+
+    def _reap_direct(self) -> None:
+        """Forget old direct results; stop direct tasks whose client is gone (it stopped
+        polling: it died, or gave the task up and queued it elsewhere)."""
+        cutoff = time.monotonic() - ORPHAN_SECONDS
+        with self._lock:
+            self._forget_old_direct()
+            orphans = [
+                task_id
+                for task_id, call in self._direct.items()
+                if not call.future.done() and call.waiting == 0 and call.last_seen < cutoff
+            ]
+        for task_id in orphans:
+            logger.warning("direct task %s: its client stopped asking for it; stopping it", task_id)
+            self._cancel(task_id)
 
     def _heartbeat(self) -> None:
         with self._lock:

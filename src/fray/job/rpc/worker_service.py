@@ -13,6 +13,7 @@ import hmac
 import json
 import logging
 import math
+import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -80,7 +81,12 @@ class WorkerService(FrayWorker):
     async def _answer(self, call: DirectCall, wait_ms: int) -> tuple[bool, pb.TaskResult | None]:
         wait = min(wait_ms / 1000, MAX_WAIT_SECONDS)
         if not call.future.done() and wait > 0:
-            await asyncio.wait([asyncio.wrap_future(call.future)], timeout=wait)
+            call.waiting += 1
+            try:
+                await asyncio.wait([asyncio.wrap_future(call.future)], timeout=wait)
+            finally:
+                call.waiting -= 1
+                call.last_seen = time.monotonic()
         if not call.future.done():
             return False, None
         call.delivered = True

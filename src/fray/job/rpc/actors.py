@@ -47,9 +47,17 @@ class ActorFuture(concurrent.futures.Future[Any]):
         self._caller = caller
 
     def result(self, timeout: float | None = None) -> Any:
-        if timeout is None and not self.done():
-            self._caller.help()  # send it from here if no thread took it yet
+        if not self.done():
+            if timeout is None:
+                self._caller.help()  # send it from here if no thread took it yet
+            else:
+                self._caller.kick()  # sending from here could outlast the timeout
         return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if not self.done():
+            self._caller.kick()
+        return super().exception(timeout)
 
 
 class _Method:
@@ -129,8 +137,18 @@ class _Caller:
                     target=self._loop, name=f"fray-actor-{self._actor_id}", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify()
+            alone = len(self._pending) == 1 and not self._sending
+            if not alone:  # calls pile up: the caller is not waiting for each, send them now
+                self._cond.notify()
+        if alone:  # the caller may well wait for it and send it itself; if not, _kicker will
+            _kicker.note(self)
         return future
+
+    def kick(self) -> None:
+        """Have the handle's thread send what is pending, if nobody is sending."""
+        with self._cond:
+            if self._pending and not self._sending:
+                self._cond.notify()
 
     def _encode(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> wpb.ActorCall:
         return wpb.ActorCall(
@@ -315,6 +333,55 @@ class _Caller:
                     f"{self._what()} is not ready after {READY_TIMEOUT:g}s ({state})",
                     actor_id=self._actor_id,
                 )
+
+
+class _Kicker:
+    """Starts the sending of calls that nobody sends.
+
+    A call alone in its handle's queue is not handed to the handle's thread at once: waking a
+    thread costs ~0.1 ms on the critical path, and a caller that then waits for the call sends
+    it itself. This thread hands such calls over after `GRACE` seconds. It polls only while
+    calls come (and for `LINGER` seconds after), so a steady stream of calls never wakes it.
+    """
+
+    GRACE = 0.001
+    LINGER = 1.0
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._noted: dict[_Caller, float] = {}
+        self._last = 0.0
+        self._idle = False
+        self._thread: threading.Thread | None = None
+
+    def note(self, caller: _Caller) -> None:
+        with self._cond:
+            now = time.monotonic()
+            self._noted.setdefault(caller, now)
+            self._last = now
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="fray-kicker", daemon=True)
+                self._thread.start()
+            elif self._idle:
+                self._cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._noted and time.monotonic() - self._last > self.LINGER:
+                    self._idle = True
+                    self._cond.wait()
+                self._idle = False
+                cutoff = time.monotonic() - self.GRACE
+                due = [c for c, noted in self._noted.items() if noted <= cutoff]
+                for caller in due:
+                    del self._noted[caller]
+            for caller in due:
+                caller.kick()
+            time.sleep(self.GRACE)
+
+
+_kicker = _Kicker()
 
 
 def _value(x: Any) -> Any:

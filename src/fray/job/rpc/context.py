@@ -29,7 +29,7 @@ from connectrpc.errors import ConnectError
 from fray.job import errors
 from fray.job.context import deadline_after, time_left, validate_wait_args
 from fray.job.rpc import payload
-from fray.job.rpc.actors import FrayActorHandle, public_methods
+from fray.job.rpc.actors import ActorFuture, FrayActorHandle, public_methods
 from fray.job.rpc.client import DEFAULT_RETRY_TIMEOUT, ControllerClient, token_from_env
 from fray.job.rpc.direct import DirectPath, WorkerClients
 from fray.job.rpc.payload import ObjectRef
@@ -177,6 +177,9 @@ class FrayContext:
         futures = validate_wait_args(futures, num_returns, timeout)
         if not futures:
             return [], []
+        for f in futures:
+            if isinstance(f, ActorFuture) and not f.done():
+                f._caller.kick()  # we wait for it: send it now
         deadline = deadline_after(timeout)
         while True:
             done = sum(_is_done(f) for f in futures)

@@ -5,6 +5,7 @@ The API contract shared with the other backends is in test_job_contract.py.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import signal
@@ -190,3 +191,49 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_a_call_to_a_stuck_host_ends_in_bounded_time(
+    two_workers: LocalCluster, tmp_path: Path
+) -> None:
+    with FrayContext(two_workers.address) as ctx:
+        actor = ctx.create_actor(Counter)
+        host, _ = ctx.get(actor.where.remote())
+        (process,) = [p for p in two_workers.workers if host in " ".join(p.args)]  # type: ignore[arg-type]
+        marker = tmp_path / "started"
+        in_flight = actor.slow.remote(str(marker), 60)
+        wait_for(marker.exists, 20, "the call to start")
+        process.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(ActorDiedError, match="may or may not have run"):
+                in_flight.result(timeout=30)
+            assert time.monotonic() - started < 15
+        finally:
+            process.send_signal(signal.SIGCONT)
+
+
+def test_call_actor_answers_curl(two_workers: LocalCluster) -> None:
+    with FrayContext(two_workers.address) as ctx:
+        actor = ctx.create_actor(Counter, 41)
+        ctx.get(actor.add.remote(0))
+        record = httpx.post(
+            f"{two_workers.address}{CONTROLLER}GetActor",
+            json={"actorId": actor.actor_id},
+            timeout=20,
+        ).json()["actor"]
+        args = base64.b64encode(cloudpickle.dumps(((1,), {}))).decode()
+        response = httpx.post(
+            f"{record['address']}/fray.v1.FrayWorker/CallActor",
+            json={"actorId": actor.actor_id, "calls": [{"method": "add", "args": args}]},
+            timeout=20,
+        )
+        assert response.status_code == 200
+        (result,) = response.json()["results"]
+        assert cloudpickle.loads(base64.b64decode(result["value"])) == 42
+        missing = httpx.post(
+            f"{record['address']}/fray.v1.FrayWorker/CallActor",
+            json={"actorId": "nope", "calls": []},
+            timeout=20,
+        )
+        assert (missing.status_code, missing.json()["code"]) == (404, "not_found")

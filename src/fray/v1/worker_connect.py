@@ -21,7 +21,7 @@ from connectrpc.protocol import ProtocolType
 from connectrpc.server import ConnectASGIApplication, ConnectWSGIApplication, DEFAULT_READ_MAX_BYTES, Endpoint, EndpointSync
 from pyqwest import Client, SyncClient
 
-from .worker_pb2 import CallActorRequest, CallActorResponse, CancelTaskRequest, CancelTaskResponse, RunTaskRequest, RunTaskResponse, WaitTaskRequest, WaitTaskResponse
+from .worker_pb2 import CallActorRequest, CallActorResponse, CancelTaskRequest, CancelTaskResponse, RunTaskRequest, RunTaskResponse, WaitActorCallsRequest, WaitActorCallsResponse, WaitTaskRequest, WaitTaskResponse
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterable, Mapping
@@ -59,8 +59,15 @@ class FrayWorker(Protocol):
 
     async def call_actor(self, request: CallActorRequest, ctx: RequestContext[CallActorRequest, CallActorResponse], /) -> CallActorResponse:
         """
-        Run calls on an actor hosted here, in order, one at a time; answers with their results.
+        Run calls on an actor hosted here, in order, one at a time; answers with their results
+        within wait_ms, else done=false (then call WaitActorCalls).
         not_found: no such actor (incarnation) here; aborted: the actor died during the calls.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def wait_actor_calls(self, request: WaitActorCallsRequest, ctx: RequestContext[WaitActorCallsRequest, WaitActorCallsResponse], /) -> WaitActorCallsResponse:
+        """
+        Wait up to wait_ms more for a batch sent with CallActor (not_found: unknown or forgotten).
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -121,6 +128,17 @@ class FrayWorkerASGIApplication(ConnectASGIApplication[FrayWorker]):
                         stream_type=StreamType.UNARY,
                     ),
                     function=svc.call_actor,
+                ),
+                "/fray.v1.FrayWorker/WaitActorCalls": Endpoint.unary(
+                    method=MethodInfo(
+                        name="WaitActorCalls",
+                        service_name="fray.v1.FrayWorker",
+                        input=WaitActorCallsRequest,
+                        output=WaitActorCallsResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.wait_actor_calls,
                 ),
             },
             interceptors=interceptors,
@@ -238,7 +256,8 @@ class FrayWorkerClient(ConnectClient):
         timeout_ms: int | None = None,
     ) -> CallActorResponse:
         """
-        Run calls on an actor hosted here, in order, one at a time; answers with their results.
+        Run calls on an actor hosted here, in order, one at a time; answers with their results
+        within wait_ms, else done=false (then call WaitActorCalls).
         not_found: no such actor (incarnation) here; aborted: the actor died during the calls.
         """
         return await self.execute_unary(
@@ -248,6 +267,29 @@ class FrayWorkerClient(ConnectClient):
                 service_name="fray.v1.FrayWorker",
                 input=CallActorRequest,
                 output=CallActorResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    async def wait_actor_calls(
+        self,
+        request: WaitActorCallsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> WaitActorCallsResponse:
+        """
+        Wait up to wait_ms more for a batch sent with CallActor (not_found: unknown or forgotten).
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="WaitActorCalls",
+                service_name="fray.v1.FrayWorker",
+                input=WaitActorCallsRequest,
+                output=WaitActorCallsResponse,
                 idempotency_level=IdempotencyLevel.UNKNOWN,
                 stream_type=StreamType.UNARY,
             ),
@@ -277,8 +319,15 @@ class FrayWorkerSync(Protocol):
 
     def call_actor(self, request: CallActorRequest, ctx: RequestContext[CallActorRequest, CallActorResponse], /) -> CallActorResponse:
         """
-        Run calls on an actor hosted here, in order, one at a time; answers with their results.
+        Run calls on an actor hosted here, in order, one at a time; answers with their results
+        within wait_ms, else done=false (then call WaitActorCalls).
         not_found: no such actor (incarnation) here; aborted: the actor died during the calls.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def wait_actor_calls(self, request: WaitActorCallsRequest, ctx: RequestContext[WaitActorCallsRequest, WaitActorCallsResponse], /) -> WaitActorCallsResponse:
+        """
+        Wait up to wait_ms more for a batch sent with CallActor (not_found: unknown or forgotten).
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -337,6 +386,17 @@ class FrayWorkerWSGIApplication(ConnectWSGIApplication):
                         stream_type=StreamType.UNARY,
                     ),
                     function=service.call_actor,
+                ),
+                "/fray.v1.FrayWorker/WaitActorCalls": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="WaitActorCalls",
+                        service_name="fray.v1.FrayWorker",
+                        input=WaitActorCallsRequest,
+                        output=WaitActorCallsResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.wait_actor_calls,
                 ),
             },
             interceptors=interceptors,
@@ -454,7 +514,8 @@ class FrayWorkerClientSync(ConnectClientSync):
         timeout_ms: int | None = None,
     ) -> CallActorResponse:
         """
-        Run calls on an actor hosted here, in order, one at a time; answers with their results.
+        Run calls on an actor hosted here, in order, one at a time; answers with their results
+        within wait_ms, else done=false (then call WaitActorCalls).
         not_found: no such actor (incarnation) here; aborted: the actor died during the calls.
         """
         return self.execute_unary(
@@ -464,6 +525,29 @@ class FrayWorkerClientSync(ConnectClientSync):
                 service_name="fray.v1.FrayWorker",
                 input=CallActorRequest,
                 output=CallActorResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    def wait_actor_calls(
+        self,
+        request: WaitActorCallsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> WaitActorCallsResponse:
+        """
+        Wait up to wait_ms more for a batch sent with CallActor (not_found: unknown or forgotten).
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="WaitActorCalls",
+                service_name="fray.v1.FrayWorker",
+                input=WaitActorCallsRequest,
+                output=WaitActorCallsResponse,
                 idempotency_level=IdempotencyLevel.UNKNOWN,
                 stream_type=StreamType.UNARY,
             ),

@@ -62,17 +62,39 @@ class ActorCall(_message.Message):
     def __init__(self, method: _Optional[str] = ..., args: _Optional[bytes] = ..., object_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CallActorRequest(_message.Message):
-    __slots__ = ("actor_id", "incarnation", "calls")
+    __slots__ = ("actor_id", "incarnation", "calls", "batch_id", "wait_ms")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     CALLS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     actor_id: str
     incarnation: int
     calls: _containers.RepeatedCompositeFieldContainer[ActorCall]
-    def __init__(self, actor_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., calls: _Optional[_Iterable[_Union[ActorCall, _Mapping]]] = ...) -> None: ...
+    batch_id: str
+    wait_ms: int
+    def __init__(self, actor_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., calls: _Optional[_Iterable[_Union[ActorCall, _Mapping]]] = ..., batch_id: _Optional[str] = ..., wait_ms: _Optional[int] = ...) -> None: ...
 
 class CallActorResponse(_message.Message):
-    __slots__ = ("results",)
+    __slots__ = ("done", "results")
+    DONE_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    done: bool
     results: _containers.RepeatedCompositeFieldContainer[_controller_pb2.TaskResult]
-    def __init__(self, results: _Optional[_Iterable[_Union[_controller_pb2.TaskResult, _Mapping]]] = ...) -> None: ...
+    def __init__(self, done: _Optional[bool] = ..., results: _Optional[_Iterable[_Union[_controller_pb2.TaskResult, _Mapping]]] = ...) -> None: ...
+
+class WaitActorCallsRequest(_message.Message):
+    __slots__ = ("batch_id", "wait_ms")
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    batch_id: str
+    wait_ms: int
+    def __init__(self, batch_id: _Optional[str] = ..., wait_ms: _Optional[int] = ...) -> None: ...
+
+class WaitActorCallsResponse(_message.Message):
+    __slots__ = ("done", "results")
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    done: bool
+    results: _containers.RepeatedCompositeFieldContainer[_controller_pb2.TaskResult]
+    def __init__(self, done: _Optional[bool] = ..., results: _Optional[_Iterable[_Union[_controller_pb2.TaskResult, _Mapping]]] = ...) -> None: ...

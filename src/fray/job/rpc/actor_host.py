@@ -15,6 +15,9 @@ import logging
 import os
 import pickle
 import threading
+import time
+import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _LARGE_MESSAGE = 1 << 20  # bigger batches are written from a thread, not the event loop
+BATCH_KEEP_SECONDS = 30.0  # a finished batch's results wait this long for a client to ask
 
 
 class UnknownActor(Exception):
@@ -48,11 +52,18 @@ class _Hosted:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
+@dataclass
+class _Batch:
+    task: asyncio.Task[list[pb.TaskResult]]
+    ended: float = 0.0
+
+
 class ActorHost:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self._actors: dict[str, _Hosted] = {}
         self._lock = threading.Lock()
+        self._batches: OrderedDict[str, _Batch] = OrderedDict()  # event loop only
 
     def __len__(self) -> int:
         return len(self._actors)
@@ -154,15 +165,43 @@ class ActorHost:
 
     # ------------------------------------------------------------------ calls
 
-    async def call(
-        self, actor_id: str, incarnation: int, calls: list[wpb.ActorCall]
-    ) -> list[pb.TaskResult]:
-        """Run `calls` on the actor, in order; one batch at a time per actor."""
-        hosted = self._actors.get(actor_id)
-        if hosted is None or (incarnation and hosted.spec.incarnation != incarnation):
+    def start_batch(self, request: wpb.CallActorRequest) -> asyncio.Task[list[pb.TaskResult]]:
+        """Start running a batch of calls (or find the one already running under its id)."""
+        self._forget_old_batches()
+        known = self._batches.get(request.batch_id) if request.batch_id else None
+        if known is not None:  # a client's retry
+            return known.task
+        hosted = self._actors.get(request.actor_id)
+        if hosted is None or (
+            request.incarnation and hosted.spec.incarnation != request.incarnation
+        ):
             raise UnknownActor(
-                f"actor {actor_id} (incarnation {incarnation}) is not on this worker"
+                f"actor {request.actor_id} (incarnation {request.incarnation}) "
+                "is not on this worker"
             )
+        task = asyncio.get_running_loop().create_task(self._run_batch(hosted, list(request.calls)))
+        batch = _Batch(task)
+        task.add_done_callback(lambda _: setattr(batch, "ended", time.monotonic()))
+        self._batches[request.batch_id or uuid.uuid4().hex] = batch
+        return task
+
+    def find_batch(self, batch_id: str) -> asyncio.Task[list[pb.TaskResult]]:
+        batch = self._batches.get(batch_id)
+        if batch is None:
+            raise UnknownActor(f"no batch {batch_id} on this worker (unknown or forgotten)")
+        return batch.task
+
+    def _forget_old_batches(self) -> None:
+        cutoff = time.monotonic() - BATCH_KEEP_SECONDS
+        while self._batches:
+            batch = next(iter(self._batches.values()))
+            if not batch.task.done() or batch.ended > cutoff:
+                return
+            self._batches.popitem(last=False)
+
+    async def _run_batch(self, hosted: _Hosted, calls: list[wpb.ActorCall]) -> list[pb.TaskResult]:
+        """Run `calls` on the actor, in order; one batch at a time per actor."""
+        actor_id = hosted.spec.actor_id
         ids = {oid for call in calls for oid in call.object_ids}
         objects = {}
         for object_id in ids:

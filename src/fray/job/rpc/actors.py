@@ -18,6 +18,7 @@ import concurrent.futures
 import logging
 import threading
 import time
+import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ from connectrpc.errors import ConnectError
 
 from fray.job import errors
 from fray.job.rpc import payload
+from fray.job.rpc.direct import never_connected
 from fray.v1 import controller_pb2 as pb
 from fray.v1 import worker_pb2 as wpb
 
@@ -37,6 +39,8 @@ logger = logging.getLogger(__name__)
 READY_TIMEOUT = 60.0  # how long a call waits for its actor to be placed and built
 _BATCH = 1000
 _RESOLVE_WAIT_MS = 10_000
+WAIT_MS = 5_000  # longest wait per CallActor/WaitActorCalls; a vanished host shows within it
+_CALL_TIMEOUT_MS = WAIT_MS + 2_000
 
 
 class ActorFuture(concurrent.futures.Future[Any]):
@@ -263,17 +267,36 @@ class _Caller:
         for _ in range(3):  # not_found: the actor moved; its calls did not run, try again
             address, incarnation = self._resolve()
             request = wpb.CallActorRequest(
-                actor_id=self._actor_id, incarnation=incarnation, calls=calls
+                actor_id=self._actor_id,
+                incarnation=incarnation,
+                calls=calls,
+                batch_id=uuid.uuid4().hex,
+                wait_ms=WAIT_MS,
             )
             client = self._ctx._workers.get(address)
+            headers = self._ctx._workers.headers
+            started = False  # the worker took the batch
             try:
-                response = client.call_actor(request, headers=self._ctx._workers.headers)
+                response: wpb.CallActorResponse | wpb.WaitActorCallsResponse = client.call_actor(
+                    request, headers=headers, timeout_ms=_CALL_TIMEOUT_MS
+                )
+                started = True
+                while not response.done:  # long calls: keep asking (a vanished host shows)
+                    response = client.wait_actor_calls(
+                        wpb.WaitActorCallsRequest(batch_id=request.batch_id, wait_ms=WAIT_MS),
+                        headers=headers,
+                        timeout_ms=_CALL_TIMEOUT_MS,
+                    )
             except ConnectError as exc:
                 self._min_incarnation = incarnation + 1  # ask the controller where it is now
                 self._address = ""
-                if exc.code == Code.NOT_FOUND:
-                    continue
-                if exc.code in (Code.ABORTED, Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED):
+                if not started and (exc.code == Code.NOT_FOUND or never_connected(exc)):
+                    continue  # the calls did not reach it: find where it is (or that it died)
+                if started or exc.code in (
+                    Code.ABORTED,
+                    Code.UNAVAILABLE,
+                    Code.DEADLINE_EXCEEDED,
+                ):
                     raise errors.ActorDiedError(
                         f"{self._what()} died during the call ({exc.message}); "
                         "it may or may not have run",

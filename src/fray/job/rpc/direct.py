@@ -114,7 +114,7 @@ class _Lost(Exception):
 _MAYBE_RAN = (Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED, Code.INTERNAL, Code.UNKNOWN)
 
 
-def _never_connected(exc: ConnectError) -> bool:
+def never_connected(exc: ConnectError) -> bool:
     """A refused connection: nothing reached the worker. (pyqwest says so only in its text.)"""
     return exc.code == Code.UNAVAILABLE and "Connection refused" in exc.message
 
@@ -282,7 +282,7 @@ class DirectPath:
                     exc.message,
                 )
             # A refused connection or request never delivered the task; a broken one may have.
-            maybe_ran = exc.code in _MAYBE_RAN and not _never_connected(exc)
+            maybe_ran = exc.code in _MAYBE_RAN and not never_connected(exc)
             raise _Lost(exc.message, maybe_ran=maybe_ran) from None
         while not response.done:
             try:
@@ -299,7 +299,7 @@ class DirectPath:
         try:
             return method(request, headers=self._headers, timeout_ms=WAIT_MS + _CALL_MARGIN_MS)
         except ConnectError as exc:
-            if exc.code != Code.UNAVAILABLE or _never_connected(exc):
+            if exc.code != Code.UNAVAILABLE or never_connected(exc):
                 raise
         time.sleep(0.05)
         try:

@@ -110,15 +110,33 @@ class WorkerService(FrayWorker):
     async def call_actor(
         self, request: wpb.CallActorRequest, ctx: RequestContext[Any, Any]
     ) -> wpb.CallActorResponse:
-        results = await self.worker.actors.call(
-            request.actor_id, request.incarnation, list(request.calls)
-        )
-        return wpb.CallActorResponse(results=results)
+        batch = self.worker.actors.start_batch(request)
+        # No wait_ms (e.g. curl): wait for the calls, however long they take.
+        wait = min(request.wait_ms / 1000, MAX_WAIT_SECONDS) if request.wait_ms else None
+        results = await _batch_results(batch, wait)
+        return wpb.CallActorResponse(done=results is not None, results=results or [])
+
+    async def wait_actor_calls(
+        self, request: wpb.WaitActorCallsRequest, ctx: RequestContext[Any, Any]
+    ) -> wpb.WaitActorCallsResponse:
+        batch = self.worker.actors.find_batch(request.batch_id)
+        results = await _batch_results(batch, min(request.wait_ms / 1000, MAX_WAIT_SECONDS))
+        return wpb.WaitActorCallsResponse(done=results is not None, results=results or [])
 
     async def cancel_task(
         self, request: wpb.CancelTaskRequest, ctx: RequestContext[Any, Any]
     ) -> wpb.CancelTaskResponse:
         return wpb.CancelTaskResponse(found=self.worker.cancel_direct(request.task_id))
+
+
+async def _batch_results(
+    batch: asyncio.Task[list[pb.TaskResult]], wait: float | None
+) -> list[pb.TaskResult] | None:
+    """The batch's results once it is done (None if still running after `wait` seconds);
+    raises what the batch raised (ActorAborted)."""
+    if not batch.done():
+        await asyncio.wait([batch], timeout=wait)
+    return batch.result() if batch.done() else None
 
 
 def make_app(worker: Worker, token: str | None) -> Any:

@@ -202,15 +202,16 @@ class ActorHost:
     async def _run_batch(self, hosted: _Hosted, calls: list[wpb.ActorCall]) -> list[pb.TaskResult]:
         """Run `calls` on the actor, in order; one batch at a time per actor."""
         actor_id = hosted.spec.actor_id
-        ids = {oid for call in calls for oid in call.object_ids}
-        objects = {}
-        for object_id in ids:
-            objects[object_id] = await asyncio.to_thread(self.worker.fetch_object, object_id)
-        batch = pickle.dumps(
-            [(c.method, c.args, {o: objects[o] for o in c.object_ids}) for c in calls],
-            protocol=5,
-        )
+        # Under the actor's lock from the start: batches run in the order they arrived, even
+        # when one has objects to fetch first.
         async with hosted.lock:
+            objects = {}
+            for object_id in {oid for call in calls for oid in call.object_ids}:
+                objects[object_id] = await asyncio.to_thread(self.worker.fetch_object, object_id)
+            batch = pickle.dumps(
+                [(c.method, c.args, {o: objects[o] for o in c.object_ids}) for c in calls],
+                protocol=5,
+            )
             try:
                 if len(batch) > _LARGE_MESSAGE:
                     await asyncio.to_thread(hosted.requests.send_bytes, batch)

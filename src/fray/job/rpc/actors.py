@@ -40,7 +40,7 @@ READY_TIMEOUT = 60.0  # how long a call waits for its actor to be placed and bui
 _BATCH = 1000
 _RESOLVE_WAIT_MS = 10_000
 WAIT_MS = 5_000  # longest wait per CallActor/WaitActorCalls; a vanished host shows within it
-_CALL_TIMEOUT_MS = WAIT_MS + 2_000
+_CALL_MARGIN_MS = 2_000
 
 
 class ActorFuture(concurrent.futures.Future[Any]):
@@ -51,11 +51,9 @@ class ActorFuture(concurrent.futures.Future[Any]):
         self._caller = caller
 
     def result(self, timeout: float | None = None) -> Any:
-        if not self.done():
-            if timeout is None:
-                self._caller.help()  # send it from here if no thread took it yet
-            else:
-                self._caller.kick()  # sending from here could outlast the timeout
+        if not self.done():  # send it from here if no thread took it yet
+            wait_ms = WAIT_MS if timeout is None else int(min(WAIT_MS, timeout * 1000))
+            self._caller.help(max(1, wait_ms))
         return super().result(timeout)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
@@ -173,13 +171,14 @@ class _Caller:
             if future.set_running_or_notify_cancel():
                 future.set_exception(self._final)
 
-    def help(self) -> None:
-        """Send the pending calls from this thread if no one is sending."""
+    def help(self, first_wait_ms: int = WAIT_MS) -> None:
+        """Send the pending calls from this thread if no one is sending. This thread waits at
+        most `first_wait_ms` for their answer; a thread takes over longer waits."""
         with self._cond:
             if self._sending or not self._pending:
                 return
             self._sending = True
-        self._pump()
+        self._pump(first_wait_ms, inline=True)
 
     def _loop(self) -> None:
         while True:
@@ -187,9 +186,9 @@ class _Caller:
                 while self._sending or not self._pending:
                     self._cond.wait()
                 self._sending = True
-            self._pump()
+            self._pump(WAIT_MS, inline=False)
 
-    def _pump(self) -> None:
+    def _pump(self, first_wait_ms: int, inline: bool) -> None:
         try:
             while True:
                 with self._cond:
@@ -198,7 +197,7 @@ class _Caller:
                     if not batch:
                         return
                 try:
-                    self._send_batch(batch)
+                    self._send_batch(batch, first_wait_ms, inline)
                 except BaseException as exc:  # e.g. Ctrl-C in a caller that was sending
                     for _, future in batch:
                         if not future.done():
@@ -218,7 +217,9 @@ class _Caller:
 
     # ------------------------------------------------------------------ sending
 
-    def _send_batch(self, batch: list[tuple[Any, ActorFuture]]) -> None:
+    def _send_batch(
+        self, batch: list[tuple[Any, ActorFuture]], first_wait_ms: int, inline: bool
+    ) -> None:
         if self._final is not None:
             for _, future in batch:
                 if future.set_running_or_notify_cancel():
@@ -239,14 +240,10 @@ class _Caller:
                     continue
             calls.append(call)
             futures.append(future)
-        if not calls:
-            return
-        try:
-            results = self._call(calls)
-        except BaseException as exc:
-            for future in futures:
-                future.set_exception(exc)
-            return
+        if calls:
+            self._call(calls, futures, first_wait_ms, inline)
+
+    def _settle(self, futures: list[ActorFuture], results: list[pb.TaskResult]) -> None:
         for future, result in zip(futures, results, strict=True):
             if result.HasField("error"):
                 future.set_exception(payload.exception_from_error(result.error, self._what()))
@@ -260,57 +257,108 @@ class _Caller:
                     )
                 )
 
+    def _fail(self, futures: list[ActorFuture], exc: BaseException) -> None:
+        for future in futures:
+            future.set_exception(exc)
+
     def _what(self) -> str:
         return f"actor {self._actor_id} ({self._class_name})"
 
-    def _call(self, calls: list[wpb.ActorCall]) -> list[pb.TaskResult]:
-        for _ in range(3):  # not_found: the actor moved; its calls did not run, try again
-            address, incarnation = self._resolve()
+    def _call(
+        self,
+        calls: list[wpb.ActorCall],
+        futures: list[ActorFuture],
+        first_wait_ms: int,
+        inline: bool,
+    ) -> None:
+        """Send a batch and settle its futures (from another thread if `inline` and the answer
+        takes longer than `first_wait_ms`)."""
+        for _ in range(3):  # the calls did not reach the actor: find it again, try again
+            try:
+                address, incarnation = self._resolve()
+            except BaseException as exc:
+                self._fail(futures, exc)
+                return
             request = wpb.CallActorRequest(
                 actor_id=self._actor_id,
                 incarnation=incarnation,
                 calls=calls,
                 batch_id=uuid.uuid4().hex,
-                wait_ms=WAIT_MS,
+                wait_ms=first_wait_ms,
             )
             client = self._ctx._workers.get(address)
-            headers = self._ctx._workers.headers
-            started = False  # the worker took the batch
             try:
-                response: wpb.CallActorResponse | wpb.WaitActorCallsResponse = client.call_actor(
-                    request, headers=headers, timeout_ms=_CALL_TIMEOUT_MS
+                response = client.call_actor(
+                    request,
+                    headers=self._ctx._workers.headers,
+                    timeout_ms=first_wait_ms + _CALL_MARGIN_MS,
                 )
-                started = True
-                while not response.done:  # long calls: keep asking (a vanished host shows)
-                    response = client.wait_actor_calls(
-                        wpb.WaitActorCallsRequest(batch_id=request.batch_id, wait_ms=WAIT_MS),
-                        headers=headers,
-                        timeout_ms=_CALL_TIMEOUT_MS,
-                    )
             except ConnectError as exc:
-                self._min_incarnation = incarnation + 1  # ask the controller where it is now
-                self._address = ""
-                if not started and (exc.code == Code.NOT_FOUND or never_connected(exc)):
-                    continue  # the calls did not reach it: find where it is (or that it died)
-                if started or exc.code in (
-                    Code.ABORTED,
-                    Code.UNAVAILABLE,
-                    Code.DEADLINE_EXCEEDED,
-                ):
-                    raise errors.ActorDiedError(
-                        f"{self._what()} died during the call ({exc.message}); "
-                        "it may or may not have run",
-                        actor_id=self._actor_id,
-                    ) from None
-                raise errors.ActorError(
-                    f"{self._what()}: the worker refused the call ({exc.code.value}: "
-                    f"{exc.message})",
-                    actor_id=self._actor_id,
-                ) from None
-            if len(response.results) != len(calls):
-                raise errors.ActorError(f"{self._what()}: wrong number of results")
-            return list(response.results)
-        raise errors.ActorDiedError(f"{self._what()} keeps moving", actor_id=self._actor_id)
+                self._moved(incarnation)
+                if exc.code == Code.NOT_FOUND or never_connected(exc):
+                    continue  # it never got them: find where it is now (or that it died)
+                self._fail(futures, self._error(exc))
+                return
+            if response.done:
+                self._finish(futures, response.results)
+            elif inline:  # the caller waits no longer than it asked: a thread takes over
+                threading.Thread(
+                    target=self._wait_batch,
+                    args=(client, request.batch_id, incarnation, futures),
+                    name=f"fray-actor-{self._actor_id}-wait",
+                    daemon=True,
+                ).start()
+            else:
+                self._wait_batch(client, request.batch_id, incarnation, futures)
+            return
+        self._fail(
+            futures, errors.ActorDiedError(f"{self._what()} keeps moving", actor_id=self._actor_id)
+        )
+
+    def _wait_batch(
+        self, client: Any, batch_id: str, incarnation: int, futures: list[ActorFuture]
+    ) -> None:
+        """Long-poll a running batch until it is done (a vanished host shows within a poll)."""
+        request = wpb.WaitActorCallsRequest(batch_id=batch_id, wait_ms=WAIT_MS)
+        try:
+            while True:
+                response = client.wait_actor_calls(
+                    request,
+                    headers=self._ctx._workers.headers,
+                    timeout_ms=WAIT_MS + _CALL_MARGIN_MS,
+                )
+                if response.done:
+                    self._finish(futures, response.results)
+                    return
+        except ConnectError as exc:
+            self._moved(incarnation)
+            self._fail(futures, self._died(exc))
+
+    def _finish(self, futures: list[ActorFuture], results: Any) -> None:
+        if len(results) != len(futures):
+            self._fail(futures, errors.ActorError(f"{self._what()}: wrong number of results"))
+        else:
+            self._settle(futures, list(results))
+
+    def _moved(self, incarnation: int) -> None:
+        """The actor may have moved: ask the controller where it is before the next call."""
+        self._min_incarnation = max(self._min_incarnation, incarnation + 1)
+        self._address = ""
+
+    def _died(self, exc: ConnectError) -> errors.ActorError:
+        return errors.ActorDiedError(
+            f"{self._what()} died during the call ({exc.message}); it may or may not have run",
+            actor_id=self._actor_id,
+        )
+
+    def _error(self, exc: ConnectError) -> errors.ActorError:
+        """The error for a CallActor that failed after it may have reached the actor."""
+        if exc.code in (Code.ABORTED, Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED):
+            return self._died(exc)
+        return errors.ActorError(
+            f"{self._what()}: the worker refused the call ({exc.code.value}: {exc.message})",
+            actor_id=self._actor_id,
+        )
 
     def _resolve(self) -> tuple[str, int]:
         """Where the actor is ready now (asking the controller when we do not know)."""

@@ -128,8 +128,8 @@ def test_controller_announces_its_address_serves_status_and_exits_0_on_sigterm(
     done = fray("status", "--controller", address)
     assert done.returncode == 0, done.stderr
     status = json.loads(done.stdout)
-    assert set(status) == {"summary", "workers"}
-    assert status["workers"] == []
+    assert set(status) == {"summary", "workers", "actors"}
+    assert status["workers"] == [] and status["actors"] == []
     assert status["summary"]["controllerId"]
 
     process.send_signal(signal.SIGTERM)

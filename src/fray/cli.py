@@ -127,6 +127,7 @@ def _status(args: argparse.Namespace) -> int:
     try:
         summary = client.call(client.rpc.get_cluster_summary, pb.GetClusterSummaryRequest())
         workers = client.call(client.rpc.list_workers, pb.ListWorkersRequest())
+        actors = client.call(client.rpc.list_actors, pb.ListActorsRequest())
     except ControllerUnavailableError as exc:
         print(f"fray status: {exc}", file=sys.stderr)
         return 1
@@ -141,6 +142,9 @@ def _status(args: argparse.Namespace) -> int:
                 "summary": MessageToDict(summary, always_print_fields_with_no_presence=True),
                 "workers": MessageToDict(workers, always_print_fields_with_no_presence=True)[
                     "workers"
+                ],
+                "actors": MessageToDict(actors, always_print_fields_with_no_presence=True)[
+                    "actors"
                 ],
             },
             indent=2,
@@ -235,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_worker)
 
-    p = sub.add_parser("status", help="print the cluster summary and workers as JSON")
+    p = sub.add_parser("status", help="print the cluster summary, workers and actors as JSON")
     p.add_argument(
         "--controller", default=os.environ.get("FRAY_CONTROLLER_ADDRESS", DEFAULT_CONTROLLER)
     )

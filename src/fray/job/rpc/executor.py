@@ -24,6 +24,7 @@ import pickle
 import signal
 import sys
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
@@ -56,11 +57,17 @@ def run_one(
     functions: _FunctionCache, function: bytes, args: bytes, objects: dict[str, bytes]
 ) -> tuple[str, bytes]:
     """Unpickle and run one task; never raises."""
+    return _run(lambda: functions.load(function), args, objects)
+
+
+def _run(
+    find: Callable[[], Callable[..., Any]], args: bytes, objects: dict[str, bytes]
+) -> tuple[str, bytes]:
+    """Call what `find` gives with the unpickled arguments: ("ok", pickled value) or
+    ("error", pickled TaskError); never raises."""
     try:
-        fn = functions.load(function)
-        call_args, call_kwargs = pickle.loads(args)
-        values = {object_id: pickle.loads(data) for object_id, data in objects.items()}
-        call_args, call_kwargs = payload.resolve_refs(call_args, call_kwargs, values)
+        fn = find()
+        call_args, call_kwargs = _arguments(args, objects)
     except BaseException as exc:
         return "error", _error(exc, pb.ERROR_KIND_DESERIALIZATION)
     try:
@@ -72,6 +79,13 @@ def run_one(
     except BaseException as exc:
         message = f"the return value ({type(value).__qualname__}) could not be pickled: {exc}"
         return "error", _error(exc, pb.ERROR_KIND_USER, message)
+
+
+def _arguments(args: bytes, objects: dict[str, bytes]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The call's (args, kwargs), with stored objects in place of their refs."""
+    call_args, call_kwargs = pickle.loads(args)
+    values = {object_id: pickle.loads(data) for object_id, data in objects.items()}
+    return payload.resolve_refs(call_args, call_kwargs, values)
 
 
 def _error(exc: BaseException, kind: pb.ErrorKind, message: str = "") -> bytes:
@@ -132,9 +146,7 @@ def _construct(
     """The actor instance, or the pickled TaskError of why there is none."""
     try:
         cls = pickle.loads(cls_bytes)
-        call_args, call_kwargs = pickle.loads(args)
-        values = {object_id: pickle.loads(data) for object_id, data in objects.items()}
-        call_args, call_kwargs = payload.resolve_refs(call_args, call_kwargs, values)
+        call_args, call_kwargs = _arguments(args, objects)
     except BaseException as exc:
         return None, _error(exc, pb.ERROR_KIND_DESERIALIZATION)
     try:
@@ -146,22 +158,7 @@ def _construct(
 def _call_method(
     instance: Any, method: str, args: bytes, objects: dict[str, bytes]
 ) -> tuple[str, bytes]:
-    try:
-        bound = getattr(instance, method)
-        call_args, call_kwargs = pickle.loads(args)
-        values = {object_id: pickle.loads(data) for object_id, data in objects.items()}
-        call_args, call_kwargs = payload.resolve_refs(call_args, call_kwargs, values)
-    except BaseException as exc:
-        return "error", _error(exc, pb.ERROR_KIND_DESERIALIZATION)
-    try:
-        value = bound(*call_args, **call_kwargs)
-    except BaseException as exc:
-        return "error", _error(exc, pb.ERROR_KIND_USER)
-    try:
-        return "ok", cloudpickle.dumps(value, protocol=payload.PROTOCOL)
-    except BaseException as exc:
-        message = f"the return value ({type(value).__qualname__}) could not be pickled: {exc}"
-        return "error", _error(exc, pb.ERROR_KIND_USER, message)
+    return _run(lambda: getattr(instance, method), args, objects)
 
 
 def context() -> Any:

@@ -320,4 +320,5 @@ def test_demo_runs_the_main_job_end_to_end() -> None:
     assert "pi ~= 3.1" in result.stdout
     assert "wait(): 2 ready, 0 pending -> [1, 2]" in result.stdout
     assert "raised ValueError at the caller" in result.stdout
+    assert "running totals [1, 3, 6, 10, 15, 21, 28, 36, 45, 55]" in result.stdout
     assert "'controller': 0" in result.stdout and "'worker-1': 0" in result.stdout

@@ -3,7 +3,7 @@
 
 The job estimates pi by Monte Carlo: a shared configuration is stored once with `put`, many tasks
 sample points, and the results are gathered as they finish (with a progress bar). It also shows a
-task error coming back with its original type.
+task error coming back with its original type, and an actor keeping a running total.
 """
 
 from __future__ import annotations
@@ -37,6 +37,17 @@ def check_positive(x: int) -> int:
     return x
 
 
+class Tally:
+    """An actor: keeps a running total between calls."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def add(self, x: int) -> int:
+        self.total += x
+        return self.total
+
+
 def main(workers: int = 2, tasks: int = 200) -> int:
     started = time.perf_counter()
     print(f"starting a local fray cluster: 1 controller + {workers} workers (loopback)")
@@ -63,6 +74,10 @@ def main(workers: int = 2, tasks: int = 200) -> int:
                 ctx.get(ctx.run(check_positive, -1))
             except ValueError as exc:
                 print(f"a failing task raised ValueError at the caller, as expected: {exc}")
+
+            tally = ctx.create_actor(Tally, name="tally")
+            totals = ctx.get([tally.add.remote(x) for x in range(1, 11)])
+            print(f"actor 'tally': running totals {totals}")
         finally:
             ctx.close()
         codes = cluster.stop()

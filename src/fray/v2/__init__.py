@@ -1,0 +1,56 @@
+"""fray.v2: submit jobs, open worker pools and find named actors, on the local or Ray backend.
+
+    from fray.v2 import current_cluster, ResourceSpec
+
+    cluster = current_cluster()  # $FRAY_CLUSTER_SPEC: "local" (default), "ray", ...
+    with cluster.worker_pool(num_workers=2, resources=ResourceSpec()) as pool:
+        print([f.result() for f in [pool.submit(pow, i, 2) for i in range(5)]])
+
+The API follows Iris's shape (see :mod:`fray.v2.cluster`). Importing this package does not
+import Ray; the Ray backend is loaded when a ``"ray..."`` cluster is created.
+"""
+
+from fray.v2.actor import ActorServer, NoActorError
+from fray.v2.cluster import (
+    ActorPool,
+    BroadcastResult,
+    Cluster,
+    Job,
+    Resolver,
+    WorkerPool,
+    create_cluster,
+    current_cluster,
+    set_current_cluster,
+    use_cluster,
+)
+from fray.v2.job import JobFailedError
+from fray.v2.types import (
+    Entrypoint,
+    EnvironmentSpec,
+    JobId,
+    JobStatus,
+    Namespace,
+    ResourceSpec,
+)
+
+__all__ = [
+    "ActorPool",
+    "ActorServer",
+    "BroadcastResult",
+    "Cluster",
+    "Entrypoint",
+    "EnvironmentSpec",
+    "Job",
+    "JobFailedError",
+    "JobId",
+    "JobStatus",
+    "Namespace",
+    "NoActorError",
+    "Resolver",
+    "ResourceSpec",
+    "WorkerPool",
+    "create_cluster",
+    "current_cluster",
+    "set_current_cluster",
+    "use_cluster",
+]

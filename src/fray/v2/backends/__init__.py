@@ -1,0 +1,1 @@
+"""fray.v2 backends: ``local`` (this machine) and ``ray`` (imports Ray; loaded on demand)."""

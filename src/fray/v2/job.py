@@ -1,0 +1,326 @@
+"""Job machinery shared by the backends: the job process, log streaming and waiting.
+
+A job is one or more *tasks* (``ResourceSpec.replicas``), each running the entrypoint in
+its own Python process (:class:`JobProcess`) whose stdout and stderr go to one log file per
+task. :class:`TaskJob` turns a list of task runners into a :class:`fray.v2.cluster.Job`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import cloudpickle
+
+from fray.v2.types import Entrypoint, JobId, JobStatus
+
+__all__ = [
+    "JobFailedError",
+    "JobProcess",
+    "TaskJob",
+    "TaskRunner",
+    "check_job_name",
+    "dump_entrypoint",
+]
+
+# Runs in the job's process: argv is (payload file, error file, launcher pid, cleanup dir).
+# Needs only cloudpickle (and whatever the entrypoint imports). When its launcher dies,
+# nobody can read its files any more: it deletes the cleanup dir and exits.
+_BOOTSTRAP = """\
+import os, shutil, sys, threading, time, traceback
+def _watch(parent):
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    shutil.rmtree(sys.argv[4], ignore_errors=True)
+    os._exit(1)
+threading.Thread(target=_watch, args=(int(sys.argv[3]),), daemon=True).start()
+try:
+    import cloudpickle
+    with open(sys.argv[1], "rb") as f:
+        fn, args, kwargs = cloudpickle.load(f)
+    del f
+    fn(*args, **kwargs)
+except SystemExit:
+    raise
+except BaseException:
+    text = traceback.format_exc()
+    with open(sys.argv[2], "w") as f:
+        f.write(text)
+    sys.stderr.write(text)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
+"""
+_STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
+
+
+class JobFailedError(RuntimeError):
+    """A job failed; ``error`` holds its traceback (or how its process ended)."""
+
+    def __init__(self, job_id: str, status: JobStatus, error: str) -> None:
+        last = error.strip().splitlines()[-1] if error.strip() else "no error text"
+        super().__init__(f"job {job_id} {status}: {last}\n\n{error}")
+        self.job_id = job_id
+        self.status = status
+        self.error = error
+
+
+def check_job_name(name: str) -> None:
+    """Reject names a job id cannot be made of (empty, or containing ``"/"``)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a job name must be a non-empty string, got {name!r}")
+    if "/" in name:
+        raise ValueError(f"job names cannot contain '/', got {name!r}")
+
+
+def dump_entrypoint(entrypoint: Entrypoint) -> bytes:
+    """Cloudpickle an entrypoint as ``(fn, args, kwargs)`` (the process needs no fray)."""
+    return cloudpickle.dumps((entrypoint.callable, tuple(entrypoint.args), dict(entrypoint.kwargs)))
+
+
+class JobProcess:
+    """One task of a job: ``python -c BOOTSTRAP`` with its output in ``workdir/output.log``.
+
+    ``cwd`` is the process's working directory; ``env`` its whole environment (to which
+    ``PYTHONUNBUFFERED=1`` is added, so output reaches the log as it is printed). The
+    process gets its own session, so :meth:`stop` kills everything it started. If the
+    launching process dies first, the job deletes ``cleanup_dir`` (default ``workdir``)
+    and exits.
+    """
+
+    def __init__(
+        self,
+        payload: bytes,
+        workdir: str,
+        env: Mapping[str, str],
+        cwd: str | None = None,
+        cleanup_dir: str | None = None,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.workdir / "output.log"
+        self._error_path = self.workdir / "error.txt"
+        payload_path = self.workdir / "entrypoint.pkl"
+        payload_path.write_bytes(payload)
+        self._stopped = False
+        self._lock = threading.Lock()
+        with open(self.log_path, "wb") as log:
+            self._proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    _BOOTSTRAP,
+                    str(payload_path),
+                    str(self._error_path),
+                    str(os.getpid()),
+                    cleanup_dir or str(self.workdir),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**env, "PYTHONUNBUFFERED": "1"},
+                cwd=cwd,
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def status(self) -> JobStatus:
+        """``running`` while the process lives, then how it ended."""
+        code = self._proc.poll()
+        if code is None:
+            return JobStatus.RUNNING
+        if self._stopped:
+            return JobStatus.KILLED
+        return JobStatus.SUCCEEDED if code == 0 else JobStatus.FAILED
+
+    def wait(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` seconds for the process to end; True if it has."""
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def error(self) -> str | None:
+        """The traceback of a failed task (or how its process ended); else ``None``."""
+        if self.status() != JobStatus.FAILED:
+            return None
+        try:
+            return self._error_path.read_text()
+        except FileNotFoundError:
+            code = self._proc.returncode
+            if code < 0:
+                return f"the job's process was killed by signal {-code}"
+            return f"the job's process exited with code {code}"
+
+    def read_log(self, offset: int) -> bytes:
+        """The log's bytes from ``offset`` on."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                return f.read()
+        except FileNotFoundError:
+            return b""
+
+    def stop(self) -> None:
+        """SIGTERM the process's session, SIGKILL after a grace period; then reap it."""
+        with self._lock:
+            if self._proc.poll() is not None:
+                return
+            self._stopped = True
+            self._signal(signal.SIGTERM)
+            if not self.wait(_STOP_GRACE):
+                self._signal(signal.SIGKILL)
+                self._proc.wait()
+            self._signal(signal.SIGKILL)  # stragglers that ignored SIGTERM
+
+    def _signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, sig)
+
+
+class TaskRunner(Protocol):
+    """What :class:`TaskJob` needs of one task, on any backend."""
+
+    def status(self) -> JobStatus: ...
+
+    def wait(self, timeout: float | None) -> bool: ...
+
+    def error(self) -> str | None: ...
+
+    def read_log(self, offset: int) -> bytes: ...
+
+    def stop(self) -> None: ...
+
+
+def combine_status(statuses: Sequence[JobStatus]) -> JobStatus:
+    """A job's status from its tasks': any failure fails it, then killed, then pending."""
+    for status in (JobStatus.FAILED, JobStatus.KILLED):
+        if status in statuses:
+            return status
+    if all(s == JobStatus.SUCCEEDED for s in statuses):
+        return JobStatus.SUCCEEDED
+    if any(s == JobStatus.PENDING for s in statuses):
+        return JobStatus.PENDING
+    return JobStatus.RUNNING
+
+
+class TaskJob:
+    """A :class:`fray.v2.cluster.Job` over one task runner per replica.
+
+    When a task fails, the others are stopped. Log lines are prefixed with ``[job_id]``
+    (``[job_id/INDEX]`` for jobs of several tasks) when streamed.
+    """
+
+    def __init__(
+        self,
+        job_id: JobId,
+        name: str,
+        tasks: Sequence[TaskRunner],
+        on_finish: Callable[[], None] | None = None,
+    ) -> None:
+        self._job_id = job_id
+        self.name = name
+        self._tasks = list(tasks)
+        self._lock = threading.Lock()
+        self._on_finish = on_finish
+        self._finished = False
+
+    @property
+    def job_id(self) -> JobId:
+        return self._job_id
+
+    def status(self) -> JobStatus:
+        status = combine_status([task.status() for task in self._tasks])
+        if status.is_finished():
+            self._finish(status)
+        return status
+
+    def _finish(self, status: JobStatus) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            self._finished = True
+        if status != JobStatus.SUCCEEDED:
+            for task in self._tasks:
+                task.stop()
+        if self._on_finish is not None:
+            self._on_finish()
+
+    def error(self) -> str | None:
+        """The first failed task's traceback, if a task failed."""
+        for task in self._tasks:
+            error = task.error()
+            if error is not None:
+                return error
+        return None
+
+    def logs(self) -> str:
+        """The output of the job's tasks so far (task after task)."""
+        return "".join(t.read_log(0).decode(errors="replace") for t in self._tasks)
+
+    def terminate(self) -> None:
+        for task in self._tasks:
+            task.stop()
+        self.status()
+
+    def wait(
+        self, timeout: float = 300.0, *, stream_logs: bool = False, raise_on_failure: bool = True
+    ) -> JobStatus:
+        deadline = time.monotonic() + timeout
+        streams = [_LogStream(self._prefix(i)) for i in range(len(self._tasks))]
+        while True:
+            status = self.status()
+            if stream_logs:
+                for task, stream in zip(self._tasks, streams, strict=True):
+                    stream.feed(task, final=status.is_finished())
+            if status.is_finished():
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"job {self._job_id} still {status} after {timeout}s")
+            pending = [t for t in self._tasks if not t.status().is_finished()]
+            step = min(left, 0.2 if stream_logs or len(pending) != 1 else 1.0)
+            if pending:
+                pending[0].wait(step)
+        if status == JobStatus.FAILED and raise_on_failure:
+            raise JobFailedError(self._job_id, status, self.error() or "")
+        return status
+
+    def _prefix(self, index: int) -> str:
+        return f"[{self._job_id}]" if len(self._tasks) == 1 else f"[{self._job_id}/{index}]"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._job_id!r})"
+
+
+class _LogStream:
+    """Prints a task's new complete log lines, prefixed, to ``sys.stdout``."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.offset = 0
+        self.partial = b""
+
+    def feed(self, task: Any, final: bool) -> None:
+        data = task.read_log(self.offset)
+        self.offset += len(data)
+        data = self.partial + data
+        lines = data.split(b"\n")
+        self.partial = lines.pop()
+        if final and self.partial:
+            lines.append(self.partial)
+            self.partial = b""
+        for line in lines:
+            print(f"{self.prefix} {line.decode(errors='replace')}", flush=True)

@@ -1,0 +1,225 @@
+"""Plain value types of fray.v2: ids, job status, resources, environment and entrypoints.
+
+Nothing here talks to a backend; backends read these values and map them onto what they
+can schedule (see :mod:`fray.v2.backends.ray_resources` for Ray).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, NewType
+
+__all__ = [
+    "DEVICE_TYPES",
+    "Entrypoint",
+    "EnvironmentSpec",
+    "JobId",
+    "JobStatus",
+    "Namespace",
+    "ResourceSpec",
+    "parse_bytes",
+    "tpu_chips_per_host",
+]
+
+JobId = NewType("JobId", str)
+Namespace = NewType("Namespace", str)
+
+DEVICE_TYPES = ("cpu", "gpu", "tpu")
+
+
+class JobStatus(StrEnum):
+    """Where a job is in its life; the last three are final."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    KILLED = "killed"
+
+    def is_finished(self) -> bool:
+        """True for ``succeeded``, ``failed`` and ``killed``."""
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.KILLED)
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]?)(i?)(b?)\s*$", re.IGNORECASE)
+_UNIT_POWER = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
+
+
+def parse_bytes(value: int | str) -> int:
+    """Parse a size in bytes: an int, or a string such as ``"512m"``, ``"8g"``, ``"1.5GiB"``.
+
+    Units are binary (``"1k"`` is 1024 bytes); ``"b"``/``"i"`` suffixes are optional
+    (``"8g"``, ``"8gb"``, ``"8gi"`` and ``"8GiB"`` are all 8 * 1024**3). Anything else,
+    including negative numbers, raises ``ValueError``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"a size must be an int or a string like '512m', got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"a size cannot be negative, got {value}")
+        return value
+    match = _SIZE.match(value)
+    if match is None or (match.group(3) and not match.group(2)):
+        raise ValueError(
+            f"cannot parse {value!r} as a size; use bytes or a number with a unit k, m, g, t "
+            "or p (binary), e.g. '512m', '8g', '1.5GiB'"
+        )
+    number, unit = match.group(1), match.group(2).lower()
+    return int(float(number) * 1024 ** _UNIT_POWER[unit])
+
+
+# Chips in one host of a TPU slice, by generation: v2-v5p count TensorCores in the slice name
+# (two per chip), v5e/v6e count chips. Hosts hold 4 chips, except single-host v5e/v6e
+# slices of up to 8 chips.
+_TPU_VARIANT = re.compile(r"^(v2|v3|v4|v5p|v5litepod|v5e|v6e)-(\d+)$")
+
+
+def tpu_chips_per_host(variant: str) -> int:
+    """Chips a single host of a TPU slice ``variant`` (e.g. ``"v4-8"``, ``"v6e-4"``) holds."""
+    match = _TPU_VARIANT.match(variant)
+    if match is None:
+        raise ValueError(
+            f"unknown TPU variant {variant!r}; expected GENERATION-SIZE with a generation of "
+            "v2, v3, v4, v5p, v5litepod, v5e or v6e (e.g. 'v4-8', 'v5litepod-16', 'v6e-4')"
+        )
+    generation, size = match.group(1), int(match.group(2))
+    if size < 1:
+        raise ValueError(f"TPU variant {variant!r} has no chips")
+    if generation in ("v5litepod", "v5e", "v6e"):
+        return size if size <= 8 else 4
+    return max(1, min(size // 2, 4))
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    """What one replica of a job (or one pool worker) needs.
+
+    ``memory`` and ``disk`` take bytes or strings such as ``"8g"`` and are stored as ints
+    (0 means no request). ``replicas`` is how many copies of a job's entrypoint run; worker
+    pools size themselves with ``num_workers`` instead. ``device_type`` is ``"cpu"``,
+    ``"gpu"`` or ``"tpu"``; accelerators need ``device_count >= 1`` and a
+    ``device_variant`` (``"auto"`` lets a GPU be any kind). ``regions`` restricts placement
+    to those regions (empty: anywhere).
+    """
+
+    cpu: float = 1.0
+    memory: int | str = 0
+    disk: int | str = 0
+    replicas: int = 1
+    preemptible: bool = True
+    regions: Sequence[str] = ()
+    device_type: str = "cpu"
+    device_variant: str | None = None
+    device_count: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "memory", parse_bytes(self.memory))
+        object.__setattr__(self, "disk", parse_bytes(self.disk))
+        if isinstance(self.regions, str):
+            raise ValueError("regions must be a sequence of region names, not a string")
+        object.__setattr__(self, "regions", tuple(self.regions))
+        if self.cpu < 0:
+            raise ValueError(f"cpu cannot be negative, got {self.cpu}")
+        if self.replicas < 1:
+            raise ValueError(f"replicas must be at least 1, got {self.replicas}")
+        if self.device_type not in DEVICE_TYPES:
+            raise ValueError(
+                f"device_type must be one of {', '.join(DEVICE_TYPES)}, got {self.device_type!r}"
+            )
+        if self.device_type == "cpu":
+            if self.device_count or self.device_variant:
+                raise ValueError("a cpu ResourceSpec takes no device_variant or device_count")
+        else:
+            if self.device_count < 1:
+                raise ValueError(f"a {self.device_type} needs device_count >= 1")
+            if not self.device_variant:
+                raise ValueError(f"a {self.device_type} needs a device_variant")
+            if self.device_type == "tpu":
+                tpu_chips_per_host(self.device_variant)  # checks the variant
+
+    @property
+    def memory_bytes(self) -> int:
+        """``memory`` as an int (it always is one after construction)."""
+        return int(self.memory)
+
+    @property
+    def disk_bytes(self) -> int:
+        """``disk`` as an int (it always is one after construction)."""
+        return int(self.disk)
+
+    @classmethod
+    def with_tpu(cls, variant: str, replicas: int = 1, **kwargs: Any) -> ResourceSpec:
+        """A TPU slice ``variant`` such as ``"v4-8"``; each replica gets one host's chips."""
+        return cls(
+            replicas=replicas,
+            device_type="tpu",
+            device_variant=variant,
+            device_count=tpu_chips_per_host(variant),
+            **kwargs,
+        )
+
+    @classmethod
+    def with_gpu(cls, variant: str = "auto", count: int = 1, **kwargs: Any) -> ResourceSpec:
+        """``count`` GPUs of kind ``variant`` (e.g. ``"H100"``; ``"auto"``: any kind)."""
+        return cls(device_type="gpu", device_variant=variant, device_count=count, **kwargs)
+
+    @classmethod
+    def with_cpu(cls, cpu: float = 1.0, **kwargs: Any) -> ResourceSpec:
+        """CPUs only; the other fields as keywords (``memory="8g"``, ...)."""
+        return cls(cpu=cpu, **kwargs)
+
+
+@dataclass(frozen=True)
+class EnvironmentSpec:
+    """Where and with what a job runs.
+
+    ``workspace`` is a directory the job runs in (its working directory, put on
+    ``sys.path``); ``env_vars`` are set for the job; ``pip_packages`` and ``extras`` (uv
+    extras of the workspace project) name dependencies a backend installs if it can: see
+    each backend for which it honours.
+    """
+
+    workspace: str | None = None
+    pip_packages: Sequence[str] = ()
+    env_vars: Mapping[str, str] = field(default_factory=dict)
+    extras: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("pip_packages", "extras"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                raise ValueError(f"{name} must be a sequence of strings, not a string")
+            object.__setattr__(self, name, tuple(value))
+        env = dict(self.env_vars)
+        for key, val in env.items():
+            if not isinstance(key, str) or not isinstance(val, str):
+                raise ValueError(f"env_vars must map str to str, got {key!r}: {val!r}")
+        object.__setattr__(self, "env_vars", env)
+
+
+@dataclass(frozen=True)
+class Entrypoint:
+    """A job's code: ``callable(*args, **kwargs)``, run in the job's own process."""
+
+    callable: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not callable(self.callable):
+            raise TypeError(f"an Entrypoint needs a callable, got {self.callable!r}")
+        object.__setattr__(self, "args", tuple(self.args))
+        object.__setattr__(self, "kwargs", dict(self.kwargs))
+
+    @classmethod
+    def from_callable(
+        cls,
+        fn: Callable[..., Any],
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> Entrypoint:
+        """An entrypoint calling ``fn(*args, **kwargs)``."""
+        return cls(callable=fn, args=tuple(args), kwargs=dict(kwargs or {}))

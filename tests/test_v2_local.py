@@ -1,0 +1,319 @@
+"""Tests of what is particular to fray.v2's local backend.
+
+Real processes throughout: job processes, pool worker processes, and subprocesses running
+the README program.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cloudpickle
+import pytest
+
+from fray.v2 import ActorServer, Entrypoint, EnvironmentSpec, JobStatus, ResourceSpec
+from fray.v2.backends.local import LocalCluster
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+README_PROGRAM = """\
+from fray.v2 import current_cluster, ResourceSpec
+cluster = current_cluster()
+with cluster.worker_pool(num_workers=2, resources=ResourceSpec()) as pool:
+    print("Results:", [f.result() for f in [pool.submit(lambda x: x * x, i) for i in range(5)]])
+"""
+
+
+@pytest.fixture
+def local() -> LocalCluster:
+    with LocalCluster() as cluster:
+        yield cluster
+
+
+def process_gone(pid: int) -> bool:
+    """True once ``pid`` runs no code: it exited (a zombie counts) or never was."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "FRAY_CLUSTER_SPEC"}
+
+
+def test_readme_program(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", README_PROGRAM],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "Results: [0, 1, 4, 9, 16]\n"
+
+
+def test_readme_program_as_a_script_without_a_main_guard(tmp_path: Path) -> None:
+    # Pool workers are not multiprocessing children: the script must not run again in them.
+    script = tmp_path / "prog.py"
+    script.write_text(README_PROGRAM)
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "Results: [0, 1, 4, 9, 16]\n"
+
+
+# --- jobs ----------------------------------------------------------------------------------
+
+
+def spawn_sleeper(path: str) -> None:
+    child = subprocess.Popen(["sleep", "60"])
+    Path(path).write_text(str(child.pid))
+    child.wait()
+
+
+def test_terminate_kills_what_the_job_started(local: LocalCluster, tmp_path: Path) -> None:
+    pid_file = tmp_path / "child"
+    job = local.submit(
+        Entrypoint.from_callable(spawn_sleeper, args=(str(pid_file),)), "j", ResourceSpec()
+    )
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    child = int(pid_file.read_text())
+    job.terminate()
+    assert job.status() == JobStatus.KILLED
+    deadline = time.monotonic() + 10
+    while not process_gone(child):
+        assert time.monotonic() < deadline, "the job's child process survived"
+        time.sleep(0.05)
+
+
+def test_shutdown_stops_running_jobs(tmp_path: Path) -> None:
+    cluster = LocalCluster()
+    job = cluster.submit(Entrypoint.from_callable(time.sleep, args=(60,)), "sleepy", ResourceSpec())
+    assert job.status() == JobStatus.RUNNING
+    cluster.shutdown()
+    assert job.status() == JobStatus.KILLED
+
+
+def test_job_workspace_is_cwd_and_importable(local: LocalCluster, tmp_path: Path) -> None:
+    (tmp_path / "helper_mod_v2.py").write_text("VALUE = 'from the workspace'\n")
+    out = tmp_path / "out"
+
+    def use_workspace() -> None:
+        import helper_mod_v2  # type: ignore[import-not-found]
+
+        Path("out").write_text(f"{os.getcwd()}|{helper_mod_v2.VALUE}")
+
+    job = local.submit(
+        Entrypoint.from_callable(use_workspace),
+        "ws",
+        ResourceSpec(),
+        EnvironmentSpec(workspace=str(tmp_path)),
+    )
+    assert job.wait(timeout=30) == JobStatus.SUCCEEDED
+    assert out.read_text() == f"{tmp_path}|from the workspace"
+
+
+def test_unpicklable_entrypoint_fails_at_submit(local: LocalCluster) -> None:
+    lock = threading.Lock()
+    with pytest.raises(TypeError):
+        local.submit(Entrypoint.from_callable(print, args=(lock,)), "j", ResourceSpec())
+    assert local.list_jobs() == []
+
+
+def test_unknown_job_id(local: LocalCluster) -> None:
+    with pytest.raises(KeyError):
+        local.terminate("missing-123")  # type: ignore[arg-type]
+
+
+# --- worker pools --------------------------------------------------------------------------
+
+
+def sleep_and_pid(seconds: float) -> tuple[int, float, float]:
+    start = time.monotonic()
+    time.sleep(seconds)
+    return os.getpid(), start, time.monotonic()
+
+
+def test_pool_workers_run_in_parallel_processes(local: LocalCluster) -> None:
+    with local.worker_pool(2, ResourceSpec()) as pool:
+        first, second = [pool.submit(sleep_and_pid, 1.0) for _ in range(2)]
+        (pid1, start1, end1), (pid2, start2, end2) = first.result(30), second.result(30)
+    assert len({pid1, pid2, os.getpid()}) == 3
+    assert start2 < end1 and start1 < end2  # they overlapped in time
+
+
+def die() -> None:
+    os._exit(3)
+
+
+def test_a_dying_worker_fails_its_future_and_is_replaced(local: LocalCluster) -> None:
+    with local.worker_pool(1, ResourceSpec()) as pool:
+        with pytest.raises(RuntimeError, match="exit code 3"):
+            pool.submit(die).result(timeout=30)
+        assert pool.submit(pow, 2, 5).result(timeout=30) == 32
+
+
+def test_a_pool_whose_workers_cannot_start_fails_its_futures(
+    local: LocalCluster, tmp_path: Path
+) -> None:
+    env = EnvironmentSpec(workspace=str(tmp_path / "missing"))
+    with local.worker_pool(1, ResourceSpec(), env) as pool:
+        future = pool.submit(pow, 2, 3)
+        with pytest.raises(RuntimeError, match="cannot start a pool worker"):
+            future.result(timeout=30)
+
+
+def test_pool_results_and_arguments_are_copies(local: LocalCluster) -> None:
+    data = {"items": [1, 2]}
+
+    def mutate(d: dict[str, list[int]]) -> dict[str, list[int]]:
+        d["items"].append(3)
+        return d
+
+    with local.worker_pool(1, ResourceSpec()) as pool:
+        assert pool.submit(mutate, data).result(timeout=30) == {"items": [1, 2, 3]}
+        with pytest.raises(TypeError):
+            pool.submit(print, threading.Lock())  # unpicklable: fails at submit
+    assert data == {"items": [1, 2]}
+
+
+def test_shutdown_cancel_futures(local: LocalCluster) -> None:
+    pool = local.worker_pool(1, ResourceSpec())
+    running = pool.submit(time.sleep, 0.5)
+    queued = [pool.submit(time.sleep, 5) for _ in range(3)]
+    time.sleep(0.2)
+    pool.shutdown(wait=True, cancel_futures=True)
+    assert running.result(timeout=0) is None
+    assert all(f.cancelled() for f in queued)
+
+
+# --- actors --------------------------------------------------------------------------------
+
+
+class Box:
+    def __init__(self) -> None:
+        self.items: list[int] = []
+        self.running = 0
+        self.most_running = 0
+
+    def keep(self, items: list[int]) -> list[int]:
+        self.items = items
+        items.append(99)  # the caller's list must not change
+        return self.items
+
+    def slow(self) -> int:
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        time.sleep(0.01)
+        self.running -= 1
+        return self.most_running
+
+
+def test_local_actor_calls_round_trip_through_pickle(local: LocalCluster) -> None:
+    box = Box()
+    with ActorServer(local) as server:
+        server.register("box", box)
+        server.serve_background()
+        pool = local.resolver().lookup("box")
+        mine = [1, 2]
+        result = pool.call().keep(mine)
+        assert mine == [1, 2] and result == [1, 2, 99]
+        result.append(5)
+        assert box.items == [1, 2, 99]  # the instance is ours, but results are copies
+        with pytest.raises(TypeError):
+            pool.call().keep(threading.Lock())
+
+
+def test_local_actor_runs_one_call_at_a_time(local: LocalCluster) -> None:
+    box = Box()
+    with ActorServer(local) as server:
+        server.register("box", box)
+        server.serve_background()
+        pool = local.resolver().lookup("box")
+        threads = [threading.Thread(target=lambda: pool.call().slow()) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        results = [pool.broadcast().slow() for _ in range(8)]
+        for thread in threads:
+            thread.join()
+        assert all(r.wait_all(timeout=30) == [1] for r in results)
+    assert box.most_running == 1
+
+
+def test_register_while_serving_and_after_shutdown(local: LocalCluster) -> None:
+    server = ActorServer(local)
+    server.serve_background()
+    server.register("late", Box())
+    assert local.resolver().lookup("late").size == 1
+    server.shutdown()
+    assert local.resolver().lookup("late").size == 0
+    with pytest.raises(RuntimeError):
+        server.register("later", Box())
+
+
+def test_serve_blocks_until_shutdown(local: LocalCluster) -> None:
+    server = ActorServer(local)
+    server.register("blocking", Box())
+    thread = threading.Thread(target=server.serve)
+    thread.start()
+    pool = local.resolver().lookup("blocking")
+    pool.wait_for_size(1, timeout=10)
+    assert thread.is_alive()
+    server.shutdown()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert pool.size == 0
+
+
+def test_a_job_whose_launcher_dies_cleans_up_and_exits(tmp_path: Path) -> None:
+    # The launcher is a separate Python process that starts a local job and is then killed.
+    marker = tmp_path / "job_pid"
+    code = (
+        "import sys, time\n"
+        "from fray.v2 import Entrypoint, ResourceSpec, create_cluster\n"
+        "def job(path):\n"
+        "    import os, pathlib, time\n"
+        "    pathlib.Path(path).write_text(str(os.getpid()))\n"
+        "    time.sleep(60)\n"
+        "cluster = create_cluster('local')\n"
+        "cluster.submit(Entrypoint.from_callable(job, args=(sys.argv[1],)), 'orphan',"
+        " ResourceSpec())\n"
+        "print(cluster.workdir, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", code, str(marker)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert launcher.stdout is not None
+        workdir = Path(launcher.stdout.readline().strip())
+        deadline = time.monotonic() + 30
+        while not marker.exists() or not marker.read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        job_pid = int(marker.read_text())
+        assert any(workdir.rglob("output.log"))
+    finally:
+        launcher.kill()
+        launcher.wait()
+    deadline = time.monotonic() + 10
+    while not process_gone(job_pid) or workdir.exists():
+        assert time.monotonic() < deadline, "the orphaned job kept running or left its files"
+        time.sleep(0.05)

@@ -237,3 +237,31 @@ def test_call_actor_answers_curl(two_workers: LocalCluster) -> None:
             timeout=20,
         )
         assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
+
+
+class SlowToBuild:
+    def __init__(self, marker: str) -> None:
+        Path(marker).write_text(str(os.getpid()))
+        time.sleep(60)
+
+    def ping(self) -> str:
+        return "pong"
+
+
+def test_a_call_may_take_an_earlier_calls_future(two_workers: LocalCluster) -> None:
+    with FrayContext(two_workers.address) as ctx:
+        actor = ctx.create_actor(Counter)
+        first = actor.add.remote(1)
+        second = actor.add.remote(first)  # queued right behind the call it waits for
+        assert ctx.get(second, timeout=30) == 2
+
+
+def test_killing_an_actor_while_it_is_built_stops_its_process(
+    two_workers: LocalCluster, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pid"
+    with FrayContext(two_workers.address) as ctx:
+        actor = ctx.create_actor(SlowToBuild, str(marker))
+        wait_for(marker.exists, 30, "the constructor to start")
+        ctx.kill_actor(actor)
+        wait_for(lambda: not _alive(int(marker.read_text())), 15, "the actor process to stop")

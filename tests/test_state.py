@@ -1120,18 +1120,6 @@ def test_killing_an_actor_tells_its_worker(state: ControllerState) -> None:
     assert state.kill_actor(placed.actor_id).state is ActorState.DEAD  # idempotent
 
 
-def test_closing_owner_kills_its_non_detached_actors(state: ControllerState) -> None:
-    mine, _ = state.create_actor(actor_spec(owner="me"))
-    detached, _ = state.create_actor(actor_spec(owner="me", detached=True))
-    theirs, _ = state.create_actor(actor_spec(owner="them"))
-    assert state.kill_actors_of("me") == [mine.actor_id]
-    assert [a.state for a in (mine, detached, theirs)] == [
-        ActorState.DEAD,
-        ActorState.PENDING,
-        ActorState.PENDING,
-    ]
-
-
 def test_bad_actor_specs_are_invalid(state: ControllerState) -> None:
     with pytest.raises(InvalidRequest, match="cls"):
         state.create_actor(ActorSpec(cls=b"", args=b""))

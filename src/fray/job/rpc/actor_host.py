@@ -17,7 +17,7 @@ import pickle
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_LARGE_MESSAGE = 1 << 20  # bigger batches are written from a thread, not the event loop
+# Bigger batches are written from a thread: a pipe holds 64 KiB, and the event loop must not
+# block on an actor that is slow to read.
+_LARGE_MESSAGE = 1 << 16
 BATCH_KEEP_SECONDS = 30.0  # a finished batch's results wait this long for a client to ask
 
 
@@ -40,6 +42,15 @@ class UnknownActor(Exception):
 
 class ActorAborted(Exception):
     """The actor's process died during the calls (Connect `aborted`)."""
+
+
+class _NotBuilt(Exception):
+    """The actor could not be built: report `state` (FAILED or DEAD) with `error`."""
+
+    def __init__(self, state: pb.ActorState, error: pb.TaskError) -> None:
+        super().__init__(error.message)
+        self.state = state
+        self.error = error
 
 
 @dataclass
@@ -55,15 +66,17 @@ class _Hosted:
 @dataclass
 class _Batch:
     task: asyncio.Task[list[pb.TaskResult]]
-    ended: float = 0.0
 
 
 class ActorHost:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self._actors: dict[str, _Hosted] = {}
+        self._starting: dict[str, _Hosted] = {}  # being built
         self._lock = threading.Lock()
-        self._batches: OrderedDict[str, _Batch] = OrderedDict()  # event loop only
+        # Event loop only: batches by id, and the finished ones oldest first (for forgetting).
+        self._batches: dict[str, _Batch] = {}
+        self._ended: deque[tuple[float, str]] = deque()
 
     def __len__(self) -> int:
         return len(self._actors)
@@ -77,60 +90,87 @@ class ActorHost:
         ).start()
 
     def _start(self, spec: pb.ActorSpec) -> None:
+        try:
+            hosted = self._construct(spec)
+        except _NotBuilt as failure:
+            self._report(spec, failure.state, failure.error)
+            return
+        if hosted is None:  # stopped while it was being built
+            return
+        logger.info("actor %s (%s) ready", spec.actor_id, spec.class_name)
+        self._report(spec, pb.ACTOR_STATE_READY)
+        hosted.process.join()  # until it exits
+        if not hosted.stopped:
+            with self._lock:
+                if self._actors.get(spec.actor_id) is hosted:
+                    del self._actors[spec.actor_id]
+            exit_code = hosted.process.exitcode
+            self._report(spec, pb.ACTOR_STATE_DEAD, self._died(spec, exit_code))
+
+    def _construct(self, spec: pb.ActorSpec) -> _Hosted | None:
+        """Start the actor's process and build the instance; None if stopped meanwhile."""
         context = executor.context()
         requests_in, requests = context.Pipe(duplex=False)
         results, results_out = context.Pipe(duplex=False)
         process = context.Process(
             target=executor.actor_main,
-            args=(requests_in, results_out),
+            args=(requests_in, results_out, os.getpid()),
             daemon=True,
             name="fray-actor",
         )
-        process.start()
-        requests_in.close()
-        results_out.close()
+        hosted = _Hosted(spec, process, requests, results)
+        with self._lock:
+            self._starting[spec.actor_id] = hosted  # stop() finds it here while it is built
         try:
+            process.start()
+            requests_in.close()
+            results_out.close()
             objects = {oid: self.worker.fetch_object(oid) for oid in spec.object_ids}
             requests.send_bytes(pickle.dumps((spec.cls, spec.args, objects)))
             status, data = pickle.loads(results.recv_bytes())
+        except (EOFError, OSError):
+            if hosted.stopped:
+                return None
+            process.join(5)  # its process died while building it (os._exit, a crash)
+            raise _NotBuilt(pb.ACTOR_STATE_DEAD, self._died(spec, process.exitcode)) from None
         except Exception as exc:
-            process.kill()
+            self._kill(hosted)
             error = pb.TaskError(
                 kind=pb.ERROR_KIND_DESERIALIZATION,
                 type=type(exc).__qualname__,
                 message=f"actor {spec.actor_id} could not be built: {exc}",
                 worker_id=self.worker.worker_id,
             )
-            self._report(spec, pb.ACTOR_STATE_FAILED, error)
-            return
+            raise _NotBuilt(pb.ACTOR_STATE_FAILED, error) from None
+        finally:
+            with self._lock:
+                self._starting.pop(spec.actor_id, None)
         if status != "ok":
             process.join(5)
             error = pb.TaskError.FromString(data)
             error.worker_id = self.worker.worker_id
-            self._report(spec, pb.ACTOR_STATE_FAILED, error)
-            return
-        hosted = _Hosted(spec, process, requests, results)
+            raise _NotBuilt(pb.ACTOR_STATE_FAILED, error)
         with self._lock:
-            old = self._actors.pop(spec.actor_id, None)
-            self._actors[spec.actor_id] = hosted
+            old = self._actors.get(spec.actor_id)
+            newer = old is not None and old.spec.incarnation > spec.incarnation
+            if not (hosted.stopped or newer):
+                self._actors[spec.actor_id] = hosted
+        if hosted.stopped or newer:  # stopped meanwhile, or a later incarnation is here
+            self._kill(hosted)
+            return None
         if old is not None:
             self._kill(old)
-        logger.info("actor %s (%s) ready", spec.actor_id, spec.class_name)
-        self._report(spec, pb.ACTOR_STATE_READY)
-        process.join()  # until it exits
-        if not hosted.stopped:
-            with self._lock:
-                if self._actors.get(spec.actor_id) is hosted:
-                    del self._actors[spec.actor_id]
-            message = f"actor {spec.actor_id} process exited (exit code {process.exitcode})"
-            logger.warning("%s", message)
-            error = pb.TaskError(
-                kind=pb.ERROR_KIND_WORKER_LOST,
-                type="ActorDiedError",
-                message=message,
-                worker_id=self.worker.worker_id,
-            )
-            self._report(spec, pb.ACTOR_STATE_DEAD, error)
+        return hosted
+
+    def _died(self, spec: pb.ActorSpec, exit_code: int | None) -> pb.TaskError:
+        message = f"actor {spec.actor_id} process exited (exit code {exit_code})"
+        logger.warning("%s", message)
+        return pb.TaskError(
+            kind=pb.ERROR_KIND_WORKER_LOST,
+            type="ActorDiedError",
+            message=message,
+            worker_id=self.worker.worker_id,
+        )
 
     def _report(
         self, spec: pb.ActorSpec, state: pb.ActorState, error: pb.TaskError | None = None
@@ -147,21 +187,23 @@ class ActorHost:
 
     def stop(self, actor_id: str) -> None:
         with self._lock:
-            hosted = self._actors.pop(actor_id, None)
+            hosted = self._actors.pop(actor_id, None) or self._starting.get(actor_id)
         if hosted is not None:
             logger.info("stopping actor %s", actor_id)
             self._kill(hosted)
 
     def stop_all(self) -> None:
         with self._lock:
-            hosted, self._actors = list(self._actors.values()), {}
+            hosted = [*self._actors.values(), *self._starting.values()]
+            self._actors = {}
         for actor in hosted:
             self._kill(actor)
 
     @staticmethod
     def _kill(hosted: _Hosted) -> None:
         hosted.stopped = True
-        hosted.process.kill()  # a call in flight sees the pipe close (ActorAborted)
+        if hosted.process.pid is not None:
+            hosted.process.kill()  # a call in flight sees the pipe close (ActorAborted)
 
     # ------------------------------------------------------------------ calls
 
@@ -180,9 +222,9 @@ class ActorHost:
                 "is not on this worker"
             )
         task = asyncio.get_running_loop().create_task(self._run_batch(hosted, list(request.calls)))
-        batch = _Batch(task)
-        task.add_done_callback(lambda _: setattr(batch, "ended", time.monotonic()))
-        self._batches[request.batch_id or uuid.uuid4().hex] = batch
+        batch_id = request.batch_id or uuid.uuid4().hex
+        self._batches[batch_id] = _Batch(task)
+        task.add_done_callback(lambda _: self._ended.append((time.monotonic(), batch_id)))
         return task
 
     def find_batch(self, batch_id: str) -> asyncio.Task[list[pb.TaskResult]]:
@@ -193,11 +235,8 @@ class ActorHost:
 
     def _forget_old_batches(self) -> None:
         cutoff = time.monotonic() - BATCH_KEEP_SECONDS
-        while self._batches:
-            batch = next(iter(self._batches.values()))
-            if not batch.task.done() or batch.ended > cutoff:
-                return
-            self._batches.popitem(last=False)
+        while self._ended and self._ended[0][0] < cutoff:
+            self._batches.pop(self._ended.popleft()[1], None)
 
     async def _run_batch(self, hosted: _Hosted, calls: list[wpb.ActorCall]) -> list[pb.TaskResult]:
         """Run `calls` on the actor, in order; one batch at a time per actor."""

@@ -186,9 +186,14 @@ class _Caller:
                 while self._sending or not self._pending:
                     self._cond.wait()
                 self._sending = True
-            self._pump(WAIT_MS, inline=False)
+            try:
+                self._pump(WAIT_MS, inline=False)
+            except Exception:  # the batch's futures are settled; keep serving the handle
+                logger.exception("sending calls to %s failed", self._what())
 
     def _pump(self, first_wait_ms: int, inline: bool) -> None:
+        """Send batches until the queue is empty (a caller sending inline sends one: the one
+        with its own call, then leaves the rest to the handle's thread)."""
         try:
             while True:
                 with self._cond:
@@ -210,6 +215,8 @@ class _Caller:
                                 )
                             )
                     raise
+                if inline:
+                    return
         finally:
             with self._cond:
                 self._sending = False
@@ -231,6 +238,9 @@ class _Caller:
             if not future.set_running_or_notify_cancel():
                 continue  # cancelled before it was sent
             if isinstance(call, tuple):  # waits for futures among its arguments
+                if calls:  # which may be calls just before it: send those first
+                    self._call(calls, futures, WAIT_MS, inline=False)
+                    calls, futures = [], []
                 try:
                     method, args, kwargs = call
                     args = tuple(_value(a) for a in args)
@@ -294,9 +304,12 @@ class _Caller:
                     timeout_ms=first_wait_ms + _CALL_MARGIN_MS,
                 )
             except ConnectError as exc:
-                self._moved(incarnation)
                 if exc.code == Code.NOT_FOUND or never_connected(exc):
+                    self._moved(incarnation)
                     continue  # it never got them: find where it is now (or that it died)
+                if exc.code == Code.ABORTED:  # its process died: this incarnation is over
+                    self._moved(incarnation)
+                self._address = ""  # ask the controller before the next call
                 self._fail(futures, self._error(exc))
                 return
             if response.done:
@@ -331,8 +344,12 @@ class _Caller:
                     self._finish(futures, response.results)
                     return
         except ConnectError as exc:
-            self._moved(incarnation)
+            if exc.code == Code.ABORTED:  # its process died: this incarnation is over
+                self._moved(incarnation)
+            self._address = ""  # ask the controller before the next call
             self._fail(futures, self._died(exc))
+        except Exception as exc:  # never leave the batch's futures unsettled
+            self._fail(futures, exc)
 
     def _finish(self, futures: list[ActorFuture], results: Any) -> None:
         if len(results) != len(futures):

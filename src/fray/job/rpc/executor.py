@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.connection
+import os
 import pickle
 import signal
 import sys
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -98,9 +101,27 @@ def _error(exc: BaseException, kind: pb.ErrorKind, message: str = "") -> bytes:
         return fallback.SerializeToString()
 
 
-def main(conn: multiprocessing.connection.Connection) -> None:
+def _exit_with_worker(worker_pid: int) -> None:
+    """Exit within a second of the worker's death, even in the middle of a long call (the pipe
+    closing is noticed only between calls, and a SIGKILLed worker cannot stop us)."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(worker_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # pragma: no cover - the pid went to another user's process
+                os._exit(1)
+
+    threading.Thread(target=watch, name="fray-worker-watch", daemon=True).start()
+
+
+def main(conn: multiprocessing.connection.Connection, worker_pid: int) -> None:
     """Serve tasks from the worker until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's to handle
+    _exit_with_worker(worker_pid)
     functions = _FunctionCache()
     while True:
         try:
@@ -118,9 +139,11 @@ def main(conn: multiprocessing.connection.Connection) -> None:
 def actor_main(
     requests: multiprocessing.connection.Connection,
     results: multiprocessing.connection.Connection,
+    worker_pid: int,
 ) -> None:
     """Construct one actor, then run its method calls in order until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_worker(worker_pid)
     try:
         cls_bytes, args_bytes, objects = pickle.loads(requests.recv_bytes())
     except (EOFError, OSError):

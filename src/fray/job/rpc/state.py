@@ -810,17 +810,6 @@ class ControllerState:
             self._move_actor(actor, ActorState.DEAD)
         return actor
 
-    def kill_actors_of(self, owner: str) -> list[str]:
-        """Kill the live, non-detached actors an owner created (it closed)."""
-        ids = [
-            a.actor_id
-            for a in self.actors.values()
-            if a.spec.owner == owner and not a.spec.detached and a.state.live
-        ]
-        for actor_id in ids:
-            self.kill_actor(actor_id)
-        return ids
-
     def report_actor(
         self,
         worker_id: str,

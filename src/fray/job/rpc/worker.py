@@ -128,7 +128,10 @@ class _Slot:
         ctx = executor.context()
         parent, child = ctx.Pipe()
         process = ctx.Process(
-            target=executor.main, args=(child,), daemon=True, name=f"fray-executor-{self.index}"
+            target=executor.main,
+            args=(child, os.getpid()),
+            daemon=True,
+            name=f"fray-executor-{self.index}",
         )
         process.start()
         child.close()

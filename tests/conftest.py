@@ -8,6 +8,7 @@ such as ``fray_ctx``) is loaded as a plugin when it exists.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,18 @@ if (Path(__file__).parent / "fray_fixtures.py").exists():
     pytest_plugins = ["fray_fixtures"]
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[Any]:
     """A small local Ray instance shared by the whole test session; yields the ``ray`` module.
 
+    Runs Ray's dashboard (the Ray backend's jobs use Ray's Jobs API) on a free port, so it
+    cannot collide with another Ray instance or fray's controller (both default to 8265).
     Reuses Ray when something already initialised it, and then leaves it running.
     """
     ray = pytest.importorskip("ray")
@@ -30,7 +39,8 @@ def ray_session() -> Iterator[Any]:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray.init(
             num_cpus=2,
-            include_dashboard=False,
+            include_dashboard=True,
+            dashboard_port=_free_port(),
             log_to_driver=False,
             configure_logging=False,
         )

@@ -1,7 +1,7 @@
 """Tests of what is particular to fray.v2's Ray backend, on the session's shared Ray instance.
 
-Jobs run under supervisor actors as child processes; a job can reach the same cluster
-through ``current_cluster()``; ResourceSpec becomes Ray resources the scheduler enforces.
+Jobs are Ray Jobs API jobs; a job can reach the same cluster through ``current_cluster()``;
+ResourceSpec becomes Ray resources the scheduler enforces.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from fray.v2 import (
     create_cluster,
     current_cluster,
 )
+from fray.v2.backends.ray_resources import ray_job_options
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -93,7 +94,7 @@ def test_job_resources_are_held_while_it_runs(ray_cluster: Any, ray_session: Any
     job = ray_cluster.submit(
         Entrypoint.from_callable(hold, args=(60,)), "holder", ResourceSpec(cpu=1.5)
     )
-    settle(lambda v: v <= total - 1.5 + 1e-6)  # the supervisor holds the job's CPUs
+    settle(lambda v: v <= total - 1.5 + 1e-6)  # Ray holds the job's entrypoint CPUs
     job.terminate()
     settle(lambda v: v >= 1.5)  # and lets them go when the job ends
 
@@ -124,3 +125,16 @@ def test_pool_workers_are_ray_actors(ray_cluster: Any) -> None:
     actor_ids = {actor_id for actor_id, _ in results}
     assert None not in actor_ids and len(actor_ids) == 2  # spread over both workers
     assert os.getpid() not in {pid for _, pid in results}
+
+
+def test_resource_spec_becomes_job_entrypoint_options() -> None:
+    assert ray_job_options(ResourceSpec(cpu=2, memory="1g")) == {
+        "entrypoint_num_cpus": 2,
+        "entrypoint_memory": 1024**3,
+    }
+    gpu = ray_job_options(ResourceSpec.with_gpu("H100", count=2))
+    assert gpu["entrypoint_num_gpus"] == 2
+    assert gpu["entrypoint_resources"] == {"accelerator_type:H100": 0.001}
+    tpu = ray_job_options(ResourceSpec.with_tpu("v4-8"))
+    assert tpu["entrypoint_resources"]["accelerator_type:TPU-V4"] == 0.001
+    assert "TPU" in tpu["entrypoint_resources"]

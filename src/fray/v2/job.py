@@ -27,13 +27,17 @@ __all__ = [
     "JobProcess",
     "TaskJob",
     "TaskRunner",
+    "bootstrap_args",
     "check_job_name",
     "dump_entrypoint",
 ]
 
-# Runs in the job's process: argv is (payload file, error file, launcher pid, cleanup dir).
-# Needs only cloudpickle (and whatever the entrypoint imports). When its launcher dies,
-# nobody can read its files any more: it deletes the cleanup dir and exits.
+# Runs in the job's process: argv is (payload, error file, launcher pid, cleanup dir).
+# ``payload`` is a file holding the cloudpickled ``(fn, args, kwargs)``, or ``module:NAME``
+# for the ``entrypoint.pkl`` inside the importable package NAME. An error file of ``-``
+# means none; a launcher pid of ``0`` means no launcher to watch. Needs only cloudpickle
+# (and whatever the entrypoint imports). When its launcher dies, nobody can read its files
+# any more: it deletes the cleanup dir and exits.
 _BOOTSTRAP = """\
 import os, shutil, sys, threading, time, traceback
 def _watch(parent):
@@ -41,19 +45,26 @@ def _watch(parent):
         time.sleep(0.5)
     shutil.rmtree(sys.argv[4], ignore_errors=True)
     os._exit(1)
-threading.Thread(target=_watch, args=(int(sys.argv[3]),), daemon=True).start()
+if sys.argv[3] != "0":
+    threading.Thread(target=_watch, args=(int(sys.argv[3]),), daemon=True).start()
 try:
     import cloudpickle
-    with open(sys.argv[1], "rb") as f:
+    path = sys.argv[1]
+    if path.startswith("module:"):
+        import importlib
+        package = importlib.import_module(path[len("module:"):])
+        path = os.path.join(os.path.dirname(package.__file__), "entrypoint.pkl")
+    with open(path, "rb") as f:
         fn, args, kwargs = cloudpickle.load(f)
-    del f
+    del f, path
     fn(*args, **kwargs)
 except SystemExit:
     raise
 except BaseException:
     text = traceback.format_exc()
-    with open(sys.argv[2], "w") as f:
-        f.write(text)
+    if sys.argv[2] != "-":
+        with open(sys.argv[2], "w") as f:
+            f.write(text)
     sys.stderr.write(text)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -79,6 +90,17 @@ def check_job_name(name: str) -> None:
         raise ValueError(f"a job name must be a non-empty string, got {name!r}")
     if "/" in name:
         raise ValueError(f"job names cannot contain '/', got {name!r}")
+
+
+def bootstrap_args(
+    payload: str, error_file: str = "-", launcher_pid: int = 0, cleanup_dir: str = "-"
+) -> list[str]:
+    """The arguments after ``python`` that run a dumped entrypoint (see ``_BOOTSTRAP``).
+
+    ``payload`` is the payload file, or ``module:NAME`` for ``entrypoint.pkl`` inside the
+    importable package NAME.
+    """
+    return ["-c", _BOOTSTRAP, payload, error_file, str(launcher_pid), cleanup_dir]
 
 
 def dump_entrypoint(entrypoint: Entrypoint) -> bytes:
@@ -116,12 +138,12 @@ class JobProcess:
             self._proc = subprocess.Popen(
                 [
                     sys.executable,
-                    "-c",
-                    _BOOTSTRAP,
-                    str(payload_path),
-                    str(self._error_path),
-                    str(os.getpid()),
-                    cleanup_dir or str(self.workdir),
+                    *bootstrap_args(
+                        str(payload_path),
+                        str(self._error_path),
+                        os.getpid(),
+                        cleanup_dir or str(self.workdir),
+                    ),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -1,15 +1,20 @@
 """The Ray backend: jobs, worker pools and actors on a Ray cluster.
 
-* Jobs: Ray's Jobs API needs the dashboard's job server, which a minimal Ray install (no
-  ``ray[default]``) cannot start. So each replica of a job runs under a *supervisor*: a
-  named Ray actor (``fray-job:<job_id>:<index>`` in the cluster's namespace) that holds the
-  replica's resources and runs the entrypoint as a child process
-  (:class:`fray.v2.job.JobProcess`), as Ray's own job supervisor does. Its stdout/stderr go
-  to a log file the driver reads through the actor; ``terminate`` kills the process's
-  session. The child gets ``RAY_ADDRESS`` and ``FRAY_CLUSTER_SPEC`` for this cluster, so
-  ``current_cluster()`` inside a job reaches it. When the job ends the driver copies its
-  log and kills the supervisor, releasing the resources. Supervisors are owned by the
-  submitting driver and die with it.
+* Jobs: each replica of a job is one job of Ray's Jobs API (``JobSubmissionClient``, through
+  the cluster's dashboard, so Ray must run it: ``ray[default]``), with submission id
+  ``<job_id>`` (``<job_id>-<index>`` for jobs of several replicas). The cloudpickled
+  entrypoint travels in the job's ``runtime_env`` as ``py_modules=[<temp package holding
+  entrypoint.pkl>]`` (uploaded by the client, so remote clusters work too, and the user's
+  ``working_dir`` stays free); the job's command is ``python -c <bootstrap>`` (shared with
+  the local backend, :func:`fray.v2.job.bootstrap_args`) that imports the package and
+  calls the entrypoint. The command uses the driver's interpreter path when it exists on
+  the node, else ``python`` from ``PATH``. The replica's resources become ``entrypoint_*``
+  options (:func:`fray.v2.backends.ray_resources.ray_job_options`), which Ray holds while
+  the job runs. The job gets ``FRAY_CLUSTER_SPEC`` for this cluster (and Ray sets
+  ``RAY_ADDRESS``), so ``current_cluster()`` inside a job reaches it. Status, logs and
+  ``terminate`` (``stop_job``: SIGTERM to the job's process group, then SIGKILL) go through
+  the client; a failed job's error is Ray's message, which ends with its log tail. Jobs
+  outlive the driver that submitted them.
 * Worker pools: ``num_workers`` Ray actors; each submit goes to the worker with the fewest
   calls in flight and returns a ``concurrent.futures.Future`` (never an ``ObjectRef``).
 * Actors: ``ActorServer.register(name, actor)`` moves the instance into a named Ray actor
@@ -25,9 +30,13 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import os
-import shutil
+import re
+import shlex
+import socket
+import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -39,17 +48,28 @@ from fray.job.errors import RemoteTraceback
 from fray.v2.actor.pool import ActorEndpoint
 from fray.v2.actor.resolver import EndpointResolver
 from fray.v2.actor.server import check_actor_name
-from fray.v2.backends.ray_resources import ray_resource_options, ray_runtime_env
+from fray.v2.backends.ray_resources import (
+    ray_job_options,
+    ray_resource_options,
+    ray_runtime_env,
+)
 from fray.v2.cluster import CLUSTER_SPEC_ENV, DEFAULT_NAMESPACE, Job
-from fray.v2.job import JobProcess, TaskJob, check_job_name, dump_entrypoint
+from fray.v2.job import TaskJob, bootstrap_args, check_job_name, dump_entrypoint
 from fray.v2.types import Entrypoint, EnvironmentSpec, JobId, JobStatus, Namespace, ResourceSpec
 from fray.v2.worker_pool import FutureWorkerPool, chain_future
 
-__all__ = ["RayCluster", "RayWorkerPool"]
+__all__ = ["RayCluster", "RayWorkerPool", "dashboard_url", "free_port"]
 
 _ACTOR_PREFIX = "fray-actor:"
-_JOB_PREFIX = "fray-job:"
-_CALL_TIMEOUT = 60.0  # seconds for the driver's control calls to a supervisor
+_CALL_TIMEOUT = 60.0  # seconds for a Ray job to stop once asked
+_AGENT_WAIT = 120.0  # seconds a just-started cluster gets to bring up its job agent
+
+
+def free_port() -> int:
+    """A TCP port free right now on this machine (for a new Ray instance's dashboard)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _unwrap(exc: BaseException) -> BaseException:
@@ -85,116 +105,146 @@ def ref_future(ref: Any) -> Future[Any]:
 
 # --- jobs ----------------------------------------------------------------------------------
 
+_RAY_STATUS = {
+    "PENDING": JobStatus.PENDING,
+    "RUNNING": JobStatus.RUNNING,
+    "SUCCEEDED": JobStatus.SUCCEEDED,
+    "FAILED": JobStatus.FAILED,
+    "STOPPED": JobStatus.KILLED,
+}
+_POLL = 0.2  # seconds between status polls while waiting for a Ray job
+_ERROR_TAIL = 20_000  # bytes of a failed job's log in its error text
 
-class _JobSupervisor:
-    """Ray actor running one job task as a child process (see the module docstring)."""
 
-    def __init__(self, job_id: str, payload: bytes, env: dict[str, str], namespace: str) -> None:
-        context = ray.get_runtime_context()
-        child_env = dict(os.environ)
+def _job_command(package: str) -> str:
+    """The shell command running the entrypoint held by ``package`` (see the docstring)."""
+    args = " ".join(shlex.quote(arg) for arg in bootstrap_args(f"module:{package}"))
+    return f'P={shlex.quote(sys.executable)}; [ -x "$P" ] || P=python; exec "$P" {args}'
+
+
+def dashboard_url() -> str:
+    """The ``http://`` address of the connected Ray cluster's dashboard (its Jobs API)."""
+    url = ray._private.worker.get_dashboard_url()
+    if not url:
+        raise RuntimeError(
+            "this Ray cluster runs no dashboard, which fray's Ray jobs need (Ray's Jobs API):"
+            " install ray[default] and start Ray with its dashboard"
+        )
+    return url if "://" in url else f"http://{url}"
+
+
+def _submit_job(client: Any, submission_id: str, options: dict[str, Any]) -> str:
+    """``client.submit_job``, retried while a just-started cluster has no job agent yet."""
+    deadline = time.monotonic() + _AGENT_WAIT
+    while True:
         try:
-            from ray._private.utils import remove_ray_internal_flags_from_env
-
-            remove_ray_internal_flags_from_env(child_env)
-        except ImportError:  # pragma: no cover - private Ray API moved
-            pass
-        child_env.update(env)
-        child_env["RAY_ADDRESS"] = context.gcs_address
-        child_env[CLUSTER_SPEC_ENV] = f"ray?namespace={namespace}&address={context.gcs_address}"
-        self._workdir = tempfile.mkdtemp(prefix=f"fray-v2-{job_id}-")
-        self._proc = JobProcess(payload, self._workdir, child_env)
-
-    def run(self) -> tuple[str, str | None]:
-        """Wait for the process; its final status and error text."""
-        self._proc.wait(None)
-        status = self._proc.status()
-        return str(status), self._proc.error()
-
-    def read_log(self, offset: int) -> bytes:
-        return self._proc.read_log(offset)
-
-    def stop(self) -> None:
-        self._proc.stop()
-
-    def cleanup(self) -> None:
-        shutil.rmtree(self._workdir, ignore_errors=True)
+            return str(client.submit_job(submission_id=submission_id, **options))
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
 
 
-class _RayTask:
-    """The driver's side of one job task: status, logs and stop through its supervisor."""
+class _RayJobTask:
+    """One replica of a job: a job of Ray's Jobs API, seen through ``JobSubmissionClient``."""
 
-    def __init__(self, actor_cls: Any, options: dict[str, Any], *args: Any) -> None:
-        self._actor = actor_cls.options(**options).remote(*args)
-        self._ready = self._actor.__ray_ready__.remote()
-        self._run = self._actor.run.remote()
-        self._started = False
+    def __init__(self, client: Any, submission_id: str, options: dict[str, Any]) -> None:
+        self._client = client
+        self.submission_id = _submit_job(client, submission_id, options)
+        # Ray starts the job's log with its own lines, ending with this one.
+        self._log_start = f"Running entrypoint for job {self.submission_id}: "
+        self._log_start += f"{options['entrypoint']}\n"
+        self._final: JobStatus | None = None
+        self._error: str | None = None
+        self._log: bytes | None = None
         self._stop_requested = False
-        self._final: tuple[JobStatus, str | None] | None = None
-        self._log = b""
-        self._done = threading.Event()
-        threading.Thread(target=self._watch, daemon=True, name="fray-v2-ray-job").start()
+        self._lock = threading.Lock()
 
-    def _watch(self) -> None:
-        status: JobStatus
-        error: str | None
-        # BaseException: Ray raises SystemExit in threads blocked in ray.get at shutdown.
-        try:
-            raw_status, error = ray.get(self._run)
-            status = JobStatus(raw_status)
-        except BaseException as exc:  # the supervisor died or could not start
-            status = JobStatus.KILLED if self._stop_requested else JobStatus.FAILED
-            error = None if status == JobStatus.KILLED else f"{type(exc).__name__}: {exc}"
-        try:
-            self._log = ray.get(self._actor.read_log.remote(0), timeout=_CALL_TIMEOUT)
-            ray.get(self._actor.cleanup.remote(), timeout=_CALL_TIMEOUT)
-        except BaseException:
-            pass  # the supervisor is gone, and its log with it
-        with contextlib.suppress(BaseException):
-            ray.kill(self._actor)
-        self._final = (status, error)
-        self._done.set()
-
-    def _is_started(self) -> bool:
-        if not self._started:
-            ready, _ = ray.wait([self._ready], timeout=0)
-            self._started = bool(ready)
-        return self._started
+    def _ray_status(self) -> JobStatus:
+        raw = self._client.get_job_status(self.submission_id)
+        return _RAY_STATUS[str(getattr(raw, "value", raw))]
 
     def status(self) -> JobStatus:
         if self._final is not None:
-            return self._final[0]
-        return JobStatus.RUNNING if self._is_started() else JobStatus.PENDING
+            return self._final
+        status = self._ray_status()
+        if status == JobStatus.FAILED and self._stop_requested:
+            status = JobStatus.KILLED
+        if status.is_finished():
+            with self._lock:
+                if self._final is None:
+                    self._log = self._fetch_log()
+                    if status == JobStatus.FAILED:
+                        self._error = self._failure()
+                    self._final = status
+        return status
 
     def wait(self, timeout: float | None) -> bool:
-        return self._done.wait(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.status().is_finished():
+            left = _POLL if deadline is None else min(_POLL, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            time.sleep(left)
+        return True
 
     def error(self) -> str | None:
-        return self._final[1] if self._final is not None else None
+        return self._error if self.status() == JobStatus.FAILED else None
+
+    def _failure(self) -> str:
+        """Why the job failed: Ray's message, with the job's log tail when its code failed."""
+        message = str(self._client.get_job_info(self.submission_id).message or "")
+        if message.startswith("Job entrypoint command failed") and self._log:
+            first = message.splitlines()[0].split(", last available logs")[0]
+            tail = self._log[-_ERROR_TAIL:].decode(errors="replace")
+            return f"{first}; the end of its log:\n{tail}"
+        return message or "the Ray job failed"
+
+    def _fetch_log(self) -> bytes:
+        """The job's own output: its log without Ray's lines before the entrypoint's."""
+        try:
+            log = str(self._client.get_job_logs(self.submission_id))
+        except RuntimeError:  # no log yet (the job has not started)
+            return b""
+        start = log.find(self._log_start)
+        return log[start + len(self._log_start) :].encode() if start >= 0 else b""
 
     def read_log(self, offset: int) -> bytes:
-        if self._final is not None:
+        if self._final is not None and self._log is not None:
             return self._log[offset:]
-        if not self._is_started():
-            return b""
-        try:
-            data: bytes = ray.get(self._actor.read_log.remote(offset), timeout=_CALL_TIMEOUT)
-        except Exception:
-            self._done.wait(_CALL_TIMEOUT)  # it just ended: the watcher has the log
-            return self._log[offset:]
-        return data
+        return self._fetch_log()[offset:]
 
     def stop(self) -> None:
-        if self._final is not None:
+        if self.status().is_finished():
             return
         self._stop_requested = True
-        if self._is_started():
-            try:
-                ray.get(self._actor.stop.remote(), timeout=_CALL_TIMEOUT)
-            except Exception:
-                ray.kill(self._actor)
-        else:
-            ray.kill(self._actor)
-        self._done.wait(_CALL_TIMEOUT)
+        self._client.stop_job(self.submission_id)
+        if self._ray_status() == JobStatus.PENDING:
+            self._kill_pending_supervisor()
+        if not self.wait(_CALL_TIMEOUT):
+            raise TimeoutError(f"Ray job {self.submission_id} did not stop")
+
+    def _kill_pending_supervisor(self) -> None:
+        """Kill the job's supervisor actor while it waits for resources.
+
+        ``stop_job`` asks the supervisor to stop, which a supervisor that is not scheduled
+        yet never hears: Ray would keep the job pending (up to its start timeout). Ray then
+        marks the job failed ("supervisor actor died"), which :meth:`status` reports as
+        killed since a stop was requested.
+        """
+        try:
+            from ray.dashboard.modules.job.common import (
+                JOB_ACTOR_NAME_TEMPLATE,
+                SUPERVISOR_ACTOR_RAY_NAMESPACE,
+            )
+
+            actor = ray.get_actor(
+                JOB_ACTOR_NAME_TEMPLATE.format(job_id=self.submission_id),
+                namespace=SUPERVISOR_ACTOR_RAY_NAMESPACE,
+            )
+        except (ImportError, ValueError):  # private Ray names moved, or the actor is gone
+            return
+        ray.kill(actor, no_restart=True)
 
 
 # --- worker pools --------------------------------------------------------------------------
@@ -316,9 +366,12 @@ class RayCluster:
     def __init__(self, namespace: Namespace = DEFAULT_NAMESPACE, address: str | None = None):
         self._namespace = namespace
         if not ray.is_initialized():
-            ray.init(address=address, namespace=namespace)
+            # A new local instance gets its dashboard (Jobs API) on a free port: Ray's
+            # default, 8265, is also fray's controller's. Ignored when connecting.
+            ray.init(address=address, namespace=namespace, dashboard_port=free_port())
         self._jobs: dict[JobId, TaskJob] = {}
         self._handles: dict[str, Any] = {}
+        self._client: Any = None
         self._lock = threading.Lock()
 
     @property
@@ -331,6 +384,14 @@ class RayCluster:
         address = ray.get_runtime_context().gcs_address
         return f"ray?namespace={self._namespace}&address={address}"
 
+    def _job_client(self) -> Any:
+        from ray.job_submission import JobSubmissionClient
+
+        with self._lock:
+            if self._client is None:
+                self._client = JobSubmissionClient(dashboard_url())
+            return self._client
+
     def submit(
         self,
         entrypoint: Entrypoint,
@@ -339,27 +400,42 @@ class RayCluster:
         environment: EnvironmentSpec | None = None,
     ) -> TaskJob:
         check_job_name(name)
-        payload = dump_entrypoint(entrypoint)
+        client = self._job_client()
         job_id = JobId(f"{name}-{uuid.uuid4().hex[:8]}")
-        options = {
-            **ray_resource_options(resources),
-            "namespace": self._namespace,
-            "max_concurrency": 8,
-            "max_restarts": 0,
-        }
         runtime_env = ray_runtime_env(environment)
-        if runtime_env:
-            options["runtime_env"] = runtime_env
-        supervisor: Any = ray.remote(_JobSupervisor)
+        base_env = {
+            **runtime_env.get("env_vars", {}),
+            CLUSTER_SPEC_ENV: self.spec,
+            "FRAY_JOB_ID": job_id,
+            "FRAY_NUM_TASKS": str(resources.replicas),
+        }
+        package = f"fray_job_{uuid.uuid4().hex}"
         tasks = []
-        for index in range(resources.replicas):
-            env = {
-                "FRAY_JOB_ID": job_id,
-                "FRAY_TASK_INDEX": str(index),
-                "FRAY_NUM_TASKS": str(resources.replicas),
-            }
-            task_options = {**options, "name": f"{_JOB_PREFIX}{job_id}:{index}"}
-            tasks.append(_RayTask(supervisor, task_options, job_id, payload, env, self._namespace))
+        with tempfile.TemporaryDirectory(prefix="fray-v2-ray-job-") as tmp:
+            package_dir = os.path.join(tmp, package)
+            os.mkdir(package_dir)
+            with open(os.path.join(package_dir, "__init__.py"), "w"):
+                pass
+            with open(os.path.join(package_dir, "entrypoint.pkl"), "wb") as f:
+                f.write(dump_entrypoint(entrypoint))
+            base_id = re.sub(r"[^A-Za-z0-9_.-]", "_", job_id)
+            try:
+                for index in range(resources.replicas):
+                    env = {**base_env, "FRAY_TASK_INDEX": str(index)}
+                    job_env = {**runtime_env, "env_vars": env, "py_modules": [package_dir]}
+                    options = {
+                        **ray_job_options(resources),
+                        "entrypoint": _job_command(package),
+                        "runtime_env": job_env,
+                        "metadata": {"fray_job_id": job_id, "fray_task_index": str(index)},
+                    }
+                    submission_id = base_id if resources.replicas == 1 else f"{base_id}-{index}"
+                    tasks.append(_RayJobTask(client, submission_id, options))
+            except BaseException:
+                for task in tasks:
+                    with contextlib.suppress(Exception):
+                        task.stop()
+                raise
         job = TaskJob(job_id, name, tasks)
         with self._lock:
             self._jobs[job_id] = job

@@ -12,8 +12,16 @@
                     ``"v4-8"`` -> ``"TPU-V4"``, ``"v5e-4"`` -> ``"TPU-V5LITEPOD"``)
 ``preemptible``     ``False`` adds ``{"ray.io/market-type": "!spot"}`` to ``label_selector``
 ``regions``         adds ``{"ray.io/availability-region": "in(r1,r2)"}`` to ``label_selector``
-``replicas``        not an option: the backend starts one Ray actor per replica
+``replicas``        not an option: the backend starts one Ray actor per pool worker, and
+                    one Ray job per job replica
 ==================  =======================================================================
+
+For a job (Ray's Jobs API) the same request becomes ``JobSubmissionClient.submit_job``'s
+``entrypoint_*`` arguments (:func:`ray_job_options`): ``num_cpus`` -> ``entrypoint_num_cpus``,
+``num_gpus`` -> ``entrypoint_num_gpus``, ``memory`` -> ``entrypoint_memory``,
+``resources`` -> ``entrypoint_resources``, ``label_selector`` ->
+``entrypoint_label_selector``; the accelerator type becomes the resource Ray itself uses
+for it, ``{"accelerator_type:<TYPE>": 0.001}`` in ``entrypoint_resources``.
 
 ``EnvironmentSpec`` -> ``runtime_env``: ``env_vars`` -> ``env_vars``, ``workspace`` ->
 ``working_dir``, ``pip_packages`` -> ``pip``; ``extras`` (uv extras) have no Ray
@@ -27,7 +35,13 @@ from typing import Any
 
 from fray.v2.types import EnvironmentSpec, ResourceSpec
 
-__all__ = ["MARKET_TYPE_LABEL", "REGION_LABEL", "ray_resource_options", "ray_runtime_env"]
+__all__ = [
+    "MARKET_TYPE_LABEL",
+    "REGION_LABEL",
+    "ray_job_options",
+    "ray_resource_options",
+    "ray_runtime_env",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +79,24 @@ def ray_resource_options(spec: ResourceSpec) -> dict[str, Any]:
     if labels:
         options["label_selector"] = labels
     return options
+
+
+def ray_job_options(spec: ResourceSpec) -> dict[str, Any]:
+    """The ``submit_job`` ``entrypoint_*`` arguments asking for one replica's worth of ``spec``."""
+    options = ray_resource_options(spec)
+    job: dict[str, Any] = {"entrypoint_num_cpus": options["num_cpus"]}
+    if "num_gpus" in options:
+        job["entrypoint_num_gpus"] = options["num_gpus"]
+    if "memory" in options:
+        job["entrypoint_memory"] = options["memory"]
+    resources = dict(options.get("resources", {}))
+    if "accelerator_type" in options:
+        resources[f"accelerator_type:{options['accelerator_type']}"] = 0.001
+    if resources:
+        job["entrypoint_resources"] = resources
+    if "label_selector" in options:
+        job["entrypoint_label_selector"] = options["label_selector"]
+    return job
 
 
 def ray_runtime_env(environment: EnvironmentSpec | None) -> dict[str, Any]:

@@ -317,13 +317,19 @@ def test_put_stores_once_and_refs_arrive_as_values(fray_ctx: FrayContext) -> Non
     assert fray_ctx.free([ref]) == 1
 
 
-def test_wait_returns_exactly_num_returns(fray_ctx: FrayContext) -> None:
-    futures = [fray_ctx.run(sleep_then, s, s) for s in (0.0, 0.0, 0.0, 5.0)]
+def test_wait_returns_exactly_num_returns(fray_ctx: FrayContext, tmp_path: Path) -> None:
+    gate = tmp_path / "open"  # the last task ends only when the test says so, however slow CI is
+    futures = [fray_ctx.run(add, i, 0) for i in range(3)]
+    futures.append(fray_ctx.run(wait_for_file, str(gate), "last"))
     ready, pending = fray_ctx.wait(futures, num_returns=2, timeout=20)
     assert len(ready) == 2 and len(pending) == 2
     assert futures[3] in pending
     ready, pending = fray_ctx.wait(futures[3:], num_returns=1, timeout=0.2)
     assert ready == [] and pending == futures[3:]
+    gate.write_text("open")
+    ready, pending = fray_ctx.wait(futures, num_returns=4, timeout=30)
+    assert (len(ready), pending) == (4, [])
+    assert fray_ctx.get(futures) == [0, 1, 2, "last"]
 
 
 # ---------------------------------------------------------------------- failures of the pieces

@@ -15,6 +15,7 @@ for the controller to restart the actor elsewhere (when `max_restarts` allows) o
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import logging
 import threading
 import time
@@ -172,13 +173,23 @@ class _Caller:
                 future.set_exception(self._final)
 
     def help(self, first_wait_ms: int = WAIT_MS) -> None:
-        """Send the pending calls from this thread if no one is sending. This thread waits at
-        most `first_wait_ms` for their answer; a thread takes over longer waits."""
+        """Send the first pending calls from this thread if no one is sending and sending
+        cannot block for long (the actor's address is known and the first call's arguments are
+        ready). This thread waits at most `first_wait_ms` for their answer; the handle's thread
+        does everything that may take longer, so `result(timeout)` keeps its timeout."""
         with self._cond:
             if self._sending or not self._pending:
                 return
+            if not self._located() or isinstance(self._pending[0][0], tuple):
+                self._cond.notify()
+                return
             self._sending = True
         self._pump(first_wait_ms, inline=True)
+
+    def _located(self) -> bool:
+        """Whether a call can be sent without asking the controller first."""
+        current = bool(self._address) and self._incarnation >= self._min_incarnation
+        return current or self._final is not None
 
     def _loop(self) -> None:
         while True:
@@ -193,16 +204,24 @@ class _Caller:
 
     def _pump(self, first_wait_ms: int, inline: bool) -> None:
         """Send batches until the queue is empty (a caller sending inline sends one: the one
-        with its own call, then leaves the rest to the handle's thread)."""
+        with its own call, up to the first call waiting for futures, then leaves the rest to
+        the handle's thread)."""
+        handed_over = False
         try:
             while True:
                 with self._cond:
                     count = min(len(self._pending), _BATCH)
+                    if inline:  # up to the first call that waits for futures
+                        head = itertools.islice(self._pending, count)
+                        calls = (call for call, _ in head)
+                        count = next(
+                            (i for i, c in enumerate(calls) if isinstance(c, tuple)), count
+                        )
                     batch = [self._pending.popleft() for _ in range(count)]
                     if not batch:
                         return
                 try:
-                    self._send_batch(batch, first_wait_ms, inline)
+                    handed_over = self._send_batch(batch, first_wait_ms, inline)
                 except BaseException as exc:  # e.g. Ctrl-C in a caller that was sending
                     for _, future in batch:
                         if not future.done():
@@ -215,23 +234,28 @@ class _Caller:
                                 )
                             )
                     raise
-                if inline:
+                if inline or handed_over:
                     return
         finally:
-            with self._cond:
-                self._sending = False
-                self._cond.notify_all()
+            if not handed_over:
+                self._done_sending()
+
+    def _done_sending(self) -> None:
+        with self._cond:
+            self._sending = False
+            self._cond.notify_all()
 
     # ------------------------------------------------------------------ sending
 
     def _send_batch(
         self, batch: list[tuple[Any, ActorFuture]], first_wait_ms: int, inline: bool
-    ) -> None:
+    ) -> bool:
+        """Send a batch; True when a thread took over sending it (see `_call`)."""
         if self._final is not None:
             for _, future in batch:
                 if future.set_running_or_notify_cancel():
                     future.set_exception(self._final)
-            return
+            return False
         calls: list[wpb.ActorCall] = []
         futures: list[ActorFuture] = []
         for call, future in batch:
@@ -250,8 +274,7 @@ class _Caller:
                     continue
             calls.append(call)
             futures.append(future)
-        if calls:
-            self._call(calls, futures, first_wait_ms, inline)
+        return bool(calls) and self._call(calls, futures, first_wait_ms, inline)
 
     def _settle(self, futures: list[ActorFuture], results: list[pb.TaskResult]) -> None:
         for future, result in zip(futures, results, strict=True):
@@ -280,15 +303,24 @@ class _Caller:
         futures: list[ActorFuture],
         first_wait_ms: int,
         inline: bool,
-    ) -> None:
+    ) -> bool:
         """Send a batch and settle its futures (from another thread if `inline` and the answer
-        takes longer than `first_wait_ms`)."""
+        takes longer than `first_wait_ms`). A caller sending inline does not wait for the
+        controller to place the actor: a thread takes the batch, and the sending, over (True)."""
         for _ in range(3):  # the calls did not reach the actor: find it again, try again
+            if inline and not self._located():
+                threading.Thread(
+                    target=self._send_for_caller,
+                    args=(calls, futures),
+                    name=f"fray-actor-{self._actor_id}-send",
+                    daemon=True,
+                ).start()
+                return True
             try:
                 address, incarnation = self._resolve()
             except BaseException as exc:
                 self._fail(futures, exc)
-                return
+                return False
             request = wpb.CallActorRequest(
                 actor_id=self._actor_id,
                 incarnation=incarnation,
@@ -311,7 +343,7 @@ class _Caller:
                     self._moved(incarnation)
                 self._address = ""  # ask the controller before the next call
                 self._fail(futures, self._error(exc))
-                return
+                return False
             if response.done:
                 self._finish(futures, response.results)
             elif inline:  # the caller waits no longer than it asked: a thread takes over
@@ -323,10 +355,22 @@ class _Caller:
                 ).start()
             else:
                 self._wait_batch(client, request.batch_id, incarnation, futures)
-            return
+            return False
         self._fail(
             futures, errors.ActorDiedError(f"{self._what()} keeps moving", actor_id=self._actor_id)
         )
+        return False
+
+    def _send_for_caller(self, calls: list[wpb.ActorCall], futures: list[ActorFuture]) -> None:
+        """Finish sending a batch a caller began, then let the next sender go."""
+        try:
+            self._call(calls, futures, WAIT_MS, inline=False)
+        except Exception as exc:  # never leave the batch's futures unsettled
+            for future in futures:
+                if not future.done():
+                    future.set_exception(exc)
+        finally:
+            self._done_sending()
 
     def _wait_batch(
         self, client: Any, batch_id: str, incarnation: int, futures: list[ActorFuture]

@@ -137,26 +137,25 @@ def test_unpicklable_entrypoint_fails_at_submit(local: LocalCluster) -> None:
     assert local.list_jobs() == []
 
 
-def test_unknown_job_id(local: LocalCluster) -> None:
-    with pytest.raises(KeyError):
-        local.terminate("missing-123")  # type: ignore[arg-type]
-
-
 # --- worker pools --------------------------------------------------------------------------
 
 
-def sleep_and_pid(seconds: float) -> tuple[int, float, float]:
-    start = time.monotonic()
-    time.sleep(seconds)
-    return os.getpid(), start, time.monotonic()
+def meet(directory: str, name: str, count: int) -> tuple[int, bool]:
+    """Arrive in `directory`, then wait (at most 30 s) until `count` calls have arrived: only
+    calls running at the same time all meet. Returns the pid and whether all met."""
+    Path(directory, name).write_text("")
+    deadline = time.monotonic() + 30
+    while len(list(Path(directory).iterdir())) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return os.getpid(), len(list(Path(directory).iterdir())) >= count
 
 
-def test_pool_workers_run_in_parallel_processes(local: LocalCluster) -> None:
+def test_pool_workers_run_in_parallel_processes(local: LocalCluster, tmp_path: Path) -> None:
     with local.worker_pool(2, ResourceSpec()) as pool:
-        first, second = [pool.submit(sleep_and_pid, 1.0) for _ in range(2)]
-        (pid1, start1, end1), (pid2, start2, end2) = first.result(30), second.result(30)
+        futures = [pool.submit(meet, str(tmp_path), f"call-{i}", 2) for i in range(2)]
+        (pid1, met1), (pid2, met2) = futures[0].result(60), futures[1].result(60)
     assert len({pid1, pid2, os.getpid()}) == 3
-    assert start2 < end1 and start1 < end2  # they overlapped in time
+    assert met1 and met2  # they ran at the same time
 
 
 def die() -> None:
@@ -194,11 +193,19 @@ def test_pool_results_and_arguments_are_copies(local: LocalCluster) -> None:
     assert data == {"items": [1, 2]}
 
 
-def test_shutdown_cancel_futures(local: LocalCluster) -> None:
+def mark_then_sleep(marker: str, seconds: float) -> None:
+    Path(marker).write_text("started")
+    time.sleep(seconds)
+
+
+def test_shutdown_cancel_futures(local: LocalCluster, tmp_path: Path) -> None:
     pool = local.worker_pool(1, ResourceSpec())
-    running = pool.submit(time.sleep, 0.5)
+    marker = tmp_path / "started"
+    running = pool.submit(mark_then_sleep, str(marker), 0.5)
     queued = [pool.submit(time.sleep, 5) for _ in range(3)]
-    time.sleep(0.2)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:  # it runs: it is not cancelled
+        time.sleep(0.01)
     pool.shutdown(wait=True, cancel_futures=True)
     assert running.result(timeout=0) is None
     assert all(f.cancelled() for f in queued)

@@ -23,7 +23,7 @@ from fray.v2.cluster import (
     set_current_cluster,
     use_cluster,
 )
-from fray.v2.job import JobFailedError
+from fray.v2.job import JobFailedError, UnknownJobError
 from fray.v2.types import (
     Entrypoint,
     EnvironmentSpec,
@@ -48,6 +48,7 @@ __all__ = [
     "NoActorError",
     "Resolver",
     "ResourceSpec",
+    "UnknownJobError",
     "WorkerPool",
     "create_cluster",
     "current_cluster",

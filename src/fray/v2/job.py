@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,8 +26,10 @@ from fray.v2.types import Entrypoint, JobId, JobStatus
 __all__ = [
     "JobFailedError",
     "JobProcess",
+    "JobTable",
     "TaskJob",
     "TaskRunner",
+    "UnknownJobError",
     "bootstrap_args",
     "check_job_name",
     "dump_entrypoint",
@@ -82,6 +85,17 @@ class JobFailedError(RuntimeError):
         self.job_id = job_id
         self.status = status
         self.error = error
+
+
+class UnknownJobError(KeyError):
+    """``terminate`` (or a lookup) named a job this cluster object did not submit."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+    def __str__(self) -> str:
+        return f"no job {self.job_id!r} was submitted through this cluster object"
 
 
 def check_job_name(name: str) -> None:
@@ -325,6 +339,41 @@ class TaskJob:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._job_id!r})"
+
+
+class JobTable:
+    """The jobs one cluster object submitted, by id (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[JobId, TaskJob] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def new_id(name: str) -> JobId:
+        """A fresh job id for a job called ``name`` (checked with :func:`check_job_name`)."""
+        check_job_name(name)
+        return JobId(f"{name}-{uuid.uuid4().hex[:8]}")
+
+    def add(self, job: TaskJob) -> TaskJob:
+        with self._lock:
+            self._jobs[job.job_id] = job
+        return job
+
+    def get(self, job_id: JobId) -> TaskJob:
+        """The job called ``job_id``; :class:`UnknownJobError` when there is none."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise UnknownJobError(job_id)
+        return job
+
+    def list(self) -> list[TaskJob]:
+        with self._lock:
+            return list(self._jobs.values())
+
+    def terminate_all(self) -> None:
+        for job in self.list():
+            job.terminate()
 
 
 class _LogStream:

@@ -41,7 +41,7 @@ from fray.v2.actor.pool import ActorEndpoint
 from fray.v2.actor.resolver import EndpointResolver
 from fray.v2.actor.server import check_actor_name
 from fray.v2.cluster import CLUSTER_SPEC_ENV, DEFAULT_NAMESPACE, Job
-from fray.v2.job import JobProcess, TaskJob, check_job_name, dump_entrypoint
+from fray.v2.job import JobProcess, JobTable, TaskJob, dump_entrypoint
 from fray.v2.types import Entrypoint, EnvironmentSpec, JobId, Namespace, ResourceSpec
 from fray.v2.worker_pool import FutureWorkerPool
 
@@ -326,9 +326,8 @@ class LocalWorkerPool(FutureWorkerPool):
 # --- the cluster ---------------------------------------------------------------------------
 
 
-def _cleanup(workdir: str, jobs: dict[JobId, TaskJob]) -> None:
-    for job in list(jobs.values()):
-        job.terminate()
+def _cleanup(workdir: str, jobs: JobTable) -> None:
+    jobs.terminate_all()
     shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -342,8 +341,7 @@ class LocalCluster:
     def __init__(self, namespace: Namespace = DEFAULT_NAMESPACE) -> None:
         self._namespace = namespace
         self._workdir = tempfile.mkdtemp(prefix="fray-v2-local-")
-        self._jobs: dict[JobId, TaskJob] = {}
-        self._lock = threading.Lock()
+        self._jobs = JobTable()
         self._finalizer = weakref.finalize(self, _cleanup, self._workdir, self._jobs)
 
     @property
@@ -367,11 +365,10 @@ class LocalCluster:
         resources: ResourceSpec,
         environment: EnvironmentSpec | None = None,
     ) -> TaskJob:
-        check_job_name(name)
+        job_id = JobTable.new_id(name)
         _warn_ignored(environment)
         env_spec = environment or EnvironmentSpec()
         payload = dump_entrypoint(entrypoint)
-        job_id = JobId(f"{name}-{uuid.uuid4().hex[:8]}")
         base_env = {
             **_child_env(env_spec),
             CLUSTER_SPEC_ENV: self.spec,
@@ -388,19 +385,13 @@ class LocalCluster:
             )
             for index in range(resources.replicas)
         ]
-        job = TaskJob(job_id, name, tasks)
-        with self._lock:
-            self._jobs[job_id] = job
-        return job
+        return self._jobs.add(TaskJob(job_id, name, tasks))
 
     def terminate(self, job_id: JobId) -> None:
-        with self._lock:
-            job = self._jobs[job_id]
-        job.terminate()
+        self._jobs.get(job_id).terminate()
 
     def list_jobs(self) -> list[Job]:
-        with self._lock:
-            return list(self._jobs.values())
+        return list(self._jobs.list())
 
     def resolver(self) -> EndpointResolver:
         namespace = self._namespace

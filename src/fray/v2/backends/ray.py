@@ -54,7 +54,7 @@ from fray.v2.backends.ray_resources import (
     ray_runtime_env,
 )
 from fray.v2.cluster import CLUSTER_SPEC_ENV, DEFAULT_NAMESPACE, Job
-from fray.v2.job import TaskJob, bootstrap_args, check_job_name, dump_entrypoint
+from fray.v2.job import JobTable, TaskJob, bootstrap_args, dump_entrypoint
 from fray.v2.types import Entrypoint, EnvironmentSpec, JobId, JobStatus, Namespace, ResourceSpec
 from fray.v2.worker_pool import FutureWorkerPool, chain_future
 
@@ -369,7 +369,7 @@ class RayCluster:
             # A new local instance gets its dashboard (Jobs API) on a free port: Ray's
             # default, 8265, is also fray's controller's. Ignored when connecting.
             ray.init(address=address, namespace=namespace, dashboard_port=free_port())
-        self._jobs: dict[JobId, TaskJob] = {}
+        self._jobs = JobTable()
         self._handles: dict[str, Any] = {}
         self._client: Any = None
         self._lock = threading.Lock()
@@ -399,9 +399,8 @@ class RayCluster:
         resources: ResourceSpec,
         environment: EnvironmentSpec | None = None,
     ) -> TaskJob:
-        check_job_name(name)
+        job_id = JobTable.new_id(name)
         client = self._job_client()
-        job_id = JobId(f"{name}-{uuid.uuid4().hex[:8]}")
         runtime_env = ray_runtime_env(environment)
         base_env = {
             **runtime_env.get("env_vars", {}),
@@ -436,19 +435,13 @@ class RayCluster:
                     with contextlib.suppress(Exception):
                         task.stop()
                 raise
-        job = TaskJob(job_id, name, tasks)
-        with self._lock:
-            self._jobs[job_id] = job
-        return job
+        return self._jobs.add(TaskJob(job_id, name, tasks))
 
     def terminate(self, job_id: JobId) -> None:
-        with self._lock:
-            job = self._jobs[job_id]
-        job.terminate()
+        self._jobs.get(job_id).terminate()
 
     def list_jobs(self) -> list[Job]:
-        with self._lock:
-            return list(self._jobs.values())
+        return list(self._jobs.list())
 
     def resolver(self) -> EndpointResolver:
         return EndpointResolver(self._endpoints)

@@ -1,7 +1,8 @@
 """Fixtures for fray's RPC layer: real controllers and real worker processes on loopback.
 
 - `controller`: a ControllerServer on a free loopback port, served by uvicorn in a thread
-  (for RPC-level tests; no workers).
+  (for RPC-level tests; no workers: the tests register them by hand, so its heartbeat timeout is
+  long enough that a stalled test never sees them expire).
 - `cluster`: a LocalCluster (controller process + 2 worker processes), shared by a test module.
 - `fray_ctx`: a FrayContext connected to `cluster`, once with the direct path and once without.
 Everything is stopped at the end, whatever the test did. Also small helpers the test modules
@@ -29,11 +30,12 @@ from fray.job.rpc.local_cluster import LocalCluster
 from fray.v1 import controller_pb2 as pb
 
 HEARTBEAT_TIMEOUT = 2.0
+RPC_HEARTBEAT_TIMEOUT = 60.0
 
 
 @pytest.fixture
 def controller() -> Iterator[ControllerServer]:
-    server = ControllerServer("127.0.0.1", 0, heartbeat_timeout=HEARTBEAT_TIMEOUT).start()
+    server = ControllerServer("127.0.0.1", 0, heartbeat_timeout=RPC_HEARTBEAT_TIMEOUT).start()
     try:
         yield server
     finally:

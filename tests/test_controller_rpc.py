@@ -1,9 +1,14 @@
 """The FrayController over the wire: a real `ControllerServer` on loopback, called the way curl
 would (HTTP/JSON through httpx, Connect protocol) and with the generated sync client.
 
-The `controller` fixture (tests/fray_fixtures.py) has heartbeat_timeout=2 s, so its LeaseTasks
-long polls are capped at the heartbeat interval (2/3 s); tests that need a longer lease poll start
-their own server with `serve(...)`.
+The `controller` fixture (tests/fray_fixtures.py) has a long heartbeat timeout (60 s), so that a
+worker registered by hand is not expired while a slow machine stalls the test, and its LeaseTasks
+long polls are capped at 20 s; tests about the heartbeat interval start their own server with
+`serve(...)`.
+
+Bounds on how long a call takes are generous: they tell "answered at once" from "waited for a
+deadline" many seconds away, so that a loaded machine cannot break them. Lower bounds (proving
+that a poll waited) are measured from points the test controls.
 """
 
 from __future__ import annotations
@@ -89,6 +94,21 @@ def connect_error(response: httpx.Response, status: int, code: str) -> str:
     return body["message"]
 
 
+def last_heartbeat(client: httpx.Client, worker_id: str) -> str:
+    workers = call(client, "ListWorkers", {})["workers"]
+    (worker,) = [w for w in workers if w["workerId"] == worker_id]
+    return str(worker["lastHeartbeat"])
+
+
+def wait_until_polling(client: httpx.Client, worker_id: str, before: str) -> None:
+    """Until the worker's LeaseTasks call (which counts as a heartbeat) reached the controller,
+    found no work and waits: its last heartbeat moved on from `before`."""
+    deadline = time.monotonic() + 20
+    while last_heartbeat(client, worker_id) == before:
+        assert time.monotonic() < deadline, "the lease call never reached the controller"
+        time.sleep(0.02)
+
+
 def client_port(response: httpx.Response) -> int:
     """The local port of the connection that carried `response` (same port: same connection)."""
     return response.extensions["network_stream"].get_extra_info("client_addr")[1]
@@ -110,16 +130,17 @@ def report_value(client: httpx.Client, worker_id: str, leased: Json, value: byte
 
 
 def run_in_thread(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:
-    """Runs fn() in a thread; the dict gets "result" or "error", and "elapsed" seconds."""
+    """Runs fn() in a thread; the dict gets "result" or "error", and "ended" (time.monotonic()
+    when fn returned: compare it with times the test took, not with the thread's start, which
+    a loaded machine may delay)."""
     out: dict[str, Any] = {}
 
     def target() -> None:
-        start = time.monotonic()
         try:
             out["result"] = fn()
         except BaseException as exc:  # reported to the test
             out["error"] = exc
-        out["elapsed"] = time.monotonic() - start
+        out["ended"] = time.monotonic()
 
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
@@ -306,12 +327,12 @@ def test_worker_flow_over_json(controller: ControllerServer, http: httpx.Client)
     )
     answer = register(http, "w1", slots=1, address="http://127.0.0.1:1")
     assert answer["workerId"] == "w1"
-    assert answer["heartbeatTimeoutMs"] == 2000
+    assert answer["heartbeatTimeoutMs"] == 60_000
     assert answer["controllerId"]
 
     start = time.monotonic()
-    leased = call(http, "LeaseTasks", {"workerId": "w1", "waitMs": 5000})
-    assert time.monotonic() - start < 0.5  # work was there: no waiting
+    leased = call(http, "LeaseTasks", {"workerId": "w1", "waitMs": 20_000})
+    assert time.monotonic() - start < 10  # work was there: no waiting (for 20 s)
     (task,) = leased["tasks"]
     assert task["taskId"] == task_id and task["attempt"] == 1 and task["name"] == "job"
     assert unb64(task["function"]) == b"the-fn" and unb64(task["args"]) == b"the-args"
@@ -359,8 +380,8 @@ def test_cancel_running_task_over_json(http: httpx.Client) -> None:
     (after,) = call(http, "CancelTasks", {"taskIds": [task_id]})["tasks"]
     assert after["state"] == "TASK_STATE_RUNNING" and after["cancelRequested"] is True
     start = time.monotonic()
-    leased = call(http, "LeaseTasks", {"workerId": "w1", "waitMs": 5000})
-    assert time.monotonic() - start < 0.5
+    leased = call(http, "LeaseTasks", {"workerId": "w1", "waitMs": 20_000})
+    assert time.monotonic() - start < 10  # a cancellation to deliver: no waiting (for 20 s)
     assert leased.get("tasks", []) == [] and leased["cancelTaskIds"] == [task_id]
     assert call(http, "Heartbeat", {"workerId": "w1"}).get("cancelTaskIds", []) == []
     error = {"kind": "ERROR_KIND_CANCELLED", "type": "TaskCancelledError", "message": "cancelled"}
@@ -371,59 +392,83 @@ def test_cancel_running_task_over_json(http: httpx.Client) -> None:
     assert final["error"]["kind"] == "ERROR_KIND_CANCELLED"
 
 
-def test_lease_poll_is_capped_at_the_heartbeat_interval(http: httpx.Client) -> None:
-    register(http, "w1")
-    start = time.monotonic()
-    answer = call(http, "LeaseTasks", {"workerId": "w1", "waitMs": 5000})
-    elapsed = time.monotonic() - start
-    assert answer.get("tasks", []) == []
-    # heartbeat_timeout 2 s -> interval 0.67 s: the worker must be back before it expires.
-    assert 0.45 < elapsed < 1.5, elapsed
+def test_lease_poll_is_capped_at_the_heartbeat_interval() -> None:
+    # heartbeat_timeout 6 s -> interval 2 s: the worker must be back before it expires.
+    with serve(heartbeat_timeout=6.0) as server, http_client(server) as http:
+        register(http, "w1")
+        start = time.monotonic()
+        answer = call(http, "LeaseTasks", {"workerId": "w1", "waitMs": 20_000})
+        elapsed = time.monotonic() - start
+        assert answer.get("tasks", []) == []
+        # It waited the interval (the server waits 2 s from when it got the call); not the 20 s
+        # asked, nor the 6 s heartbeat timeout.
+        assert 1.9 < elapsed < 5.0, elapsed
 
 
-def test_long_poll_answers_before_the_client_timeout() -> None:
+def test_long_poll_answers_before_the_client_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     """With a Connect-Timeout-Ms header the poll answers (empty, 200) shortly before the client
     would give up, rather than running into the client's deadline."""
-    with serve(heartbeat_timeout=10.0) as server, http_client(server) as http:
+    with serve(heartbeat_timeout=60.0) as server, http_client(server) as http:
+        # The margin before the client's deadline is a fraction of a second: too little to
+        # check with a wall clock on a loaded machine. Read the poll's own deadline instead:
+        # the time left that it waits for (`remaining`) when it first finds nothing to do.
+        signal = server.service._work
+        waits: list[float] = []
+        real_wait = signal.wait
+
+        async def recording_wait(timeout: float) -> None:
+            waits.append(timeout)
+            await real_wait(timeout)
+
+        monkeypatch.setattr(signal, "wait", recording_wait)
         register(http, "w1")
         start = time.monotonic()
         response = http.post(
             "LeaseTasks",
-            json={"workerId": "w1", "waitMs": 5000},
-            headers={"connect-timeout-ms": "700"},
+            json={"workerId": "w1", "waitMs": 20_000},
+            headers={"connect-timeout-ms": "2000"},
         )
         elapsed = time.monotonic() - start
         assert response.status_code == 200, response.text
         assert response.json().get("tasks", []) == []
-        assert 0.3 < elapsed < 0.7, elapsed
+        assert waits, "the poll never waited"
+        assert waits[0] < 2.0 - 0.1, f"the poll waited {waits[0]:.3f}s of a 2 s client timeout"
+        # It did wait until close to the client's deadline (a lower bound: a loaded machine only
+        # makes it longer), and the header, not waitMs (20 s), ended it.
+        assert 1.5 < elapsed < 10.0, elapsed
 
 
 def test_lease_without_work_waits_then_returns_empty() -> None:
-    with serve(heartbeat_timeout=10.0) as server, http_client(server) as http:
+    with serve(heartbeat_timeout=60.0) as server, http_client(server) as http:
         register(http, "w1")
         start = time.monotonic()
         answer = call(http, "LeaseTasks", {"workerId": "w1", "waitMs": 1500})
         elapsed = time.monotonic() - start
         assert answer.get("tasks", []) == [] and answer.get("cancelTaskIds", []) == []
-        assert 1.2 < elapsed < 3.0, elapsed
+        # It waited its 1.5 s (from when the server got it), and no more: not the 20 s cap.
+        assert 1.4 < elapsed < 10.0, elapsed
 
 
 def test_waiting_lease_wakes_up_on_submit() -> None:
-    with serve(heartbeat_timeout=10.0) as server, http_client(server) as http:
+    with serve(heartbeat_timeout=60.0) as server, http_client(server) as http:
         register(http, "w1")
+        before = last_heartbeat(http, "w1")
 
         def lease() -> Json:
             with http_client(server) as other:
-                return call(other, "LeaseTasks", {"workerId": "w1", "waitMs": 3000})
+                return call(other, "LeaseTasks", {"workerId": "w1", "waitMs": 20_000})
 
         thread, out = run_in_thread(lease)
-        time.sleep(0.4)
+        wait_until_polling(http, "w1", before)
+        time.sleep(0.2)
         assert thread.is_alive()  # still waiting: there is no work
+        submitted = time.monotonic()
         (task_id,) = submit(http, {})
-        thread.join(5)
+        thread.join(20)
         assert "error" not in out, out
         assert [t["taskId"] for t in out["result"]["tasks"]] == [task_id]
-        assert 0.3 < out["elapsed"] < 1.5, out["elapsed"]  # well before its 3 s deadline
+        woke = out["ended"] - submitted
+        assert woke < 10, woke  # woken by the submit: well before its 20 s deadline
 
 
 def test_wait_tasks_min_finished_waits_server_side(http: httpx.Client) -> None:
@@ -438,22 +483,25 @@ def test_wait_tasks_min_finished_waits_server_side(http: httpx.Client) -> None:
 
     def wait() -> Json:
         with http_client_for(http) as other:
-            body = {"taskIds": ids, "minFinished": 2, "waitMs": 8000, "includeResults": True}
+            body = {"taskIds": ids, "minFinished": 2, "waitMs": 30_000, "includeResults": True}
             return call(other, "WaitTasks", body)
 
+    started = time.monotonic()
     thread, out = run_in_thread(wait)
     time.sleep(0.3)
     assert report_value(http, "w1", leased[ids[1]], b"one") == 1
     time.sleep(0.3)
     assert thread.is_alive()  # one of two: still waiting
+    second = time.monotonic()
     assert report_value(http, "w1", leased[ids[0]], b"zero") == 1
-    thread.join(5)
+    thread.join(30)
     assert "error" not in out, out
     finished = out["result"]["finished"]
     assert {t["taskId"] for t in finished} == {ids[0], ids[1]}
     assert {unb64(t["result"]) for t in finished} == {b"zero", b"one"}
     assert out["result"]["pendingCount"] == 1
-    assert 0.5 < out["elapsed"] < 3.0, out["elapsed"]
+    assert out["ended"] - started > 0.5  # it waited for the second one
+    assert out["ended"] - second < 10  # and woke up for it, well before its 30 s deadline
 
 
 def test_watch_finished_in_order_with_cursor(http: httpx.Client) -> None:
@@ -478,7 +526,7 @@ def test_watch_finished_in_order_with_cursor(http: httpx.Client) -> None:
     start = time.monotonic()
     answer = call(http, "WatchFinished", {"owner": "me", "cursor": 3, "waitMs": 400})
     assert answer.get("finished", []) == [] and int(answer["nextCursor"]) == 3
-    assert 0.3 < time.monotonic() - start < 2.0
+    assert 0.3 < time.monotonic() - start < 10.0  # its 400 ms, not the 30 s cap
 
 
 def test_watch_finished_wakes_up_when_a_task_finishes(http: httpx.Client) -> None:
@@ -488,16 +536,17 @@ def test_watch_finished_wakes_up_when_a_task_finishes(http: httpx.Client) -> Non
 
     def watch() -> Json:
         with http_client_for(http) as other:
-            return call(other, "WatchFinished", {"owner": "me", "cursor": 0, "waitMs": 8000})
+            return call(other, "WatchFinished", {"owner": "me", "cursor": 0, "waitMs": 30_000})
 
     thread, out = run_in_thread(watch)
     time.sleep(0.3)
     assert thread.is_alive()
+    reported = time.monotonic()
     report_value(http, "w1", leased, b"v")
-    thread.join(5)
+    thread.join(30)
     assert "error" not in out, out
     assert [t["taskId"] for t in out["result"]["finished"]] == [task_id]
-    assert out["elapsed"] < 2.0
+    assert out["ended"] - reported < 10  # woken by the report, well before its 30 s deadline
 
 
 def test_watch_finished_unknown_cursor_answers_promptly(http: httpx.Client) -> None:
@@ -505,10 +554,10 @@ def test_watch_finished_unknown_cursor_answers_promptly(http: httpx.Client) -> N
     not_found; the client relies on that to notice the restart, so the answer must not wait for
     the long poll's deadline (the client library polls with 10 s)."""
     start = time.monotonic()
-    response = http.post("WatchFinished", json={"owner": "me", "cursor": 5, "waitMs": 3000})
+    response = http.post("WatchFinished", json={"owner": "me", "cursor": 5, "waitMs": 30_000})
     elapsed = time.monotonic() - start
     assert "cursor 5" in connect_error(response, 404, "not_found")
-    assert elapsed < 1.0, f"not_found took {elapsed:.2f}s: the poll waited for its deadline"
+    assert elapsed < 10, f"not_found took {elapsed:.2f}s: the poll waited for its 30 s deadline"
 
 
 # ---------------------------------------------------------------------- robustness
@@ -695,17 +744,17 @@ def test_stop_ends_a_waiting_long_poll(controller: ControllerServer, http: httpx
 
     def wait() -> httpx.Response:
         with http_client_for(http) as other:
-            return other.post("WaitTasks", json={"taskIds": [task_id], "waitMs": 10_000})
+            return other.post("WaitTasks", json={"taskIds": [task_id], "waitMs": 30_000})
 
     thread, out = run_in_thread(wait)
     time.sleep(0.4)
     assert thread.is_alive()
     start = time.monotonic()
-    controller.stop()
-    assert time.monotonic() - start < 3.0
-    thread.join(5)
+    controller.stop()  # waits at most 10 s for the server: a poll left open would take them
+    assert time.monotonic() - start < 8
+    thread.join(20)
     assert not thread.is_alive()
-    assert out["elapsed"] < 3.5, out["elapsed"]
+    assert out["ended"] - start < 8, out["ended"] - start  # not its 30 s deadline
     if "error" in out:  # the connection was closed: acceptable, but it must not hang
         assert isinstance(out["error"], httpx.TransportError), out["error"]
     else:
@@ -723,15 +772,16 @@ def test_stop_ends_a_waiting_lease() -> None:
 
             def lease() -> httpx.Response:
                 with http_client(server) as other:
-                    return other.post("LeaseTasks", json={"workerId": "w1", "waitMs": 10_000})
+                    return other.post("LeaseTasks", json={"workerId": "w1", "waitMs": 20_000})
 
             thread, out = run_in_thread(lease)
             time.sleep(0.4)
             assert thread.is_alive()
-            server.stop()
-            thread.join(5)
+            start = time.monotonic()
+            server.stop()  # waits at most 10 s for the server: a poll left open would take them
+            thread.join(20)
             assert not thread.is_alive()
-            assert out["elapsed"] < 3.5, out["elapsed"]
+            assert out["ended"] - start < 8, out["ended"] - start  # not its 20 s deadline
             if "error" in out:
                 assert isinstance(out["error"], httpx.TransportError), out["error"]
             else:
@@ -750,9 +800,9 @@ def test_watch_finished_from_another_controller_answers_at_once(
     try:
         started = time.monotonic()
         response = client.watch_finished(
-            pb.WatchFinishedRequest(owner="o", cursor=5, wait_ms=3000, controller_id="previous")
+            pb.WatchFinishedRequest(owner="o", cursor=5, wait_ms=30_000, controller_id="previous")
         )
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 10  # not its 30 s deadline
         assert response.controller_id == controller.service.controller_id
         assert response.next_cursor == 0 and not response.finished
     finally:

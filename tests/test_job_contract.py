@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import cloudpickle
@@ -35,7 +36,10 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 # "fray" sends tasks to free worker slots directly when it can; "fray-queued" queues them all at
 # the controller.
 BACKENDS = ["sync", "threadpool", "ray", "fray", "fray-queued"]
-SLOW = 1.0  # seconds a "slow" task sleeps on the asynchronous backends
+# Ray starts a process per actor: its tests take several times longer on a loaded machine (the
+# 20 actors of test_many_actors: ~35 s here, ~100 s next to 3 busy loops), close to the default
+# pytest timeout (120 s), which is there to catch hangs.
+RAY_TIMEOUT = pytest.mark.timeout(360)
 
 
 class CustomError(Exception):
@@ -123,6 +127,14 @@ def sleep_then(seconds: float, value: Any) -> Any:
     return value
 
 
+def wait_for_file(path: str, value: Any) -> Any:
+    """Runs until `path` exists (at most a minute), then returns `value`."""
+    deadline = time.monotonic() + 60
+    while not Path(path).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return value
+
+
 def square_nested(x: int) -> tuple[str, int]:
     """Square ``x`` in a task run through the default context; also name that context."""
     ctx = get_default_job_ctx()
@@ -137,7 +149,7 @@ def raise_value_error(message: str) -> None:
     raise ValueError(message)
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=[pytest.param(b, marks=RAY_TIMEOUT) if b == "ray" else b for b in BACKENDS])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -162,9 +174,12 @@ def job_ctx(backend: str, request: pytest.FixtureRequest) -> Iterator[JobContext
         ctx.shutdown(wait=False, cancel_futures=True)
 
 
-def slow_seconds(ctx: JobContext) -> float:
-    """How long a slow task sleeps: 0 for the sync backend, which runs it in the caller."""
-    return 0.0 if isinstance(ctx, SyncContext) else SLOW
+def run_slow(ctx: JobContext, gate: Path, value: Any) -> Any:
+    """A task that runs until the test creates `gate` (a fixed sleep would end too early on a
+    slow machine). The sync backend runs a task inside run(): for it the gate is open already."""
+    if isinstance(ctx, SyncContext):
+        gate.write_text("open")
+    return ctx.run(wait_for_file, str(gate), value)
 
 
 def positions(part: list[Any], whole: list[Any]) -> list[int]:
@@ -243,27 +258,30 @@ def test_task_exception_keeps_type_and_message(
     assert job_ctx.get(job_ctx.run(add, 2, 2)) == 4
 
 
-def test_get_timeout(job_ctx: JobContext) -> None:
+def test_get_timeout(job_ctx: JobContext, tmp_path: Path) -> None:
     if isinstance(job_ctx, SyncContext):
         # Sync tasks finish inside run(), so get() never waits: a timeout cannot trigger.
         done = job_ctx.run(sleep_then, 0.01, "done")
         assert job_ctx.get(done, timeout=0.0) == "done"
         return
-    slow = job_ctx.run(sleep_then, SLOW, "slow")
+    gate = tmp_path / "open"
+    slow = run_slow(job_ctx, gate, "slow")
     started = time.monotonic()
     with pytest.raises(TimeoutError):
         job_ctx.get(slow, timeout=0.1)
     with pytest.raises(TimeoutError):
         job_ctx.get([slow], timeout=0.1)
-    assert time.monotonic() - started < SLOW
+    assert time.monotonic() - started < 30  # the timeouts held: no wait for the task (60 s)
+    gate.write_text("open")
     assert job_ctx.get(slow) == "slow"
 
 
 # --- wait ----------------------------------------------------------------------------------
 
 
-def test_wait_returns_the_fast_one(job_ctx: JobContext) -> None:
-    slow = job_ctx.run(sleep_then, slow_seconds(job_ctx), "slow")
+def test_wait_returns_the_fast_one(job_ctx: JobContext, tmp_path: Path) -> None:
+    gate = tmp_path / "open"
+    slow = run_slow(job_ctx, gate, "slow")
     fast = job_ctx.run(echo, "fast")
     ready, pending = job_ctx.wait([slow, fast], num_returns=1)
     if isinstance(job_ctx, SyncContext):
@@ -273,6 +291,7 @@ def test_wait_returns_the_fast_one(job_ctx: JobContext) -> None:
     else:
         assert ready == [fast]
         assert pending == [slow]
+    gate.write_text("open")
     assert sorted(job_ctx.get(ready + pending)) == ["fast", "slow"]
 
 
@@ -288,9 +307,9 @@ def test_wait_returns_exactly_num_returns(job_ctx: JobContext) -> None:
     assert job_ctx.get(ready) == ready_at
 
 
-def test_wait_timeout_returns_fewer(job_ctx: JobContext) -> None:
-    seconds = slow_seconds(job_ctx)
-    slow = job_ctx.run(sleep_then, seconds, "slow")
+def test_wait_timeout_returns_fewer(job_ctx: JobContext, tmp_path: Path) -> None:
+    gate = tmp_path / "open"
+    slow = run_slow(job_ctx, gate, "slow")
     fast = job_ctx.run(echo, "fast")
     assert job_ctx.get(fast) == "fast"
     started = time.monotonic()
@@ -298,9 +317,10 @@ def test_wait_timeout_returns_fewer(job_ctx: JobContext) -> None:
     if isinstance(job_ctx, SyncContext):
         assert ready == [slow, fast] and pending == []
     else:
-        assert time.monotonic() - started < seconds
+        assert time.monotonic() - started < 30  # the timeout held: no wait for the task (60 s)
         assert ready == [fast]
         assert pending == [slow]
+    gate.write_text("open")
     assert job_ctx.get(slow) == "slow"
 
 
@@ -447,6 +467,7 @@ def test_nested_work_through_the_default_context(job_ctx: JobContext, backend: s
         assert job_ctx.get(nested) == [(type(job_ctx).__name__, 25)] * 2
 
 
+@RAY_TIMEOUT
 def test_ray_non_preemptible_actors_avoid_spot_nodes() -> None:
     """preemptible=False keeps an actor off a node labelled as a spot instance."""
     pytest.importorskip("ray")

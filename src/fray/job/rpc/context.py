@@ -182,7 +182,10 @@ class FrayContext:
                 f._caller.kick()  # we wait for it: send it now
         deadline = deadline_after(timeout)
         while True:
-            done = sum(_is_done(f) for f in futures)
+            # One snapshot: `done` and `waiting` must agree, or the controller is asked for
+            # more than are missing and the wait lasts its whole slice.
+            waiting = [f for f in futures if not _is_done(f)]
+            done = len(futures) - len(waiting)
             remaining = time_left(deadline)
             if done >= num_returns or remaining == 0:
                 break
@@ -190,9 +193,6 @@ class FrayContext:
             slice_ms = (
                 _WAIT_SLICE_MS if remaining is None else min(_WAIT_SLICE_MS, remaining * 1000)
             )
-            waiting = [
-                f for f in futures if isinstance(f, concurrent.futures.Future) and not f.done()
-            ]
             on_controller = [
                 f
                 for f in waiting

@@ -818,3 +818,28 @@ def test_json_answers_print_every_field_and_unknown_fields_are_refused(
     response = http.post("GetTask", json={"taskid": "t1"})  # a typo of taskId
     message = connect_error(response, 400, "invalid_argument")
     assert "taskid" in message and "taskId" in message
+
+
+def test_a_lease_reports_hosted_actors_and_repairs_lost_messages(http: httpx.Client) -> None:
+    register(http, "w1")
+    spec = {"className": "Thing", "cls": "Y2xz", "args": "YXJncw=="}  # opaque bytes to it
+    actor_id = call(http, "CreateActor", {"actor": spec})["actor"]["actorId"]
+    first = call(http, "LeaseTasks", {"workerId": "w1"})
+    assert [a["actorId"] for a in first["startActors"]] == [actor_id]
+    # That answer was lost: the next lease lists no actor, so the order comes again.
+    again = call(http, "LeaseTasks", {"workerId": "w1", "reportsActors": True})
+    assert [a["actorId"] for a in again["startActors"]] == [actor_id]
+    # Built, but its ReportActors was lost: the lease's READY stands for it.
+    hosted = [
+        {"actorId": actor_id, "incarnation": 1, "state": "ACTOR_STATE_READY"},
+        {"actorId": "stranger", "incarnation": 1, "state": "ACTOR_STATE_READY"},
+    ]
+    body = {"workerId": "w1", "reportsActors": True, "hostedActors": hosted}
+    answer = call(http, "LeaseTasks", body)
+    assert answer.get("startActors", []) == [] and answer["stopActorIds"] == ["stranger"]
+    assert call(http, "GetActor", {"actorId": actor_id})["actor"]["state"] == "ACTOR_STATE_READY"
+    # A curl user without reportsActors changes nothing; a wrong state is invalid_argument.
+    assert not any(call(http, "LeaseTasks", {"workerId": "w1"}).values())
+    hosted[0]["state"] = "ACTOR_STATE_DEAD"
+    message = connect_error(http.post("LeaseTasks", json=body), 400, "invalid_argument")
+    assert actor_id in message and "CREATING or READY" in message

@@ -1120,6 +1120,69 @@ def test_killing_an_actor_tells_its_worker(state: ControllerState) -> None:
     assert state.kill_actor(placed.actor_id).state is ActorState.DEAD  # idempotent
 
 
+def test_a_lost_start_order_is_sent_again(state: ControllerState) -> None:
+    state.register_worker(worker_id="w", slots=1)
+    actor, _ = state.create_actor(actor_spec())
+    told_later, _ = state.create_actor(actor_spec())
+    first, _ = state.take_actor_orders("w")
+    assert [a.actor_id for a in first] == [actor.actor_id, told_later.actor_id]
+    # The lease answer with both orders was lost: the worker's next lease lists neither.
+    assert state.reconcile_actors("w", [])
+    starts, _ = state.take_actor_orders("w")
+    assert [a.actor_id for a in starts] == [actor.actor_id, told_later.actor_id]
+    # Now it builds them: nothing to repair.
+    hosted = [(a.actor_id, 1, ActorState.CREATING) for a in (actor, told_later)]
+    assert not state.reconcile_actors("w", hosted)
+    assert state.take_actor_orders("w") == ([], [])
+    assert actor.state is ActorState.CREATING
+
+
+def test_an_order_not_sent_yet_is_not_sent_twice(state: ControllerState) -> None:
+    state.register_worker(worker_id="w", slots=1)
+    actor, _ = state.create_actor(actor_spec())
+    assert not state.reconcile_actors("w", [])  # not told yet: not missing
+    starts, _ = state.take_actor_orders("w")
+    assert [a.actor_id for a in starts] == [actor.actor_id]
+
+
+def test_ready_in_a_lease_stands_for_a_lost_report(state: ControllerState) -> None:
+    state.register_worker(worker_id="w", slots=1)
+    actor, _ = state.create_actor(actor_spec())
+    state.take_actor_orders("w")
+    assert state.reconcile_actors("w", [(actor.actor_id, 1, ActorState.READY)])
+    assert actor.state is ActorState.READY
+    assert not state.report_actor("w", actor.actor_id, 1, ActorState.READY)  # a late report
+    assert actor.state is ActorState.READY
+
+
+def test_a_ready_actor_its_worker_no_longer_has_is_lost(state: ControllerState) -> None:
+    state.register_worker(worker_id="w", slots=1)
+    keeper, _ = state.create_actor(actor_spec(max_restarts=1))
+    mortal, _ = state.create_actor(actor_spec())
+    state.take_actor_orders("w")
+    for actor in (keeper, mortal):
+        state.report_actor("w", actor.actor_id, 1, ActorState.READY)
+    assert state.reconcile_actors("w", [])  # its DEAD reports were lost
+    assert (keeper.state, keeper.incarnation) == (ActorState.CREATING, 2)  # placed again
+    assert mortal.state is ActorState.DEAD
+    assert mortal.error is not None and "no longer hosts it" in mortal.error.message
+    starts, _ = state.take_actor_orders("w")
+    assert [a.actor_id for a in starts] == [keeper.actor_id]
+
+
+def test_a_worker_is_told_to_stop_actors_it_should_not_host(state: ControllerState) -> None:
+    state.register_worker(worker_id="w", slots=1)
+    killed, _ = state.create_actor(actor_spec())
+    state.take_actor_orders("w")
+    state.kill_actor(killed.actor_id)
+    assert state.take_actor_orders("w") == ([], [killed.actor_id])
+    # Its stop order was lost: it still lists the actor, and one the controller never knew.
+    hosted = [(killed.actor_id, 1, ActorState.READY), ("stranger", 1, ActorState.READY)]
+    assert state.reconcile_actors("w", hosted)
+    assert state.reconcile_actors("w", hosted) is False  # each stop is queued once
+    assert state.take_actor_orders("w") == ([], [killed.actor_id, "stranger"])
+
+
 def test_bad_actor_specs_are_invalid(state: ControllerState) -> None:
     with pytest.raises(InvalidRequest, match="cls"):
         state.create_actor(ActorSpec(cls=b"", args=b""))

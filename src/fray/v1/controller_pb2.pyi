@@ -365,18 +365,22 @@ class UnregisterWorkerResponse(_message.Message):
     def __init__(self, requeued_task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LeaseTasksRequest(_message.Message):
-    __slots__ = ("worker_id", "wait_ms", "held_task_ids", "reports_held", "prefetch")
+    __slots__ = ("worker_id", "wait_ms", "held_task_ids", "reports_held", "prefetch", "hosted_actors", "reports_actors")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     HELD_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
     REPORTS_HELD_FIELD_NUMBER: _ClassVar[int]
     PREFETCH_FIELD_NUMBER: _ClassVar[int]
+    HOSTED_ACTORS_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_ACTORS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     wait_ms: int
     held_task_ids: _containers.RepeatedScalarFieldContainer[str]
     reports_held: bool
     prefetch: int
-    def __init__(self, worker_id: _Optional[str] = ..., wait_ms: _Optional[int] = ..., held_task_ids: _Optional[_Iterable[str]] = ..., reports_held: _Optional[bool] = ..., prefetch: _Optional[int] = ...) -> None: ...
+    hosted_actors: _containers.RepeatedCompositeFieldContainer[ActorUpdate]
+    reports_actors: bool
+    def __init__(self, worker_id: _Optional[str] = ..., wait_ms: _Optional[int] = ..., held_task_ids: _Optional[_Iterable[str]] = ..., reports_held: _Optional[bool] = ..., prefetch: _Optional[int] = ..., hosted_actors: _Optional[_Iterable[_Union[ActorUpdate, _Mapping]]] = ..., reports_actors: _Optional[bool] = ...) -> None: ...
 
 class LeasedTask(_message.Message):
     __slots__ = ("task_id", "attempt", "name", "function", "args", "object_ids", "timeout_seconds")

@@ -63,6 +63,10 @@ class _Hosted:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
+def _update(spec: pb.ActorSpec, state: pb.ActorState) -> pb.ActorUpdate:
+    return pb.ActorUpdate(actor_id=spec.actor_id, incarnation=spec.incarnation, state=state)
+
+
 @dataclass
 class _Batch:
     task: asyncio.Task[list[pb.TaskResult]]
@@ -84,50 +88,102 @@ class ActorHost:
     # ------------------------------------------------------------------ life cycle
 
     def start(self, spec: pb.ActorSpec) -> None:
-        """Build the actor in the background, then report READY or FAILED."""
-        threading.Thread(
-            target=self._start, args=(spec,), name=f"fray-actor-{spec.actor_id}", daemon=True
-        ).start()
-
-    def _start(self, spec: pb.ActorSpec) -> None:
+        """Build the actor in the background, then report READY or FAILED. It is listed as
+        being built from now on (the next lease reports it); an order for an incarnation it
+        already has or builds (sent again by the controller) is ignored."""
+        with self._lock:
+            known = (self._starting.get(spec.actor_id), self._actors.get(spec.actor_id))
+            if any(h is not None and h.spec.incarnation >= spec.incarnation for h in known):
+                return  # sent again: it is here already
+        hosted: _Hosted | None = None
         try:
-            hosted = self._construct(spec)
+            context = executor.context()
+            requests_in, requests = context.Pipe(duplex=False)
+            results, results_out = context.Pipe(duplex=False)
+            process = context.Process(
+                target=executor.actor_main,
+                args=(requests_in, results_out, os.getpid()),
+                daemon=True,
+                name="fray-actor",
+            )
+            hosted = _Hosted(spec, process, requests, results)
+            with self._lock:
+                self._starting[spec.actor_id] = hosted  # stop() finds it here while it is built
+            threading.Thread(
+                target=self._start,
+                args=(hosted, requests_in, results_out),
+                name=f"fray-actor-{spec.actor_id}",
+                daemon=True,
+            ).start()
+        except Exception as exc:  # e.g. out of file descriptors: this actor fails, not the worker
+            logger.exception("could not start building actor %s", spec.actor_id)
+            if hosted is not None:
+                self._forget(hosted)
+            error = pb.TaskError(
+                kind=pb.ERROR_KIND_WORKER_LOST,
+                type=type(exc).__qualname__,
+                message=f"actor {spec.actor_id} could not be started: {exc}",
+                worker_id=self.worker.worker_id,
+            )
+            self._report(spec, pb.ACTOR_STATE_FAILED, error)
+
+    def hosted(self) -> list[pb.ActorUpdate]:
+        """The actors here, for the controller: READY, or CREATING while being built (the
+        newest incarnation of each; stopped ones are not listed)."""
+        newest: dict[str, pb.ActorUpdate] = {}
+        with self._lock:
+            listed = [(h, pb.ACTOR_STATE_CREATING) for h in self._starting.values()]
+            listed += [(h, pb.ACTOR_STATE_READY) for h in self._actors.values()]
+        for hosted, state in listed:
+            spec = hosted.spec
+            seen = newest.get(spec.actor_id)
+            if not hosted.stopped and (seen is None or spec.incarnation > seen.incarnation):
+                newest[spec.actor_id] = _update(spec, state)
+        return list(newest.values())
+
+    def _forget(self, hosted: _Hosted) -> None:
+        actor_id = hosted.spec.actor_id
+        with self._lock:
+            for table in (self._starting, self._actors):
+                if table.get(actor_id) is hosted:
+                    del table[actor_id]
+
+    def _start(self, hosted: _Hosted, requests_in: Any, results_out: Any) -> None:
+        """Build, report, and watch the actor's process. It stays listed (CREATING, then READY)
+        until its end is reported, so the controller never sends its start order again."""
+        spec = hosted.spec
+        try:
+            built = self._build(hosted, requests_in, results_out)
         except _NotBuilt as failure:
             self._report(spec, failure.state, failure.error)
+            self._forget(hosted)
             return
-        if hosted is None:  # stopped while it was being built
+        except BaseException:
+            self._forget(hosted)
+            raise
+        if built is None:  # stopped while it was being built
+            self._forget(hosted)
             return
         logger.info("actor %s (%s) ready", spec.actor_id, spec.class_name)
         self._report(spec, pb.ACTOR_STATE_READY)
         hosted.process.join()  # until it exits
         if not hosted.stopped:
-            with self._lock:
-                if self._actors.get(spec.actor_id) is hosted:
-                    del self._actors[spec.actor_id]
             exit_code = hosted.process.exitcode
             self._report(spec, pb.ACTOR_STATE_DEAD, self._died(spec, exit_code))
+        self._forget(hosted)
 
-    def _construct(self, spec: pb.ActorSpec) -> _Hosted | None:
-        """Start the actor's process and build the instance; None if stopped meanwhile."""
-        context = executor.context()
-        requests_in, requests = context.Pipe(duplex=False)
-        results, results_out = context.Pipe(duplex=False)
-        process = context.Process(
-            target=executor.actor_main,
-            args=(requests_in, results_out, os.getpid()),
-            daemon=True,
-            name="fray-actor",
-        )
-        hosted = _Hosted(spec, process, requests, results)
-        with self._lock:
-            self._starting[spec.actor_id] = hosted  # stop() finds it here while it is built
+    def _build(self, hosted: _Hosted, requests_in: Any, results_out: Any) -> _Hosted | None:
+        spec, process = hosted.spec, hosted.process
         try:
             process.start()
             requests_in.close()
             results_out.close()
+            if hosted.stopped:  # stopped before its process existed
+                self._kill(hosted)
+                return None
             objects = {oid: self.worker.fetch_object(oid) for oid in spec.object_ids}
-            requests.send_bytes(pickle.dumps((spec.cls, spec.args, objects)))
-            status, data = pickle.loads(results.recv_bytes())
+            hosted.requests.send_bytes(pickle.dumps((spec.cls, spec.args, objects)))
+            status, data = pickle.loads(hosted.results.recv_bytes())
         except (EOFError, OSError):
             if hosted.stopped:
                 return None
@@ -142,15 +198,14 @@ class ActorHost:
                 worker_id=self.worker.worker_id,
             )
             raise _NotBuilt(pb.ACTOR_STATE_FAILED, error) from None
-        finally:
-            with self._lock:
-                self._starting.pop(spec.actor_id, None)
         if status != "ok":
             process.join(5)
             error = pb.TaskError.FromString(data)
             error.worker_id = self.worker.worker_id
             raise _NotBuilt(pb.ACTOR_STATE_FAILED, error)
         with self._lock:
+            if self._starting.get(spec.actor_id) is hosted:
+                del self._starting[spec.actor_id]
             old = self._actors.get(spec.actor_id)
             newer = old is not None and old.spec.incarnation > spec.incarnation
             if not (hosted.stopped or newer):

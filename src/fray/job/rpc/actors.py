@@ -308,7 +308,10 @@ class _Caller:
         takes longer than `first_wait_ms`). A caller sending inline does not wait for the
         controller to place the actor: a thread takes the batch, and the sending, over (True)."""
         for _ in range(3):  # the calls did not reach the actor: find it again, try again
-            if inline and not self._located():
+            # One read of where it is: a batch's waiting thread may clear it meanwhile.
+            known = self._address, self._incarnation
+            located = bool(known[0]) and known[1] >= self._min_incarnation
+            if inline and not located and self._final is None:
                 threading.Thread(
                     target=self._send_for_caller,
                     args=(calls, futures),
@@ -317,7 +320,7 @@ class _Caller:
                 ).start()
                 return True
             try:
-                address, incarnation = self._resolve()
+                address, incarnation = known if located else self._resolve()
             except BaseException as exc:
                 self._fail(futures, exc)
                 return False
@@ -425,8 +428,6 @@ class _Caller:
         """Where the actor is ready now (asking the controller when we do not know)."""
         if self._final is not None:
             raise self._final
-        if self._address and self._incarnation >= self._min_incarnation:
-            return self._address, self._incarnation
         deadline = time.monotonic() + READY_TIMEOUT
         client = self._ctx._client
         while True:

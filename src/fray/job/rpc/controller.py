@@ -305,6 +305,18 @@ class ControllerService(FrayController):
     ) -> pb.LeaseTasksResponse:
         held: list[str] | None = list(request.held_task_ids) if request.reports_held else None
         prefetch = request.prefetch if request.HasField("prefetch") else None
+        if request.reports_actors:
+            hosted = []
+            for update in request.hosted_actors:
+                state = convert.PB_TO_ACTOR_STATE.get(update.state)
+                if state not in (st.ActorState.CREATING, st.ActorState.READY):
+                    raise ConnectError(
+                        Code.INVALID_ARGUMENT,
+                        f"hosted actor {update.actor_id}: state must be CREATING or READY",
+                    )
+                hosted.append((update.actor_id, update.incarnation, state))
+            if self.state.reconcile_actors(request.worker_id, hosted):
+                self._mutated(finished=False)
 
         def check() -> pb.LeaseTasksResponse | None:
             nonlocal held

@@ -604,6 +604,46 @@ class ControllerState:
             leased.append(task)
         return leased, cancels
 
+    def reconcile_actors(
+        self, worker_id: str, hosted: Iterable[tuple[str, int, ActorState]]
+    ) -> bool:
+        """Compare the actors a worker says it hosts, as (id, incarnation, CREATING or READY),
+        with the actors placed on it, and repair what a lost message left behind: a start order
+        it never got is sent again, READY counts as a lost ReportActors, a READY actor it no
+        longer has is lost, and an actor it should not host is stopped. True if anything
+        changed."""
+        worker = self._get_worker(worker_id)
+        seen = {actor_id: (incarnation, state) for actor_id, incarnation, state in hosted}
+        changed = False
+        for actor_id in list(worker.actor_ids):
+            actor = self.actors[actor_id]
+            entry = seen.get(actor_id)
+            if entry is not None and entry[0] == actor.incarnation:
+                if entry[1] is ActorState.READY and actor.state is ActorState.CREATING:
+                    self._move_actor(actor, ActorState.READY)
+                    changed = True
+                continue
+            if actor_id in worker.actor_starts:
+                continue  # it has not been told yet
+            changed = True
+            if actor.state is ActorState.CREATING:
+                worker.actor_starts.append(actor_id)  # the order was lost: send it again
+            else:
+                failure = TaskFailure(
+                    ErrorKind.WORKER_LOST,
+                    "ActorDiedError",
+                    f"its worker {worker_id} no longer hosts it",
+                    worker_id=worker_id,
+                )
+                self._actor_lost(actor, failure)
+        for actor_id in seen:
+            known = self.actors.get(actor_id)
+            placed_here = known is not None and known.state.live and known.worker_id == worker_id
+            if not placed_here and actor_id not in worker.actor_stops:
+                worker.actor_stops.append(actor_id)
+                changed = True
+        return changed
+
     def take_actor_orders(self, worker_id: str) -> tuple[list[Actor], list[str]]:
         """The actors a worker must start and the ids it must stop (sent with its lease)."""
         worker = self._get_worker(worker_id)
@@ -830,6 +870,8 @@ class ControllerState:
             return False
         if state is ActorState.READY and actor.state is ActorState.CREATING:
             self._move_actor(actor, ActorState.READY)
+        elif state is ActorState.READY:
+            return False  # already READY: its worker's lease said so first
         elif state is ActorState.FAILED and actor.state is ActorState.CREATING:
             actor.error = error
             self._move_actor(actor, ActorState.FAILED)

@@ -625,6 +625,8 @@ class Worker:
                 held_task_ids=held,
                 reports_held=True,
                 prefetch=self._wanted_prefetch(),
+                hosted_actors=self.actors.hosted(),
+                reports_actors=True,
             )
             try:
                 response = self.client.call(

@@ -119,12 +119,7 @@ class ActorHost:
             logger.exception("could not start building actor %s", spec.actor_id)
             if hosted is not None:
                 self._forget(hosted)
-            error = pb.TaskError(
-                kind=pb.ERROR_KIND_WORKER_LOST,
-                type=type(exc).__qualname__,
-                message=f"actor {spec.actor_id} could not be started: {exc}",
-                worker_id=self.worker.worker_id,
-            )
+            error = self._error(spec, pb.ERROR_KIND_WORKER_LOST, "started", exc)
             self._report(spec, pb.ACTOR_STATE_FAILED, error)
 
     def hosted(self) -> list[pb.ActorUpdate]:
@@ -191,12 +186,7 @@ class ActorHost:
             raise _NotBuilt(pb.ACTOR_STATE_DEAD, self._died(spec, process.exitcode)) from None
         except Exception as exc:
             self._kill(hosted)
-            error = pb.TaskError(
-                kind=pb.ERROR_KIND_DESERIALIZATION,
-                type=type(exc).__qualname__,
-                message=f"actor {spec.actor_id} could not be built: {exc}",
-                worker_id=self.worker.worker_id,
-            )
+            error = self._error(spec, pb.ERROR_KIND_DESERIALIZATION, "built", exc)
             raise _NotBuilt(pb.ACTOR_STATE_FAILED, error) from None
         if status != "ok":
             process.join(5)
@@ -216,6 +206,16 @@ class ActorHost:
         if old is not None:
             self._kill(old)
         return hosted
+
+    def _error(
+        self, spec: pb.ActorSpec, kind: pb.ErrorKind, what: str, exc: Exception
+    ) -> pb.TaskError:
+        return pb.TaskError(
+            kind=kind,
+            type=type(exc).__qualname__,
+            message=f"actor {spec.actor_id} could not be {what}: {exc}",
+            worker_id=self.worker.worker_id,
+        )
 
     def _died(self, spec: pb.ActorSpec, exit_code: int | None) -> pb.TaskError:
         message = f"actor {spec.actor_id} process exited (exit code {exit_code})"

@@ -180,16 +180,19 @@ class _Caller:
         with self._cond:
             if self._sending or not self._pending:
                 return
-            if not self._located() or isinstance(self._pending[0][0], tuple):
+            unplaced = self._place() is None and self._final is None
+            if unplaced or isinstance(self._pending[0][0], tuple):
                 self._cond.notify()
                 return
             self._sending = True
         self._pump(first_wait_ms, inline=True)
 
-    def _located(self) -> bool:
-        """Whether a call can be sent without asking the controller first."""
-        current = bool(self._address) and self._incarnation >= self._min_incarnation
-        return current or self._final is not None
+    def _place(self) -> tuple[str, int] | None:
+        """Where to send calls without asking the controller first (one read: a batch's
+        waiting thread may clear it meanwhile), or None."""
+        address, incarnation = self._address, self._incarnation
+        current = bool(address) and incarnation >= self._min_incarnation
+        return (address, incarnation) if current else None
 
     def _loop(self) -> None:
         while True:
@@ -308,10 +311,8 @@ class _Caller:
         takes longer than `first_wait_ms`). A caller sending inline does not wait for the
         controller to place the actor: a thread takes the batch, and the sending, over (True)."""
         for _ in range(3):  # the calls did not reach the actor: find it again, try again
-            # One read of where it is: a batch's waiting thread may clear it meanwhile.
-            known = self._address, self._incarnation
-            located = bool(known[0]) and known[1] >= self._min_incarnation
-            if inline and not located and self._final is None:
+            place = self._place()
+            if inline and place is None and self._final is None:
                 threading.Thread(
                     target=self._send_for_caller,
                     args=(calls, futures),
@@ -320,7 +321,7 @@ class _Caller:
                 ).start()
                 return True
             try:
-                address, incarnation = known if located else self._resolve()
+                address, incarnation = place or self._resolve()
             except BaseException as exc:
                 self._fail(futures, exc)
                 return False

@@ -27,7 +27,12 @@ from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
 from fray.job import errors
-from fray.job.context import deadline_after, time_left, validate_wait_args
+from fray.job.context import (
+    deadline_after,
+    time_left,
+    validate_actor_args,
+    validate_wait_args,
+)
 from fray.job.rpc import payload
 from fray.job.rpc.actors import ActorFuture, FrayActorHandle, public_methods
 from fray.job.rpc.client import DEFAULT_RETRY_TIMEOUT, ControllerClient, token_from_env
@@ -248,12 +253,9 @@ class FrayContext:
         is re-created, with fresh state, after its worker or process dies. `preemptible` is
         accepted for compatibility: fray workers have no preemptible kind.
         """
-        if lifetime not in ("non_detached", "detached"):
-            raise ValueError(f'lifetime must be "non_detached" or "detached", got {lifetime!r}')
+        validate_actor_args(name or None, get_if_exists, lifetime)  # "" is no name either
         if max_restarts < 0:
             raise ValueError("max_restarts must be >= 0")
-        if get_if_exists and not name:
-            raise ValueError("get_if_exists needs a name")
         class_name = getattr(cls, "__qualname__", type(cls).__qualname__)
         args = tuple(a.result() if isinstance(a, concurrent.futures.Future) else a for a in args)
         kwargs = {

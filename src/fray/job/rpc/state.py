@@ -615,6 +615,7 @@ class ControllerState:
         worker = self._get_worker(worker_id)
         seen = {actor_id: (incarnation, state) for actor_id, incarnation, state in hosted}
         changed = False
+        missing: list[str] = []  # READY here, but the worker no longer has it
         for actor_id in list(worker.actor_ids):
             actor = self.actors[actor_id]
             entry = seen.get(actor_id)
@@ -629,13 +630,8 @@ class ControllerState:
             if actor.state is ActorState.CREATING:
                 worker.actor_starts.append(actor_id)  # the order was lost: send it again
             else:
-                failure = TaskFailure(
-                    ErrorKind.WORKER_LOST,
-                    "ActorDiedError",
-                    f"its worker {worker_id} no longer hosts it",
-                    worker_id=worker_id,
-                )
-                self._actor_lost(actor, failure)
+                missing.append(actor_id)
+        self._lose_actors(worker, "no longer hosts it", missing)
         for actor_id in seen:
             known = self.actors.get(actor_id)
             placed_here = known is not None and known.state.live and known.worker_id == worker_id
@@ -887,8 +883,11 @@ class ControllerState:
             raise InvalidRequest(f"actor {actor_id}: cannot report {state.value} now")
         return True
 
-    def _lose_actors(self, worker: Worker, reason: str) -> None:
-        for actor_id in list(worker.actor_ids):
+    def _lose_actors(
+        self, worker: Worker, reason: str, actor_ids: Iterable[str] | None = None
+    ) -> None:
+        """Its actors (all, or `actor_ids`) are lost: restarted elsewhere within budget."""
+        for actor_id in list(worker.actor_ids if actor_ids is None else actor_ids):
             failure = TaskFailure(
                 ErrorKind.WORKER_LOST,
                 "ActorDiedError",

@@ -5,7 +5,7 @@ Usage:
         [--round-trips 1000] [--object-mb 100] [--repeat 3] [-q/--quiet]
 
 Backends, measured one at a time (each is shut down before the next starts; Ray last):
-    fray        LocalCluster(workers=2, concurrency=1) + create_job_ctx("fray")
+    fray        LocalFrayCluster(workers=2, concurrency=1) + create_job_ctx("fray")
     ray         ray.init(num_cpus=2) + create_job_ctx("ray")
     threadpool  create_job_ctx("threadpool", max_workers=2)
 
@@ -256,12 +256,12 @@ def check_remote(ctx: Any, name: str, expect_remote: bool) -> None:
 @contextlib.contextmanager
 def fray_backend(args: argparse.Namespace, result: Result) -> Iterator[Any]:
     from fray.job import create_job_ctx
-    from fray.job.rpc.local_cluster import LocalCluster
+    from fray.local_cluster import LocalFrayCluster
 
     env = {"FRAY_LOG_LEVEL": "WARNING"} if args.quiet else {}
-    progress("fray: starting a LocalCluster (1 controller + 2 workers, concurrency 1)")
+    progress("fray: starting a LocalFrayCluster (1 controller + 2 workers, concurrency 1)")
     started = time.perf_counter()
-    with LocalCluster(workers=2, concurrency=1, env=env) as cluster:
+    with LocalFrayCluster(workers=2, concurrency=1, env=env) as cluster:
         ctx: Any = create_job_ctx("fray", controller_address=cluster.address)
         result.notes.append(f"fray start-up {time.perf_counter() - started:.1f}s")
         try:
@@ -377,8 +377,8 @@ def report(results: list[Result], args: argparse.Namespace, seconds: float) -> s
         f"{WARMUP_ROUND_TRIPS} warm-up calls; nearest-rank percentiles.",
         f"- large object: `ref = ctx.put(data)` ({args.object_mb} MB of random bytes) and "
         f"`ctx.get(ctx.run(len, ref))` timed together; MB = 10^6 bytes; best of {args.repeat}.",
-        "- fray: LocalCluster(workers=2, concurrency=1) on loopback; ray: ray.init(num_cpus=2); "
-        "threadpool: max_workers=2. One backend runs at a time.",
+        "- fray: LocalFrayCluster(workers=2, concurrency=1) on loopback; "
+        "ray: ray.init(num_cpus=2); threadpool: max_workers=2. One backend runs at a time.",
         "- threadpool `put` wraps the object without copying it: its large-object figure only "
         "measures call overhead.",
         f"- actor call: `ctx.get(actor.ping.remote())` {args.round_trips:,} times in a row on one "

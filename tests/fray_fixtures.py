@@ -3,7 +3,7 @@
 - `controller`: a ControllerServer on a free loopback port, served by uvicorn in a thread
   (for RPC-level tests; no workers: the tests register them by hand, so its heartbeat timeout is
   long enough that a stalled test never sees them expire).
-- `cluster`: a LocalCluster (controller process + 2 worker processes), shared by a test module.
+- `cluster`: a LocalFrayCluster (controller process + 2 worker processes), shared by a test module.
 - `fray_ctx`: a FrayContext connected to `cluster`, once with the direct path and once without.
 Everything is stopped at the end, whatever the test did. Also small helpers the test modules
 import (`from fray_fixtures import get_task, ...`).
@@ -23,11 +23,11 @@ import pytest
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
-from fray.job.rpc.client import ControllerClient
-from fray.job.rpc.context import FrayContext
-from fray.job.rpc.controller import ControllerServer
-from fray.job.rpc.local_cluster import LocalCluster
-from fray.v1 import controller_pb2 as pb
+from fray.client.context import FrayContext
+from fray.controller.service import ControllerServer
+from fray.local_cluster import LocalFrayCluster
+from fray.wire.controller_client import ControllerClient
+from fray.wire.pb import controller_pb2 as pb
 
 HEARTBEAT_TIMEOUT = 2.0
 RPC_HEARTBEAT_TIMEOUT = 60.0
@@ -43,13 +43,13 @@ def controller() -> Iterator[ControllerServer]:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(workers=2, concurrency=2, heartbeat_timeout=HEARTBEAT_TIMEOUT) as c:
+def cluster() -> Iterator[LocalFrayCluster]:
+    with LocalFrayCluster(workers=2, concurrency=2, heartbeat_timeout=HEARTBEAT_TIMEOUT) as c:
         yield c
 
 
 @pytest.fixture(params=["direct", "queued"])
-def fray_ctx(cluster: LocalCluster, request: pytest.FixtureRequest) -> Iterator[FrayContext]:
+def fray_ctx(cluster: LocalFrayCluster, request: pytest.FixtureRequest) -> Iterator[FrayContext]:
     """A FrayContext on `cluster`: each test runs with the direct path on, and with every task
     queued at the controller."""
     ctx = FrayContext(cluster.address, retry_timeout=10, direct=request.param == "direct")

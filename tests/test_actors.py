@@ -20,9 +20,9 @@ import httpx
 import pytest
 from fray_fixtures import children_of, wait_for
 
-from fray.job.errors import ActorDiedError, SerializationError
-from fray.job.rpc.context import FrayContext
-from fray.job.rpc.local_cluster import LocalCluster
+from fray.client.context import FrayContext
+from fray.errors import ActorDiedError, SerializationError
+from fray.local_cluster import LocalFrayCluster
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -49,7 +49,7 @@ class Counter:
         os._exit(7)
 
 
-def kill_worker(cluster: LocalCluster, worker_id: str) -> None:
+def kill_worker(cluster: LocalFrayCluster, worker_id: str) -> None:
     """SIGKILL the worker process registered as `worker_id` (and its children)."""
     for process in cluster.workers:
         if worker_id in " ".join(process.args):  # type: ignore[arg-type]
@@ -64,8 +64,8 @@ def kill_worker(cluster: LocalCluster, worker_id: str) -> None:
 
 
 @pytest.fixture
-def two_workers() -> Iterator[LocalCluster]:
-    with LocalCluster(workers=0, heartbeat_timeout=1.5) as cluster:
+def two_workers() -> Iterator[LocalFrayCluster]:
+    with LocalFrayCluster(workers=0, heartbeat_timeout=1.5) as cluster:
         for worker_id in ("wa", "wb"):
             cluster.add_worker("--worker-id", worker_id, "--concurrency", "1")
         cluster.wait_for_workers(2)
@@ -78,7 +78,7 @@ def list_actors(address: str) -> list[dict[str, object]]:
     return list(response.json()["actors"])
 
 
-def test_actors_spread_over_workers_and_show_in_curl(two_workers: LocalCluster) -> None:
+def test_actors_spread_over_workers_and_show_in_curl(two_workers: LocalFrayCluster) -> None:
     with FrayContext(two_workers.address) as ctx:
         actors = [ctx.create_actor(Counter, i, name=f"c{i}") for i in range(4)]
         places = ctx.get([a.where.remote() for a in actors])
@@ -100,7 +100,7 @@ def test_actors_spread_over_workers_and_show_in_curl(two_workers: LocalCluster) 
     assert set(states.values()) == {"ACTOR_STATE_DEAD"}
 
 
-def test_a_killed_actor_fails_its_calls_and_frees_its_name(two_workers: LocalCluster) -> None:
+def test_a_killed_actor_fails_its_calls_and_frees_its_name(two_workers: LocalFrayCluster) -> None:
     with FrayContext(two_workers.address) as ctx:
         actor = ctx.create_actor(Counter, name="k")
         _, pid = ctx.get(actor.where.remote())
@@ -113,7 +113,7 @@ def test_a_killed_actor_fails_its_calls_and_frees_its_name(two_workers: LocalClu
 
 
 def test_sigkilled_host_gives_actor_died_then_a_restart_elsewhere(
-    two_workers: LocalCluster, tmp_path: Path
+    two_workers: LocalFrayCluster, tmp_path: Path
 ) -> None:
     with FrayContext(two_workers.address) as ctx:
         # Placement alternates between the two workers: `keeper` and `mortal` share one.
@@ -140,7 +140,7 @@ def test_sigkilled_host_gives_actor_died_then_a_restart_elsewhere(
 
 
 def test_an_actor_process_that_dies_fails_the_call_and_restarts(
-    two_workers: LocalCluster,
+    two_workers: LocalFrayCluster,
 ) -> None:
     with FrayContext(two_workers.address) as ctx:
         actor = ctx.create_actor(Counter, 1, max_restarts=1)
@@ -157,7 +157,7 @@ def test_an_actor_process_that_dies_fails_the_call_and_restarts(
 
 def test_result_timeout_holds_while_the_actor_waits_for_a_new_worker() -> None:
     with (
-        LocalCluster(workers=0, heartbeat_timeout=1.5) as cluster,
+        LocalFrayCluster(workers=0, heartbeat_timeout=1.5) as cluster,
         FrayContext(cluster.address) as ctx,
     ):
         cluster.add_worker("--worker-id", "first")
@@ -175,7 +175,7 @@ def test_result_timeout_holds_while_the_actor_waits_for_a_new_worker() -> None:
         assert ctx.get(actor.add.remote(1), timeout=30) == 12
 
 
-def test_detached_actors_outlive_their_creator(two_workers: LocalCluster) -> None:
+def test_detached_actors_outlive_their_creator(two_workers: LocalFrayCluster) -> None:
     with FrayContext(two_workers.address) as ctx:
         ctx.create_actor(Counter, 7, name="keeper", lifetime="detached")
     with FrayContext(two_workers.address) as other:
@@ -184,7 +184,7 @@ def test_detached_actors_outlive_their_creator(two_workers: LocalCluster) -> Non
         other.kill_actor(found)
 
 
-def test_handles_travel_into_tasks(two_workers: LocalCluster) -> None:
+def test_handles_travel_into_tasks(two_workers: LocalFrayCluster) -> None:
     def bump(handle: object) -> int:
         from fray.job import get_default_job_ctx
 
@@ -197,7 +197,7 @@ def test_handles_travel_into_tasks(two_workers: LocalCluster) -> None:
         assert ctx.get(actor.add.remote(0)) == 11
 
 
-def test_an_unpicklable_constructor_argument_fails_at_create(two_workers: LocalCluster) -> None:
+def test_an_unpicklable_constructor_argument_fails_at_create(two_workers: LocalFrayCluster) -> None:
     with FrayContext(two_workers.address) as ctx:
         with pytest.raises(SerializationError):
             ctx.create_actor(Counter, threading.Lock())
@@ -214,7 +214,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_a_call_to_a_stuck_host_ends_in_bounded_time(
-    two_workers: LocalCluster, tmp_path: Path
+    two_workers: LocalFrayCluster, tmp_path: Path
 ) -> None:
     with FrayContext(two_workers.address) as ctx:
         actor = ctx.create_actor(Counter)
@@ -234,7 +234,7 @@ def test_a_call_to_a_stuck_host_ends_in_bounded_time(
             process.send_signal(signal.SIGCONT)
 
 
-def test_call_actor_answers_curl(two_workers: LocalCluster) -> None:
+def test_call_actor_answers_curl(two_workers: LocalFrayCluster) -> None:
     with FrayContext(two_workers.address) as ctx:
         actor = ctx.create_actor(Counter, 41)
         ctx.get(actor.add.remote(0))
@@ -269,7 +269,7 @@ class SlowToBuild:
         return "pong"
 
 
-def test_a_call_may_take_an_earlier_calls_future(two_workers: LocalCluster) -> None:
+def test_a_call_may_take_an_earlier_calls_future(two_workers: LocalFrayCluster) -> None:
     with FrayContext(two_workers.address) as ctx:
         actor = ctx.create_actor(Counter)
         first = actor.add.remote(1)
@@ -278,7 +278,7 @@ def test_a_call_may_take_an_earlier_calls_future(two_workers: LocalCluster) -> N
 
 
 def test_killing_an_actor_while_it_is_built_stops_its_process(
-    two_workers: LocalCluster, tmp_path: Path
+    two_workers: LocalFrayCluster, tmp_path: Path
 ) -> None:
     marker = tmp_path / "pid"
     with FrayContext(two_workers.address) as ctx:

@@ -16,8 +16,8 @@ import pytest
 from fray_fixtures import free_port, stop_process, wait_for
 
 from fray.cli import build_parser, parse_memory, parse_resources
-from fray.job.rpc.client import ControllerClient
-from fray.v1 import controller_pb2 as pb
+from fray.wire.controller_client import ControllerClient
+from fray.wire.pb import controller_pb2 as pb
 
 READY = re.compile(r"^fray controller listening on (http://[0-9.]+):(\d+)$")
 GIB = 1024**3

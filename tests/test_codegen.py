@@ -25,8 +25,8 @@ def test_generated_code_is_fresh(tmp_path: Path) -> None:
         env={"PATH": f"{BIN}:/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    fresh = tmp_path / "src" / "fray" / "v1"
-    committed = ROOT / "src" / "fray" / "v1"
+    fresh = tmp_path / "src" / "fray" / "wire" / "pb"
+    committed = ROOT / "src" / "fray" / "wire" / "pb"
     names = sorted(p.name for p in fresh.iterdir())
     assert names, "buf generate produced nothing"
     _, mismatch, errors = filecmp.cmpfiles(fresh, committed, names, shallow=False)

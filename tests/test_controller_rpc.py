@@ -27,10 +27,10 @@ import pytest
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
-from fray.job.rpc import state as st
-from fray.job.rpc.controller import ControllerServer
-from fray.v1 import controller_pb2 as pb
-from fray.v1.controller_connect import FrayControllerClientSync
+from fray.controller import state as st
+from fray.controller.service import ControllerServer
+from fray.wire.pb import controller_pb2 as pb
+from fray.wire.pb.controller_connect import FrayControllerClientSync
 
 SERVICE_PATH = "/fray.v1.FrayController/"
 Json = dict[str, Any]
@@ -577,7 +577,7 @@ def test_internal_error_is_safe_and_connection_survives(
         raise RuntimeError("secret detail")
 
     monkeypatch.setattr(controller.state, "busy_slots", broken)
-    with caplog.at_level(logging.ERROR, logger="fray.job.rpc.controller"):
+    with caplog.at_level(logging.ERROR, logger="fray.controller.service"):
         response = http.post("GetClusterSummary", json={})
         by_get = get(http, "GetClusterSummary", {})
     for answer in (response, by_get):

@@ -29,14 +29,15 @@ from fray_fixtures import (
     task_state,
     wait_for,
 )
+from fray_tasks import wait_for_file
 
-from fray.job.rpc import payload
-from fray.job.rpc.context import FrayContext
-from fray.job.rpc.local_cluster import LocalCluster
-from fray.job.rpc.worker import Worker
-from fray.v1 import controller_pb2 as pb
-from fray.v1 import worker_pb2 as wpb
-from fray.v1.worker_connect import FrayWorkerClientSync
+from fray.client.context import FrayContext
+from fray.local_cluster import LocalFrayCluster
+from fray.wire import payload
+from fray.wire.pb import controller_pb2 as pb
+from fray.wire.pb import worker_pb2 as wpb
+from fray.wire.pb.worker_connect import FrayWorkerClientSync
+from fray.worker.worker import Worker
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -51,15 +52,6 @@ def where() -> str:
     return os.environ.get("FRAY_WORKER_ID", "")
 
 
-def wait_for_file(path: str, value: object, marker: str = "") -> object:
-    if marker:
-        Path(marker).write_text(str(os.getpid()))
-    deadline = time.monotonic() + 60
-    while not Path(path).exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return value
-
-
 def spec(task_id: str, fn: object = add, *args: object) -> pb.TaskSpec:
     return pb.TaskSpec(
         task_id=task_id,
@@ -70,19 +62,19 @@ def spec(task_id: str, fn: object = add, *args: object) -> pb.TaskSpec:
 
 
 @pytest.fixture(scope="module")
-def one_slot() -> Iterator[LocalCluster]:
+def one_slot() -> Iterator[LocalFrayCluster]:
     """A controller and one worker with a single slot."""
-    with LocalCluster(workers=1, concurrency=1, heartbeat_timeout=2.0) as cluster:
+    with LocalFrayCluster(workers=1, concurrency=1, heartbeat_timeout=2.0) as cluster:
         yield cluster
 
 
 @pytest.fixture
-def worker(one_slot: LocalCluster) -> pb.Worker:
+def worker(one_slot: LocalFrayCluster) -> pb.Worker:
     (only,) = list_workers(one_slot.address).values()
     return only
 
 
-def wait_until_idle(cluster: LocalCluster) -> None:
+def wait_until_idle(cluster: LocalFrayCluster) -> None:
     """Until the controller sees every worker's slots free. Clients send a task directly only
     to a worker with a free slot in that view, which counts a worker's direct tasks as of its
     last heartbeat: a task of the previous test may still show there for a moment."""
@@ -155,7 +147,7 @@ def test_a_malformed_binary_request_is_invalid_argument(worker: pb.Worker) -> No
 
 
 def test_a_busy_worker_refuses_and_the_task_goes_through_the_queue(
-    one_slot: LocalCluster, worker_rpc: FrayWorkerClientSync, tmp_path: Path
+    one_slot: LocalFrayCluster, worker_rpc: FrayWorkerClientSync, tmp_path: Path
 ) -> None:
     gate = tmp_path / "open"
     wait_until_idle(one_slot)  # the blocker must go directly
@@ -190,7 +182,7 @@ def test_a_task_cancelled_before_it_arrives_is_not_run(worker_rpc: FrayWorkerCli
     assert response.result.error.kind == pb.ERROR_KIND_CANCELLED
 
 
-def test_the_controller_records_direct_tasks(one_slot: LocalCluster, worker: pb.Worker) -> None:
+def test_the_controller_records_direct_tasks(one_slot: LocalFrayCluster, worker: pb.Worker) -> None:
     wait_until_idle(one_slot)  # the task must go directly
     with FrayContext(one_slot.address) as ctx:
         future = ctx.run(where)
@@ -217,7 +209,7 @@ def test_a_worker_off_loopback_needs_a_token(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_a_worker_with_a_token_refuses_calls_without_it() -> None:
-    with LocalCluster(workers=1, concurrency=1, env={"FRAY_TOKEN": "s3cret"}) as cluster:
+    with LocalFrayCluster(workers=1, concurrency=1, env={"FRAY_TOKEN": "s3cret"}) as cluster:
         (only,) = list_workers(cluster.address, token="s3cret").values()
         for headers in ({}, {"authorization": "Bearer wrong"}):
             response = httpx.post(
@@ -235,7 +227,7 @@ def test_a_worker_with_a_token_refuses_calls_without_it() -> None:
 
 
 def test_a_direct_task_outlives_a_controller_restart(tmp_path: Path) -> None:
-    with LocalCluster(workers=1, concurrency=1, heartbeat_timeout=1.5) as cluster:
+    with LocalFrayCluster(workers=1, concurrency=1, heartbeat_timeout=1.5) as cluster:
         gate, marker = tmp_path / "open", tmp_path / "started"
         with FrayContext(cluster.address, retry_timeout=20) as ctx:
             future = ctx.run(wait_for_file, str(gate), "survived", str(marker))
@@ -254,7 +246,7 @@ def test_a_direct_task_outlives_a_controller_restart(tmp_path: Path) -> None:
 def test_a_draining_worker_gives_a_direct_task_back_and_it_runs_elsewhere(
     tmp_path: Path,
 ) -> None:
-    with LocalCluster(workers=0, heartbeat_timeout=2.0) as cluster:
+    with LocalFrayCluster(workers=0, heartbeat_timeout=2.0) as cluster:
         first = cluster.add_worker("--worker-id", "first", "--shutdown-grace", "0.5")
         cluster.wait_for_workers(1, timeout=30)
         gate, marker = tmp_path / "open", tmp_path / "started"
@@ -285,7 +277,7 @@ def sleep_marker(seconds: float, marker: str) -> str:
 
 def test_a_dead_worker_is_not_offered_more_tasks(tmp_path: Path) -> None:
     # A long heartbeat timeout: the controller lists the dead worker for the whole test.
-    with LocalCluster(workers=0, heartbeat_timeout=60) as cluster:
+    with LocalFrayCluster(workers=0, heartbeat_timeout=60) as cluster:
         doomed = cluster.add_worker("--worker-id", "doomed", "--concurrency", "1")
         cluster.add_worker("--worker-id", "alive", "--concurrency", "1")
         cluster.wait_for_workers(2)
@@ -316,7 +308,7 @@ def _blocked_in_result(thread_id: int) -> bool:
 
 
 def test_ctrl_c_while_waiting_leaves_the_future_working(
-    one_slot: LocalCluster, tmp_path: Path
+    one_slot: LocalFrayCluster, tmp_path: Path
 ) -> None:
     import threading
 
@@ -343,7 +335,7 @@ def test_ctrl_c_while_waiting_leaves_the_future_working(
         assert future.result(timeout=30) == "finished"  # a pool thread finished the call
 
 
-def test_closing_with_a_stuck_worker_is_bounded(one_slot: LocalCluster, tmp_path: Path) -> None:
+def test_closing_with_a_stuck_worker_is_bounded(one_slot: LocalFrayCluster, tmp_path: Path) -> None:
     (process,) = one_slot.workers
     marker = tmp_path / "started"
     wait_until_idle(one_slot)  # the task must go directly
@@ -362,14 +354,14 @@ def test_closing_with_a_stuck_worker_is_bounded(one_slot: LocalCluster, tmp_path
 
 
 def test_a_direct_task_of_a_killed_client_is_stopped(
-    one_slot: LocalCluster, tmp_path: Path
+    one_slot: LocalFrayCluster, tmp_path: Path
 ) -> None:
     marker = tmp_path / "started"
     code = f"""
 import sys, time
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 import test_direct
-from fray.job.rpc.context import FrayContext
+from fray.client.context import FrayContext
 ctx = FrayContext({one_slot.address!r})
 ctx.run(test_direct.sleep_marker, 120, {str(marker)!r})
 time.sleep(120)

@@ -23,9 +23,11 @@ from fray_fixtures import (
     task_state,
     wait_for,
 )
+from fray_tasks import sleep_then, wait_for_file
 
-from fray.job import create_job_ctx
-from fray.job.errors import (
+from fray.client.context import FrayContext
+from fray.controller.service import ControllerServer
+from fray.errors import (
     ControllerError,
     ControllerUnavailableError,
     FrayError,
@@ -34,10 +36,9 @@ from fray.job.errors import (
     TaskLostError,
     TaskTimeoutError,
 )
-from fray.job.rpc.context import FrayContext
-from fray.job.rpc.controller import ControllerServer
-from fray.job.rpc.local_cluster import LocalCluster
-from fray.v1 import controller_pb2 as pb
+from fray.job import create_job_ctx
+from fray.local_cluster import LocalFrayCluster
+from fray.wire.pb import controller_pb2 as pb
 
 # Functions defined here travel by value: the workers cannot import this test module.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -57,22 +58,6 @@ def where() -> tuple[str, int]:
 
 def fail(message: str) -> None:
     raise CustomError(message)
-
-
-def sleep_then(seconds: float, value: object, marker: str = "") -> object:
-    if marker:
-        Path(marker).write_text(str(os.getpid()))
-    time.sleep(seconds)
-    return value
-
-
-def wait_for_file(path: str, value: object, marker: str = "") -> object:
-    if marker:
-        Path(marker).write_text(str(os.getpid()))
-    deadline = time.monotonic() + 60
-    while not Path(path).exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return value
 
 
 def die() -> None:
@@ -111,7 +96,7 @@ def fail_first_time(marker: str) -> str:
 # ---------------------------------------------------------------------- the shared cluster
 
 
-def test_create_job_ctx_fray_runs_a_task(cluster: LocalCluster) -> None:
+def test_create_job_ctx_fray_runs_a_task(cluster: LocalFrayCluster) -> None:
     ctx = create_job_ctx("fray", controller_address=cluster.address)
     assert isinstance(ctx, FrayContext)
     try:
@@ -137,7 +122,7 @@ def test_many_concurrent_tasks_use_every_worker(fray_ctx: FrayContext) -> None:
     assert len(workers) == 2
 
 
-def test_concurrent_clients(cluster: LocalCluster) -> None:
+def test_concurrent_clients(cluster: LocalFrayCluster) -> None:
     results: dict[int, list[int]] = {}
 
     def client(n: int) -> None:
@@ -194,7 +179,7 @@ def test_task_timeout_stops_the_task_and_the_worker_keeps_serving(
 
 
 def test_cancel_stops_a_running_task(
-    cluster: LocalCluster, fray_ctx: FrayContext, tmp_path: Path
+    cluster: LocalFrayCluster, fray_ctx: FrayContext, tmp_path: Path
 ) -> None:
     marker = tmp_path / "pid"
     future = fray_ctx.run(sleep_then, 60, "never", str(marker))
@@ -210,7 +195,9 @@ def test_cancel_stops_a_running_task(
     assert fray_ctx.get(fray_ctx.run(add, 2, 2)) == 4
 
 
-def test_cancel_a_queued_task(cluster: LocalCluster, fray_ctx: FrayContext, tmp_path: Path) -> None:
+def test_cancel_a_queued_task(
+    cluster: LocalFrayCluster, fray_ctx: FrayContext, tmp_path: Path
+) -> None:
     gate = tmp_path / "open"
     blockers = [fray_ctx.run(wait_for_file, str(gate), i) for i in range(8)]  # 4 slots, held
     queued = fray_ctx.run(add, 1, 1)
@@ -287,7 +274,7 @@ def test_a_done_callback_may_call_back_into_the_context(fray_ctx: FrayContext) -
 
 @pytest.mark.parametrize("direct", [True, False], ids=["direct", "queued"])
 def test_closing_a_context_cancels_its_unfinished_tasks(
-    cluster: LocalCluster, tmp_path: Path, direct: bool
+    cluster: LocalFrayCluster, tmp_path: Path, direct: bool
 ) -> None:
     ctx = FrayContext(cluster.address, direct=direct)
     marker = tmp_path / "pid"
@@ -358,7 +345,7 @@ def test_unreachable_controller_gives_a_clear_error_in_bounded_time() -> None:
 
 
 def test_sigkilled_worker_task_finishes_on_another_worker(tmp_path: Path) -> None:
-    with LocalCluster(workers=1, concurrency=1, heartbeat_timeout=1.5) as cluster:
+    with LocalFrayCluster(workers=1, concurrency=1, heartbeat_timeout=1.5) as cluster:
         ctx = FrayContext(cluster.address)
         try:
             marker, gate = tmp_path / "started", tmp_path / "open"
@@ -381,7 +368,7 @@ def test_sigkilled_worker_task_finishes_on_another_worker(tmp_path: Path) -> Non
 
 
 def test_controller_restart_fails_lost_futures_and_workers_come_back() -> None:
-    with LocalCluster(workers=1, concurrency=1, heartbeat_timeout=1.5) as cluster:
+    with LocalFrayCluster(workers=1, concurrency=1, heartbeat_timeout=1.5) as cluster:
         ctx = FrayContext(cluster.address, retry_timeout=20, direct=False)  # queued tasks
         try:
             future = ctx.run(sleep_then, 60, "never")
@@ -407,7 +394,7 @@ def test_controller_restart_fails_lost_futures_and_workers_come_back() -> None:
 def test_no_task_is_lost_when_workers_are_killed_repeatedly() -> None:
     """Chaos: SIGKILL two workers (and their executors) while 300 short tasks run; every
     future still ends with its right result, none hangs, none is lost."""
-    with LocalCluster(workers=3, concurrency=2, heartbeat_timeout=1.5) as cluster:
+    with LocalFrayCluster(workers=3, concurrency=2, heartbeat_timeout=1.5) as cluster:
         ctx = FrayContext(cluster.address)
         try:
             futures = [ctx.run(sleep_then, 0.02, i) for i in range(300)]

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from fray.job.rpc.state import (
+from fray.controller.state import (
     MAX_ID_LENGTH,
     ActorSpec,
     ActorState,

@@ -1,7 +1,7 @@
 """The `fray worker` process: registration, health check, execution, shutdown, recovery.
 
-Every worker here is a real `python -m fray worker` process (started through LocalCluster) talking
-to a real controller process; each test stops whatever it started, even when it fails.
+Every worker here is a real `python -m fray worker` process (started through LocalFrayCluster)
+talking to a real controller process; each test stops whatever it started, even when it fails.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ import cloudpickle
 import httpx
 import pytest
 from fray_fixtures import free_port, get_task, list_workers, pid_alive, stop_process, wait_for
+from fray_tasks import sleep_then, wait_for_file
 
-from fray.job.errors import TaskDeserializationError
-from fray.job.rpc.context import FrayContext
-from fray.job.rpc.local_cluster import LocalCluster
-from fray.v1 import controller_pb2 as pb
+from fray.client.context import FrayContext
+from fray.errors import TaskDeserializationError
+from fray.local_cluster import LocalFrayCluster
+from fray.wire.pb import controller_pb2 as pb
 
 # Functions defined here travel by value: the workers cannot import this test module.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -48,23 +49,6 @@ def where() -> tuple[str, int]:
     return os.environ.get("FRAY_WORKER_ID", ""), os.getpid()
 
 
-def sleep_then(seconds: float, value: object, marker: str = "") -> object:
-    if marker:
-        Path(marker).write_text(str(os.getpid()))
-    time.sleep(seconds)
-    return value
-
-
-def wait_for_file(path: str, value: object, marker: str = "") -> object:
-    """Runs until the test creates `path` (at most a minute)."""
-    if marker:
-        Path(marker).write_text(str(os.getpid()))
-    deadline = time.monotonic() + 60
-    while not Path(path).exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return value
-
-
 def meet(directory: str, name: str, count: int) -> tuple[str, int, bool]:
     """Arrive in `directory`, then wait (at most 30 s) until `count` tasks have arrived: only
     tasks that run at the same time all meet. Returns the worker id, the pid, and whether all
@@ -84,7 +68,7 @@ def healthz(worker: pb.Worker) -> httpx.Response:
     return httpx.get(f"{worker.address}/healthz", timeout=5)
 
 
-def start_worker(cluster: LocalCluster, worker_id: str, *args: str) -> subprocess.Popen[str]:
+def start_worker(cluster: LocalFrayCluster, worker_id: str, *args: str) -> subprocess.Popen[str]:
     """A worker process registered with the cluster's controller under `worker_id`."""
     process = cluster.add_worker("--worker-id", worker_id, *args)
     wait_for(
@@ -96,7 +80,7 @@ def start_worker(cluster: LocalCluster, worker_id: str, *args: str) -> subproces
     return process
 
 
-def shutdown(cluster: LocalCluster) -> None:
+def shutdown(cluster: LocalFrayCluster) -> None:
     for process in cluster.workers:
         stop_process(process)
     cluster.workers = []
@@ -104,9 +88,9 @@ def shutdown(cluster: LocalCluster) -> None:
 
 
 @pytest.fixture(scope="module")
-def w1_cluster() -> Iterator[LocalCluster]:
+def w1_cluster() -> Iterator[LocalFrayCluster]:
     """A controller and one worker `w1` (2 slots, explicit resources), shared by the module."""
-    cluster = LocalCluster(workers=0, heartbeat_timeout=HEARTBEAT_TIMEOUT)
+    cluster = LocalFrayCluster(workers=0, heartbeat_timeout=HEARTBEAT_TIMEOUT)
     try:
         cluster.start()
         start_worker(
@@ -123,7 +107,7 @@ def w1_cluster() -> Iterator[LocalCluster]:
 
 
 @pytest.fixture
-def w1_ctx(w1_cluster: LocalCluster) -> Iterator[FrayContext]:
+def w1_ctx(w1_cluster: LocalFrayCluster) -> Iterator[FrayContext]:
     ctx = FrayContext(w1_cluster.address, retry_timeout=10)
     try:
         yield ctx
@@ -132,13 +116,13 @@ def w1_ctx(w1_cluster: LocalCluster) -> Iterator[FrayContext]:
 
 
 @pytest.fixture
-def lone(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+def lone(request: pytest.FixtureRequest) -> Iterator[LocalFrayCluster]:
     """A controller of its own, no workers: the test adds (and may kill) its own.
 
     Parametrize indirectly to choose the controller's heartbeat timeout.
     """
     heartbeat_timeout = float(getattr(request, "param", HEARTBEAT_TIMEOUT))
-    cluster = LocalCluster(workers=0, heartbeat_timeout=heartbeat_timeout)
+    cluster = LocalFrayCluster(workers=0, heartbeat_timeout=heartbeat_timeout)
     try:
         cluster.start()
         yield cluster
@@ -147,7 +131,7 @@ def lone(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
 
 
 @pytest.fixture
-def lone_ctx(lone: LocalCluster) -> Iterator[FrayContext]:
+def lone_ctx(lone: LocalFrayCluster) -> Iterator[FrayContext]:
     """Queues every task at the controller: these tests follow tasks through its queue."""
     ctx = FrayContext(lone.address, retry_timeout=10, direct=False)
     try:
@@ -159,7 +143,9 @@ def lone_ctx(lone: LocalCluster) -> Iterator[FrayContext]:
 # ---------------------------------------------------------------------- a running worker
 
 
-def test_worker_registers_with_its_resources_slots_and_address(w1_cluster: LocalCluster) -> None:
+def test_worker_registers_with_its_resources_slots_and_address(
+    w1_cluster: LocalFrayCluster,
+) -> None:
     worker = list_workers(w1_cluster.address)["w1"]
     assert worker.resources.cpus == 2.0
     assert worker.resources.memory_bytes == GIB
@@ -171,7 +157,7 @@ def test_worker_registers_with_its_resources_slots_and_address(w1_cluster: Local
     assert worker.registered_at.seconds > 0
 
 
-def test_health_check_answers_ok_and_404_elsewhere(w1_cluster: LocalCluster) -> None:
+def test_health_check_answers_ok_and_404_elsewhere(w1_cluster: LocalFrayCluster) -> None:
     worker = list_workers(w1_cluster.address)["w1"]
     response = healthz(worker)
     assert response.status_code == 200
@@ -203,7 +189,7 @@ def test_two_slots_run_two_tasks_at_once(w1_ctx: FrayContext, tmp_path: Path) ->
 
 
 def test_worker_survives_a_task_it_cannot_unpickle(
-    w1_cluster: LocalCluster,
+    w1_cluster: LocalFrayCluster,
     w1_ctx: FrayContext,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -233,7 +219,7 @@ def test_worker_survives_a_task_it_cannot_unpickle(
 
 
 def test_sigterm_lets_the_running_task_finish_then_exits_0(
-    lone: LocalCluster, lone_ctx: FrayContext, tmp_path: Path
+    lone: LocalFrayCluster, lone_ctx: FrayContext, tmp_path: Path
 ) -> None:
     process = start_worker(lone, "g1")  # default grace: 30 s
     worker = list_workers(lone.address)["g1"]
@@ -262,7 +248,7 @@ long_polls = pytest.mark.parametrize(
 
 @long_polls
 def test_sigterm_past_the_grace_hands_the_task_back(
-    lone: LocalCluster, lone_ctx: FrayContext, tmp_path: Path
+    lone: LocalFrayCluster, lone_ctx: FrayContext, tmp_path: Path
 ) -> None:
     process = start_worker(lone, "x1", "--shutdown-grace", "0.5")
     marker = tmp_path / "started"
@@ -298,7 +284,7 @@ def test_sigterm_past_the_grace_hands_the_task_back(
 
 @long_polls
 def test_a_draining_worker_leases_no_new_tasks(
-    lone: LocalCluster, lone_ctx: FrayContext, tmp_path: Path
+    lone: LocalFrayCluster, lone_ctx: FrayContext, tmp_path: Path
 ) -> None:
     process = start_worker(lone, "d1")
     worker = list_workers(lone.address)["d1"]
@@ -326,7 +312,7 @@ def test_a_draining_worker_leases_no_new_tasks(
 
 
 def test_second_sigterm_skips_the_grace(
-    lone: LocalCluster, lone_ctx: FrayContext, tmp_path: Path
+    lone: LocalFrayCluster, lone_ctx: FrayContext, tmp_path: Path
 ) -> None:
     process = start_worker(lone, "s1")  # default grace: 30 s
     worker = list_workers(lone.address)["s1"]
@@ -364,7 +350,7 @@ def test_unreachable_controller_exits_1_with_a_clear_message() -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_worker_registers_again_after_the_controller_restarts(lone: LocalCluster) -> None:
+def test_worker_registers_again_after_the_controller_restarts(lone: LocalFrayCluster) -> None:
     process = start_worker(lone, "r1")
     port = int(lone.address.rsplit(":", 1)[1])
     old = lone.controller
@@ -394,7 +380,7 @@ def _ipv6_loopback() -> bool:
 
 
 @pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
-def test_health_check_on_ipv6_loopback(lone: LocalCluster) -> None:
+def test_health_check_on_ipv6_loopback(lone: LocalFrayCluster) -> None:
     start_worker(lone, "v6", "--host", "::1")
     worker = list_workers(lone.address)["v6"]
     assert worker.address.startswith("http://[::1]:")

@@ -63,8 +63,8 @@ def parse_resources(text: str) -> dict[str, str]:
 
 
 def _controller(args: argparse.Namespace) -> int:
-    from fray.job.rpc.controller import ControllerServer
-    from fray.job.rpc.local_cluster import READY_PREFIX
+    from fray.controller.service import ControllerServer
+    from fray.local_cluster import READY_PREFIX
 
     try:
         server = ControllerServer(
@@ -85,9 +85,9 @@ def _controller(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from connectrpc.errors import ConnectError
 
-    from fray.job.errors import ControllerUnavailableError
-    from fray.job.rpc.worker import Worker
-    from fray.v1 import controller_pb2 as pb
+    from fray.errors import ControllerUnavailableError
+    from fray.wire.pb import controller_pb2 as pb
+    from fray.worker.worker import Worker
 
     resources = dict(args.resources or {})
     cpus = float(resources.pop("cpus", args.concurrency or os.cpu_count() or 1))
@@ -119,9 +119,9 @@ def _status(args: argparse.Namespace) -> int:
     from connectrpc.errors import ConnectError
     from google.protobuf.json_format import MessageToDict
 
-    from fray.job.errors import ControllerUnavailableError
-    from fray.job.rpc.client import ControllerClient
-    from fray.v1 import controller_pb2 as pb
+    from fray.errors import ControllerUnavailableError
+    from fray.wire.controller_client import ControllerClient
+    from fray.wire.pb import controller_pb2 as pb
 
     client = ControllerClient(args.controller, token=args.token, retry_timeout=args.connect_timeout)
     try:

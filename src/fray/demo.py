@@ -16,9 +16,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from fray.client.context import FrayContext
 from fray.job import create_job_ctx
-from fray.job.rpc.context import FrayContext
-from fray.job.rpc.local_cluster import LocalCluster
+from fray.local_cluster import LocalFrayCluster
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class Tally:
 def main(workers: int = 2, tasks: int = 200) -> int:
     started = time.perf_counter()
     print(f"starting a local fray cluster: 1 controller + {workers} workers (loopback)")
-    with LocalCluster(workers=workers, concurrency=1) as cluster:
+    with LocalFrayCluster(workers=workers, concurrency=1) as cluster:
         print(f"controller at {cluster.address}")
         ctx = create_job_ctx("fray", controller_address=cluster.address)
         assert isinstance(ctx, FrayContext)

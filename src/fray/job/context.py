@@ -6,7 +6,7 @@ A :class:`JobContext` runs functions (``run``), stores objects (``put``), collec
 * ``"sync"``: runs everything immediately in the caller (:class:`fray.job.local.SyncContext`).
 * ``"threadpool"``: a local thread pool (:class:`fray.job.local.ThreadPoolContext`).
 * ``"ray"``: Ray tasks and actors (:class:`fray.job.ray_ctx.RayContext`).
-* ``"fray"``: fray's own controller/worker service (``fray.job.rpc.context.FrayContext``).
+* ``"fray"``: fray's own controller/worker service (``fray.client.FrayContext``).
 
 Ray and the RPC client are imported only when their backend is chosen.
 """
@@ -102,7 +102,7 @@ class JobContext(Protocol):
         Calls to one actor run one at a time, in the order each caller sent them. A method's
         exception is re-raised by ``get`` with its original type, and the actor lives on. If
         the constructor raises, every call fails with
-        :class:`~fray.job.errors.ActorCreationError`.
+        :class:`~fray.errors.ActorCreationError`.
 
         The keyword arguments below are reserved (never passed to ``actor_class``):
 
@@ -194,7 +194,7 @@ def create_job_ctx(
     if context_type == "fray":
         if not controller_address:
             raise ValueError("context type 'fray' needs a controller_address (host:port or URL)")
-        from fray.job.rpc.context import FrayContext
+        from fray.client.context import FrayContext
 
         ctx: JobContext = FrayContext(controller_address, **ray_options)
         return ctx
@@ -212,7 +212,7 @@ def _fallback_ctx() -> JobContext:
     """The process-wide context used when no default is set, cached per backend."""
     address = os.environ.get("FRAY_CONTROLLER_ADDRESS")
     if address:  # code running on a fray worker: work goes to the same controller
-        from fray.job.rpc.context import context_for
+        from fray.client.context import context_for
 
         return context_for(address)
     kind = "ray" if _ray_is_initialized() else "threadpool"

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
+from fray.errors import ActorCreationError
 from fray.job.context import (
     ActorLifetime,
     deadline_after,
@@ -22,7 +23,6 @@ from fray.job.context import (
     validate_actor_args,
     validate_wait_args,
 )
-from fray.job.errors import ActorCreationError
 
 __all__ = ["LocalActorHandle", "LocalRef", "SyncContext", "ThreadPoolContext"]
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import ray
 
+from fray.errors import ActorCreationError, RemoteTraceback
 from fray.job.context import (
     ActorLifetime,
     deadline_after,
@@ -23,7 +24,6 @@ from fray.job.context import (
     validate_actor_args,
     validate_wait_args,
 )
-from fray.job.errors import ActorCreationError, RemoteTraceback
 
 __all__ = ["RayContext"]
 

@@ -1,28 +1,29 @@
-"""Fray RPC: the Connect controller, its workers and the FrayContext client.
+"""fray's own service, seen from the job-context API: ``FrayContext`` and friends.
 
-- `ControllerServer` / `ControllerService` (`fray.job.rpc.controller`): the task queue, worker
-  registry and object store, served over Connect by uvicorn;
-- `Worker` (`fray.job.rpc.worker`): leases tasks and runs them in executor processes;
-- `FrayContext` (`fray.job.rpc.context`): the JobContext that submits work to a controller;
-- `LocalCluster` (`fray.job.rpc.local_cluster`): a controller and worker processes on loopback.
+The code lives in one package per process (see ``docs/design.md``, "Where things live"):
+``fray.controller`` (the task state machine and its Connect service), ``fray.worker`` (the
+worker process and its executors), ``fray.client`` (``FrayContext``, the direct path, actor
+handles) and ``fray.wire`` (what they share: generated protobuf code, serving, payloads). This
+module keeps the names users import from ``fray.job.rpc``, loaded on first access.
 """
 
 from typing import Any
 
 _EXPORTS = {
-    "ControllerServer": "fray.job.rpc.controller",
-    "ControllerService": "fray.job.rpc.controller",
-    "FrayContext": "fray.job.rpc.context",
-    "FrayFuture": "fray.job.rpc.context",
-    "LocalCluster": "fray.job.rpc.local_cluster",
-    "ObjectRef": "fray.job.rpc.payload",
-    "Worker": "fray.job.rpc.worker",
+    "ControllerServer": "fray.controller.service",
+    "ControllerService": "fray.controller.service",
+    "FrayContext": "fray.client.context",
+    "FrayFuture": "fray.client.context",
+    "LocalFrayCluster": "fray.local_cluster",
+    "ObjectRef": "fray.wire.payload",
+    "Worker": "fray.worker.worker",
 }
+_RENAMED = {"LocalCluster": "LocalFrayCluster"}  # old names that keep working
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so that executor processes importing fray.job.rpc.executor stay light.
+    name = _RENAMED.get(name, name)
     if name in _EXPORTS:
         import importlib
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import cloudpickle
 
-from fray.job.errors import RemoteTraceback
+from fray.errors import RemoteTraceback
 from fray.v2.actor.pool import ActorEndpoint
 from fray.v2.actor.resolver import EndpointResolver
 from fray.v2.actor.server import check_actor_name

@@ -44,7 +44,7 @@ from typing import Any
 
 import ray
 
-from fray.job.errors import RemoteTraceback
+from fray.errors import RemoteTraceback
 from fray.v2.actor.pool import ActorEndpoint
 from fray.v2.actor.resolver import EndpointResolver
 from fray.v2.actor.server import check_actor_name

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from fray.job.rpc import state as st
-from fray.v1 import controller_pb2 as pb
+from fray.controller import state as st
+from fray.wire.pb import controller_pb2 as pb
 
 STATE_TO_PB = {s: pb.TaskState.Value(f"TASK_STATE_{s.value}") for s in st.TaskState}
 PB_TO_STATE = {v: k for k, v in STATE_TO_PB.items()}

@@ -32,8 +32,8 @@ from typing import Any
 
 import cloudpickle
 
-from fray.job.rpc import payload
-from fray.v1 import controller_pb2 as pb
+from fray.wire import payload
+from fray.wire.pb import controller_pb2 as pb
 
 _FUNCTION_CACHE_SIZE = 256
 
@@ -188,6 +188,6 @@ def context() -> Any:
     """The multiprocessing context executors start from (forkserver on Linux: fast restarts)."""
     if sys.platform == "linux":
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["fray.job.rpc.executor"])
+        ctx.set_forkserver_preload(["fray.worker.executor"])
         return ctx
     return multiprocessing.get_context("spawn")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -11,8 +10,10 @@ from typing import Any, TypeVar
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
-from fray.job.errors import ControllerUnavailableError
-from fray.v1.controller_connect import FrayControllerClientSync
+from fray.errors import ControllerUnavailableError
+from fray.wire import auth
+from fray.wire.limits import CONTROLLER_CALL_MARGIN_MS
+from fray.wire.pb.controller_connect import FrayControllerClientSync
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +23,6 @@ _RES = TypeVar("_RES")
 DEFAULT_RETRY_TIMEOUT = 30.0
 _FIRST_DELAY = 0.05
 # Headroom on top of a long poll's server-side wait before the client gives up on the call.
-_LONG_POLL_MARGIN_MS = 5_000
 
 
 def normalize_address(address: str) -> str:
@@ -32,10 +32,6 @@ def normalize_address(address: str) -> str:
     if "://" not in address:
         address = "http://" + address
     return address
-
-
-def token_from_env(token: str | None) -> str | None:
-    return token if token is not None else (os.environ.get("FRAY_TOKEN") or None)
 
 
 class ControllerClient:
@@ -63,8 +59,7 @@ class ControllerClient:
             timeout_ms=int(call_timeout * 1000),
             read_max_bytes=2**31 - 1,
         )
-        token = token_from_env(token)
-        self._headers = {"authorization": f"Bearer {token}"} if token else None
+        self._headers = auth.auth_headers(auth.token_from_env(token))
         self.closed = False
 
     def call(
@@ -86,7 +81,7 @@ class ControllerClient:
         delay = _FIRST_DELAY
         kwargs: dict[str, Any] = {"headers": self._headers}
         if wait_ms:
-            kwargs["timeout_ms"] = wait_ms + _LONG_POLL_MARGIN_MS
+            kwargs["timeout_ms"] = wait_ms + CONTROLLER_CALL_MARGIN_MS
         while True:
             try:
                 return method(request, **kwargs)

@@ -9,7 +9,6 @@ task ends, so a client whose answer got lost can ask again (`WaitTask`).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import math
@@ -22,20 +21,20 @@ from connectrpc.compat import google_protobuf_binary_codec
 from connectrpc.request import RequestContext
 from google.protobuf.message import DecodeError
 
-from fray.job.rpc import serving
-from fray.job.rpc.actor_host import ActorAborted, UnknownActor
-from fray.v1 import controller_pb2 as pb
-from fray.v1 import worker_pb2 as wpb
-from fray.v1.worker_connect import FrayWorker, FrayWorkerASGIApplication
+from fray.wire import auth, serving
+from fray.wire.limits import MAX_ID_LENGTH, MAX_MESSAGE_BYTES
+from fray.wire.pb import controller_pb2 as pb
+from fray.wire.pb import worker_pb2 as wpb
+from fray.wire.pb.worker_connect import FrayWorker, FrayWorkerASGIApplication
+from fray.worker.actor_host import ActorAborted, UnknownActor
 
 if TYPE_CHECKING:
-    from fray.job.rpc.worker import DirectCall, Worker
+    from fray.worker.worker import DirectCall, Worker
 
 _SERVICE = "/fray.v1.FrayWorker/"
 logger = logging.getLogger(__name__)
 
 MAX_WAIT_SECONDS = 30.0
-MAX_ID_LENGTH = 128
 
 
 class WorkerBusy(Exception):
@@ -151,10 +150,10 @@ def make_app(worker: Worker, token: str | None) -> Any:
     rpc = FrayWorkerASGIApplication(
         service,
         interceptors=serving.interceptors(token, _ERROR_CODES, "worker"),
-        read_max_bytes=serving.MAX_MESSAGE_BYTES,
+        read_max_bytes=MAX_MESSAGE_BYTES,
         codecs=[google_protobuf_binary_codec(), serving.CurlFriendlyJSONCodec()],
     )
-    expected_auth = f"Bearer {token}".encode() if token else None
+    expected_auth = auth.expected_authorization(token)
     fast: dict[str, tuple[Any, Any]] = {
         _SERVICE + "RunTask": (wpb.RunTaskRequest, service.run_task),
         _SERVICE + "CallActor": (wpb.CallActorRequest, service.call_actor),
@@ -169,7 +168,7 @@ def make_app(worker: Worker, token: str | None) -> Any:
         if headers.get(b"content-encoding", b"identity") != b"identity":
             return False
         given = headers.get(b"authorization", b"")
-        return expected_auth is None or hmac.compare_digest(given, expected_auth)
+        return auth.authorized(expected_auth, given)
 
     async def answer_plain(scope: dict[str, Any], receive: Any, send: Any) -> None:
         chunks = []

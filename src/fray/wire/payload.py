@@ -12,8 +12,8 @@ from typing import Any
 
 import cloudpickle
 
-from fray.job import errors
-from fray.v1 import controller_pb2 as pb
+from fray import errors
+from fray.wire.pb import controller_pb2 as pb
 
 PROTOCOL = 5
 

@@ -28,16 +28,18 @@ from typing import Any
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
-from fray.job.rpc.client import ControllerClient
-from fray.v1 import controller_pb2 as pb
-from fray.v1 import worker_pb2 as wpb
-from fray.v1.worker_connect import FrayWorkerClientSync
+from fray.wire import auth
+from fray.wire.controller_client import ControllerClient
+from fray.wire.limits import WORKER_CALL_MARGIN_MS
+from fray.wire.pb import controller_pb2 as pb
+from fray.wire.pb import worker_pb2 as wpb
+from fray.wire.pb.worker_connect import FrayWorkerClientSync
 
 logger = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 0.5
 WAIT_MS = 5_000
-_CALL_MARGIN_MS = 2_000
+_CALL_TIMEOUT_MS = WAIT_MS + WORKER_CALL_MARGIN_MS
 _BACK_OFF_SECONDS = 0.25  # a worker that refused a task is not offered another for this long
 _LOST_REST_SECONDS = 5.0  # nor one that lost a task (until the controller has expired it)
 
@@ -51,7 +53,7 @@ class WorkerClients:
     """One FrayWorker client per worker address, shared by a context's threads."""
 
     def __init__(self, token: str | None) -> None:
-        self.headers = {"authorization": f"Bearer {token}"} if token else None
+        self.headers = auth.auth_headers(token)
         self._clients: dict[str, FrayWorkerClientSync] = {}
         self._lock = threading.Lock()
 
@@ -297,13 +299,13 @@ class DirectPath:
         """A worker call that gets one more try after a connection failure (RunTask and
         WaitTask are idempotent). A timeout is not retried: the worker is stuck."""
         try:
-            return method(request, headers=self._headers, timeout_ms=WAIT_MS + _CALL_MARGIN_MS)
+            return method(request, headers=self._headers, timeout_ms=_CALL_TIMEOUT_MS)
         except ConnectError as exc:
             if exc.code != Code.UNAVAILABLE or never_connected(exc):
                 raise
         time.sleep(0.05)
         try:
-            return method(request, headers=self._headers, timeout_ms=WAIT_MS + _CALL_MARGIN_MS)
+            return method(request, headers=self._headers, timeout_ms=_CALL_TIMEOUT_MS)
         except ConnectError as exc:  # the first try broke off: the task may have got there
             raise _Lost(exc.message, maybe_ran=True) from None
 

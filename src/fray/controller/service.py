@@ -21,10 +21,12 @@ from connectrpc.errors import ConnectError
 from connectrpc.request import RequestContext
 from google.protobuf.message import Message
 
-from fray.job.rpc import convert, serving
-from fray.job.rpc import state as st
-from fray.v1 import controller_pb2 as pb
-from fray.v1.controller_connect import FrayController, FrayControllerASGIApplication
+from fray.controller import convert
+from fray.controller import state as st
+from fray.wire import auth, serving
+from fray.wire.limits import MAX_MESSAGE_BYTES
+from fray.wire.pb import controller_pb2 as pb
+from fray.wire.pb.controller_connect import FrayController, FrayControllerASGIApplication
 
 logger = logging.getLogger(__name__)
 
@@ -463,7 +465,7 @@ class ControllerServer:
         max_infra_attempts: int = 3,
         max_finished_tasks: int = 100_000,
     ) -> None:
-        serving.require_token_off_loopback(host, token, "controller")
+        auth.require_token_off_loopback(host, token, "controller")
         self.state = st.ControllerState(
             heartbeat_timeout=heartbeat_timeout,
             max_infra_attempts=max_infra_attempts,
@@ -473,7 +475,7 @@ class ControllerServer:
         self.app = FrayControllerASGIApplication(
             self.service.lifespan(),
             interceptors=serving.interceptors(token, _STATE_ERROR_CODES, "controller"),
-            read_max_bytes=serving.MAX_MESSAGE_BYTES,
+            read_max_bytes=MAX_MESSAGE_BYTES,
             codecs=[google_protobuf_binary_codec(), serving.CurlFriendlyJSONCodec()],
         )
         self._server = serving.Server(

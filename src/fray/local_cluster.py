@@ -1,6 +1,6 @@
 """A controller and worker processes on loopback: for demos, tests and benchmarks.
 
-    with LocalCluster(workers=2) as cluster:
+    with LocalFrayCluster(workers=2) as cluster:
         ctx = create_job_ctx("fray", controller_address=cluster.address)
 
 Each piece is a real process started with the `fray` command line (`python -m fray ...`); the
@@ -19,15 +19,15 @@ import threading
 import time
 from typing import IO
 
-from fray.job.rpc.client import ControllerClient
-from fray.v1 import controller_pb2 as pb
+from fray.wire.controller_client import ControllerClient
+from fray.wire.pb import controller_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
 READY_PREFIX = "fray controller listening on "
 
 
-class LocalCluster:
+class LocalFrayCluster:
     """One controller process and `workers` worker processes on 127.0.0.1."""
 
     def __init__(
@@ -52,7 +52,7 @@ class LocalCluster:
         self.controller: subprocess.Popen[str] | None = None
         self.workers: list[subprocess.Popen[str]] = []
 
-    def start(self) -> LocalCluster:
+    def start(self) -> LocalFrayCluster:
         try:
             self.start_controller()
             for _ in range(self.num_workers):
@@ -137,7 +137,7 @@ class LocalCluster:
             self.controller = None
         return codes
 
-    def __enter__(self) -> LocalCluster:
+    def __enter__(self) -> LocalFrayCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

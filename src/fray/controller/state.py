@@ -1,7 +1,7 @@
 """The controller's state machine: the task queue, the worker registry and the object store.
 
 Pure Python and single-threaded: no transport, no asyncio, no locks. The Connect service
-(`fray.job.rpc.controller`) calls these methods from its event loop and turns the exceptions below
+(`fray.controller.service`) calls these methods from its event loop and turns the exceptions below
 into Connect error codes. Time comes from an injectable clock so the machine can be tested alone.
 
 Task life cycle (every change goes through `_move`)::
@@ -34,6 +34,8 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+
+from fray.wire.limits import MAX_ID_LENGTH
 
 
 class TaskState(enum.Enum):
@@ -240,9 +242,6 @@ class _FinishedLog:
     base: int = 0
     ids: deque[str] = field(default_factory=deque)
     dropped_until: int = 0  # entries before this were dropped unread (an idle owner)
-
-
-MAX_ID_LENGTH = 128
 
 
 def _cancelled() -> TaskFailure:

@@ -7,8 +7,6 @@ background one.
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import logging
 import socket
 import threading
@@ -24,9 +22,10 @@ from connectrpc.request import RequestContext
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from fray.wire import auth
+
 logger = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 2**31 - 1  # large objects and results travel in single messages
 
 _M = TypeVar("_M", bound=Message)
 
@@ -88,11 +87,10 @@ class TokenInterceptor:
     """Requires `Authorization: Bearer <token>` on every call."""
 
     def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+        self._expected = auth.expected_authorization(token)
 
     async def on_start(self, ctx: RequestContext[Any, Any]) -> None:
-        given = ctx.request_headers.get("authorization", "").encode()
-        if not hmac.compare_digest(given, self._expected):
+        if not auth.authorized(self._expected, ctx.request_headers.get(auth.AUTHORIZATION)):
             raise ConnectError(Code.UNAUTHENTICATED, "missing or wrong bearer token")
 
     async def on_end(
@@ -108,24 +106,6 @@ def interceptors(
     chain: list[Any] = [TokenInterceptor(token)] if token else []
     chain.append(ErrorInterceptor(codes, server))
     return chain
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def require_token_off_loopback(host: str, token: str | None, what: str) -> None:
-    """Tasks are pickles: whoever reaches a controller or worker can run code on the workers."""
-    if not is_loopback(host) and not token:
-        raise ValueError(
-            f"refusing to listen on {host} without a token: set FRAY_TOKEN (or --token) "
-            f"(anyone who can reach the {what} can run code on the workers)"
-        )
 
 
 def url(host: str, port: int) -> str:

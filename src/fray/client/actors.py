@@ -1,7 +1,7 @@
 """Actor handles on the fray backend.
 
 `FrayContext.create_actor` registers the actor with the controller, which places it on a worker
-(`fray.job.rpc.actor_host`). A handle's calls go straight to that worker (`FrayWorker.CallActor`),
+(`fray.worker.actor_host`). A handle's calls go straight to that worker (`FrayWorker.CallActor`),
 queued per handle and sent in batches by one sender at a time, so calls from one handle run in
 the order they were made. The sender is a thread of the handle, or the caller itself when it
 blocks on a call's result before the thread took it (no thread hand-off for a synchronous call).
@@ -26,14 +26,15 @@ from typing import TYPE_CHECKING, Any
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
-from fray.job import errors
-from fray.job.rpc import payload
-from fray.job.rpc.direct import never_connected
-from fray.v1 import controller_pb2 as pb
-from fray.v1 import worker_pb2 as wpb
+from fray import errors
+from fray.client.direct import never_connected
+from fray.wire import payload
+from fray.wire.limits import WORKER_CALL_MARGIN_MS
+from fray.wire.pb import controller_pb2 as pb
+from fray.wire.pb import worker_pb2 as wpb
 
 if TYPE_CHECKING:
-    from fray.job.rpc.context import FrayContext
+    from fray.client.context import FrayContext
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,6 @@ READY_TIMEOUT = 60.0  # how long a call waits for its actor to be placed and bui
 _BATCH = 1000
 _RESOLVE_WAIT_MS = 10_000
 WAIT_MS = 5_000  # longest wait per CallActor/WaitActorCalls; a vanished host shows within it
-_CALL_MARGIN_MS = 2_000
 
 
 class ActorFuture(concurrent.futures.Future[Any]):
@@ -99,7 +99,7 @@ class FrayActorHandle:
 
 
 def _rebuild(address: str, actor: bytes, methods: frozenset[str]) -> FrayActorHandle:
-    from fray.job.rpc.context import context_for
+    from fray.client.context import context_for
 
     return FrayActorHandle(context_for(address), pb.Actor.FromString(actor), methods)
 
@@ -337,7 +337,7 @@ class _Caller:
                 response = client.call_actor(
                     request,
                     headers=self._ctx._workers.headers,
-                    timeout_ms=first_wait_ms + _CALL_MARGIN_MS,
+                    timeout_ms=first_wait_ms + WORKER_CALL_MARGIN_MS,
                 )
             except ConnectError as exc:
                 if exc.code == Code.NOT_FOUND or never_connected(exc):
@@ -386,7 +386,7 @@ class _Caller:
                 response = client.wait_actor_calls(
                     request,
                     headers=self._ctx._workers.headers,
-                    timeout_ms=WAIT_MS + _CALL_MARGIN_MS,
+                    timeout_ms=WAIT_MS + WORKER_CALL_MARGIN_MS,
                 )
                 if response.done:
                     self._finish(futures, response.results)

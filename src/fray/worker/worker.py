@@ -3,10 +3,10 @@
 Threads of a running worker:
 - the lease loop long-polls LeaseTasks and queues what it gets (and carries out cancellations);
 - one slot thread per unit of concurrency feeds tasks to its own executor process
-  (`fray.job.rpc.executor`) and kills it on timeout or cancellation, then starts a new one;
+  (`fray.worker.executor`) and kills it on timeout or cancellation, then starts a new one;
 - the reporter sends finished tasks back in batches (ReportResults);
 - the heartbeat thread keeps the registration alive (also while draining at shutdown);
-- a uvicorn thread serves the FrayWorker RPCs (`fray.job.rpc.worker_service`): clients send
+- a uvicorn thread serves the FrayWorker RPCs (`fray.worker.service`): clients send
   tasks straight to a free slot there (the direct path), and GET /healthz.
 
 A direct task takes a slot only when one is free; it runs like a leased task, its result goes
@@ -36,11 +36,13 @@ from typing import Any
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
-from fray.job.errors import ControllerUnavailableError
-from fray.job.rpc import executor, serving, worker_service
-from fray.job.rpc.actor_host import ActorHost
-from fray.job.rpc.client import ControllerClient, token_from_env
-from fray.v1 import controller_pb2 as pb
+from fray.errors import ControllerUnavailableError
+from fray.wire import auth, serving
+from fray.wire.controller_client import ControllerClient
+from fray.wire.pb import controller_pb2 as pb
+from fray.worker import executor
+from fray.worker import service as worker_service
+from fray.worker.actor_host import ActorHost
 
 logger = logging.getLogger(__name__)
 
@@ -283,8 +285,8 @@ class Worker:
         # Tasks can tell where they run; executors inherit the environment.
         os.environ["FRAY_WORKER_ID"] = self.worker_id
         self.shutdown_grace = shutdown_grace
-        token = token_from_env(token)
-        serving.require_token_off_loopback(host, token, "worker")
+        token = auth.token_from_env(token)
+        auth.require_token_off_loopback(host, token, "worker")
         self.client = ControllerClient(controller_address, token=token, retry_timeout=retry_timeout)
         # Code running here (tasks, actors) finds the same controller: get_default_job_ctx().
         os.environ["FRAY_CONTROLLER_ADDRESS"] = self.client.address

@@ -21,12 +21,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fray.job.rpc import executor
-from fray.v1 import controller_pb2 as pb
-from fray.v1 import worker_pb2 as wpb
+from fray.wire.pb import controller_pb2 as pb
+from fray.wire.pb import worker_pb2 as wpb
+from fray.worker import executor
 
 if TYPE_CHECKING:
-    from fray.job.rpc.worker import Worker
+    from fray.worker.worker import Worker
 
 logger = logging.getLogger(__name__)
 

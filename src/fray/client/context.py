@@ -2,7 +2,7 @@
 
 `run` pickles the call at once (so an unpicklable argument fails in the caller, naming it) and
 returns a `FrayFuture`. A task goes straight to a worker with a free slot when there is one (the
-direct path, `fray.job.rpc.direct`); otherwise a submitter thread queues tasks at the controller
+direct path, `fray.client.direct`); otherwise a submitter thread queues tasks at the controller
 in batches, and a collector thread long-polls WatchFinished to resolve futures as they finish.
 Futures never hang: a task that is lost, an unreachable controller and a controller restart all
 end them with a typed error.
@@ -26,19 +26,19 @@ from typing import Any, TypeVar
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
-from fray.job import errors
+from fray import errors
+from fray.client.actors import ActorFuture, FrayActorHandle, public_methods
+from fray.client.direct import DirectPath, WorkerClients
 from fray.job.context import (
     deadline_after,
     time_left,
     validate_actor_args,
     validate_wait_args,
 )
-from fray.job.rpc import payload
-from fray.job.rpc.actors import ActorFuture, FrayActorHandle, public_methods
-from fray.job.rpc.client import DEFAULT_RETRY_TIMEOUT, ControllerClient, token_from_env
-from fray.job.rpc.direct import DirectPath, WorkerClients
-from fray.job.rpc.payload import ObjectRef
-from fray.v1 import controller_pb2 as pb
+from fray.wire import auth, payload
+from fray.wire.controller_client import DEFAULT_RETRY_TIMEOUT, ControllerClient
+from fray.wire.payload import ObjectRef
+from fray.wire.pb import controller_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class FrayContext:
         self._client = ControllerClient(
             controller_address, token=token, retry_timeout=retry_timeout
         )
-        self._workers = WorkerClients(token_from_env(token))
+        self._workers = WorkerClients(auth.token_from_env(token))
         self._direct = (
             DirectPath(self._client, self._workers, self._finish_direct, self._requeue)
             if direct
@@ -245,7 +245,7 @@ class FrayContext:
         max_restarts: int = 0,
         **kwargs: Any,
     ) -> FrayActorHandle:
-        """Start `cls(*args, **kwargs)` on a worker; see `fray.job.rpc.actors`.
+        """Start `cls(*args, **kwargs)` on a worker; see `fray.client.actors`.
 
         `name` must be unique among live actors (ValueError), unless `get_if_exists`, which
         returns the live actor of that name. Non-detached actors are killed when this context

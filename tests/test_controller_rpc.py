@@ -27,8 +27,8 @@ import pytest
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
-from fray.controller import state as st
-from fray.controller.service import ControllerServer
+from fray.controller.records import StateError
+from fray.controller.server import ControllerServer
 from fray.wire.pb import controller_pb2 as pb
 from fray.wire.pb.controller_connect import FrayControllerClientSync
 
@@ -107,6 +107,31 @@ def wait_until_polling(client: httpx.Client, worker_id: str, before: str) -> Non
     while last_heartbeat(client, worker_id) == before:
         assert time.monotonic() < deadline, "the lease call never reached the controller"
         time.sleep(0.02)
+
+
+class PollWaits:
+    """Counts the times long polls on one of the service's signals went to sleep: a rendezvous
+    with a client's poll (which, unlike a worker's, leaves no heartbeat) that reached the
+    controller, found nothing to answer and waits."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, signal: Any) -> None:
+        self._count = 0
+        self._changed = threading.Condition()
+        real_wait = signal.wait
+
+        async def counting_wait(timeout: float) -> None:
+            with self._changed:
+                self._count += 1
+                self._changed.notify_all()
+            await real_wait(timeout)
+
+        monkeypatch.setattr(signal, "wait", counting_wait)
+
+    def until(self, count: int) -> None:
+        """Until polls went to sleep `count` times in all."""
+        with self._changed:
+            reached = self._changed.wait_for(lambda: self._count >= count, timeout=20)
+        assert reached, f"polls went to sleep {self._count} times, not {count}"
 
 
 def client_port(response: httpx.Response) -> int:
@@ -460,7 +485,6 @@ def test_waiting_lease_wakes_up_on_submit() -> None:
 
         thread, out = run_in_thread(lease)
         wait_until_polling(http, "w1", before)
-        time.sleep(0.2)
         assert thread.is_alive()  # still waiting: there is no work
         submitted = time.monotonic()
         (task_id,) = submit(http, {})
@@ -471,7 +495,9 @@ def test_waiting_lease_wakes_up_on_submit() -> None:
         assert woke < 10, woke  # woken by the submit: well before its 20 s deadline
 
 
-def test_wait_tasks_min_finished_waits_server_side(http: httpx.Client) -> None:
+def test_wait_tasks_min_finished_waits_server_side(
+    controller: ControllerServer, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ids = submit(http, {}, {}, {})
     register(http, "w1", slots=3)
     leased = {t["taskId"]: t for t in call(http, "LeaseTasks", {"workerId": "w1"})["tasks"]}
@@ -486,12 +512,12 @@ def test_wait_tasks_min_finished_waits_server_side(http: httpx.Client) -> None:
             body = {"taskIds": ids, "minFinished": 2, "waitMs": 30_000, "includeResults": True}
             return call(other, "WaitTasks", body)
 
-    started = time.monotonic()
+    waits = PollWaits(monkeypatch, controller.service._finished)
     thread, out = run_in_thread(wait)
-    time.sleep(0.3)
+    waits.until(1)  # it reached the controller and waits
     assert report_value(http, "w1", leased[ids[1]], b"one") == 1
-    time.sleep(0.3)
-    assert thread.is_alive()  # one of two: still waiting
+    waits.until(2)  # woken by the report, it found one of two and waits again
+    assert thread.is_alive()
     second = time.monotonic()
     assert report_value(http, "w1", leased[ids[0]], b"zero") == 1
     thread.join(30)
@@ -500,7 +526,7 @@ def test_wait_tasks_min_finished_waits_server_side(http: httpx.Client) -> None:
     assert {t["taskId"] for t in finished} == {ids[0], ids[1]}
     assert {unb64(t["result"]) for t in finished} == {b"zero", b"one"}
     assert out["result"]["pendingCount"] == 1
-    assert out["ended"] - started > 0.5  # it waited for the second one
+    assert out["ended"] > second  # it waited for the second one
     assert out["ended"] - second < 10  # and woke up for it, well before its 30 s deadline
 
 
@@ -529,7 +555,9 @@ def test_watch_finished_in_order_with_cursor(http: httpx.Client) -> None:
     assert 0.3 < time.monotonic() - start < 10.0  # its 400 ms, not the 30 s cap
 
 
-def test_watch_finished_wakes_up_when_a_task_finishes(http: httpx.Client) -> None:
+def test_watch_finished_wakes_up_when_a_task_finishes(
+    controller: ControllerServer, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (task_id,) = submit(http, {"owner": "me"})
     register(http, "w1")
     (leased,) = call(http, "LeaseTasks", {"workerId": "w1"})["tasks"]
@@ -538,8 +566,9 @@ def test_watch_finished_wakes_up_when_a_task_finishes(http: httpx.Client) -> Non
         with http_client_for(http) as other:
             return call(other, "WatchFinished", {"owner": "me", "cursor": 0, "waitMs": 30_000})
 
+    waits = PollWaits(monkeypatch, controller.service._finished)
     thread, out = run_in_thread(watch)
-    time.sleep(0.3)
+    waits.until(1)  # it reached the controller and waits
     assert thread.is_alive()
     reported = time.monotonic()
     report_value(http, "w1", leased, b"v")
@@ -577,7 +606,7 @@ def test_internal_error_is_safe_and_connection_survives(
         raise RuntimeError("secret detail")
 
     monkeypatch.setattr(controller.state, "busy_slots", broken)
-    with caplog.at_level(logging.ERROR, logger="fray.controller.service"):
+    with caplog.at_level(logging.ERROR, logger="fray.wire.serving"):
         response = http.post("GetClusterSummary", json={})
         by_get = get(http, "GetClusterSummary", {})
     for answer in (response, by_get):
@@ -607,7 +636,7 @@ def test_unmapped_state_error_is_still_a_connect_error(
     port = client_port(before)
 
     def odd(task_id: str) -> None:
-        raise st.StateError(f"odd problem with {task_id}")
+        raise StateError(f"odd problem with {task_id}")
 
     monkeypatch.setattr(controller.state, "get_task", odd)
     response = http.post("GetTask", json={"taskId": "t1"})
@@ -739,15 +768,18 @@ def test_non_loopback_bind_requires_token() -> None:
 # ---------------------------------------------------------------------- shutdown
 
 
-def test_stop_ends_a_waiting_long_poll(controller: ControllerServer, http: httpx.Client) -> None:
+def test_stop_ends_a_waiting_long_poll(
+    controller: ControllerServer, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (task_id,) = submit(http, {})
 
     def wait() -> httpx.Response:
         with http_client_for(http) as other:
             return other.post("WaitTasks", json={"taskIds": [task_id], "waitMs": 30_000})
 
+    waits = PollWaits(monkeypatch, controller.service._finished)
     thread, out = run_in_thread(wait)
-    time.sleep(0.4)
+    waits.until(1)  # it reached the controller and waits
     assert thread.is_alive()
     start = time.monotonic()
     controller.stop()  # waits at most 10 s for the server: a poll left open would take them
@@ -769,13 +801,14 @@ def test_stop_ends_a_waiting_lease() -> None:
     try:
         with http_client(server) as http:
             register(http, "w1")
+            before = last_heartbeat(http, "w1")
 
             def lease() -> httpx.Response:
                 with http_client(server) as other:
                     return other.post("LeaseTasks", json={"workerId": "w1", "waitMs": 20_000})
 
             thread, out = run_in_thread(lease)
-            time.sleep(0.4)
+            wait_until_polling(http, "w1", before)
             assert thread.is_alive()
             start = time.monotonic()
             server.stop()  # waits at most 10 s for the server: a poll left open would take them

@@ -12,22 +12,22 @@ from typing import Any
 
 import pytest
 
-from fray.controller.state import (
-    MAX_ID_LENGTH,
+from fray.controller.records import (
     ActorSpec,
     ActorState,
     AlreadyExists,
-    ControllerState,
-    DirectRecord,
+    DirectTaskRecord,
     ErrorKind,
     InvalidRequest,
     NotFound,
-    Outcome,
-    Task,
     TaskFailure,
+    TaskOutcome,
+    TaskRecord,
     TaskSpec,
     TaskState,
 )
+from fray.controller.state import ControllerState
+from fray.wire.limits import MAX_ID_LENGTH
 
 T0 = 1_000.0
 HEARTBEAT_TIMEOUT = 10.0
@@ -107,7 +107,7 @@ def lease_ids(
     return [t.task_id for t in leased]
 
 
-def run_one(state: ControllerState, worker_id: str, task_id: str) -> Task:
+def run_one(state: ControllerState, worker_id: str, task_id: str) -> TaskRecord:
     """Lease `task_id` (it must be next in the queue) to `worker_id`; returns the task."""
     assert lease_ids(state, worker_id) == [task_id]
     return state.tasks[task_id]
@@ -205,7 +205,7 @@ def test_lease_is_fifo(state: ControllerState) -> None:
         (task,), _ = state.lease("w")
         order.append(task.task_id)
         assert task.attempts == 1
-        assert state.report("w", [Outcome(task.task_id, 1, value=b"r")]) == 1
+        assert state.report("w", [TaskOutcome(task.task_id, 1, value=b"r")]) == 1
     assert order == ["a", "b", "c", "d"]
     assert state.lease("w") == ([], [])
 
@@ -219,7 +219,7 @@ def test_lease_respects_slots_plus_prefetch(state: ControllerState, now: list[fl
     assert state.tasks["0"].worker_id == "w"
     assert lease_ids(state, "w") == []  # full
     assert state.busy_slots() == 2
-    state.report("w", [Outcome("1", 1, value=b"")])
+    state.report("w", [TaskOutcome("1", 1, value=b"")])
     assert lease_ids(state, "w") == ["3"]
     assert state.counts[TaskState.RUNNING] == 3
     assert state.counts[TaskState.PENDING] == 6
@@ -282,8 +282,8 @@ def test_lease_held_reconciliation_requeues_missing(state: ControllerState) -> N
     assert state.tasks["a"].state is TaskState.RUNNING
     assert state.tasks["c"].state is TaskState.PENDING
     # A report for the lost attempt is now stale.
-    assert state.report("w", [Outcome("b", 1, value=b"old")]) == 0
-    assert state.report("w", [Outcome("b", 2, value=b"new")]) == 1
+    assert state.report("w", [TaskOutcome("b", 1, value=b"old")]) == 0
+    assert state.report("w", [TaskOutcome("b", 2, value=b"new")]) == 1
     assert state.tasks["b"].result == b"new"
 
 
@@ -311,7 +311,7 @@ def test_report_value_completes(state: ControllerState, now: list[float]) -> Non
     state.register_worker(worker_id="w")
     run_one(state, "w", "a")
     now[0] += 5
-    assert state.report("w", [Outcome("a", 1, value=b"result")]) == 1
+    assert state.report("w", [TaskOutcome("a", 1, value=b"result")]) == 1
     task = state.get_task("a")
     assert task.state is TaskState.COMPLETED
     assert task.result == b"result"
@@ -330,7 +330,7 @@ def test_user_error_without_retries_fails(state: ControllerState) -> None:
     state.submit([spec("a")])
     state.register_worker(worker_id="w")
     run_one(state, "w", "a")
-    assert state.report("w", [Outcome("a", 1, error=user_error("bad input"))]) == 1
+    assert state.report("w", [TaskOutcome("a", 1, error=user_error("bad input"))]) == 1
     task = state.get_task("a")
     assert task.state is TaskState.FAILED
     assert task.error is not None and task.error.kind is ErrorKind.USER
@@ -343,7 +343,7 @@ def test_user_error_with_one_retry(state: ControllerState) -> None:
     state.submit([spec("a", max_retries=1), spec("b")])
     state.register_worker(worker_id="w")
     run_one(state, "w", "a")
-    state.report("w", [Outcome("a", 1, error=user_error("first"))])
+    state.report("w", [TaskOutcome("a", 1, error=user_error("first"))])
     task = state.get_task("a")
     assert task.state is TaskState.PENDING
     assert task.error is not None and task.error.message == "first"  # kept while retried
@@ -351,7 +351,7 @@ def test_user_error_with_one_retry(state: ControllerState) -> None:
     # The retried task goes ahead of "b" (it is older).
     run_one(state, "w", "a")
     assert task.attempts == 2
-    state.report("w", [Outcome("a", 2, error=user_error("second"))])
+    state.report("w", [TaskOutcome("a", 2, error=user_error("second"))])
     assert task.state is TaskState.FAILED
     assert task.error is not None and task.error.message == "second"
     assert task.user_failures == 2
@@ -362,9 +362,9 @@ def test_user_retry_then_success(state: ControllerState) -> None:
     state.submit([spec("a", max_retries=2)])
     state.register_worker(worker_id="w")
     run_one(state, "w", "a")
-    state.report("w", [Outcome("a", 1, error=user_error())])
+    state.report("w", [TaskOutcome("a", 1, error=user_error())])
     run_one(state, "w", "a")
-    state.report("w", [Outcome("a", 2, value=b"ok")])
+    state.report("w", [TaskOutcome("a", 2, value=b"ok")])
     task = state.get_task("a")
     assert task.state is TaskState.COMPLETED
     assert task.result == b"ok"
@@ -376,7 +376,7 @@ def test_timeout_and_deserialization_errors_fail(state: ControllerState, kind: E
     state.submit([spec("a")])
     state.register_worker(worker_id="w")
     run_one(state, "w", "a")
-    state.report("w", [Outcome("a", 1, error=TaskFailure(kind, "T", "m"))])
+    state.report("w", [TaskOutcome("a", 1, error=TaskFailure(kind, "T", "m"))])
     task = state.get_task("a")
     assert task.state is TaskState.FAILED
     assert task.error is not None and task.error.kind is kind
@@ -388,14 +388,14 @@ def test_worker_lost_errors_retried_until_budget(state: ControllerState) -> None
     state.register_worker(worker_id="w1")
     for attempt in (1, 2):
         run_one(state, "w1", "task-a")
-        state.report("w1", [Outcome("task-a", attempt, error=lost_error("w1"))])
+        state.report("w1", [TaskOutcome("task-a", attempt, error=lost_error("w1"))])
         task = state.get_task("task-a")
         assert task.state is TaskState.PENDING
         assert task.infra_failures == attempt
         assert task.user_failures == 0
         check_consistent(state)
     run_one(state, "w1", "task-a")
-    state.report("w1", [Outcome("task-a", 3, error=lost_error("w1"))])
+    state.report("w1", [TaskOutcome("task-a", 3, error=lost_error("w1"))])
     task = state.get_task("task-a")
     assert task.state is TaskState.FAILED
     assert task.infra_failures == 3
@@ -416,7 +416,7 @@ def test_worker_lost_report_without_worker_id_names_the_reporting_worker(
     state.register_worker(worker_id="w1")
     run_one(state, "w1", "task-a")
     failure = TaskFailure(ErrorKind.WORKER_LOST, "ExecutorDied", "executor died")
-    state.report("w1", [Outcome("task-a", 1, error=failure)])
+    state.report("w1", [TaskOutcome("task-a", 1, error=failure)])
     task = state.get_task("task-a")
     assert task.state is TaskState.FAILED
     assert task.error is not None
@@ -431,17 +431,17 @@ def test_stale_reports_are_ignored(state: ControllerState) -> None:
     run_one(state, "w1", "a")
     run_one(state, "w2", "b")
     outcomes = [
-        Outcome("a", 2, value=b"wrong attempt"),
-        Outcome("a", 0, value=b"wrong attempt"),
-        Outcome("b", 1, value=b"wrong worker"),  # b is w2's
-        Outcome("nope", 1, value=b"unknown task"),
+        TaskOutcome("a", 2, value=b"wrong attempt"),
+        TaskOutcome("a", 0, value=b"wrong attempt"),
+        TaskOutcome("b", 1, value=b"wrong worker"),  # b is w2's
+        TaskOutcome("nope", 1, value=b"unknown task"),
     ]
     assert state.report("w1", outcomes) == 0
     assert state.tasks["a"].state is TaskState.RUNNING
     assert state.tasks["b"].state is TaskState.RUNNING
-    assert state.report("w1", [Outcome("a", 1, value=b"x")]) == 1
+    assert state.report("w1", [TaskOutcome("a", 1, value=b"x")]) == 1
     # A second report of the same (now finished) attempt is stale too.
-    assert state.report("w1", [Outcome("a", 1, error=user_error())]) == 0
+    assert state.report("w1", [TaskOutcome("a", 1, error=user_error())]) == 0
     assert state.tasks["a"].state is TaskState.COMPLETED
     assert state.tasks["a"].result == b"x"
     assert state.workers["w1"].tasks_failed == 0
@@ -456,7 +456,7 @@ def test_handed_back_requeues_without_using_budget(state: ControllerState) -> No
     state.submit([spec("a"), spec("b")])
     state.register_worker(worker_id="w")
     run_one(state, "w", "a")
-    assert state.report("w", [Outcome("a", 1, handed_back=True)]) == 1
+    assert state.report("w", [TaskOutcome("a", 1, handed_back=True)]) == 1
     task = state.get_task("a")
     assert task.state is TaskState.PENDING
     assert task.user_failures == 0 and task.infra_failures == 0
@@ -472,7 +472,7 @@ def test_many_handbacks_never_fail_the_task(make_state: MakeState) -> None:
     state.register_worker(worker_id="w")
     for attempt in range(1, 6):
         run_one(state, "w", "a")
-        state.report("w", [Outcome("a", attempt, handed_back=True)])
+        state.report("w", [TaskOutcome("a", attempt, handed_back=True)])
         assert state.tasks["a"].state is TaskState.PENDING
     check_consistent(state)
 
@@ -504,7 +504,7 @@ def test_cancel_finished_task_is_a_no_op(state: ControllerState) -> None:
     state.submit([spec("a")])
     state.register_worker(worker_id="w")
     run_one(state, "w", "a")
-    state.report("w", [Outcome("a", 1, value=b"v")])
+    state.report("w", [TaskOutcome("a", 1, value=b"v")])
     (task,) = state.cancel(["a"])
     assert task.state is TaskState.COMPLETED
     assert task.result == b"v"
@@ -521,7 +521,9 @@ def test_cancel_running_delivered_once_via_heartbeat(state: ControllerState) -> 
     state.cancel(["a"])  # asking twice delivers once
     assert state.heartbeat("w") == ["a"]
     assert state.heartbeat("w") == []
-    assert state.report("w", [Outcome("a", 1, error=TaskFailure(ErrorKind.CANCELLED, "C", "c"))])
+    assert state.report(
+        "w", [TaskOutcome("a", 1, error=TaskFailure(ErrorKind.CANCELLED, "C", "c"))]
+    )
     assert task.state is TaskState.CANCELLED
     assert task.error is not None and task.error.kind is ErrorKind.CANCELLED
     assert state.workers["w"].task_ids == {}
@@ -543,7 +545,7 @@ def test_value_report_of_cancel_requested_task_is_cancelled(state: ControllerSta
     state.register_worker(worker_id="w")
     run_one(state, "w", "a")
     state.cancel(["a"])
-    assert state.report("w", [Outcome("a", 1, value=b"finished anyway")]) == 1
+    assert state.report("w", [TaskOutcome("a", 1, value=b"finished anyway")]) == 1
     task = state.get_task("a")
     assert task.state is TaskState.CANCELLED
     assert task.result is None
@@ -557,7 +559,7 @@ def test_user_error_of_cancel_requested_task_is_cancelled_not_retried(
     state.register_worker(worker_id="w")
     run_one(state, "w", "a")
     state.cancel(["a"])
-    state.report("w", [Outcome("a", 1, error=user_error())])
+    state.report("w", [TaskOutcome("a", 1, error=user_error())])
     assert state.tasks["a"].state is TaskState.CANCELLED
 
 
@@ -566,7 +568,7 @@ def test_handed_back_cancel_requested_task_is_cancelled(state: ControllerState) 
     state.register_worker(worker_id="w")
     run_one(state, "w", "a")
     state.cancel(["a"])
-    state.report("w", [Outcome("a", 1, handed_back=True)])
+    state.report("w", [TaskOutcome("a", 1, handed_back=True)])
     assert state.tasks["a"].state is TaskState.CANCELLED
 
 
@@ -695,7 +697,7 @@ def test_reregister_same_id_drops_tasks_as_lost(state: ControllerState) -> None:
     assert task.error is not None and task.error.kind is ErrorKind.WORKER_LOST
     assert "re-registered" in task.error.message
     # A late report from the old incarnation is stale.
-    assert state.report("w", [Outcome("a", 1, value=b"late")]) == 0
+    assert state.report("w", [TaskOutcome("a", 1, value=b"late")]) == 0
     assert lease_ids(state, "w") == ["a", "b"]
     assert task.attempts == 2
 
@@ -722,9 +724,9 @@ def test_counts_stay_consistent_through_a_mixed_history(
     check_consistent(state)
     w1 = list(state.workers["w1"].task_ids)
     w2 = list(state.workers["w2"].task_ids)
-    state.report("w1", [Outcome(w1[0], 1, value=b"")])
-    state.report("w1", [Outcome(w1[1], 1, error=user_error())])  # retried
-    state.report("w2", [Outcome(w2[0], 1, handed_back=True)])
+    state.report("w1", [TaskOutcome(w1[0], 1, value=b"")])
+    state.report("w1", [TaskOutcome(w1[1], 1, error=user_error())])  # retried
+    state.report("w2", [TaskOutcome(w2[0], 1, handed_back=True)])
     check_consistent(state)
     state.cancel(["11", w1[2]])
     check_consistent(state)
@@ -737,7 +739,7 @@ def test_counts_stay_consistent_through_a_mixed_history(
     check_consistent(state)
     state.register_worker(worker_id="w3", slots=20)
     leased, _ = state.lease("w3")
-    state.report("w3", [Outcome(t.task_id, t.attempts, value=b"") for t in leased])
+    state.report("w3", [TaskOutcome(t.task_id, t.attempts, value=b"") for t in leased])
     check_consistent(state)
     assert state.counts[TaskState.PENDING] == 0
     assert state.counts[TaskState.RUNNING] == 0
@@ -766,7 +768,9 @@ def test_list_tasks_filters(state: ControllerState) -> None:
 def _finish(state: ControllerState, worker_id: str, task_ids: list[str]) -> None:
     for task_id in task_ids:
         task = state.tasks[task_id]
-        assert state.report(worker_id, [Outcome(task_id, task.attempts, value=task_id.encode())])
+        assert state.report(
+            worker_id, [TaskOutcome(task_id, task.attempts, value=task_id.encode())]
+        )
 
 
 def test_read_finished_in_finishing_order(state: ControllerState) -> None:
@@ -805,8 +809,7 @@ def test_read_finished_limit_and_acknowledgement(state: ControllerState) -> None
     tasks, cursor, _ = state.read_finished("me", 2, 2)
     assert [t.task_id for t in tasks] == ["c"] and cursor == 3
     # Reading from 2 acknowledged a and b: the log forgot them, the positions stay.
-    log = state._finished_logs["me"]
-    assert log.base == 2 and list(log.ids) == ["c"]
+    assert state._finished_logs.kept("me") == (2, ["c"])
     assert state.finished_count("me") == 3
     assert state.read_finished("me", 3, 2) == ([], 3, False)
     assert state.finished_count("me") == 3
@@ -890,12 +893,12 @@ def test_finished_logs_of_owners_that_stopped_reading_expire(
     state.submit([spec("x", owner="reader")])
     for _ in range(21):
         (task,), _ = state.lease("w")
-        state.report("w", [Outcome(task.task_id, 1, value=b"")])
+        state.report("w", [TaskOutcome(task.task_id, 1, value=b"")])
     assert len(state.tasks) == 5
     now[0] += 100
     state.read_finished("reader", 0, 10)
     assert state.expire_finished_logs(max_idle=50) == 1
-    assert not state._finished_logs["gone"].ids
+    assert state._finished_logs.kept("gone")[1] == []
     assert state.expire_finished_logs(max_idle=50) == 0
     # The idle owner comes back: nothing to read, but it learns that it missed 20 entries.
     assert state.read_finished("gone", 0, 10) == ([], 20, True)
@@ -903,7 +906,7 @@ def test_finished_logs_of_owners_that_stopped_reading_expire(
     # New entries continue at the old positions.
     state.submit([spec("late", owner="gone")])
     (task,), _ = state.lease("w")
-    state.report("w", [Outcome(task.task_id, 1, value=b"")])
+    state.report("w", [TaskOutcome(task.task_id, 1, value=b"")])
     tasks, cursor, dropped = state.read_finished("gone", 20, 10)
     assert [t.task_id for t in tasks] == ["late"] and cursor == 21 and not dropped
 
@@ -933,16 +936,16 @@ def test_illegal_transitions_raise(state: ControllerState) -> None:
     state.submit([spec("a"), spec("b")])
     state.register_worker(worker_id="w")
     run_one(state, "w", "a")
-    state.report("w", [Outcome("a", 1, value=b"")])
+    state.report("w", [TaskOutcome("a", 1, value=b"")])
     done, pending = state.tasks["a"], state.tasks["b"]
     before = dict(state.counts)
     for to in TaskState:
         with pytest.raises(AssertionError, match="illegal move"):
-            state._move(done, to)
+            state.transitions.move(done, to)
     with pytest.raises(AssertionError, match="PENDING"):
-        state._move(pending, TaskState.COMPLETED)
+        state.transitions.move(pending, TaskState.COMPLETED)
     with pytest.raises(AssertionError):
-        state._move(pending, TaskState.PENDING)
+        state.transitions.move(pending, TaskState.PENDING)
     assert state.counts == before
     assert done.state is TaskState.COMPLETED and pending.state is TaskState.PENDING
 
@@ -950,9 +953,9 @@ def test_illegal_transitions_raise(state: ControllerState) -> None:
 # ---------------------------------------------------------------------- the direct path
 
 
-def direct(task_id: str, state: TaskState = TaskState.COMPLETED, **kwargs: Any) -> DirectRecord:
+def direct(task_id: str, state: TaskState = TaskState.COMPLETED, **kwargs: Any) -> DirectTaskRecord:
     spec = TaskSpec(function=b"", args=b"", task_id=task_id, owner="me", name="f")
-    return DirectRecord(spec=spec, state=state, started_at=T0 - 1, finished_at=T0, **kwargs)
+    return DirectTaskRecord(spec=spec, state=state, started_at=T0 - 1, finished_at=T0, **kwargs)
 
 
 def test_direct_tasks_are_recorded_finished_and_counted(state: ControllerState) -> None:
@@ -1002,10 +1005,10 @@ def test_infra_failures_on_the_direct_path_count_against_the_budget(
     state.submit([spec("a", infra_failures=1), spec("b", infra_failures=99)])
     (a,), _ = state.lease("w")
     assert a.attempts == 2
-    state.report("w", [Outcome("a", 2, error=lost_error("w"))])
+    state.report("w", [TaskOutcome("a", 2, error=lost_error("w"))])
     (a_again,), _ = state.lease("w")  # 2 of 3 failures: one more try
     assert a_again.task_id == "a"
-    state.report("w", [Outcome("a", 3, error=lost_error("w"))])
+    state.report("w", [TaskOutcome("a", 3, error=lost_error("w"))])
     assert state.get_task("a").state is TaskState.FAILED
     # More failures than the budget: it still gets one try here.
     (b,), _ = state.lease("w")
@@ -1032,7 +1035,7 @@ def test_a_replaced_direct_record_does_not_shorten_the_queued_tasks_stay(
     state.record_direct("w", [direct("a")])
     state.submit([spec("a")])
     (task,), _ = state.lease("w")
-    state.report("w", [Outcome("a", task.attempts, value=b"v")])
+    state.report("w", [TaskOutcome("a", task.attempts, value=b"v")])
     state.record_direct("w", [direct("b")])  # two finished tasks: within the limit
     assert state.get_task("a").state is TaskState.COMPLETED
     assert state.get_task("b").direct
@@ -1055,6 +1058,21 @@ def test_an_actor_waits_for_a_worker_then_is_placed_and_ready(state: ControllerS
     assert state.take_actor_orders("w") == ([], [])  # handed out once
     assert state.report_actor("w", actor.actor_id, 1, ActorState.READY)
     assert actor.state is ActorState.READY
+
+
+def test_illegal_actor_transitions_raise(state: ControllerState) -> None:
+    state.register_worker(worker_id="w", slots=1)
+    dead, _ = state.create_actor(actor_spec())
+    state.kill_actor(dead.actor_id)
+    creating, _ = state.create_actor(actor_spec("kept"))
+    for to in ActorState:
+        with pytest.raises(AssertionError, match="illegal move of actor"):
+            state.transitions.move_actor(dead, to)
+    with pytest.raises(AssertionError, match="CREATING"):
+        state.transitions.move_actor(creating, ActorState.PENDING)
+    assert (dead.state, creating.state) == (ActorState.DEAD, ActorState.CREATING)
+    assert state.workers["w"].actor_ids == {creating.actor_id: None}
+    assert state.get_actor(name="kept") is creating
 
 
 def test_actors_spread_over_workers(state: ControllerState) -> None:

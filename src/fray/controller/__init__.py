@@ -1,9 +1,20 @@
 """The fray controller process: the task queue, the worker registry, objects and actors.
 
-- ``state``: ``ControllerState``, the state machine (plain single-threaded Python, no I/O);
-- ``convert``: state records to and from protobuf messages;
+The state machine (plain single-threaded Python, no I/O):
+
+- ``state``: ``ControllerState``, the one object the service calls (a façade over the rest);
+- ``transitions``: the legal moves of tasks and actors, and what every move updates;
+- ``task_lifecycle``, ``actor_lifecycle``: the rules deciding when tasks and actors move;
+- ``tasks``, ``workers``, ``objects``, ``finished_log``, ``actors``: the registries;
+- ``records``: the records, states and request errors they share.
+
+Serving it:
+
+- ``convert``: records to and from protobuf messages;
+- ``long_poll``: the signals and wait loop behind the long-polling RPCs;
 - ``service``: ``ControllerService``, the ``fray.v1.FrayController`` Connect service over the
-  state (long polls, error codes), and ``ControllerServer``, which serves it with uvicorn.
+  state;
+- ``server``: ``ControllerServer``, which serves it with uvicorn (``fray controller``).
 
 Imports ``fray.wire`` only; nothing here imports the worker or the client.
 """

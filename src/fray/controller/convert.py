@@ -1,17 +1,17 @@
-"""Conversions between the wire (protobuf messages) and the state machine's plain objects."""
+"""Conversions between the wire (protobuf messages) and the state machine's records."""
 
 from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from fray.controller import state as st
+from fray.controller import records as rec
 from fray.wire.pb import controller_pb2 as pb
 
-STATE_TO_PB = {s: pb.TaskState.Value(f"TASK_STATE_{s.value}") for s in st.TaskState}
+STATE_TO_PB = {s: pb.TaskState.Value(f"TASK_STATE_{s.value}") for s in rec.TaskState}
 PB_TO_STATE = {v: k for k, v in STATE_TO_PB.items()}
-ACTOR_STATE_TO_PB = {s: pb.ActorState.Value(f"ACTOR_STATE_{s.value}") for s in st.ActorState}
+ACTOR_STATE_TO_PB = {s: pb.ActorState.Value(f"ACTOR_STATE_{s.value}") for s in rec.ActorState}
 PB_TO_ACTOR_STATE = {v: k for k, v in ACTOR_STATE_TO_PB.items()}
-_KIND_TO_PB = {k: pb.ErrorKind.Value(f"ERROR_KIND_{k.value}") for k in st.ErrorKind}
+_KIND_TO_PB = {k: pb.ErrorKind.Value(f"ERROR_KIND_{k.value}") for k in rec.ErrorKind}
 _PB_TO_KIND = {v: k for k, v in _KIND_TO_PB.items()}
 
 
@@ -23,7 +23,7 @@ def _timestamp(seconds: float | None) -> Timestamp | None:
     return ts
 
 
-def failure_to_pb(failure: st.TaskFailure) -> pb.TaskError:
+def failure_to_pb(failure: rec.TaskFailure) -> pb.TaskError:
     return pb.TaskError(
         kind=_KIND_TO_PB[failure.kind],
         type=failure.type,
@@ -34,11 +34,11 @@ def failure_to_pb(failure: st.TaskFailure) -> pb.TaskError:
     )
 
 
-def failure_from_pb(error: pb.TaskError) -> st.TaskFailure:
+def failure_from_pb(error: pb.TaskError) -> rec.TaskFailure:
     kind = _PB_TO_KIND.get(error.kind)
     if kind is None:
-        raise st.InvalidRequest(f"error kind {error.kind} is not a valid ErrorKind")
-    return st.TaskFailure(
+        raise rec.InvalidRequest(f"error kind {error.kind} is not a valid ErrorKind")
+    return rec.TaskFailure(
         kind=kind,
         type=error.type,
         message=error.message,
@@ -48,7 +48,7 @@ def failure_from_pb(error: pb.TaskError) -> st.TaskFailure:
     )
 
 
-def task_to_pb(task: st.Task, include_result: bool = False) -> pb.Task:
+def task_to_pb(task: rec.TaskRecord, include_result: bool = False) -> pb.Task:
     return pb.Task(
         task_id=task.task_id,
         name=task.spec.name,
@@ -67,7 +67,7 @@ def task_to_pb(task: st.Task, include_result: bool = False) -> pb.Task:
     )
 
 
-def worker_to_pb(worker: st.Worker) -> pb.Worker:
+def worker_to_pb(worker: rec.WorkerRecord) -> pb.Worker:
     return pb.Worker(
         worker_id=worker.worker_id,
         address=worker.address,
@@ -85,7 +85,21 @@ def worker_to_pb(worker: st.Worker) -> pb.Worker:
     )
 
 
-def leased_to_pb(task: st.Task) -> pb.LeasedTask:
+def task_spec_from_pb(spec: pb.TaskSpec) -> rec.TaskSpec:
+    return rec.TaskSpec(
+        function=spec.function,
+        args=spec.args,
+        task_id=spec.task_id,
+        name=spec.name,
+        object_ids=tuple(spec.object_ids),
+        timeout_seconds=spec.timeout_seconds,
+        max_retries=spec.max_retries,
+        owner=spec.owner,
+        infra_failures=spec.infra_failures,
+    )
+
+
+def leased_to_pb(task: rec.TaskRecord) -> pb.LeasedTask:
     return pb.LeasedTask(
         task_id=task.task_id,
         attempt=task.attempts,
@@ -97,11 +111,11 @@ def leased_to_pb(task: st.Task) -> pb.LeasedTask:
     )
 
 
-def outcome_from_pb(result: pb.TaskResult) -> st.Outcome:
+def outcome_from_pb(result: pb.TaskResult) -> rec.TaskOutcome:
     which = result.WhichOneof("outcome")
     if which is None:
-        raise st.InvalidRequest(f"result for task {result.task_id} has no outcome")
-    return st.Outcome(
+        raise rec.InvalidRequest(f"result for task {result.task_id} has no outcome")
+    return rec.TaskOutcome(
         task_id=result.task_id,
         attempt=result.attempt,
         value=result.value if which == "value" else None,
@@ -110,12 +124,12 @@ def outcome_from_pb(result: pb.TaskResult) -> st.Outcome:
     )
 
 
-def direct_from_pb(task: pb.DirectTask) -> st.DirectRecord:
+def direct_from_pb(task: pb.DirectTask) -> rec.DirectTaskRecord:
     state = PB_TO_STATE.get(task.state)
     if state is None or not state.finished:
-        raise st.InvalidRequest(f"direct task {task.task_id}: state must be a finished one")
-    return st.DirectRecord(
-        spec=st.TaskSpec(
+        raise rec.InvalidRequest(f"direct task {task.task_id}: state must be a finished one")
+    return rec.DirectTaskRecord(
+        spec=rec.TaskSpec(
             function=b"",
             args=b"",
             task_id=task.task_id,
@@ -130,8 +144,8 @@ def direct_from_pb(task: pb.DirectTask) -> st.DirectRecord:
     )
 
 
-def actor_spec_from_pb(spec: pb.ActorSpec) -> st.ActorSpec:
-    return st.ActorSpec(
+def actor_spec_from_pb(spec: pb.ActorSpec) -> rec.ActorSpec:
+    return rec.ActorSpec(
         cls=spec.cls,
         args=spec.args,
         actor_id=spec.actor_id,
@@ -144,7 +158,7 @@ def actor_spec_from_pb(spec: pb.ActorSpec) -> st.ActorSpec:
     )
 
 
-def actor_start_to_pb(actor: st.Actor) -> pb.ActorSpec:
+def actor_start_to_pb(actor: rec.ActorRecord) -> pb.ActorSpec:
     spec = actor.spec
     return pb.ActorSpec(
         actor_id=spec.actor_id,
@@ -160,7 +174,7 @@ def actor_start_to_pb(actor: st.Actor) -> pb.ActorSpec:
     )
 
 
-def actor_to_pb(actor: st.Actor, address: str) -> pb.Actor:
+def actor_to_pb(actor: rec.ActorRecord, address: str) -> pb.Actor:
     return pb.Actor(
         actor_id=actor.actor_id,
         name=actor.spec.name,

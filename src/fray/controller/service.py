@@ -1,9 +1,9 @@
-"""The FrayController Connect service and the server that runs it.
+"""`ControllerService`: the `fray.v1.FrayController` Connect RPCs over one `ControllerState`.
 
-`ControllerService` translates protobuf requests into calls on `ControllerState` (the state
-machine) and implements the long polls; `ControllerServer` serves it with uvicorn, in the calling
-thread (`run`, the `fray controller` command) or in a background thread (`start`, for tests and
-local clusters).
+Each RPC turns its request message into calls on the state machine and the answer back into a
+message (`convert`); request errors raised by the state become Connect codes in the server's
+interceptor (`server`). The long polls (LeaseTasks, WaitTasks, WatchFinished, GetActor) sleep
+on broadcast signals that the mutating RPCs fire. A background reaper expires silent workers.
 """
 
 from __future__ import annotations
@@ -16,61 +16,39 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Any, TypeVar
 
 from connectrpc.code import Code
-from connectrpc.compat import google_protobuf_binary_codec
 from connectrpc.errors import ConnectError
 from connectrpc.request import RequestContext
-from google.protobuf.message import Message
 
-from fray.controller import convert
-from fray.controller import state as st
-from fray.wire import auth, serving
-from fray.wire.limits import MAX_MESSAGE_BYTES
+from fray.controller import convert, long_poll
+from fray.controller.long_poll import Signal
+from fray.controller.records import ActorRecord, ActorState, InvalidRequest, TaskRecord
+from fray.controller.state import ControllerState
 from fray.wire.pb import controller_pb2 as pb
-from fray.wire.pb.controller_connect import FrayController, FrayControllerASGIApplication
+from fray.wire.pb.controller_connect import FrayController
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PORT = 8265
 FINISHED_LOG_IDLE_SECONDS = 3600.0  # a client silent this long is gone: forget its log
 
 _T = TypeVar("_T")
-_M = TypeVar("_M", bound=Message)
-
-# ---------------------------------------------------------------------- long-poll plumbing
-
-
-class _Signal:
-    """A broadcast wake-up: `wait` sleeps until the next `fire` or a timeout."""
-
-    def __init__(self) -> None:
-        self._future: asyncio.Future[None] | None = None
-
-    async def wait(self, timeout: float) -> None:
-        if self._future is None:
-            self._future = asyncio.get_running_loop().create_future()
-        await asyncio.wait([self._future], timeout=timeout)
-
-    def fire(self) -> None:
-        if self._future is not None:
-            self._future.set_result(None)
-            self._future = None
 
 
 class ControllerService(FrayController):
     """The FrayController RPCs over one `ControllerState`."""
 
-    def __init__(self, state: st.ControllerState, *, max_wait_seconds: float = 30.0) -> None:
+    def __init__(self, state: ControllerState, *, max_wait_seconds: float = 30.0) -> None:
         self.state = state
         self.controller_id = uuid.uuid4().hex[:12]
         # Workers must call at least this often; their lease long polls are capped to it.
         self.heartbeat_interval = state.heartbeat_timeout / 3
         self.max_wait_seconds = max_wait_seconds
         self.closing = False
-        # Long polls sleep on one of two signals: workers wait for work (or cancellations),
-        # clients for finished tasks. A mutation fires the ones it may concern.
-        self._work = _Signal()
-        self._finished = _Signal()
-        self._actors = _Signal()  # for GetActor waits
+        # Long polls sleep on one of three signals: workers wait for work (or cancellations or
+        # actor orders), clients for finished tasks or actors. A mutation fires the ones it may
+        # concern.
+        self._work = Signal()
+        self._finished = Signal()
+        self._actors = Signal()  # for GetActor waits
 
     async def lifespan(self) -> AsyncGenerator[ControllerService]:
         """Runs the worker reaper for as long as the server runs."""
@@ -127,24 +105,14 @@ class ControllerService(FrayController):
         wait_ms: int,
         ctx: RequestContext[Any, Any],
         check: Callable[[], _T | None],
-        signal: _Signal,
+        signal: Signal,
         cap_seconds: float | None = None,
     ) -> _T | None:
         """Call `check` now and after every change until it returns non-None or time is up."""
         self._check_open()
-        loop = asyncio.get_running_loop()
-        wait = min(wait_ms / 1000, cap_seconds or self.max_wait_seconds)
-        client_timeout_ms = ctx.timeout_ms
-        if client_timeout_ms is not None:  # answer before the client gives up
-            wait = min(wait, max(0.0, client_timeout_ms / 1000 - 0.2))
-        deadline = loop.time() + wait
-        while True:
-            result = check()
-            remaining = deadline - loop.time()
-            if result is not None or remaining <= 0:
-                return result
-            await signal.wait(remaining)
-            self._check_open()
+        cap = cap_seconds or self.max_wait_seconds
+        seconds = long_poll.poll_seconds(wait_ms, cap, ctx.timeout_ms)
+        return await long_poll.poll(check, signal, seconds, self._check_open)
 
     # ------------------------------------------------------------------ clients
 
@@ -152,21 +120,7 @@ class ControllerService(FrayController):
         self, request: pb.SubmitTasksRequest, ctx: RequestContext[Any, Any]
     ) -> pb.SubmitTasksResponse:
         self._check_open()
-        specs = [
-            st.TaskSpec(
-                function=t.function,
-                args=t.args,
-                task_id=t.task_id,
-                name=t.name,
-                object_ids=tuple(t.object_ids),
-                timeout_seconds=t.timeout_seconds,
-                max_retries=t.max_retries,
-                owner=t.owner,
-                infra_failures=t.infra_failures,
-            )
-            for t in request.tasks
-        ]
-        ids = self.state.submit(specs)
+        ids = self.state.submit([convert.task_spec_from_pb(t) for t in request.tasks])
         self._mutated(finished=False)
         return pb.SubmitTasksResponse(task_ids=ids, controller_id=self.controller_id)
 
@@ -181,12 +135,12 @@ class ControllerService(FrayController):
     ) -> pb.WaitTasksResponse:
         ids = list(dict.fromkeys(request.task_ids))
         if not ids:
-            raise st.InvalidRequest("task_ids is empty")
+            raise InvalidRequest("task_ids is empty")
         if request.min_finished < 0:
-            raise st.InvalidRequest("min_finished must be >= 0")
+            raise InvalidRequest("min_finished must be >= 0")
         wanted = min(request.min_finished or len(ids), len(ids))
 
-        def check() -> tuple[list[st.Task], int] | None:
+        def check() -> tuple[list[TaskRecord], int] | None:
             finished, pending = self.state.finished_among(ids)
             return (finished, pending) if len(finished) >= wanted else None
 
@@ -207,7 +161,7 @@ class ControllerService(FrayController):
             return True if self.state.finished_count(owner) != cursor else None
 
         if not owner:
-            raise st.InvalidRequest("owner is empty")
+            raise InvalidRequest("owner is empty")
         if request.controller_id and request.controller_id != self.controller_id:
             # The cursor belongs to a controller before a restart: say who we are, start over.
             return pb.WatchFinishedResponse(next_cursor=0, controller_id=self.controller_id)
@@ -232,10 +186,10 @@ class ControllerService(FrayController):
         self, request: pb.ListTasksRequest, ctx: RequestContext[Any, Any]
     ) -> pb.ListTasksResponse:
         if request.limit < 0:
-            raise st.InvalidRequest("limit must be >= 0")
+            raise InvalidRequest("limit must be >= 0")
         state = convert.PB_TO_STATE.get(request.state)
         if state is None and request.state != pb.TASK_STATE_UNSPECIFIED:
-            raise st.InvalidRequest(f"unknown task state {request.state}")
+            raise InvalidRequest(f"unknown task state {request.state}")
         tasks = self.state.list_tasks(state, request.worker_id, request.limit or 1000)
         return pb.ListTasksResponse(tasks=[convert.task_to_pb(t) for t in tasks])
 
@@ -311,7 +265,7 @@ class ControllerService(FrayController):
             hosted = []
             for update in request.hosted_actors:
                 state = convert.PB_TO_ACTOR_STATE.get(update.state)
-                if state not in (st.ActorState.CREATING, st.ActorState.READY):
+                if state not in (ActorState.CREATING, ActorState.READY):
                     raise ConnectError(
                         Code.INVALID_ARGUMENT,
                         f"hosted actor {update.actor_id}: state must be CREATING or READY",
@@ -355,7 +309,7 @@ class ControllerService(FrayController):
         self.state.heartbeat(request.worker_id)  # not_found: the worker must register again
         for update in request.updates:
             state = convert.PB_TO_ACTOR_STATE.get(update.state)
-            if state not in (st.ActorState.READY, st.ActorState.FAILED, st.ActorState.DEAD):
+            if state not in (ActorState.READY, ActorState.FAILED, ActorState.DEAD):
                 raise ConnectError(
                     Code.INVALID_ARGUMENT,
                     f"actor {update.actor_id}: state must be READY, FAILED or DEAD",
@@ -369,7 +323,7 @@ class ControllerService(FrayController):
 
     # ------------------------------------------------------------------ actors
 
-    def _actor_pb(self, actor: st.Actor) -> pb.Actor:
+    def _actor_pb(self, actor: ActorRecord) -> pb.Actor:
         worker = self.state.workers.get(actor.worker_id)
         return convert.actor_to_pb(actor, worker.address if worker is not None else "")
 
@@ -389,8 +343,8 @@ class ControllerService(FrayController):
             raise ConnectError(Code.INVALID_ARGUMENT, "give actor_id or name")
         actor = self.state.get_actor(request.actor_id, request.name)
 
-        def check() -> st.Actor | None:
-            ready = actor.state is st.ActorState.READY
+        def check() -> ActorRecord | None:
+            ready = actor.state is ActorState.READY
             if not actor.state.live or (ready and actor.incarnation >= request.min_incarnation):
                 return actor
             return None
@@ -436,77 +390,3 @@ class ControllerService(FrayController):
             object_bytes=sum(len(b) for b in s.objects.values()),
             controller_id=self.controller_id,
         )
-
-
-_STATE_ERROR_CODES: dict[type[Exception], Code] = {
-    st.InvalidRequest: Code.INVALID_ARGUMENT,
-    st.NotFound: Code.NOT_FOUND,
-    st.AlreadyExists: Code.ALREADY_EXISTS,
-}
-
-
-# ---------------------------------------------------------------------- server
-
-
-class ControllerServer:
-    """A FrayController served by uvicorn on `host:port` (port 0 picks a free port).
-
-    Binding to anything but loopback requires a token: tasks are pickles, so whoever can reach the
-    controller can run code on every worker.
-    """
-
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = DEFAULT_PORT,
-        *,
-        token: str | None = None,
-        heartbeat_timeout: float = 10.0,
-        max_infra_attempts: int = 3,
-        max_finished_tasks: int = 100_000,
-    ) -> None:
-        auth.require_token_off_loopback(host, token, "controller")
-        self.state = st.ControllerState(
-            heartbeat_timeout=heartbeat_timeout,
-            max_infra_attempts=max_infra_attempts,
-            max_finished_tasks=max_finished_tasks,
-        )
-        self.service = ControllerService(self.state)
-        self.app = FrayControllerASGIApplication(
-            self.service.lifespan(),
-            interceptors=serving.interceptors(token, _STATE_ERROR_CODES, "controller"),
-            read_max_bytes=MAX_MESSAGE_BYTES,
-            codecs=[google_protobuf_binary_codec(), serving.CurlFriendlyJSONCodec()],
-        )
-        self._server = serving.Server(
-            self.app,
-            host,
-            port,
-            name="controller",
-            on_shutdown=self.service.begin_shutdown,
-            lifespan=True,
-        )
-        self.host, self.port = host, self._server.port
-
-    @property
-    def address(self) -> str:
-        return self._server.url
-
-    def run(self) -> None:
-        """Serve until SIGINT/SIGTERM (in the main thread) or `stop()`."""
-        self._server.run()
-
-    def start(self, timeout: float = 30.0) -> ControllerServer:
-        """Serve from a background thread; returns once the server accepts connections."""
-        self._server.start(timeout)
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Shut down gracefully; returns when the server has stopped."""
-        self._server.stop(timeout)
-
-    def __enter__(self) -> ControllerServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

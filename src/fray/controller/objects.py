@@ -1,0 +1,38 @@
+"""The object store: values clients `put` once (`ctx.put`) for many tasks and actors to use.
+
+Objects are kept by id until a client deletes them; tasks and actors name them in their specs,
+and workers fetch them with `GetObject`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+from fray.controller.records import NotFound
+
+
+class ObjectStore:
+    """Bytes by object id."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, bytes] = {}
+
+    def put(self, data: bytes) -> str:
+        object_id = uuid.uuid4().hex
+        self.by_id[object_id] = data
+        return object_id
+
+    def get(self, object_id: str) -> bytes:
+        data = self.by_id.get(object_id)
+        if data is None:
+            raise NotFound(f"object {object_id} not found")
+        return data
+
+    def delete(self, object_ids: Iterable[str]) -> int:
+        """Delete objects; returns how many existed."""
+        return sum(self.by_id.pop(object_id, None) is not None for object_id in object_ids)
+
+    def first_missing(self, object_ids: Iterable[str]) -> str | None:
+        """The first of `object_ids` that is not stored (None: all are)."""
+        return next((o for o in object_ids if o not in self.by_id), None)

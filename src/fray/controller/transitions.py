@@ -1,0 +1,99 @@
+"""The state machine itself: which state may follow which, for tasks and for actors, and what
+every change of state does to the registries. Read this first.
+
+Every change of a task's state goes through `Transitions.move`, every change of an actor's
+through `Transitions.move_actor`; a move the tables do not allow is a bug in the controller
+(AssertionError). When to move is decided elsewhere (`task_lifecycle`, `actor_lifecycle`).
+
+Tasks::
+
+    PENDING --lease--> RUNNING --value--> COMPLETED
+       |                 |--error with retries left, worker lost within budget,
+       |                 |  handed back--> PENDING
+       |                 |--error, no retries left / worker lost too often--> FAILED
+       +--cancel--> CANCELLED <--cancel reported, or holder lost after cancel--+
+
+Actors::
+
+    PENDING --placed--> CREATING --constructed--> READY --killed--> DEAD
+                           |--constructor raised--> FAILED
+    CREATING/READY --worker or process lost, restarts left--> RESTARTING --placed--> CREATING
+                   --lost, no restarts left--> DEAD
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fray.controller.actors import ActorRegistry
+from fray.controller.finished_log import FinishedLogs
+from fray.controller.records import ActorRecord, ActorState, TaskRecord, TaskState
+from fray.controller.tasks import TaskTable
+from fray.controller.workers import WorkerRegistry
+
+# The only legal moves; anything else is a bug in the controller.
+TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
+    TaskState.PENDING: frozenset({TaskState.RUNNING, TaskState.CANCELLED}),
+    TaskState.RUNNING: frozenset(
+        {TaskState.PENDING, TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED}
+    ),
+    TaskState.COMPLETED: frozenset(),
+    TaskState.FAILED: frozenset(),
+    TaskState.CANCELLED: frozenset(),
+}
+ACTOR_TRANSITIONS: dict[ActorState, frozenset[ActorState]] = {
+    ActorState.PENDING: frozenset({ActorState.CREATING, ActorState.DEAD}),
+    ActorState.CREATING: frozenset(
+        {ActorState.READY, ActorState.FAILED, ActorState.RESTARTING, ActorState.DEAD}
+    ),
+    ActorState.READY: frozenset({ActorState.RESTARTING, ActorState.DEAD}),
+    ActorState.RESTARTING: frozenset({ActorState.CREATING, ActorState.DEAD}),
+    ActorState.FAILED: frozenset(),
+    ActorState.DEAD: frozenset(),
+}
+
+
+class Transitions:
+    """Moves tasks and actors between states and keeps the registries in step with them."""
+
+    def __init__(
+        self,
+        tasks: TaskTable,
+        workers: WorkerRegistry,
+        finished_logs: FinishedLogs,
+        actors: ActorRegistry,
+        clock: Callable[[], float],
+    ) -> None:
+        self._tasks, self._workers, self._logs = tasks, workers, finished_logs
+        self._actors, self._clock = actors, clock
+
+    def move(self, task: TaskRecord, to: TaskState) -> None:
+        if to not in TASK_TRANSITIONS[task.state]:
+            raise AssertionError(f"illegal move of task {task.task_id}: {task.state} -> {to}")
+        self._tasks.recount(task.state, to)
+        if task.state is TaskState.RUNNING:  # off its worker (and any cancel it was to carry out)
+            self._workers.release_task(task.worker_id, task.task_id)
+        task.state = to
+        now = self._clock()
+        if to is TaskState.PENDING:
+            task.worker_id, task.started_at = "", None
+            self._tasks.requeue_front(task.task_id)  # older than anything queued after it
+        elif to is TaskState.RUNNING:
+            task.started_at = now
+        else:  # finished: its owner reads it from its log; the oldest finished are forgotten
+            task.finished_at = now
+            if task.spec.owner:
+                self._logs.append(task.spec.owner, task.task_id)
+            self._tasks.retire(task.task_id)
+
+    def move_actor(self, actor: ActorRecord, to: ActorState) -> None:
+        if to not in ACTOR_TRANSITIONS[actor.state]:
+            raise AssertionError(f"illegal move of actor {actor.actor_id}: {actor.state} -> {to}")
+        placed = actor.state in (ActorState.CREATING, ActorState.READY)
+        if placed and to is not ActorState.READY:  # off its worker
+            self._workers.release_actor(actor.worker_id, actor.actor_id)
+        actor.state = to
+        if to in (ActorState.PENDING, ActorState.RESTARTING) or not to.live:
+            actor.worker_id = ""
+        if not to.live:  # its name can be taken again
+            self._actors.release_name(actor)

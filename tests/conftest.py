@@ -8,21 +8,16 @@ such as ``fray_ctx``) is loaded as a plugin when it exists.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fray.common.net import free_port
+
 if (Path(__file__).parent / "fray_fixtures.py").exists():
     pytest_plugins = ["fray_fixtures"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +35,7 @@ def ray_session() -> Iterator[Any]:
         ray.init(
             num_cpus=2,
             include_dashboard=True,
-            dashboard_port=_free_port(),
+            dashboard_port=free_port(),
             log_to_driver=False,
             configure_logging=False,
         )

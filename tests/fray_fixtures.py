@@ -6,25 +6,26 @@
 - `cluster`: a LocalFrayCluster (controller process + 2 worker processes), shared by a test module.
 - `fray_ctx`: a FrayContext connected to `cluster`, once with the direct path and once without.
 Everything is stopped at the end, whatever the test did. Also small helpers the test modules
-import (`from fray_fixtures import get_task, ...`).
+import (`from fray_fixtures import get_task, ...`; `free_port` is `fray.common.net`'s).
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
 from fray.client.context import FrayContext
-from fray.controller.service import ControllerServer
+from fray.common import processes
+from fray.common.net import free_port as free_port  # the test modules import it from here
+from fray.controller.server import ControllerServer
 from fray.local_cluster import LocalFrayCluster
 from fray.wire.controller_client import ControllerClient
 from fray.wire.pb import controller_pb2 as pb
@@ -113,19 +114,28 @@ def list_workers(address: str, token: str | None = None) -> dict[str, pb.Worker]
     return {w.worker_id: w for w in response.workers}
 
 
+def process_gone(pid: int) -> bool:
+    """True once ``pid`` runs no code: it exited (a zombie counts) or never was."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def file_text(path: Path) -> str:
+    """The text of ``path`` ('' while it does not exist): for files a process writes."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     return True
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago (for "nothing listens here" tests)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def children_of(pid: int) -> list[int]:
@@ -141,18 +151,6 @@ def children_of(pid: int) -> list[int]:
     return children
 
 
-def stop_process(process: subprocess.Popen[str]) -> None:
+def stop_process(process: subprocess.Popen[Any]) -> None:
     """SIGTERM, then a second SIGTERM (no grace), then SIGKILL: never waits long."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(0.5)
-        except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-    if process.stdout is not None:
-        process.stdout.close()
+    processes.stop_process(process, grace=(0.5, 10.0))

@@ -9,17 +9,18 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from fray_fixtures import free_port, stop_process, wait_for
+from fray_fixtures import list_workers, stop_process, wait_for
 
-from fray.cli import build_parser, parse_memory, parse_resources
-from fray.wire.controller_client import ControllerClient
-from fray.wire.pb import controller_pb2 as pb
+from fray.cli import build_parser, parse_resources
+from fray.common.net import free_port
+from fray.common.processes import read_line, start_python
+from fray.local_cluster import READY_PREFIX
 
-READY = re.compile(r"^fray controller listening on (http://[0-9.]+):(\d+)$")
+READY = re.compile(rf"^{re.escape(READY_PREFIX)}(http://[0-9.]+):(\d+)$")
 GIB = 1024**3
 
 
@@ -46,46 +47,31 @@ def fray(*args: str, timeout: float = 30, **env: str) -> subprocess.CompletedPro
     )
 
 
-def read_line(process: subprocess.Popen[str], timeout: float = 30) -> str:
+def first_line(process: subprocess.Popen[Any], timeout: float = 30) -> str:
     """The next line of a child's stdout ('' at EOF or after `timeout`)."""
     assert process.stdout is not None
-    stdout = process.stdout
-    line: list[str] = []
-    reader = threading.Thread(target=lambda: line.append(stdout.readline()), daemon=True)
-    reader.start()
-    reader.join(timeout)
-    return line[0] if line else ""
+    return read_line(process.stdout, timeout)
 
 
 def worker_ids(address: str, token: str | None = None) -> set[str]:
-    client = ControllerClient(address, token=token, retry_timeout=5)
-    try:
-        response = client.call(client.rpc.list_workers, pb.ListWorkersRequest())
-    finally:
-        client.close()
-    return {w.worker_id for w in response.workers}
+    return set(list_workers(address, token))
 
 
 class Processes:
     """Starts `python -m fray ...` processes and stops every one of them at the end."""
 
     def __init__(self) -> None:
-        self.started: list[subprocess.Popen[str]] = []
+        self.started: list[subprocess.Popen[Any]] = []
 
-    def start(self, *args: str, stdout: int | None = None, **env: str) -> subprocess.Popen[str]:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "fray", *args],
-            stdout=stdout,
-            text=True,
-            env=clean_env(**env),
-        )
+    def start(self, *args: str, stdout: int | None = None, **env: str) -> subprocess.Popen[Any]:
+        process = start_python("-m", "fray", *args, stdout=stdout, text=True, env=clean_env(**env))
         self.started.append(process)
         return process
 
-    def controller(self, *args: str, **env: str) -> tuple[subprocess.Popen[str], str]:
+    def controller(self, *args: str, **env: str) -> tuple[subprocess.Popen[Any], str]:
         """A controller on a free port; returns it and the loopback address to reach it at."""
         process = self.start("controller", "--port", "0", *args, stdout=subprocess.PIPE, **env)
-        line = read_line(process).rstrip("\n")
+        line = first_line(process).rstrip("\n")
         match = READY.match(line)
         assert match, f"unexpected first line {line!r}"
         return process, f"http://127.0.0.1:{match.group(2)}"
@@ -119,7 +105,7 @@ def test_controller_announces_its_address_serves_status_and_exits_0_on_sigterm(
     procs: Processes,
 ) -> None:
     process = procs.start("controller", "--port", "0", stdout=subprocess.PIPE)
-    line = read_line(process).rstrip("\n")
+    line = first_line(process).rstrip("\n")
     match = READY.match(line)
     assert match, f"first stdout line was {line!r}"
     address = f"{match.group(1)}:{match.group(2)}"
@@ -198,45 +184,26 @@ def test_help_exits_0(args: tuple[str, ...], expected: tuple[str, ...]) -> None:
 # ---------------------------------------------------------------------- argument parsers
 
 
+# Sizes are read by fray.common.sizes.parse_bytes (tests/test_common.py); here, that --resources
+# uses it: the same text means the same number of bytes as in fray.v2's ResourceSpec.
+
+
 @pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("0", 0),
-        ("100", 100),
-        ("100b", 100),
-        ("2k", 2048),
-        ("2KiB", 2048),
-        ("512MiB", 512 * 1024**2),
-        ("512mb", 512 * 1024**2),
-        ("1G", GIB),
-        ("1GiB", GIB),
-        ("1gb", GIB),
-        ("1.5GiB", int(1.5 * GIB)),
-        ("2TiB", 2 * 1024**4),
-    ],
+    ("memory", "expected"),
+    [("8GiB", 8 * GIB), ("8gb", 8 * GIB), ("8gi", 8 * GIB), ("1.5g", int(1.5 * GIB))]
+    + [("1p", 1024**5), ("1e3k", 1000 * 1024), ("100", 100)],
 )
-def test_parse_memory(text: str, expected: int) -> None:
-    assert parse_memory(text) == expected
+def test_resources_memory_is_read_like_resource_spec_memory(memory: str, expected: int) -> None:
+    from fray.v2 import ResourceSpec
+
+    assert parse_resources(f"memory={memory}") == {"memory": memory}
+    assert ResourceSpec(memory=memory).memory_bytes == expected
 
 
-@pytest.mark.parametrize("text", ["", "GiB", "lots", "1XiB", "1.2.3G", "1 PiB", "nan"])
-def test_parse_memory_rejects_bad_sizes(text: str) -> None:
-    with pytest.raises(argparse.ArgumentTypeError):
-        parse_memory(text)
-
-
-@pytest.mark.parametrize("text", ["inf", "1e400", "1e400GiB"])
-def test_parse_memory_rejects_infinite_sizes(text: str) -> None:
-    # float(text) is inf: int() raises OverflowError, which argparse does not turn into a usage
-    # error (it only catches ArgumentTypeError, TypeError and ValueError).
-    with pytest.raises(argparse.ArgumentTypeError):
-        parse_memory(text)
-
-
-@pytest.mark.parametrize("text", ["-1", "-1GiB", "-0.5k"])
-def test_parse_memory_rejects_negative_sizes(text: str) -> None:
-    with pytest.raises(argparse.ArgumentTypeError):
-        parse_memory(text)
+@pytest.mark.parametrize("memory", ["", "GiB", "lots", "1XiB", "1.2.3G", "nan", "inf", "1e400"])
+def test_resources_memory_rejects_bad_sizes_naming_them(memory: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=f"memory: .*{re.escape(repr(memory))}"):
+        parse_resources(f"memory={memory}")
 
 
 @pytest.mark.parametrize(

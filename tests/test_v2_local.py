@@ -15,9 +15,11 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
+from fray_fixtures import file_text, process_gone, wait_for
 
+from fray.errors import RemoteTraceback
 from fray.v2 import ActorServer, Entrypoint, EnvironmentSpec, JobStatus, ResourceSpec
-from fray.v2.backends.local import LocalCluster
+from fray.v2.backends.local import LocalProcessCluster
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -30,32 +32,25 @@ with cluster.worker_pool(num_workers=2, resources=ResourceSpec()) as pool:
 
 
 @pytest.fixture
-def local() -> LocalCluster:
-    with LocalCluster() as cluster:
+def local() -> LocalProcessCluster:
+    with LocalProcessCluster() as cluster:
         yield cluster
-
-
-def process_gone(pid: int) -> bool:
-    """True once ``pid`` runs no code: it exited (a zombie counts) or never was."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "FRAY_CLUSTER_SPEC"}
 
 
-def test_readme_program(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", README_PROGRAM],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=clean_env(),
-        cwd=tmp_path,
+def run_program(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``python ARGS`` in ``cwd`` to completion, without a cluster spec from our env."""
+    env = clean_env()
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=60, env=env, cwd=cwd
     )
+
+
+def test_readme_program(tmp_path: Path) -> None:
+    out = run_program(["-c", README_PROGRAM], tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout == "Results: [0, 1, 4, 9, 16]\n"
 
@@ -64,14 +59,7 @@ def test_readme_program_as_a_script_without_a_main_guard(tmp_path: Path) -> None
     # Pool workers are not multiprocessing children: the script must not run again in them.
     script = tmp_path / "prog.py"
     script.write_text(README_PROGRAM)
-    out = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=clean_env(),
-        cwd=tmp_path,
-    )
+    out = run_program([str(script)], tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout == "Results: [0, 1, 4, 9, 16]\n"
 
@@ -85,33 +73,27 @@ def spawn_sleeper(path: str) -> None:
     child.wait()
 
 
-def test_terminate_kills_what_the_job_started(local: LocalCluster, tmp_path: Path) -> None:
+def test_terminate_kills_what_the_job_started(local: LocalProcessCluster, tmp_path: Path) -> None:
     pid_file = tmp_path / "child"
     job = local.submit(
         Entrypoint.from_callable(spawn_sleeper, args=(str(pid_file),)), "j", ResourceSpec()
     )
-    deadline = time.monotonic() + 30
-    while not pid_file.exists() or not pid_file.read_text():
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_for(lambda: file_text(pid_file), 30, "the job to start its child")
     child = int(pid_file.read_text())
     job.terminate()
     assert job.status() == JobStatus.KILLED
-    deadline = time.monotonic() + 10
-    while not process_gone(child):
-        assert time.monotonic() < deadline, "the job's child process survived"
-        time.sleep(0.05)
+    wait_for(lambda: process_gone(child), 10, "the job's child process to end")
 
 
 def test_shutdown_stops_running_jobs(tmp_path: Path) -> None:
-    cluster = LocalCluster()
+    cluster = LocalProcessCluster()
     job = cluster.submit(Entrypoint.from_callable(time.sleep, args=(60,)), "sleepy", ResourceSpec())
     assert job.status() == JobStatus.RUNNING
     cluster.shutdown()
     assert job.status() == JobStatus.KILLED
 
 
-def test_job_workspace_is_cwd_and_importable(local: LocalCluster, tmp_path: Path) -> None:
+def test_job_workspace_is_cwd_and_importable(local: LocalProcessCluster, tmp_path: Path) -> None:
     (tmp_path / "helper_mod_v2.py").write_text("VALUE = 'from the workspace'\n")
     out = tmp_path / "out"
 
@@ -130,7 +112,7 @@ def test_job_workspace_is_cwd_and_importable(local: LocalCluster, tmp_path: Path
     assert out.read_text() == f"{tmp_path}|from the workspace"
 
 
-def test_unpicklable_entrypoint_fails_at_submit(local: LocalCluster) -> None:
+def test_unpicklable_entrypoint_fails_at_submit(local: LocalProcessCluster) -> None:
     lock = threading.Lock()
     with pytest.raises(TypeError):
         local.submit(Entrypoint.from_callable(print, args=(lock,)), "j", ResourceSpec())
@@ -150,7 +132,7 @@ def meet(directory: str, name: str, count: int) -> tuple[int, bool]:
     return os.getpid(), len(list(Path(directory).iterdir())) >= count
 
 
-def test_pool_workers_run_in_parallel_processes(local: LocalCluster, tmp_path: Path) -> None:
+def test_pool_workers_run_in_parallel_processes(local: LocalProcessCluster, tmp_path: Path) -> None:
     with local.worker_pool(2, ResourceSpec()) as pool:
         futures = [pool.submit(meet, str(tmp_path), f"call-{i}", 2) for i in range(2)]
         (pid1, met1), (pid2, met2) = futures[0].result(60), futures[1].result(60)
@@ -162,7 +144,7 @@ def die() -> None:
     os._exit(3)
 
 
-def test_a_dying_worker_fails_its_future_and_is_replaced(local: LocalCluster) -> None:
+def test_a_dying_worker_fails_its_future_and_is_replaced(local: LocalProcessCluster) -> None:
     with local.worker_pool(1, ResourceSpec()) as pool:
         with pytest.raises(RuntimeError, match="exit code 3"):
             pool.submit(die).result(timeout=30)
@@ -170,7 +152,7 @@ def test_a_dying_worker_fails_its_future_and_is_replaced(local: LocalCluster) ->
 
 
 def test_a_pool_whose_workers_cannot_start_fails_its_futures(
-    local: LocalCluster, tmp_path: Path
+    local: LocalProcessCluster, tmp_path: Path
 ) -> None:
     env = EnvironmentSpec(workspace=str(tmp_path / "missing"))
     with local.worker_pool(1, ResourceSpec(), env) as pool:
@@ -179,7 +161,7 @@ def test_a_pool_whose_workers_cannot_start_fails_its_futures(
             future.result(timeout=30)
 
 
-def test_pool_results_and_arguments_are_copies(local: LocalCluster) -> None:
+def test_pool_results_and_arguments_are_copies(local: LocalProcessCluster) -> None:
     data = {"items": [1, 2]}
 
     def mutate(d: dict[str, list[int]]) -> dict[str, list[int]]:
@@ -193,12 +175,61 @@ def test_pool_results_and_arguments_are_copies(local: LocalCluster) -> None:
     assert data == {"items": [1, 2]}
 
 
+def fail_with(exc: BaseException) -> None:
+    raise exc
+
+
+class Unpicklable(Exception):
+    def __reduce__(self) -> str | tuple[object, ...]:
+        raise TypeError("no pickling")
+
+
+def fail_unpicklably(message: str) -> None:
+    raise Unpicklable(message)
+
+
+def test_pool_errors_keep_their_type_and_remote_traceback(local: LocalProcessCluster) -> None:
+    with local.worker_pool(1, ResourceSpec()) as pool:
+        with pytest.raises(KeyError) as info:
+            pool.submit(fail_with, KeyError("k")).result(timeout=30)
+        assert isinstance(info.value.__cause__, RemoteTraceback)
+        assert "in fail_with" in str(info.value.__cause__)
+        with pytest.raises(RuntimeError, match="Unpicklable: cannot travel") as stand_in:
+            pool.submit(fail_unpicklably, "cannot travel").result(timeout=30)
+        assert "in fail_unpicklably" in str(stand_in.value.__cause__)
+
+
+def test_pool_workers_exit_when_the_pool_process_dies(tmp_path: Path) -> None:
+    code = (
+        "import time\n"
+        "from fray.v2 import ResourceSpec, create_cluster\n"
+        "def report():\n"
+        "    import os, time\n"
+        "    print(os.getpid(), flush=True)\n"
+        "    time.sleep(60)\n"
+        "pool = create_cluster('local').worker_pool(1, ResourceSpec())\n"
+        "pool.submit(report)\n"
+        "time.sleep(60)\n"
+    )
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=clean_env()
+    )
+    try:
+        assert launcher.stdout is not None
+        worker_pid = int(launcher.stdout.readline())
+        assert not process_gone(worker_pid)
+    finally:
+        launcher.kill()
+        launcher.wait()
+    wait_for(lambda: process_gone(worker_pid), 10, "the pool worker to end with its pool")
+
+
 def mark_then_sleep(marker: str, seconds: float) -> None:
     Path(marker).write_text("started")
     time.sleep(seconds)
 
 
-def test_shutdown_cancel_futures(local: LocalCluster, tmp_path: Path) -> None:
+def test_shutdown_cancel_futures(local: LocalProcessCluster, tmp_path: Path) -> None:
     pool = local.worker_pool(1, ResourceSpec())
     marker = tmp_path / "started"
     running = pool.submit(mark_then_sleep, str(marker), 0.5)
@@ -233,7 +264,7 @@ class Box:
         return self.most_running
 
 
-def test_local_actor_calls_round_trip_through_pickle(local: LocalCluster) -> None:
+def test_local_actor_calls_round_trip_through_pickle(local: LocalProcessCluster) -> None:
     box = Box()
     with ActorServer(local) as server:
         server.register("box", box)
@@ -248,7 +279,7 @@ def test_local_actor_calls_round_trip_through_pickle(local: LocalCluster) -> Non
             pool.call().keep(threading.Lock())
 
 
-def test_local_actor_runs_one_call_at_a_time(local: LocalCluster) -> None:
+def test_local_actor_runs_one_call_at_a_time(local: LocalProcessCluster) -> None:
     box = Box()
     with ActorServer(local) as server:
         server.register("box", box)
@@ -264,7 +295,7 @@ def test_local_actor_runs_one_call_at_a_time(local: LocalCluster) -> None:
     assert box.most_running == 1
 
 
-def test_register_while_serving_and_after_shutdown(local: LocalCluster) -> None:
+def test_register_while_serving_and_after_shutdown(local: LocalProcessCluster) -> None:
     server = ActorServer(local)
     server.serve_background()
     server.register("late", Box())
@@ -275,7 +306,7 @@ def test_register_while_serving_and_after_shutdown(local: LocalCluster) -> None:
         server.register("later", Box())
 
 
-def test_serve_blocks_until_shutdown(local: LocalCluster) -> None:
+def test_serve_blocks_until_shutdown(local: LocalProcessCluster) -> None:
     server = ActorServer(local)
     server.register("blocking", Box())
     thread = threading.Thread(target=server.serve)
@@ -311,16 +342,14 @@ def test_a_job_whose_launcher_dies_cleans_up_and_exits(tmp_path: Path) -> None:
     try:
         assert launcher.stdout is not None
         workdir = Path(launcher.stdout.readline().strip())
-        deadline = time.monotonic() + 30
-        while not marker.exists() or not marker.read_text():
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_for(lambda: file_text(marker), 30, "the job to start")
         job_pid = int(marker.read_text())
         assert any(workdir.rglob("output.log"))
     finally:
         launcher.kill()
         launcher.wait()
-    deadline = time.monotonic() + 10
-    while not process_gone(job_pid) or workdir.exists():
-        assert time.monotonic() < deadline, "the orphaned job kept running or left its files"
-        time.sleep(0.05)
+    wait_for(
+        lambda: process_gone(job_pid) and not workdir.exists(),
+        10,
+        "the orphaned job to end and delete its files",
+    )

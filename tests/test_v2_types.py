@@ -21,10 +21,10 @@ from fray.v2 import (
     current_cluster,
     use_cluster,
 )
-from fray.v2.backends.local import LocalCluster
+from fray.v2.backends.local import LocalProcessCluster
 from fray.v2.backends.ray_resources import ray_resource_options, ray_runtime_env
-from fray.v2.cluster import SPEC_FORMS, parse_cluster_spec
-from fray.v2.types import parse_bytes, tpu_chips_per_host
+from fray.v2.factory import SPEC_FORMS, parse_cluster_spec
+from fray.v2.types import tpu_chips_per_host
 
 GIB = 1024**3
 MIB = 1024**2
@@ -44,37 +44,7 @@ def test_job_status_values_and_finished() -> None:
 # --- sizes and ResourceSpec -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        (0, 0),
-        (12345, 12345),
-        ("100", 100),
-        ("1k", 1024),
-        ("512m", 512 * MIB),
-        ("512M", 512 * MIB),
-        ("8g", 8 * GIB),
-        ("8gb", 8 * GIB),
-        ("8Gi", 8 * GIB),
-        ("8GiB", 8 * GIB),
-        (" 1.5g ", int(1.5 * GIB)),
-        ("2t", 2 * 1024**4),
-    ],
-)
-def test_parse_bytes(text: int | str, expected: int) -> None:
-    assert parse_bytes(text) == expected
-
-
-@pytest.mark.parametrize("bad", ["", "g", "8x", "8 gigs", "-1g", "1.2.3g", "8ib", "eight"])
-def test_parse_bytes_rejects_garbage_with_a_clear_error(bad: str) -> None:
-    with pytest.raises(ValueError, match=r"cannot parse .* as a size.*'512m'"):
-        parse_bytes(bad)
-
-
-@pytest.mark.parametrize("bad", [-5, True, 1.5, None])
-def test_parse_bytes_rejects_other_types(bad: object) -> None:
-    with pytest.raises(ValueError):
-        parse_bytes(bad)  # type: ignore[arg-type]
+# Sizes are read by fray.common.sizes.parse_bytes: its semantics are tested in test_common.py.
 
 
 def test_resource_spec_defaults_and_normalisation() -> None:
@@ -94,6 +64,14 @@ def test_resource_spec_memory_error_names_the_value() -> None:
         ResourceSpec(memory="lots")
     with pytest.raises(ValueError, match="'12q'"):
         ResourceSpec(disk="12q")
+    with pytest.raises(ValueError, match="cannot be negative"):
+        ResourceSpec(memory=-1)
+
+
+def test_resource_spec_sizes_are_powers_of_1024() -> None:
+    assert ResourceSpec(memory="8gi").memory == ResourceSpec(memory="8GB").memory == 8 * GIB
+    assert ResourceSpec(disk="1p").disk == 1024**5
+    assert ResourceSpec(memory="1e3k").memory == 1000 * 1024
 
 
 @pytest.mark.parametrize(
@@ -214,7 +192,7 @@ def test_iris_spec_needs_the_iris_package() -> None:
 def test_current_cluster_defaults_to_local_and_is_reused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FRAY_CLUSTER_SPEC", raising=False)
     cluster = current_cluster()
-    assert isinstance(cluster, LocalCluster) and isinstance(cluster, Cluster)
+    assert isinstance(cluster, LocalProcessCluster) and isinstance(cluster, Cluster)
     assert current_cluster() is cluster
     monkeypatch.setenv("FRAY_CLUSTER_SPEC", "local?namespace=from-env")
     assert current_cluster().namespace == "from-env"
@@ -225,11 +203,28 @@ def test_current_cluster_defaults_to_local_and_is_reused(monkeypatch: pytest.Mon
 
 def test_use_cluster_overrides_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRAY_CLUSTER_SPEC", "nonsense")  # never read while overridden
-    with LocalCluster() as mine:
+    with LocalProcessCluster() as mine:
         with use_cluster(mine):
             assert current_cluster() is mine
         with pytest.raises(ValueError):
             current_cluster()
+
+
+def test_old_names_keep_working() -> None:
+    import fray.v2.actor
+    import fray.v2.backends.local
+    import fray.v2.job
+    from fray import errors
+
+    assert fray.v2.backends.local.LocalCluster is LocalProcessCluster
+    assert fray.v2.JobFailedError is fray.v2.job.JobFailedError is errors.JobFailedError
+    assert fray.v2.UnknownJobError is errors.UnknownJobError
+    assert fray.v2.NoActorError is fray.v2.actor.NoActorError is errors.NoActorError
+    for name in fray.v2.__all__:
+        assert getattr(fray.v2, name) is not None
+    assert issubclass(errors.UnknownJobError, KeyError)
+    assert issubclass(errors.JobFailedError, RuntimeError)
+    assert issubclass(errors.NoActorError, LookupError)
 
 
 def test_import_does_not_import_ray() -> None:

@@ -7,43 +7,20 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from fray.common.sizes import parse_bytes
+
+if TYPE_CHECKING:
+    from fray.wire.controller_client import ControllerClient
 
 DEFAULT_CONTROLLER = "http://127.0.0.1:8265"
 
-_MEMORY_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1024,
-    "kb": 1024,
-    "kib": 1024,
-    "m": 1024**2,
-    "mb": 1024**2,
-    "mib": 1024**2,
-    "g": 1024**3,
-    "gb": 1024**3,
-    "gib": 1024**3,
-    "t": 1024**4,
-    "tb": 1024**4,
-    "tib": 1024**4,
-}
-
-
-def parse_memory(text: str) -> int:
-    number = text.rstrip("bBkKmMgGtTiI")
-    unit = text[len(number) :].lower()
-    if unit not in _MEMORY_UNITS:
-        raise argparse.ArgumentTypeError(f"unknown memory unit in {text!r}")
-    try:
-        size = int(float(number) * _MEMORY_UNITS[unit])
-    except (ValueError, OverflowError):
-        raise argparse.ArgumentTypeError(f"bad memory size {text!r}") from None
-    if size < 0:
-        raise argparse.ArgumentTypeError(f"memory size must be >= 0, got {text!r}")
-    return size
-
 
 def parse_resources(text: str) -> dict[str, str]:
-    """'cpus=4,memory=8GiB,zone=us-east' -> a dict; cpus and memory are checked."""
+    """'cpus=4,memory=8GiB,zone=us-east' -> a dict; cpus and memory are checked (memory as
+    :func:`fray.common.sizes.parse_bytes` reads sizes: units are powers of 1024)."""
     out: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, value = item.partition("=")
@@ -58,12 +35,15 @@ def parse_resources(text: str) -> dict[str, str]:
         if not 0 <= cpus < float("inf"):
             raise argparse.ArgumentTypeError(f"cpus must be a number >= 0, got {out['cpus']!r}")
     if "memory" in out:
-        parse_memory(out["memory"])
+        try:
+            parse_bytes(out["memory"])
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"memory: {exc}") from None
     return out
 
 
 def _controller(args: argparse.Namespace) -> int:
-    from fray.controller.service import ControllerServer
+    from fray.controller.server import ControllerServer
     from fray.local_cluster import READY_PREFIX
 
     try:
@@ -82,16 +62,30 @@ def _controller(args: argparse.Namespace) -> int:
     return 0
 
 
-def _worker(args: argparse.Namespace) -> int:
+def _talking_to_controller(command: str, run: Callable[[], int]) -> int:
+    """``run()``; exit code 1, with the reason on stderr, when the controller cannot be
+    reached or refuses."""
     from connectrpc.errors import ConnectError
 
     from fray.errors import ControllerUnavailableError
+
+    try:
+        return run()
+    except ControllerUnavailableError as exc:
+        print(f"fray {command}: {exc}", file=sys.stderr)
+    except ConnectError as exc:
+        said = f"the controller said {exc.code.name}: {exc.message}"
+        print(f"fray {command}: {said}", file=sys.stderr)
+    return 1
+
+
+def _worker(args: argparse.Namespace) -> int:
     from fray.wire.pb import controller_pb2 as pb
     from fray.worker.worker import Worker
 
     resources = dict(args.resources or {})
     cpus = float(resources.pop("cpus", args.concurrency or os.cpu_count() or 1))
-    memory = parse_memory(resources.pop("memory")) if "memory" in resources else 0
+    memory = parse_bytes(resources.pop("memory")) if "memory" in resources else 0
     worker = Worker(
         args.controller,
         concurrency=args.concurrency,
@@ -105,51 +99,38 @@ def _worker(args: argparse.Namespace) -> int:
         shutdown_grace=args.shutdown_grace,
         retry_timeout=args.connect_timeout,
     )
-    try:
-        return worker.run()
-    except ControllerUnavailableError as exc:
-        print(f"fray worker: {exc}", file=sys.stderr)
-        return 1
-    except ConnectError as exc:
-        print(f"fray worker: the controller said {exc.code.name}: {exc.message}", file=sys.stderr)
-        return 1
+    return _talking_to_controller("worker", worker.run)
 
 
 def _status(args: argparse.Namespace) -> int:
-    from connectrpc.errors import ConnectError
-    from google.protobuf.json_format import MessageToDict
-
-    from fray.errors import ControllerUnavailableError
     from fray.wire.controller_client import ControllerClient
-    from fray.wire.pb import controller_pb2 as pb
 
     client = ControllerClient(args.controller, token=args.token, retry_timeout=args.connect_timeout)
     try:
-        summary = client.call(client.rpc.get_cluster_summary, pb.GetClusterSummaryRequest())
-        workers = client.call(client.rpc.list_workers, pb.ListWorkersRequest())
-        actors = client.call(client.rpc.list_actors, pb.ListActorsRequest())
-    except ControllerUnavailableError as exc:
-        print(f"fray status: {exc}", file=sys.stderr)
-        return 1
-    except ConnectError as exc:
-        print(f"fray status: the controller said {exc.code.name}: {exc.message}", file=sys.stderr)
-        return 1
+        return _talking_to_controller("status", lambda: _print_status(client))
     finally:
         client.close()
-    print(
-        json.dumps(
-            {
-                "summary": MessageToDict(summary, always_print_fields_with_no_presence=True),
-                "workers": MessageToDict(workers, always_print_fields_with_no_presence=True)[
-                    "workers"
-                ],
-                "actors": MessageToDict(actors, always_print_fields_with_no_presence=True)[
-                    "actors"
-                ],
-            },
-            indent=2,
-        )
-    )
+
+
+def _print_status(client: ControllerClient) -> int:
+    from google.protobuf.json_format import MessageToDict
+    from google.protobuf.message import Message
+
+    from fray.wire.pb import controller_pb2 as pb
+
+    summary = client.call(client.rpc.get_cluster_summary, pb.GetClusterSummaryRequest())
+    workers = client.call(client.rpc.list_workers, pb.ListWorkersRequest())
+    actors = client.call(client.rpc.list_actors, pb.ListActorsRequest())
+
+    def as_dict(message: Message) -> dict[str, Any]:
+        return MessageToDict(message, always_print_fields_with_no_presence=True)
+
+    status = {
+        "summary": as_dict(summary),
+        "workers": as_dict(workers)["workers"],
+        "actors": as_dict(actors)["actors"],
+    }
+    print(json.dumps(status, indent=2))
     return 0
 
 

@@ -1,8 +1,11 @@
-"""The exceptions fray raises to its users.
+"""The exceptions fray raises to its users, for every API: ``fray.job``, ``fray.v2`` and the
+RPC client.
 
 Every error a future can end with is a `TaskError` naming the task (and, where one was involved,
 the worker), except a user exception that could be unpickled on the client: that one is re-raised
-with its original type, its remote traceback attached as `__cause__`.
+with its original type, its remote traceback attached as `__cause__` (a `RemoteTraceback`; see
+`fray.common.remote_errors`). fray.v2's own errors (`JobFailedError`, `UnknownJobError`,
+`NoActorError`) are here too, and are also importable from `fray.v2`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ __all__ = [
     "ControllerError",
     "ControllerUnavailableError",
     "FrayError",
+    "JobFailedError",
+    "NoActorError",
     "RemoteTaskError",
     "RemoteTraceback",
     "SerializationError",
@@ -24,6 +29,7 @@ __all__ = [
     "TaskError",
     "TaskLostError",
     "TaskTimeoutError",
+    "UnknownJobError",
 ]
 
 
@@ -48,14 +54,20 @@ class ControllerError(FrayError):
 
 
 class RemoteTraceback(Exception):
-    """Carries a remote traceback's text; attached as `__cause__` of re-raised task errors."""
+    """Carries a remote traceback's text; attached as `__cause__` of re-raised task errors.
+
+    Printed between triple quotes, so the remote part stands out in the local traceback.
+    """
 
     def __init__(self, traceback_text: str) -> None:
         super().__init__(traceback_text)
         self.traceback_text = traceback_text
 
     def __str__(self) -> str:
-        return f"\n\n{self.traceback_text}"
+        text = self.traceback_text
+        if not text.endswith("\n"):
+            text += "\n"
+        return f'\n\n"""\n{text}"""'
 
 
 class TaskError(FrayError):
@@ -117,3 +129,32 @@ class ActorCreationError(ActorError):
 class ActorDiedError(ActorError):
     """The actor is gone: killed, or its process or worker died. A call that was in flight
     may or may not have run (actor calls run at most once)."""
+
+
+# ---------------------------------------------------------------------- fray.v2
+
+
+class JobFailedError(FrayError, RuntimeError):
+    """A fray.v2 job failed; `error` holds its traceback (or how its process ended)."""
+
+    def __init__(self, job_id: str, status: str, error: str) -> None:
+        last = error.strip().splitlines()[-1] if error.strip() else "no error text"
+        super().__init__(f"job {job_id} {status}: {last}\n\n{error}")
+        self.job_id = job_id
+        self.status = status
+        self.error = error
+
+
+class UnknownJobError(FrayError, KeyError):
+    """`terminate` (or a lookup) named a job the fray.v2 cluster object did not submit."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+    def __str__(self) -> str:
+        return f"no job {self.job_id!r} was submitted through this cluster object"
+
+
+class NoActorError(FrayError, LookupError):
+    """No fray.v2 actor holds the name a call or `wait_any` needed."""

@@ -3,28 +3,28 @@
     with LocalFrayCluster(workers=2) as cluster:
         ctx = create_job_ctx("fray", controller_address=cluster.address)
 
-Each piece is a real process started with the `fray` command line (`python -m fray ...`); the
-controller binds port 0 and reports the port it got. Stopping sends SIGTERM (the graceful path)
-and waits; anything still alive after the timeout is killed.
+Each piece is a real process started with the `fray` command line (`python -m fray ...`, through
+`fray.common.processes.start_python`); the controller binds port 0 and reports the port it got.
+Stopping sends SIGTERM (the graceful path) and waits; anything still alive after the timeout is
+killed (`fray.common.processes.stop_process`).
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
-from typing import IO
+from typing import IO, Any
 
+from fray.common.processes import read_line, start_python, stop_process
 from fray.wire.controller_client import ControllerClient
 from fray.wire.pb import controller_pb2 as pb
 
-logger = logging.getLogger(__name__)
+__all__ = ["READY_PREFIX", "LocalFrayCluster"]
 
-READY_PREFIX = "fray controller listening on "
+READY_PREFIX = "fray controller listening on "  # `fray controller`'s first line, then its URL
 
 
 class LocalFrayCluster:
@@ -49,8 +49,8 @@ class LocalFrayCluster:
         self.env = {**os.environ, **(env or {})}
         self.start_timeout = start_timeout
         self.address = ""
-        self.controller: subprocess.Popen[str] | None = None
-        self.workers: list[subprocess.Popen[str]] = []
+        self.controller: subprocess.Popen[Any] | None = None
+        self.workers: list[subprocess.Popen[Any]] = []
 
     def start(self) -> LocalFrayCluster:
         try:
@@ -65,8 +65,7 @@ class LocalFrayCluster:
 
     def start_controller(self, port: int = 0) -> str:
         """Start (or restart, on the same port when given) the controller process."""
-        cmd = [
-            sys.executable,
+        self.controller = start_python(
             "-m",
             "fray",
             "controller",
@@ -77,10 +76,12 @@ class LocalFrayCluster:
             "--heartbeat-timeout",
             str(self.heartbeat_timeout),
             *self.controller_args,
-        ]
-        self.controller = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=self.env)
+            stdout=subprocess.PIPE,
+            text=True,
+            env=self.env,
+        )
         assert self.controller.stdout is not None
-        line = _read_line(self.controller.stdout, self.start_timeout)
+        line = read_line(self.controller.stdout, self.start_timeout)
         if not line.startswith(READY_PREFIX):
             raise RuntimeError(f"controller did not start (said {line!r})")
         self.address = line[len(READY_PREFIX) :].strip()
@@ -90,9 +91,9 @@ class LocalFrayCluster:
         ).start()
         return self.address
 
-    def add_worker(self, *extra_args: str) -> subprocess.Popen[str]:
-        cmd = [
-            sys.executable,
+    def add_worker(self, *extra_args: str) -> subprocess.Popen[Any]:
+        """Start one more worker process (registering takes it a moment)."""
+        process = start_python(
             "-m",
             "fray",
             "worker",
@@ -102,8 +103,9 @@ class LocalFrayCluster:
             str(self.concurrency),
             *self.worker_args,
             *extra_args,
-        ]
-        process = subprocess.Popen(cmd, env=self.env, text=True)
+            text=True,
+            env=self.env,
+        )
         self.workers.append(process)
         return process
 
@@ -130,10 +132,10 @@ class LocalFrayCluster:
         """SIGTERM every process, wait for them; returns their exit codes."""
         codes: dict[str, int | None] = {}
         for i, process in enumerate(self.workers):
-            codes[f"worker-{i}"] = _terminate(process, timeout)
+            codes[f"worker-{i}"] = stop_process(process, timeout)
         self.workers = []
         if self.controller is not None:
-            codes["controller"] = _terminate(self.controller, timeout)
+            codes["controller"] = stop_process(self.controller, timeout)
             self.controller = None
         return codes
 
@@ -144,32 +146,9 @@ class LocalFrayCluster:
         self.stop()
 
 
-def _read_line(stream: IO[str], timeout: float) -> str:
-    """The next line of a child's stdout, or '' at EOF (the pipe is read in a helper thread)."""
-    line: list[str] = []
-    reader = threading.Thread(target=lambda: line.append(stream.readline()), daemon=True)
-    reader.start()
-    reader.join(timeout)
-    return line[0] if line else ""
-
-
 def _forward(stream: IO[str]) -> None:
     try:
         for line in stream:
             sys.stdout.write(line)
     except (OSError, ValueError):  # closed when the cluster stops
         pass
-
-
-def _terminate(process: subprocess.Popen[str], timeout: float) -> int | None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            logger.warning("process %s ignored SIGTERM for %gs; killing it", process.args, timeout)
-            process.kill()
-            process.wait()
-    if process.stdout is not None:
-        process.stdout.close()
-    return process.returncode

@@ -6,15 +6,16 @@
     futures = [ctx.run(pow, i, 2) for i in range(10)]
     print(ctx.get(futures))
 
-See :class:`JobContext` for the operations and :func:`create_job_ctx` for the backends.
-Importing this package imports neither Ray nor the RPC client (``fray.job.rpc``);
-``RayContext`` is loaded on first access.
+See :class:`JobContext` (:mod:`fray.job.context`) for the operations and
+:func:`create_job_ctx` (:mod:`fray.job.factory`) for the backends. Importing this package
+imports neither Ray nor the RPC client (``fray.client``); ``RayContext`` is loaded on first
+access.
 """
 
 from typing import Any
 
-from fray.job.context import (
-    JobContext,
+from fray.job.context import JobContext
+from fray.job.factory import (
     create_job_ctx,
     default_job_ctx,
     get_default_job_ctx,

@@ -1,41 +1,28 @@
-"""The job-context API: one small interface over every fray backend.
+"""The job-context API: the :class:`JobContext` protocol and the checks every backend shares.
 
 A :class:`JobContext` runs functions (``run``), stores objects (``put``), collects results
-(``get``, ``wait``) and starts stateful actors (``create_actor``). Backends:
+(``get``, ``wait``) and starts stateful actors (``create_actor``). The backends implement it:
 
-* ``"sync"``: runs everything immediately in the caller (:class:`fray.job.local.SyncContext`).
-* ``"threadpool"``: a local thread pool (:class:`fray.job.local.ThreadPoolContext`).
-* ``"ray"``: Ray tasks and actors (:class:`fray.job.ray_ctx.RayContext`).
-* ``"fray"``: fray's own controller/worker service (``fray.client.FrayContext``).
+* ``"sync"`` and ``"threadpool"``: :mod:`fray.job.local`;
+* ``"ray"``: :mod:`fray.job.ray_ctx`;
+* ``"fray"``: fray's own controller/worker service (``fray.client.context.FrayContext``).
 
-Ray and the RPC client are imported only when their backend is chosen.
+This module imports no backend: backends import it. :mod:`fray.job.factory` picks and builds
+a backend (``create_job_ctx``) and holds the default context.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextvars import ContextVar, Token
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
 __all__ = [
     "ACTOR_LIFETIMES",
-    "CONTEXT_TYPES",
     "ActorLifetime",
     "JobContext",
-    "create_job_ctx",
-    "default_job_ctx",
-    "get_default_job_ctx",
-    "set_default_job_ctx",
     "validate_actor_args",
     "validate_wait_args",
 ]
-
-CONTEXT_TYPES = ("auto", "sync", "threadpool", "ray", "fray")
 
 ActorLifetime = Literal["non_detached", "detached"]
 ACTOR_LIFETIMES: tuple[ActorLifetime, ...] = ("non_detached", "detached")
@@ -142,117 +129,3 @@ def validate_wait_args(
     if len({id(f) for f in items}) != len(items):
         raise ValueError("wait() needs distinct futures")
     return items
-
-
-def deadline_after(timeout: float | None) -> float | None:
-    """The monotonic time at which ``timeout`` expires (``None``: never)."""
-    return None if timeout is None else time.monotonic() + timeout
-
-
-def time_left(deadline: float | None) -> float | None:
-    """Seconds left until ``deadline``, never negative (``None``: no deadline)."""
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-
-def _ray_is_initialized() -> bool:
-    """True when Ray is already imported and initialised; never imports Ray itself."""
-    ray = sys.modules.get("ray")
-    return ray is not None and bool(ray.is_initialized())
-
-
-def create_job_ctx(
-    context_type: str = "auto",
-    max_workers: int = 1,
-    controller_address: str | None = None,
-    **ray_options: Any,
-) -> JobContext:
-    """Create a job context of the given type.
-
-    ``context_type`` is one of :data:`CONTEXT_TYPES`; ``"auto"`` picks Ray when Ray is
-    already imported and initialised in this process, else a thread pool. ``max_workers``
-    sizes the thread pool. ``controller_address`` is required by ``"fray"``. The remaining
-    keyword options go to ``RayContext`` (task options such as ``num_cpus``) or to
-    ``FrayContext``; the local backends reject them, except under ``"auto"``.
-    """
-    if context_type == "auto":
-        if _ray_is_initialized():
-            context_type = "ray"
-        else:
-            ray_options = {}
-            context_type = "threadpool"
-
-    if context_type in ("sync", "threadpool"):
-        if ray_options:
-            raise ValueError(f"{context_type!r} takes no options, got {sorted(ray_options)}")
-        from fray.job.local import SyncContext, ThreadPoolContext
-
-        return SyncContext() if context_type == "sync" else ThreadPoolContext(max_workers)
-    if context_type == "ray":
-        from fray.job.ray_ctx import RayContext
-
-        return RayContext(ray_options=ray_options)
-    if context_type == "fray":
-        if not controller_address:
-            raise ValueError("context type 'fray' needs a controller_address (host:port or URL)")
-        from fray.client.context import FrayContext
-
-        ctx: JobContext = FrayContext(controller_address, **ray_options)
-        return ctx
-    raise ValueError(
-        f"unknown context type {context_type!r}; expected one of {', '.join(CONTEXT_TYPES)}"
-    )
-
-
-_default_ctx: ContextVar[JobContext | None] = ContextVar("fray_default_job_ctx", default=None)
-_fallback_lock = threading.Lock()
-_fallbacks: dict[str, JobContext] = {}
-
-
-def _fallback_ctx() -> JobContext:
-    """The process-wide context used when no default is set, cached per backend."""
-    address = os.environ.get("FRAY_CONTROLLER_ADDRESS")
-    if address:  # code running on a fray worker: work goes to the same controller
-        from fray.client.context import context_for
-
-        return context_for(address)
-    kind = "ray" if _ray_is_initialized() else "threadpool"
-    with _fallback_lock:
-        ctx = _fallbacks.get(kind)
-        if ctx is None:
-            if kind == "ray":
-                ctx = create_job_ctx("ray")
-            else:
-                ctx = create_job_ctx("threadpool", max_workers=min(32, (os.cpu_count() or 1) + 4))
-            _fallbacks[kind] = ctx
-        return ctx
-
-
-def get_default_job_ctx() -> JobContext:
-    """Return the default job context of the current thread or async task.
-
-    When none was set, returns a shared process-wide context: in a fray task or actor (where
-    ``$FRAY_CONTROLLER_ADDRESS`` is set) a :class:`FrayContext` bound to the same controller;
-    else one chosen like ``"auto"``: a :class:`RayContext` when Ray is initialised, else a
-    thread pool sized like ``ThreadPoolExecutor``'s default. Each is created on first use and
-    then reused.
-    """
-    ctx = _default_ctx.get()
-    return ctx if ctx is not None else _fallback_ctx()
-
-
-def set_default_job_ctx(ctx: JobContext | None) -> Token[JobContext | None]:
-    """Set (or with ``None``, clear) the default context; returns a token for ``reset``."""
-    return _default_ctx.set(ctx)
-
-
-@contextlib.contextmanager
-def default_job_ctx(ctx: JobContext) -> Iterator[JobContext]:
-    """Make ``ctx`` the default job context inside the ``with`` block, then restore.
-
-    Uses a ``ContextVar``: the setting is local to the current thread or async task.
-    """
-    token = _default_ctx.set(ctx)
-    try:
-        yield ctx
-    finally:
-        _default_ctx.reset(token)

@@ -15,14 +15,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
+from fray.common.deadlines import deadline_after, time_left
 from fray.errors import ActorCreationError
-from fray.job.context import (
-    ActorLifetime,
-    deadline_after,
-    time_left,
-    validate_actor_args,
-    validate_wait_args,
-)
+from fray.job.context import ActorLifetime, validate_actor_args, validate_wait_args
 
 __all__ = ["LocalActorHandle", "LocalRef", "SyncContext", "ThreadPoolContext"]
 

@@ -16,14 +16,10 @@ from typing import Any
 
 import ray
 
-from fray.errors import ActorCreationError, RemoteTraceback
-from fray.job.context import (
-    ActorLifetime,
-    deadline_after,
-    time_left,
-    validate_actor_args,
-    validate_wait_args,
-)
+from fray.common.deadlines import deadline_after, time_left
+from fray.common.remote_errors import with_remote_traceback
+from fray.errors import ActorCreationError
+from fray.job.context import ActorLifetime, validate_actor_args, validate_wait_args
 
 __all__ = ["RayContext"]
 
@@ -93,9 +89,9 @@ class RayContext:
             if not exc.actor_init_failed:
                 raise
             actor_id = exc.actor_id or ""
-            raise ActorCreationError(
-                f"actor {actor_id} failed in its constructor", actor_id=actor_id
-            ) from RemoteTraceback(str(exc))
+            message = f"actor {actor_id} failed in its constructor"
+            error = with_remote_traceback(ActorCreationError(message, actor_id=actor_id), str(exc))
+            raise error from error.__cause__
 
     def _get(self, x: Any, timeout: float | None) -> Any:
         if isinstance(x, ray.ObjectRef):

@@ -6,24 +6,17 @@
     with cluster.worker_pool(num_workers=2, resources=ResourceSpec()) as pool:
         print([f.result() for f in [pool.submit(pow, i, 2) for i in range(5)]])
 
-The API follows Iris's shape (see :mod:`fray.v2.cluster`). Importing this package does not
-import Ray; the Ray backend is loaded when a ``"ray..."`` cluster is created.
+The API follows Iris's shape. Where things are: the protocols in :mod:`fray.v2.cluster`,
+``create_cluster``/``current_cluster`` in :mod:`fray.v2.factory`, value types in
+:mod:`fray.v2.types`, actors in :mod:`fray.v2.actor`, backends in :mod:`fray.v2.backends`,
+errors in :mod:`fray.errors`. Importing this package does not import Ray; the Ray backend is
+loaded when a ``"ray..."`` cluster is created.
 """
 
-from fray.v2.actor import ActorServer, NoActorError
-from fray.v2.cluster import (
-    ActorPool,
-    BroadcastResult,
-    Cluster,
-    Job,
-    Resolver,
-    WorkerPool,
-    create_cluster,
-    current_cluster,
-    set_current_cluster,
-    use_cluster,
-)
-from fray.v2.job import JobFailedError, UnknownJobError
+from fray.errors import JobFailedError, NoActorError, UnknownJobError
+from fray.v2.actor.server import ActorServer
+from fray.v2.cluster import ActorPool, BroadcastResult, Cluster, Job, Resolver, WorkerPool
+from fray.v2.factory import create_cluster, current_cluster, set_current_cluster, use_cluster
 from fray.v2.types import (
     Entrypoint,
     EnvironmentSpec,

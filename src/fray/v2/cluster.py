@@ -1,60 +1,32 @@
-"""The fray.v2 protocols (Cluster, Job, Resolver, ActorPool, WorkerPool) and cluster lookup.
+"""The fray.v2 protocols: Cluster, Job, Resolver, ActorPool, WorkerPool, BroadcastResult.
 
-``create_cluster(spec)`` builds a cluster from a spec string; ``current_cluster()`` returns
-the one in force: a context-local override (:func:`use_cluster`) first, then
-``$FRAY_CLUSTER_SPEC``, else a local cluster. Specs:
-
-* ``""`` or ``"local"`` (optionally ``"local?namespace=NAME"``): :mod:`fray.v2.backends.local`
-* ``"ray"``, ``"ray?namespace=NAME"``, ``"ray?address=ADDRESS"`` (both may be combined):
-  :mod:`fray.v2.backends.ray`
-* ``"iris..."``: needs Marin's ``iris`` package.
-
-Backends are imported only when chosen, so ``import fray.v2`` does not import Ray.
+Also the names every backend shares: :data:`CLUSTER_SPEC_ENV` and :data:`DEFAULT_NAMESPACE`.
+Backends (:mod:`fray.v2.backends`) implement these protocols and import this module;
+:mod:`fray.v2.factory` builds them from spec strings (``create_cluster``) and keeps the
+current one (``current_cluster``). This module imports neither.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-import os
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from contextvars import ContextVar, Token
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import parse_qsl
 
 from fray.v2.types import Entrypoint, EnvironmentSpec, JobId, JobStatus, Namespace, ResourceSpec
 
 __all__ = [
     "CLUSTER_SPEC_ENV",
     "DEFAULT_NAMESPACE",
-    "SPEC_FORMS",
     "ActorPool",
     "BroadcastResult",
     "Cluster",
     "Job",
     "Resolver",
     "WorkerPool",
-    "create_cluster",
-    "current_cluster",
-    "parse_cluster_spec",
-    "set_current_cluster",
-    "use_cluster",
 ]
 
-CLUSTER_SPEC_ENV = "FRAY_CLUSTER_SPEC"
+CLUSTER_SPEC_ENV = "FRAY_CLUSTER_SPEC"  # the spec current_cluster() reads; jobs get their own
 DEFAULT_NAMESPACE = Namespace("fray")
-SPEC_FORMS = (
-    '"" or "local"',
-    '"local?namespace=NAME"',
-    '"ray"',
-    '"ray?namespace=NAME"',
-    '"ray?address=ADDRESS"',
-    '"ray?namespace=NAME&address=ADDRESS"',
-    '"iris..." (needs Marin\'s iris package)',
-)
-_OPTIONS = {"local": ("namespace",), "ray": ("namespace", "address")}
 
 
 @runtime_checkable
@@ -76,7 +48,7 @@ class Job(Protocol):
         """Block until the job finishes and return its final status.
 
         Raises ``TimeoutError`` after ``timeout`` seconds (the job keeps running), and
-        :class:`fray.v2.job.JobFailedError` (carrying the job's traceback) when the job
+        :class:`fray.errors.JobFailedError` (carrying the job's traceback) when the job
         failed and ``raise_on_failure`` is set. ``stream_logs`` prints the job's output
         while waiting, each line prefixed with ``[job_id]``.
         """
@@ -198,92 +170,3 @@ class Cluster(Protocol):
     ) -> WorkerPool:
         """Start ``num_workers`` workers, each with ``resources``."""
         ...
-
-
-def _bad_spec(spec: str, why: str) -> ValueError:
-    return ValueError(f"bad cluster spec {spec!r}: {why}; accepted forms: {', '.join(SPEC_FORMS)}")
-
-
-def parse_cluster_spec(spec: str) -> tuple[str, dict[str, str]]:
-    """Split a spec into ``(backend, options)``; ``ValueError`` naming the accepted forms."""
-    backend, sep, query = spec.strip().partition("?")
-    backend = backend or "local"
-    if backend.startswith("iris"):
-        return "iris", {"spec": spec}
-    if backend not in _OPTIONS:
-        raise _bad_spec(spec, f"unknown backend {backend!r}")
-    if sep and not query:
-        raise _bad_spec(spec, "empty option list after '?'")
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
-    except ValueError as exc:
-        raise _bad_spec(spec, f"malformed options ({exc})") from None
-    options: dict[str, str] = {}
-    for key, value in pairs:
-        if key not in _OPTIONS[backend]:
-            raise _bad_spec(spec, f"unknown option {key!r} for {backend!r}")
-        if key in options:
-            raise _bad_spec(spec, f"option {key!r} given twice")
-        if not value:
-            raise _bad_spec(spec, f"option {key!r} needs a value")
-        options[key] = value
-    return backend, options
-
-
-def create_cluster(spec: str = "local") -> Cluster:
-    """Create a new cluster object from ``spec`` (see the module docstring for the forms)."""
-    backend, options = parse_cluster_spec(spec)
-    if backend == "local":
-        from fray.v2.backends.local import LocalCluster
-
-        return LocalCluster(namespace=Namespace(options.get("namespace", DEFAULT_NAMESPACE)))
-    if backend == "ray":
-        from fray.v2.backends.ray import RayCluster
-
-        return RayCluster(
-            namespace=Namespace(options.get("namespace", DEFAULT_NAMESPACE)),
-            address=options.get("address"),
-        )
-    if importlib.util.find_spec("iris") is None:
-        raise ValueError(
-            f"cluster spec {spec!r} needs Marin's 'iris' package, which is not installed; "
-            f"use one of: {', '.join(SPEC_FORMS[:-1])}"
-        )
-    raise NotImplementedError(
-        f"cluster spec {spec!r}: the 'iris' package is installed, but this fray has no Iris "
-        "adapter yet"
-    )
-
-
-_override: ContextVar[Cluster | None] = ContextVar("fray_v2_cluster", default=None)
-_cache_lock = threading.Lock()
-_cache: dict[str, Cluster] = {}
-
-
-def current_cluster() -> Cluster:
-    """The cluster in force: the :func:`use_cluster` override of this thread or task, else
-    the one ``$FRAY_CLUSTER_SPEC`` names (default local), created once per spec and reused."""
-    cluster = _override.get()
-    if cluster is not None:
-        return cluster
-    spec = os.environ.get(CLUSTER_SPEC_ENV, "")
-    with _cache_lock:
-        cluster = _cache.get(spec)
-        if cluster is None:
-            cluster = _cache[spec] = create_cluster(spec)
-        return cluster
-
-
-def set_current_cluster(cluster: Cluster | None) -> Token[Cluster | None]:
-    """Override (``None``: clear) the current cluster; returns a token for ``reset``."""
-    return _override.set(cluster)
-
-
-@contextlib.contextmanager
-def use_cluster(cluster: Cluster) -> Iterator[Cluster]:
-    """Make ``cluster`` the current cluster inside the ``with`` block (context-local)."""
-    token = _override.set(cluster)
-    try:
-        yield cluster
-    finally:
-        _override.reset(token)

@@ -2,16 +2,15 @@
 
 A job is one or more *tasks* (``ResourceSpec.replicas``), each running the entrypoint in
 its own Python process (:class:`JobProcess`) whose stdout and stderr go to one log file per
-task. :class:`TaskJob` turns a list of task runners into a :class:`fray.v2.cluster.Job`.
+task. :class:`TaskJob` turns a list of task runners into a :class:`fray.v2.cluster.Job`;
+:class:`JobTable` keeps a cluster's jobs. A job's failure raises
+:class:`fray.errors.JobFailedError`, an unknown id :class:`fray.errors.UnknownJobError`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -21,35 +20,36 @@ from typing import Any, Protocol
 
 import cloudpickle
 
+from fray.common import watchdog
+from fray.common.processes import start_python, stop_process
+from fray.errors import JobFailedError, UnknownJobError
+from fray.v2.cluster import CLUSTER_SPEC_ENV, Job
 from fray.v2.types import Entrypoint, JobId, JobStatus
 
 __all__ = [
-    "JobFailedError",
     "JobProcess",
     "JobTable",
     "TaskJob",
     "TaskRunner",
-    "UnknownJobError",
     "bootstrap_args",
     "check_job_name",
     "dump_entrypoint",
+    "job_env",
 ]
 
-# Runs in the job's process: argv is (payload, error file, launcher pid, cleanup dir).
+# The job's process runs fray.common.watchdog's source, then the script below (``python -c``):
+# it needs only cloudpickle and the standard library, as the job may run where fray is not
+# installed (a Ray node). argv is (payload, error file, launcher pid, cleanup dir).
 # ``payload`` is a file holding the cloudpickled ``(fn, args, kwargs)``, or ``module:NAME``
-# for the ``entrypoint.pkl`` inside the importable package NAME. An error file of ``-``
-# means none; a launcher pid of ``0`` means no launcher to watch. Needs only cloudpickle
-# (and whatever the entrypoint imports). When its launcher dies, nobody can read its files
-# any more: it deletes the cleanup dir and exits.
-_BOOTSTRAP = """\
-import os, shutil, sys, threading, time, traceback
-def _watch(parent):
-    while os.getppid() == parent:
-        time.sleep(0.5)
-    shutil.rmtree(sys.argv[4], ignore_errors=True)
-    os._exit(1)
+# for the ``entrypoint.pkl`` inside the importable package NAME. An error file of ``-`` means
+# none; a launcher pid of ``0`` means no launcher to watch. When its launcher dies, nobody can
+# read its files any more: it deletes the cleanup dir and exits (``exit_when_gone``).
+_BOOTSTRAP_MAIN = """
+import os, shutil, sys, traceback
 if sys.argv[3] != "0":
-    threading.Thread(target=_watch, args=(int(sys.argv[3]),), daemon=True).start()
+    exit_when_gone(
+        int(sys.argv[3]), before_exit=lambda: shutil.rmtree(sys.argv[4], ignore_errors=True)
+    )
 try:
     import cloudpickle
     path = sys.argv[1]
@@ -73,29 +73,8 @@ except BaseException:
     sys.stderr.flush()
     os._exit(1)
 """
+_BOOTSTRAP = Path(watchdog.__file__).read_text() + _BOOTSTRAP_MAIN
 _STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
-
-
-class JobFailedError(RuntimeError):
-    """A job failed; ``error`` holds its traceback (or how its process ended)."""
-
-    def __init__(self, job_id: str, status: JobStatus, error: str) -> None:
-        last = error.strip().splitlines()[-1] if error.strip() else "no error text"
-        super().__init__(f"job {job_id} {status}: {last}\n\n{error}")
-        self.job_id = job_id
-        self.status = status
-        self.error = error
-
-
-class UnknownJobError(KeyError):
-    """``terminate`` (or a lookup) named a job this cluster object did not submit."""
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(job_id)
-        self.job_id = job_id
-
-    def __str__(self) -> str:
-        return f"no job {self.job_id!r} was submitted through this cluster object"
 
 
 def check_job_name(name: str) -> None:
@@ -115,6 +94,17 @@ def bootstrap_args(
     importable package NAME.
     """
     return ["-c", _BOOTSTRAP, payload, error_file, str(launcher_pid), cleanup_dir]
+
+
+def job_env(cluster_spec: str, job_id: JobId, num_tasks: int, index: int) -> dict[str, str]:
+    """The variables every backend sets for task ``index`` of a job: the cluster's spec (so
+    ``current_cluster()`` in the job reaches the same cluster), the job's id and its tasks."""
+    return {
+        CLUSTER_SPEC_ENV: cluster_spec,
+        "FRAY_JOB_ID": job_id,
+        "FRAY_NUM_TASKS": str(num_tasks),
+        "FRAY_TASK_INDEX": str(index),
+    }
 
 
 def dump_entrypoint(entrypoint: Entrypoint) -> bytes:
@@ -149,22 +139,18 @@ class JobProcess:
         self._stopped = False
         self._lock = threading.Lock()
         with open(self.log_path, "wb") as log:
-            self._proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    *bootstrap_args(
-                        str(payload_path),
-                        str(self._error_path),
-                        os.getpid(),
-                        cleanup_dir or str(self.workdir),
-                    ),
-                ],
-                stdin=subprocess.DEVNULL,
+            self._proc = start_python(
+                *bootstrap_args(
+                    str(payload_path),
+                    str(self._error_path),
+                    os.getpid(),
+                    cleanup_dir or str(self.workdir),
+                ),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**env, "PYTHONUNBUFFERED": "1"},
                 cwd=cwd,
-                start_new_session=True,
+                new_session=True,
             )
 
     @property
@@ -215,15 +201,7 @@ class JobProcess:
             if self._proc.poll() is not None:
                 return
             self._stopped = True
-            self._signal(signal.SIGTERM)
-            if not self.wait(_STOP_GRACE):
-                self._signal(signal.SIGKILL)
-                self._proc.wait()
-            self._signal(signal.SIGKILL)  # stragglers that ignored SIGTERM
-
-    def _signal(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._proc.pid, sig)
+            stop_process(self._proc, _STOP_GRACE, group=True)
 
 
 class TaskRunner(Protocol):
@@ -367,9 +345,14 @@ class JobTable:
             raise UnknownJobError(job_id)
         return job
 
-    def list(self) -> list[TaskJob]:
+    def list(self) -> list[Job]:
+        """Every job, oldest first (what ``Cluster.list_jobs`` returns)."""
         with self._lock:
             return list(self._jobs.values())
+
+    def terminate(self, job_id: JobId) -> None:
+        """Terminate one job (what ``Cluster.terminate`` does)."""
+        self.get(job_id).terminate()
 
     def terminate_all(self) -> None:
         for job in self.list():

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NewType
 
+from fray.common.sizes import parse_bytes
+
 __all__ = [
     "DEVICE_TYPES",
     "Entrypoint",
@@ -20,7 +22,7 @@ __all__ = [
     "JobStatus",
     "Namespace",
     "ResourceSpec",
-    "parse_bytes",
+    "parse_bytes",  # fray.common.sizes's, which ResourceSpec reads sizes with
     "tpu_chips_per_host",
 ]
 
@@ -42,33 +44,6 @@ class JobStatus(StrEnum):
     def is_finished(self) -> bool:
         """True for ``succeeded``, ``failed`` and ``killed``."""
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.KILLED)
-
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]?)(i?)(b?)\s*$", re.IGNORECASE)
-_UNIT_POWER = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
-
-
-def parse_bytes(value: int | str) -> int:
-    """Parse a size in bytes: an int, or a string such as ``"512m"``, ``"8g"``, ``"1.5GiB"``.
-
-    Units are binary (``"1k"`` is 1024 bytes); ``"b"``/``"i"`` suffixes are optional
-    (``"8g"``, ``"8gb"``, ``"8gi"`` and ``"8GiB"`` are all 8 * 1024**3). Anything else,
-    including negative numbers, raises ``ValueError``.
-    """
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f"a size must be an int or a string like '512m', got {value!r}")
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError(f"a size cannot be negative, got {value}")
-        return value
-    match = _SIZE.match(value)
-    if match is None or (match.group(3) and not match.group(2)):
-        raise ValueError(
-            f"cannot parse {value!r} as a size; use bytes or a number with a unit k, m, g, t "
-            "or p (binary), e.g. '512m', '8g', '1.5GiB'"
-        )
-    number, unit = match.group(1), match.group(2).lower()
-    return int(float(number) * 1024 ** _UNIT_POWER[unit])
 
 
 # Chips in one host of a TPU slice, by generation: v2-v5p count TensorCores in the slice name
@@ -97,7 +72,8 @@ def tpu_chips_per_host(variant: str) -> int:
 class ResourceSpec:
     """What one replica of a job (or one pool worker) needs.
 
-    ``memory`` and ``disk`` take bytes or strings such as ``"8g"`` and are stored as ints
+    ``memory`` and ``disk`` take bytes or strings such as ``"8g"`` (read by
+    :func:`fray.common.sizes.parse_bytes`: units are powers of 1024) and are stored as ints
     (0 means no request). ``replicas`` is how many copies of a job's entrypoint run; worker
     pools size themselves with ``num_workers`` instead. ``device_type`` is ``"cpu"``,
     ``"gpu"`` or ``"tpu"``; accelerators need ``device_count >= 1`` and a

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import traceback
 import types
 import weakref
 from collections.abc import Callable, Mapping
@@ -13,6 +12,7 @@ from typing import Any
 import cloudpickle
 
 from fray import errors
+from fray.common import remote_errors
 from fray.wire.pb import controller_pb2 as pb
 
 PROTOCOL = 5
@@ -102,35 +102,20 @@ def loads(data: bytes) -> Any:
 # ---------------------------------------------------------------------- errors
 
 
-def qualified_type(exc: BaseException) -> str:
-    cls = type(exc)
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
 def error_from_exception(
     exc: BaseException, kind: pb.ErrorKind, worker_id: str, message: str = ""
 ) -> pb.TaskError:
-    """Describe an exception for the wire: type, message, traceback and, if it pickles, itself."""
-    try:
-        pickled = cloudpickle.dumps(exc, protocol=PROTOCOL)
-    except Exception:
-        pickled = b""
+    """Describe an exception for the wire: type, message, traceback and, if it pickles, itself
+    (packed by :func:`fray.common.remote_errors.pack_exception`)."""
+    packed = remote_errors.pack_exception(exc, protocol=PROTOCOL)
     return pb.TaskError(
         kind=kind,
-        type=qualified_type(exc),
-        message=message or _safe(str, exc),
-        traceback=_safe(lambda e: "".join(traceback.format_exception(e)), exc),
-        pickled_exception=pickled,
+        type=packed.type_name,
+        message=message or packed.message,
+        traceback=packed.traceback,
+        pickled_exception=packed.pickled,
         worker_id=worker_id,
     )
-
-
-def _safe(describe: Callable[[BaseException], str], exc: BaseException) -> str:
-    """`describe(exc)`, or a stand-in when the exception cannot even be printed."""
-    try:  # and storable in a protobuf string (no lone surrogates)
-        return describe(exc).encode("utf-8", "backslashreplace").decode("utf-8")
-    except Exception as inner:
-        return f"<{qualified_type(exc)}: unprintable ({type(inner).__qualname__})>"
 
 
 def exception_from_error(error: pb.TaskError, task_id: str) -> BaseException:
@@ -138,14 +123,9 @@ def exception_from_error(error: pb.TaskError, task_id: str) -> BaseException:
     where = f"task {task_id}" + (f" on worker {error.worker_id}" if error.worker_id else "")
     common = {"task_id": task_id, "worker_id": error.worker_id}
     if error.kind == pb.ERROR_KIND_USER:
-        if error.pickled_exception:
-            try:
-                exc = pickle.loads(error.pickled_exception)
-            except Exception:
-                exc = None
-            if isinstance(exc, BaseException):
-                exc.__cause__ = errors.RemoteTraceback(f'"""\n{error.traceback}"""')
-                return exc
+        exc = remote_errors.unpack_exception(error.pickled_exception, error.traceback)
+        if exc is not None:
+            return exc
         return errors.RemoteTaskError(
             f"{where} raised {error.type}: {error.message}\n\nRemote traceback:\n{error.traceback}",
             type_name=error.type,

@@ -20,18 +20,17 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.connection
-import os
 import pickle
 import signal
 import sys
-import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
 
+from fray.common.remote_errors import qualified_type
+from fray.common.watchdog import exit_when_gone
 from fray.wire import payload
 from fray.wire.pb import controller_pb2 as pb
 
@@ -95,33 +94,16 @@ def _error(exc: BaseException, kind: pb.ErrorKind, message: str = "") -> bytes:
     try:
         return payload.error_from_exception(exc, kind, "", message).SerializeToString()
     except Exception:  # last resort: the executor must survive any exception
-        fallback = pb.TaskError(
-            kind=kind, type=payload.qualified_type(exc), message="<unprintable>"
-        )
+        fallback = pb.TaskError(kind=kind, type=qualified_type(exc), message="<unprintable>")
         return fallback.SerializeToString()
-
-
-def _exit_with_worker(worker_pid: int) -> None:
-    """Exit within a second of the worker's death, even in the middle of a long call (the pipe
-    closing is noticed only between calls, and a SIGKILLed worker cannot stop us)."""
-
-    def watch() -> None:
-        while True:
-            time.sleep(1.0)
-            try:
-                os.kill(worker_pid, 0)
-            except ProcessLookupError:
-                os._exit(1)
-            except PermissionError:  # pragma: no cover - the pid went to another user's process
-                os._exit(1)
-
-    threading.Thread(target=watch, name="fray-worker-watch", daemon=True).start()
 
 
 def main(conn: multiprocessing.connection.Connection, worker_pid: int) -> None:
     """Serve tasks from the worker until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's to handle
-    _exit_with_worker(worker_pid)
+    # Exit within a second of the worker's death, even in the middle of a long call (the pipe
+    # closing is noticed only between calls, and a SIGKILLed worker cannot stop us).
+    exit_when_gone(worker_pid, interval=1.0)
     functions = _FunctionCache()
     while True:
         try:
@@ -143,7 +125,7 @@ def actor_main(
 ) -> None:
     """Construct one actor, then run its method calls in order until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _exit_with_worker(worker_pid)
+    exit_when_gone(worker_pid, interval=1.0)  # as in main()
     try:
         cls_bytes, args_bytes, objects = pickle.loads(requests.recv_bytes())
     except (EOFError, OSError):

@@ -10,7 +10,7 @@ module keeps the names users import from ``fray.job.rpc``, loaded on first acces
 from typing import Any
 
 _EXPORTS = {
-    "ControllerServer": "fray.controller.service",
+    "ControllerServer": "fray.controller.server",
     "ControllerService": "fray.controller.service",
     "FrayContext": "fray.client.context",
     "FrayFuture": "fray.client.context",

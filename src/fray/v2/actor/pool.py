@@ -15,16 +15,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol
 
-__all__ = [
-    "ActorEndpoint",
-    "FutureBroadcastResult",
-    "NoActorError",
-    "RoundRobinActorPool",
-]
+from fray.errors import NoActorError
 
-
-class NoActorError(LookupError):
-    """No actor holds the name a call or ``wait_any`` needed."""
+__all__ = ["ActorEndpoint", "FutureBroadcastResult", "RoundRobinActorPool"]
 
 
 class ActorEndpoint(Protocol):

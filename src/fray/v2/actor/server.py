@@ -1,43 +1,23 @@
 """``ActorServer``: serves actor instances under names other code finds with a resolver.
 
-The server hands each ``(name, instance)`` to its cluster's ``host_actor``: the local
-backend keeps the instance in this process, the Ray backend moves it into a named Ray actor.
-Several registrations of one name (from one server or many) form one pool.
+The server hands each ``(name, instance)`` to its cluster's ``host_actor``
+(:class:`~fray.v2.actor.hosting.ActorHosting`): the local backend keeps the instance in this
+process, the Ray backend moves it into a named Ray actor. Several registrations of one name
+(from one server or many) form one pool.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-from fray.v2.cluster import Cluster, current_cluster
+from fray.v2.actor.hosting import ActorHosting, HostedActor, check_actor_name
+from fray.v2.cluster import Cluster
+from fray.v2.factory import current_cluster
 
-__all__ = ["ActorHosting", "ActorServer", "HostedActor", "check_actor_name"]
+__all__ = ["ActorServer"]
 
 _READY_TIMEOUT = 120.0  # seconds a published actor may take to start
-
-
-class HostedActor(Protocol):
-    """A registered actor; ``stop`` removes it from its pool."""
-
-    def wait_ready(self, timeout: float) -> None:
-        """Block until the actor can take calls (raises if it cannot)."""
-        ...
-
-    def stop(self) -> None: ...
-
-
-@runtime_checkable
-class ActorHosting(Protocol):
-    """What a cluster offers an :class:`ActorServer`."""
-
-    def host_actor(self, name: str, actor: Any) -> HostedActor: ...
-
-
-def check_actor_name(name: str) -> None:
-    """Reject names no backend can host (empty, or not a string)."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"an actor name must be a non-empty string, got {name!r}")
 
 
 class ActorServer:

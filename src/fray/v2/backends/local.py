@@ -3,9 +3,9 @@
 * Jobs: each replica of a job is its own Python process (:class:`fray.v2.job.JobProcess`)
   with its output in its own log file; ``terminate`` kills the process's session.
   ``ResourceSpec`` is not enforced (only ``replicas`` is used).
-* Worker pools: ``num_workers`` worker processes (started in the background when the pool
-  is made); each function, its arguments, its result and its exception travel through
-  cloudpickle.
+* Worker pools (:mod:`fray.v2.backends.local_pool`): ``num_workers`` worker processes
+  (started in the background when the pool is made); each function, its arguments, its
+  result and its exception travel through cloudpickle.
 * Actors: an in-process registry per namespace. Calls are cloudpickled there and back and
   run one at a time per actor (a lock), as they would on a remote actor. Actors registered
   in another process (such as a local job's) are not visible here.
@@ -17,72 +17,28 @@ with a warning (nothing is installed locally).
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-import queue
 import shutil
-import struct
-import subprocess
-import sys
 import tempfile
 import threading
-import traceback
 import uuid
 import weakref
-from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import cloudpickle
 
-from fray.errors import RemoteTraceback
+from fray.common.remote_errors import pack_exception, rebuild_exception
+from fray.v2.actor.hosting import check_actor_name
 from fray.v2.actor.pool import ActorEndpoint
 from fray.v2.actor.resolver import EndpointResolver
-from fray.v2.actor.server import check_actor_name
-from fray.v2.cluster import CLUSTER_SPEC_ENV, DEFAULT_NAMESPACE, Job
-from fray.v2.job import JobProcess, JobTable, TaskJob, dump_entrypoint
-from fray.v2.types import Entrypoint, EnvironmentSpec, JobId, Namespace, ResourceSpec
-from fray.v2.worker_pool import FutureWorkerPool
+from fray.v2.backends.base import BackendCluster
+from fray.v2.backends.local_pool import LocalWorkerPool, child_env, warn_ignored
+from fray.v2.cluster import DEFAULT_NAMESPACE
+from fray.v2.job import JobProcess, JobTable, TaskJob, dump_entrypoint, job_env
+from fray.v2.types import Entrypoint, EnvironmentSpec, Namespace, ResourceSpec
 
-__all__ = ["LocalCluster", "LocalWorkerPool"]
-
-logger = logging.getLogger(__name__)
-
-
-def _warn_ignored(environment: EnvironmentSpec | None) -> None:
-    if environment is not None and (environment.pip_packages or environment.extras):
-        logger.warning("the local backend installs nothing: pip_packages and extras are ignored")
-
-
-def _child_env(env_spec: EnvironmentSpec) -> dict[str, str]:
-    """This process's environment plus ``env_vars``, with ``sys.path`` as PYTHONPATH (so
-    the child imports what this process can) and the workspace first."""
-    path = [p or os.getcwd() for p in sys.path]
-    if env_spec.workspace:
-        path.insert(0, env_spec.workspace)
-    return {**os.environ, **env_spec.env_vars, "PYTHONPATH": os.pathsep.join(path)}
-
-
-def _portable_exception(exc: BaseException) -> tuple[bytes, str]:
-    """``exc`` cloudpickled (or a RuntimeError with its text if it cannot be) and its
-    traceback text."""
-    text = "".join(traceback.format_exception(exc))
-    try:
-        return cloudpickle.dumps(exc), text
-    except Exception:
-        return cloudpickle.dumps(RuntimeError(f"{type(exc).__name__}: {exc}")), text
-
-
-def _raise_portable(data: bytes, text: str) -> None:
-    """Raise the exception :func:`_portable_exception` packed, its traceback as the cause."""
-    try:
-        exc = cloudpickle.loads(data)
-    except Exception:  # e.g. an exception class whose constructor needs other arguments
-        last = text.strip().splitlines()[-1] if text.strip() else "unknown error"
-        exc = RuntimeError(last)
-    exc.__cause__ = RemoteTraceback(text)
-    raise exc
+__all__ = ["LocalProcessCluster", "LocalWorkerPool"]
 
 
 # --- actors --------------------------------------------------------------------------------
@@ -126,13 +82,13 @@ class _LocalEndpoint:
                 result = getattr(self.instance, method)(*args, **kwargs)
                 data = cloudpickle.dumps(result)
             except BaseException as exc:
-                error = _portable_exception(exc)
+                error = pack_exception(exc)
             else:
                 return cloudpickle.loads(data)
-        _raise_portable(*error)
+        raise rebuild_exception(error)
 
 
-class _Registry:
+class _ActorRegistry:
     """The process-wide actor registry: ``(namespace, name) -> endpoints``."""
 
     def __init__(self) -> None:
@@ -154,7 +110,7 @@ class _Registry:
             return list(self._endpoints.get((namespace, name), []))
 
 
-_registry = _Registry()
+_registry = _ActorRegistry()
 
 
 class _HostedLocalActor:
@@ -169,160 +125,6 @@ class _HostedLocalActor:
         _registry.remove(self._namespace, self.endpoint)
 
 
-# --- worker pools --------------------------------------------------------------------------
-
-# A pool worker: reads length-prefixed cloudpickled (fn, args, kwargs) from fd argv[1] and
-# writes (ok, result or exception, traceback text) to fd argv[2]; exits at end of input.
-_WORKER = """\
-import os, struct, sys, traceback
-import cloudpickle
-tasks = os.fdopen(int(sys.argv[1]), "rb")
-results = os.fdopen(int(sys.argv[2]), "wb")
-while True:
-    head = tasks.read(8)
-    if len(head) < 8:
-        break
-    payload = tasks.read(struct.unpack("!Q", head)[0])
-    try:
-        fn, args, kwargs = cloudpickle.loads(payload)
-        del payload
-        out = (True, cloudpickle.dumps(fn(*args, **kwargs)), "")
-    except BaseException as exc:
-        text = "".join(traceback.format_exception(exc))
-        try:
-            data = cloudpickle.dumps(exc)
-        except Exception:
-            data = cloudpickle.dumps(RuntimeError(f"{type(exc).__name__}: {exc}"))
-        out = (False, data, text)
-    data = cloudpickle.dumps(out)
-    results.write(struct.pack("!Q", len(data)) + data)
-    results.flush()
-"""
-
-
-class _WorkerProcess:
-    """One pool worker process, talking over two pipes (its stdout/stderr stay ours)."""
-
-    def __init__(self, env: Mapping[str, str], cwd: str | None) -> None:
-        task_r, task_w = os.pipe()
-        result_r, result_w = os.pipe()
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", _WORKER, str(task_r), str(result_w)],
-                pass_fds=(task_r, result_w),
-                stdin=subprocess.DEVNULL,
-                env=dict(env),
-                cwd=cwd,
-            )
-        finally:
-            os.close(task_r)
-            os.close(result_w)
-        self._tasks = os.fdopen(task_w, "wb")
-        self._results = os.fdopen(result_r, "rb")
-
-    def run(self, payload: bytes) -> tuple[bool, bytes, str] | None:
-        """Send one task and return its outcome; ``None`` if the process died."""
-        try:
-            self._tasks.write(struct.pack("!Q", len(payload)) + payload)
-            self._tasks.flush()
-        except (BrokenPipeError, OSError):
-            return None
-        head = self._results.read(8)
-        if len(head) < 8:
-            return None
-        data = self._results.read(struct.unpack("!Q", head)[0])
-        ok, result, text = cloudpickle.loads(data)
-        return bool(ok), result, text
-
-    def close(self) -> None:
-        """End of input: the worker exits once its current task is done."""
-        with contextlib.suppress(OSError):
-            self._tasks.close()
-        self.proc.wait()
-        self._results.close()
-
-
-class LocalWorkerPool(FutureWorkerPool):
-    """``num_workers`` worker processes; every call goes through cloudpickle both ways.
-
-    Workers are plain ``python -c`` processes (not ``multiprocessing``), so the caller's
-    ``__main__`` is never re-run; functions defined there travel by value. A worker that dies
-    fails its current future and is replaced. Its stdout and stderr are this process's.
-    """
-
-    def __init__(self, num_workers: int, environment: EnvironmentSpec | None = None) -> None:
-        super().__init__(num_workers)
-        _warn_ignored(environment)
-        env_spec = environment or EnvironmentSpec()
-        self._env = _child_env(env_spec)
-        self._cwd = env_spec.workspace
-        self._queue: queue.SimpleQueue[tuple[Future[Any], bytes] | None] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._serve, daemon=True, name=f"fray-v2-worker-{i}")
-            for i in range(num_workers)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def _serve(self) -> None:
-        worker: _WorkerProcess | None = None
-        with contextlib.suppress(OSError):  # if it fails, the first task reports why
-            worker = _WorkerProcess(self._env, self._cwd)
-        try:
-            while (item := self._queue.get()) is not None:
-                future, payload = item
-                if not future.set_running_or_notify_cancel():
-                    continue
-                if worker is None:
-                    try:
-                        worker = _WorkerProcess(self._env, self._cwd)
-                    except OSError as exc:
-                        future.set_exception(RuntimeError(f"cannot start a pool worker: {exc}"))
-                        continue
-                outcome = worker.run(payload)
-                if outcome is None:
-                    worker.close()
-                    code = worker.proc.returncode
-                    worker = None
-                    future.set_exception(
-                        RuntimeError(f"the pool's worker process died (exit code {code})")
-                    )
-                    continue
-                ok, data, text = outcome
-                try:
-                    if not ok:
-                        _raise_portable(data, text)
-                    future.set_result(cloudpickle.loads(data))
-                except BaseException as exc:
-                    future.set_exception(exc)
-        finally:
-            if worker is not None:
-                worker.close()
-
-    def _submit(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Future[Any]:
-        payload = cloudpickle.dumps((fn, args, kwargs))  # pickling errors surface here
-        future: Future[Any] = Future()
-        self._queue.put((future, payload))
-        return future
-
-    def _shutdown(self, wait: bool, cancel_futures: bool) -> None:
-        if cancel_futures:
-            while True:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is not None:
-                    item[0].cancel()
-        for _ in self._threads:
-            self._queue.put(None)
-        if wait:
-            for thread in self._threads:
-                thread.join()
-
-
 # --- the cluster ---------------------------------------------------------------------------
 
 
@@ -331,22 +133,19 @@ def _cleanup(workdir: str, jobs: JobTable) -> None:
     shutil.rmtree(workdir, ignore_errors=True)
 
 
-class LocalCluster:
-    """A :class:`fray.v2.cluster.Cluster` on this machine (see the module docstring).
+class LocalProcessCluster(BackendCluster):
+    """A :class:`fray.v2.cluster.Cluster` of processes on this machine, with no service
+    (see the module docstring; fray's own controller and workers on loopback are
+    :class:`fray.local_cluster.LocalFrayCluster`).
 
     Job files live in a temporary directory removed, with any job still running, by
     :meth:`shutdown` or when the cluster is garbage collected or the interpreter exits.
     """
 
     def __init__(self, namespace: Namespace = DEFAULT_NAMESPACE) -> None:
-        self._namespace = namespace
+        super().__init__(namespace)
         self._workdir = tempfile.mkdtemp(prefix="fray-v2-local-")
-        self._jobs = JobTable()
         self._finalizer = weakref.finalize(self, _cleanup, self._workdir, self._jobs)
-
-    @property
-    def namespace(self) -> Namespace:
-        return self._namespace
 
     @property
     def workdir(self) -> str:
@@ -366,32 +165,21 @@ class LocalCluster:
         environment: EnvironmentSpec | None = None,
     ) -> TaskJob:
         job_id = JobTable.new_id(name)
-        _warn_ignored(environment)
+        warn_ignored(environment)
         env_spec = environment or EnvironmentSpec()
         payload = dump_entrypoint(entrypoint)
-        base_env = {
-            **_child_env(env_spec),
-            CLUSTER_SPEC_ENV: self.spec,
-            "FRAY_JOB_ID": job_id,
-            "FRAY_NUM_TASKS": str(resources.replicas),
-        }
+        base_env = child_env(env_spec)
         tasks = [
             JobProcess(
                 payload,
                 os.path.join(self._workdir, job_id, str(index)),
-                {**base_env, "FRAY_TASK_INDEX": str(index)},
+                {**base_env, **job_env(self.spec, job_id, resources.replicas, index)},
                 cwd=env_spec.workspace,
                 cleanup_dir=self._workdir,  # this process's jobs all end with it
             )
             for index in range(resources.replicas)
         ]
         return self._jobs.add(TaskJob(job_id, name, tasks))
-
-    def terminate(self, job_id: JobId) -> None:
-        self._jobs.get(job_id).terminate()
-
-    def list_jobs(self) -> list[Job]:
-        return list(self._jobs.list())
 
     def resolver(self) -> EndpointResolver:
         namespace = self._namespace
@@ -416,11 +204,11 @@ class LocalCluster:
         """Terminate running jobs and delete the job files."""
         self._finalizer()
 
-    def __enter__(self) -> LocalCluster:
+    def __enter__(self) -> LocalProcessCluster:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.shutdown()
 
-    def __repr__(self) -> str:
-        return f"LocalCluster(namespace={self._namespace!r})"
+
+LocalCluster = LocalProcessCluster  # its old name, which keeps working

@@ -32,7 +32,6 @@ import contextlib
 import os
 import re
 import shlex
-import socket
 import sys
 import tempfile
 import threading
@@ -44,58 +43,55 @@ from typing import Any
 
 import ray
 
-from fray.errors import RemoteTraceback
+from fray.common.deadlines import deadline_after, time_left
+from fray.common.net import free_port
+from fray.common.remote_errors import with_remote_traceback
+from fray.v2.actor.hosting import check_actor_name
 from fray.v2.actor.pool import ActorEndpoint
 from fray.v2.actor.resolver import EndpointResolver
-from fray.v2.actor.server import check_actor_name
+from fray.v2.backends.base import BackendCluster
 from fray.v2.backends.ray_resources import (
     ray_job_options,
     ray_resource_options,
     ray_runtime_env,
 )
-from fray.v2.cluster import CLUSTER_SPEC_ENV, DEFAULT_NAMESPACE, Job
-from fray.v2.job import JobTable, TaskJob, bootstrap_args, dump_entrypoint
-from fray.v2.types import Entrypoint, EnvironmentSpec, JobId, JobStatus, Namespace, ResourceSpec
+from fray.v2.cluster import DEFAULT_NAMESPACE
+from fray.v2.job import JobTable, TaskJob, bootstrap_args, dump_entrypoint, job_env
+from fray.v2.types import Entrypoint, EnvironmentSpec, JobStatus, Namespace, ResourceSpec
 from fray.v2.worker_pool import FutureWorkerPool, chain_future
 
-__all__ = ["RayCluster", "RayWorkerPool", "dashboard_url", "free_port"]
+__all__ = ["RayCluster", "RayWorkerPool", "dashboard_url", "ref_future"]
 
 _ACTOR_PREFIX = "fray-actor:"
 _CALL_TIMEOUT = 60.0  # seconds for a Ray job to stop once asked
 _AGENT_WAIT = 120.0  # seconds a just-started cluster gets to bring up its job agent
 
 
-def free_port() -> int:
-    """A TCP port free right now on this machine (for a new Ray instance's dashboard)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _unwrap(exc: BaseException) -> BaseException:
-    """The user's exception inside a ``RayTaskError`` when Ray could rebuild it."""
+    """The user's exception inside a ``RayTaskError`` when Ray could rebuild it (with Ray's
+    text, which holds the remote traceback, as its cause); else ``exc`` itself."""
     if isinstance(exc, ray.exceptions.RayTaskError):
         cause = exc.cause
         if isinstance(cause, BaseException) and not isinstance(cause, ray.exceptions.RayTaskError):
-            cause.__cause__ = RemoteTraceback(str(exc))
-            return cause
+            return with_remote_traceback(cause, str(exc))
     return exc
 
 
-def _result(future: Future[Any]) -> Any:
+def _unwrapped(call: Callable[[], Any]) -> Any:
+    """``call()``, re-raising a user's exception out of its ``RayTaskError``."""
     try:
-        return future.result()
+        return call()
     except ray.exceptions.RayTaskError as exc:
         error = _unwrap(exc)
         raise error from error.__cause__
+
+
+def _result(future: Future[Any]) -> Any:
+    return _unwrapped(future.result)
 
 
 def _get(ref: Any, timeout: float | None = None) -> Any:
-    try:
-        return ray.get(ref, timeout=timeout)
-    except ray.exceptions.RayTaskError as exc:
-        error = _unwrap(exc)
-        raise error from error.__cause__
+    return _unwrapped(lambda: ray.get(ref, timeout=timeout))
 
 
 def ref_future(ref: Any) -> Future[Any]:
@@ -180,12 +176,12 @@ class _RayJobTask:
         return status
 
     def wait(self, timeout: float | None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = deadline_after(timeout)
         while not self.status().is_finished():
-            left = _POLL if deadline is None else min(_POLL, deadline - time.monotonic())
-            if left <= 0:
+            left = time_left(deadline)
+            if left == 0:
                 return False
-            time.sleep(left)
+            time.sleep(_POLL if left is None else min(_POLL, left))
         return True
 
     def error(self) -> str | None:
@@ -250,8 +246,8 @@ class _RayJobTask:
 # --- worker pools --------------------------------------------------------------------------
 
 
-class _PoolWorker:
-    """Ray actor running whatever function it is sent."""
+class _PoolWorkerActor:
+    """The Ray actor class of one pool worker: it runs whatever function it is sent."""
 
     def run(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return fn(*args, **kwargs)
@@ -262,7 +258,7 @@ class RayWorkerPool(FutureWorkerPool):
 
     def __init__(self, num_workers: int, options: dict[str, Any]) -> None:
         super().__init__(num_workers)
-        remote: Any = ray.remote(_PoolWorker)
+        remote: Any = ray.remote(_PoolWorkerActor)
         self._workers: list[Any] = [remote.options(**options).remote() for _ in range(num_workers)]
         self._in_flight = [0] * num_workers
         self._futures: set[Future[Any]] = set()
@@ -307,8 +303,8 @@ class RayWorkerPool(FutureWorkerPool):
 # --- actors --------------------------------------------------------------------------------
 
 
-class _ActorHost:
-    """Ray actor holding one registered instance."""
+class _ActorHostActor:
+    """The Ray actor class hosting one instance registered with ``ActorServer``."""
 
     def __init__(self, instance: Any) -> None:
         self._instance = instance
@@ -356,7 +352,7 @@ def _actor_name(ray_name: str) -> str | None:
 # --- the cluster ---------------------------------------------------------------------------
 
 
-class RayCluster:
+class RayCluster(BackendCluster):
     """A :class:`fray.v2.cluster.Cluster` on Ray (see the module docstring).
 
     Connects on creation when Ray is not initialised yet: to ``address`` if given, else as
@@ -364,19 +360,14 @@ class RayCluster:
     """
 
     def __init__(self, namespace: Namespace = DEFAULT_NAMESPACE, address: str | None = None):
-        self._namespace = namespace
+        super().__init__(namespace)
         if not ray.is_initialized():
             # A new local instance gets its dashboard (Jobs API) on a free port: Ray's
             # default, 8265, is also fray's controller's. Ignored when connecting.
             ray.init(address=address, namespace=namespace, dashboard_port=free_port())
-        self._jobs = JobTable()
         self._handles: dict[str, Any] = {}
         self._client: Any = None
         self._lock = threading.Lock()
-
-    @property
-    def namespace(self) -> Namespace:
-        return self._namespace
 
     @property
     def spec(self) -> str:
@@ -402,12 +393,8 @@ class RayCluster:
         job_id = JobTable.new_id(name)
         client = self._job_client()
         runtime_env = ray_runtime_env(environment)
-        base_env = {
-            **runtime_env.get("env_vars", {}),
-            CLUSTER_SPEC_ENV: self.spec,
-            "FRAY_JOB_ID": job_id,
-            "FRAY_NUM_TASKS": str(resources.replicas),
-        }
+        user_env = runtime_env.get("env_vars", {})
+        spec = self.spec
         package = f"fray_job_{uuid.uuid4().hex}"
         tasks = []
         with tempfile.TemporaryDirectory(prefix="fray-v2-ray-job-") as tmp:
@@ -420,12 +407,16 @@ class RayCluster:
             base_id = re.sub(r"[^A-Za-z0-9_.-]", "_", job_id)
             try:
                 for index in range(resources.replicas):
-                    env = {**base_env, "FRAY_TASK_INDEX": str(index)}
-                    job_env = {**runtime_env, "env_vars": env, "py_modules": [package_dir]}
+                    env = {**user_env, **job_env(spec, job_id, resources.replicas, index)}
+                    task_runtime_env = {
+                        **runtime_env,
+                        "env_vars": env,
+                        "py_modules": [package_dir],
+                    }
                     options = {
                         **ray_job_options(resources),
                         "entrypoint": _job_command(package),
-                        "runtime_env": job_env,
+                        "runtime_env": task_runtime_env,
                         "metadata": {"fray_job_id": job_id, "fray_task_index": str(index)},
                     }
                     submission_id = base_id if resources.replicas == 1 else f"{base_id}-{index}"
@@ -436,12 +427,6 @@ class RayCluster:
                         task.stop()
                 raise
         return self._jobs.add(TaskJob(job_id, name, tasks))
-
-    def terminate(self, job_id: JobId) -> None:
-        self._jobs.get(job_id).terminate()
-
-    def list_jobs(self) -> list[Job]:
-        return list(self._jobs.list())
 
     def resolver(self) -> EndpointResolver:
         return EndpointResolver(self._endpoints)
@@ -469,7 +454,7 @@ class RayCluster:
     def host_actor(self, name: str, actor: Any) -> _HostedRayActor:
         """Move ``actor`` into a named Ray actor that resolvers of this namespace find."""
         check_actor_name(name)
-        host: Any = ray.remote(_ActorHost)
+        host: Any = ray.remote(_ActorHostActor)
         handle = host.options(
             name=f"{_ACTOR_PREFIX}{name}:{uuid.uuid4().hex}",
             namespace=self._namespace,
@@ -489,6 +474,3 @@ class RayCluster:
         if runtime_env:
             options["runtime_env"] = runtime_env
         return RayWorkerPool(num_workers, options)
-
-    def __repr__(self) -> str:
-        return f"RayCluster(namespace={self._namespace!r})"

@@ -1,16 +1,21 @@
-"""The `fray worker` process: registration, health check, execution, shutdown, recovery.
+"""The `fray worker` process: registration, health check, execution, shutdown, recovery, token.
 
-Every worker here is a real `python -m fray worker` process (started through LocalFrayCluster)
+Most workers here are real `python -m fray worker` processes (started through LocalFrayCluster)
 talking to a real controller process; each test stops whatever it started, even when it fails.
+The last section tests pieces of the worker in process: the local queue with the direct-call
+table, and `fray.wire.serving`'s plain fast path (token check, error mapping).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,13 +23,18 @@ from pathlib import Path
 import cloudpickle
 import httpx
 import pytest
+from connectrpc.code import Code
 from fray_fixtures import free_port, get_task, list_workers, pid_alive, stop_process, wait_for
 from fray_tasks import sleep_then, wait_for_file
 
 from fray.client.context import FrayContext
 from fray.errors import TaskDeserializationError
 from fray.local_cluster import LocalFrayCluster
+from fray.wire import payload, serving
 from fray.wire.pb import controller_pb2 as pb
+from fray.wire.pb import worker_pb2 as wpb
+from fray.worker.direct_calls import DirectCalls, WorkerBusy, WorkerDraining
+from fray.worker.task_queue import TaskQueue
 
 # Functions defined here travel by value: the workers cannot import this test module.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -385,3 +395,176 @@ def test_health_check_on_ipv6_loopback(lone: LocalFrayCluster) -> None:
     worker = list_workers(lone.address)["v6"]
     assert worker.address.startswith("http://[::1]:")
     assert healthz(worker).json()["worker_id"] == "v6"
+
+
+# ---------------------------------------------------------------------- the token
+
+
+def test_a_worker_with_a_token_answers_only_calls_that_carry_it() -> None:
+    token = "t0k-worker"
+    task = pb.TaskSpec(
+        task_id="tok-1",
+        function=payload.dumps_function(add),
+        args=payload.dumps_arguments((2, 3), {}, "test"),
+        owner="test",
+    )
+    body = wpb.RunTaskRequest(task=task, wait_ms=20_000).SerializeToString()
+    binary = {"content-type": "application/proto"}
+    cluster = LocalFrayCluster(
+        workers=1, heartbeat_timeout=HEARTBEAT_TIMEOUT, env={"FRAY_TOKEN": token}
+    )
+    try:
+        cluster.start()
+        (worker,) = list_workers(cluster.address, token=token).values()
+        url = f"{worker.address}/fray.v1.FrayWorker/RunTask"
+        # The plain binary fast path and the Connect (JSON) path refuse alike.
+        for headers in (binary, {**binary, "authorization": "Bearer wrong"}):
+            refused = httpx.post(url, content=body, headers=headers, timeout=20)
+            assert refused.status_code == 401
+            assert refused.json()["code"] == "unauthenticated"
+        refused = httpx.post(url, json={"task": {"taskId": "tok-2"}}, timeout=20)
+        assert refused.status_code == 401
+        assert refused.json()["code"] == "unauthenticated"
+
+        answered = httpx.post(
+            url, content=body, headers={**binary, "authorization": f"Bearer {token}"}, timeout=20
+        )
+        assert answered.status_code == 200
+        response = wpb.RunTaskResponse.FromString(answered.content)
+        assert response.done and payload.loads(response.result.value) == 5
+        with FrayContext(cluster.address, token=token, retry_timeout=10) as ctx:
+            assert ctx.get(ctx.run(add, 20, 22), timeout=30) == 42
+    finally:
+        shutdown(cluster)
+
+
+# ---------------------------------------------------------------------- pieces, in process
+
+
+class Refused(Exception):
+    pass
+
+
+def _post(app: serving.PlainUnary, scope: dict[str, object], body: bytes) -> tuple[int, bytes]:
+    """One request through an ASGI app: (status, body)."""
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    status = sent[0]["status"]
+    data = sent[1]["body"]
+    assert isinstance(status, int) and isinstance(data, bytes)
+    return status, data
+
+
+def test_every_connect_code_has_an_http_status() -> None:
+    assert set(serving.HTTP_STATUS) == set(Code)
+
+
+def test_the_plain_fast_path_checks_the_token_and_maps_errors(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def cancel(request: wpb.CancelTaskRequest, ctx: object) -> wpb.CancelTaskResponse:
+        if request.task_id == "refuse":
+            raise Refused("no room")
+        if request.task_id == "bug":
+            raise RuntimeError("internal detail")
+        return wpb.CancelTaskResponse(found=True)
+
+    path = "/fray.v1.FrayWorker/CancelTask"
+    plain = serving.PlainUnary(
+        {path: (wpb.CancelTaskRequest, cancel)},
+        "s3cret",
+        {Refused: Code.RESOURCE_EXHAUSTED},
+        "test",
+    )
+
+    def scope(*headers: tuple[bytes, bytes], method: str = "POST") -> dict[str, object]:
+        base = [(b"content-type", b"application/proto")]
+        return {"type": "http", "path": path, "method": method, "headers": base + list(headers)}
+
+    good = (b"authorization", b"Bearer s3cret")
+    assert plain.accepts(scope(good))
+    assert not plain.accepts(scope())  # left to connectrpc, which refuses with unauthenticated
+    assert not plain.accepts(scope((b"authorization", b"Bearer wrong")))
+    assert not plain.accepts(scope(good, (b"content-encoding", b"gzip")))
+    assert not plain.accepts(scope(good, method="GET"))
+
+    def call(task_id: str) -> tuple[int, bytes]:
+        return _post(plain, scope(good), wpb.CancelTaskRequest(task_id=task_id).SerializeToString())
+
+    status, data = call("ok")
+    assert status == 200 and wpb.CancelTaskResponse.FromString(data).found
+    status, data = call("refuse")
+    assert (status, json.loads(data)) == (429, {"code": "resource_exhausted", "message": "no room"})
+    status, data = call("bug")
+    error = json.loads(data)
+    assert status == 500 and error["code"] == "internal"
+    assert "internal detail" not in error["message"]  # in the log, under the same reference
+    assert "CancelTask" in error["message"] and "see the test log" in error["message"]
+    assert any("internal error in CancelTask" in r.getMessage() for r in caplog.records)
+    status, data = _post(plain, scope(good), b"\xff\xff\xff")
+    assert status == 400 and json.loads(data)["code"] == "invalid_argument"
+
+
+def _direct_calls(
+    slots: int,
+) -> tuple[DirectCalls, TaskQueue, threading.Event, list[pb.DirectTask]]:
+    mutex = threading.RLock()
+    stopping = threading.Event()
+    queue = TaskQueue(mutex, slots, stopping)
+    records: list[pb.DirectTask] = []
+    direct = DirectCalls(
+        mutex, "w-test", queue, stopping, report=records.append, stop_task=lambda _: False
+    )
+    return direct, queue, stopping, records
+
+
+def _spec(task_id: str) -> pb.TaskSpec:
+    return pb.TaskSpec(task_id=task_id, function=b"f", args=b"a", owner="o")
+
+
+def test_a_direct_task_takes_a_free_slot_only() -> None:
+    direct, queue, stopping, records = _direct_calls(slots=1)
+    leased = pb.LeasedTask(task_id="leased", attempt=1)
+    queue.push([leased])
+    with pytest.raises(WorkerBusy):
+        direct.run(_spec("d1"))  # the one slot has a task waiting for it
+    assert queue.remove("leased") == leased
+
+    call = direct.run(_spec("d1"))
+    assert direct.run(_spec("d1")) is call  # a retry finds the same call
+    assert queue.counts() == (0, 1)
+    with pytest.raises(WorkerBusy):
+        direct.run(_spec("d2"))
+    claimed: list[pb.LeasedTask] = []
+    task = queue.next_task(claimed.append)
+    assert task is not None and claimed == [task]
+    assert (task.task_id, task.attempt, task.function) == ("d1", 0, b"f")
+
+    # A leased task's result is not the direct call's, even with the same id.
+    assert not direct.complete(pb.TaskResult(task_id="d1", attempt=1, value=b"x"))
+    assert direct.complete(pb.TaskResult(task_id="d1", attempt=0, value=b"v"))
+    assert call.future.result(timeout=0).value == b"v"
+    assert [(r.task_id, r.state) for r in records] == [("d1", pb.TASK_STATE_COMPLETED)]
+    assert direct.running == 0
+
+    stopping.set()
+    with pytest.raises(WorkerDraining):
+        direct.run(_spec("d3"))
+    assert queue.next_task(claimed.append) is None  # slots stop too
+
+
+def test_a_direct_task_cancelled_before_it_arrives_is_refused_as_cancelled() -> None:
+    direct, queue, _, records = _direct_calls(slots=1)
+    assert direct.cancel("early") is False
+    call = direct.run(_spec("early"))
+    result = call.future.result(timeout=0)
+    assert result.error.kind == pb.ERROR_KIND_CANCELLED
+    assert queue.counts() == (0, 0)  # never queued
+    assert [(r.task_id, r.state) for r in records] == [("early", pb.TASK_STATE_CANCELLED)]

@@ -1,9 +1,16 @@
 """The fray worker process: leases tasks, runs them in executor processes, hosts actors.
 
-- ``worker``: ``Worker``, the process's main object (lease loop, slots, reports, heartbeats);
+- ``worker``: ``Worker``, the process's main object; it composes the pieces below;
+- ``registration``: register, heartbeat, unregister;
+- ``leasing``: the LeaseTasks long poll, adaptive prefetch and the held leases;
+- ``task_queue``: tasks waiting for a slot; ``slots``: a thread + executor process per slot;
+- ``direct_calls``: tasks clients sent straight to a free slot (the direct path);
+- ``reporter``: batched ReportResults; ``objects``: the ``ctx.put`` object cache;
+- ``results``: the error results the worker makes itself (lost executor, handed back);
+- ``actor_host``: the actors this worker hosts, each in a process of its own;
 - ``service``: the ``fray.v1.FrayWorker`` Connect service (direct tasks, actor calls, /healthz);
-- ``executor``: what runs inside an executor or actor process (kept light: a forkserver child);
-- ``actor_host``: the actors this worker hosts, each in a process of its own.
+- ``executor``: what runs inside an executor or actor process (kept light: a forkserver child).
 
-Imports ``fray.wire`` only (executors hand nested work to ``fray.job``'s default context).
+Imports ``fray.wire`` and ``fray.common`` (executors hand nested work to ``fray.job``'s default
+context); never the controller or the client.
 """

@@ -18,15 +18,14 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from fray.wire.controller_client import ControllerClient
 from fray.wire.pb import controller_pb2 as pb
 from fray.wire.pb import worker_pb2 as wpb
 from fray.worker import executor
-
-if TYPE_CHECKING:
-    from fray.worker.worker import Worker
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +72,18 @@ class _Batch:
 
 
 class ActorHost:
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
+    """The actors this worker hosts, and the batches of calls running on them.
+
+    `client` carries the reports to the controller (READY, FAILED, DEAD); `fetch_object` gives
+    the objects a constructor names.
+    """
+
+    def __init__(
+        self, worker_id: str, client: ControllerClient, fetch_object: Callable[[str], bytes]
+    ) -> None:
+        self._worker_id = worker_id
+        self._client = client
+        self._fetch_object = fetch_object
         self._actors: dict[str, _Hosted] = {}
         self._starting: dict[str, _Hosted] = {}  # being built
         self._lock = threading.Lock()
@@ -176,7 +185,7 @@ class ActorHost:
             if hosted.stopped:  # stopped before its process existed
                 self._kill(hosted)
                 return None
-            objects = {oid: self.worker.fetch_object(oid) for oid in spec.object_ids}
+            objects = {oid: self._fetch_object(oid) for oid in spec.object_ids}
             hosted.requests.send_bytes(pickle.dumps((spec.cls, spec.args, objects)))
             status, data = pickle.loads(hosted.results.recv_bytes())
         except (EOFError, OSError):
@@ -191,7 +200,7 @@ class ActorHost:
         if status != "ok":
             process.join(5)
             error = pb.TaskError.FromString(data)
-            error.worker_id = self.worker.worker_id
+            error.worker_id = self._worker_id
             raise _NotBuilt(pb.ACTOR_STATE_FAILED, error)
         with self._lock:
             if self._starting.get(spec.actor_id) is hosted:
@@ -214,7 +223,7 @@ class ActorHost:
             kind=kind,
             type=type(exc).__qualname__,
             message=f"actor {spec.actor_id} could not be {what}: {exc}",
-            worker_id=self.worker.worker_id,
+            worker_id=self._worker_id,
         )
 
     def _died(self, spec: pb.ActorSpec, exit_code: int | None) -> pb.TaskError:
@@ -224,7 +233,7 @@ class ActorHost:
             kind=pb.ERROR_KIND_WORKER_LOST,
             type="ActorDiedError",
             message=message,
-            worker_id=self.worker.worker_id,
+            worker_id=self._worker_id,
         )
 
     def _report(
@@ -233,8 +242,8 @@ class ActorHost:
         update = pb.ActorUpdate(
             actor_id=spec.actor_id, incarnation=spec.incarnation, state=state, error=error
         )
-        request = pb.ReportActorsRequest(worker_id=self.worker.worker_id, updates=[update])
-        client = self.worker.client
+        request = pb.ReportActorsRequest(worker_id=self._worker_id, updates=[update])
+        client = self._client
         try:
             client.call(client.rpc.report_actors, request)
         except Exception as exc:  # the controller will learn when it drops this worker
@@ -301,7 +310,7 @@ class ActorHost:
         async with hosted.lock:
             objects = {}
             for object_id in {oid for call in calls for oid in call.object_ids}:
-                objects[object_id] = await asyncio.to_thread(self.worker.fetch_object, object_id)
+                objects[object_id] = await asyncio.to_thread(self._fetch_object, object_id)
             batch = pickle.dumps(
                 [(c.method, c.args, {o: objects[o] for o in c.object_ids}) for c in calls],
                 protocol=5,
@@ -321,7 +330,7 @@ class ActorHost:
                 results.append(pb.TaskResult(value=data))
             else:
                 error = pb.TaskError.FromString(data)
-                error.worker_id = self.worker.worker_id
+                error.worker_id = self._worker_id
                 results.append(pb.TaskResult(error=error))
         return results
 

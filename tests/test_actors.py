@@ -1,11 +1,14 @@
 """Actors on the fray controller: placement, calls, failures, restarts, kill, curl.
 
-The API contract shared with the other backends is in test_job_contract.py.
+The API contract shared with the other backends is in test_job_contract.py. Tests share one
+cluster of two workers (`two_workers`, checked idle before each test) unless they break a worker
+(`own_two_workers`).
 """
 
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import contextlib
 import os
 import signal
@@ -18,9 +21,11 @@ from pathlib import Path
 import cloudpickle
 import httpx
 import pytest
-from fray_fixtures import children_of, wait_for
+from fray_fixtures import children_of, list_workers, wait_for
 
+from fray.client import actor_calls
 from fray.client.context import FrayContext
+from fray.client.kicker import kicker
 from fray.errors import ActorDiedError, SerializationError
 from fray.local_cluster import LocalFrayCluster
 
@@ -63,8 +68,8 @@ def kill_worker(cluster: LocalFrayCluster, worker_id: str) -> None:
     raise AssertionError(f"no process for {worker_id}")
 
 
-@pytest.fixture
-def two_workers() -> Iterator[LocalFrayCluster]:
+@contextlib.contextmanager
+def start_two_workers() -> Iterator[LocalFrayCluster]:
     with LocalFrayCluster(workers=0, heartbeat_timeout=1.5) as cluster:
         for worker_id in ("wa", "wb"):
             cluster.add_worker("--worker-id", worker_id, "--concurrency", "1")
@@ -72,10 +77,42 @@ def two_workers() -> Iterator[LocalFrayCluster]:
         yield cluster
 
 
+@pytest.fixture(scope="module")
+def shared_two_workers() -> Iterator[LocalFrayCluster]:
+    with start_two_workers() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def two_workers(shared_two_workers: LocalFrayCluster) -> LocalFrayCluster:
+    """The module's cluster, as a fresh one would be: both workers up, no live actor (so that
+    placement starts even), no task running."""
+    cluster = shared_two_workers
+
+    def idle() -> bool:
+        workers = list_workers(cluster.address)
+        live = [a for a in list_actors(cluster.address) if a["state"] not in _ENDED]
+        busy = any(w.task_ids or w.direct_running for w in workers.values())
+        return sorted(workers) == ["wa", "wb"] and not live and not busy
+
+    wait_for(idle, 30, "the shared cluster to be idle")
+    return cluster
+
+
+@pytest.fixture
+def own_two_workers() -> Iterator[LocalFrayCluster]:
+    """A cluster of its own, for a test that kills or stops a worker."""
+    with start_two_workers() as cluster:
+        yield cluster
+
+
+_ENDED = ("ACTOR_STATE_DEAD", "ACTOR_STATE_FAILED")
+
+
 def list_actors(address: str) -> list[dict[str, object]]:
     response = httpx.post(f"{address}{CONTROLLER}ListActors", json={}, timeout=20)
     assert response.status_code == 200
-    return list(response.json()["actors"])
+    return list(response.json().get("actors", []))
 
 
 def test_actors_spread_over_workers_and_show_in_curl(two_workers: LocalFrayCluster) -> None:
@@ -84,7 +121,8 @@ def test_actors_spread_over_workers_and_show_in_curl(two_workers: LocalFrayClust
         places = ctx.get([a.where.remote() for a in actors])
         assert sorted(w for w, _ in places) == ["wa", "wa", "wb", "wb"]
         assert len({pid for _, pid in places}) == 4  # a process each
-        listed = {a["name"]: a for a in list_actors(two_workers.address)}
+        ids = {a.actor_id for a in actors}
+        listed = {a["name"]: a for a in list_actors(two_workers.address) if a["actorId"] in ids}
         assert set(listed) == {"c0", "c1", "c2", "c3"}
         assert {a["state"] for a in listed.values()} == {"ACTOR_STATE_READY"}
         assert listed["c0"]["className"] == "Counter"
@@ -96,7 +134,9 @@ def test_actors_spread_over_workers_and_show_in_curl(two_workers: LocalFrayClust
         assert one["actorId"] == actors[1].actor_id
         assert one["workerId"] in ("wa", "wb")
     # Closing the context killed its (non-detached) actors.
-    states = {a["name"]: a["state"] for a in list_actors(two_workers.address)}
+    ours = [a for a in list_actors(two_workers.address) if a["actorId"] in ids]
+    states = {a["name"]: a["state"] for a in ours}
+    assert set(states) == {"c0", "c1", "c2", "c3"}
     assert set(states.values()) == {"ACTOR_STATE_DEAD"}
 
 
@@ -113,8 +153,9 @@ def test_a_killed_actor_fails_its_calls_and_frees_its_name(two_workers: LocalFra
 
 
 def test_sigkilled_host_gives_actor_died_then_a_restart_elsewhere(
-    two_workers: LocalFrayCluster, tmp_path: Path
+    own_two_workers: LocalFrayCluster, tmp_path: Path
 ) -> None:
+    two_workers = own_two_workers
     with FrayContext(two_workers.address) as ctx:
         # Placement alternates between the two workers: `keeper` and `mortal` share one.
         keeper = ctx.create_actor(Counter, 100, max_restarts=1)
@@ -214,8 +255,9 @@ def _alive(pid: int) -> bool:
 
 
 def test_a_call_to_a_stuck_host_ends_in_bounded_time(
-    two_workers: LocalFrayCluster, tmp_path: Path
+    own_two_workers: LocalFrayCluster, tmp_path: Path
 ) -> None:
+    two_workers = own_two_workers
     with FrayContext(two_workers.address) as ctx:
         actor = ctx.create_actor(Counter)
         host, _ = ctx.get(actor.where.remote())
@@ -286,3 +328,28 @@ def test_killing_an_actor_while_it_is_built_stops_its_process(
         wait_for(marker.exists, 30, "the constructor to start")
         ctx.kill_actor(actor)
         wait_for(lambda: not _alive(int(marker.read_text())), 15, "the actor process to stop")
+
+
+def test_idle_senders_end_and_the_kicker_sleeps(
+    two_workers: LocalFrayCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(actor_calls, "IDLE_SECONDS", 0.2)
+    with FrayContext(two_workers.address) as ctx:
+        actor = ctx.create_actor(Counter)
+        sender = f"fray-actor-{actor.actor_id}"
+        calls = [actor.add.remote(1) for _ in range(100)]  # pile up: a sender thread sends them
+        assert ctx.get(calls, timeout=30)[-1] == 100
+        lone = actor.add.remote(1)  # nobody waits for it: the kicker has it sent
+        concurrent.futures.wait([lone], timeout=30)
+        assert lone.result(timeout=0) == 101
+
+        def sender_alive() -> bool:
+            return any(t.name == sender for t in threading.enumerate())
+
+        wait_for(lambda: not sender_alive(), 10, "the idle sender thread to end")
+        wait_for(lambda: kicker.idle, 10, "the kicker to sleep")
+        passes = kicker.passes
+        time.sleep(0.3)
+        assert kicker.passes == passes  # no wake-ups while nothing is pending
+        # Senders come back when needed; calls keep their order.
+        assert ctx.get([actor.add.remote(1) for _ in range(10)], timeout=30)[-1] == 111

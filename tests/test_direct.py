@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ from fray_fixtures import (
 )
 from fray_tasks import wait_for_file
 
+from fray.client import direct
 from fray.client.context import FrayContext
 from fray.local_cluster import LocalFrayCluster
 from fray.wire import payload
@@ -296,12 +298,29 @@ def test_a_dead_worker_is_not_offered_more_tasks(tmp_path: Path) -> None:
             assert sum(t.attempts > 1 for t in tasks) <= 1
 
 
+def test_idle_call_threads_end(one_slot: LocalFrayCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(direct, "IDLE_SECONDS", 0.2)
+
+    def call_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "fray-direct"]
+
+    wait_until_idle(one_slot)  # the task must go directly
+    with FrayContext(one_slot.address) as ctx:
+        wait_for(lambda: not call_threads(), 10, "earlier contexts' call threads to end")
+        future = ctx.run(add, 1, 2)
+        assert call_threads()  # a direct call: a thread was started for it
+        assert future.result(timeout=30) == 3
+        wait_for(lambda: not call_threads(), 10, "the idle call thread to end")
+        wait_until_idle(one_slot)
+        assert ctx.run(add, 2, 2).result(timeout=30) == 4  # a thread again when needed
+
+
 def _blocked_in_result(thread_id: int) -> bool:
     """Whether the thread is inside `FrayFuture.result()` (waiting, or making the call)."""
     frame = sys._current_frames().get(thread_id)
     while frame is not None:
         code = frame.f_code
-        if code.co_name == "result" and code.co_filename.endswith("rpc/context.py"):
+        if code.co_name == "result" and code.co_filename.endswith("client/futures.py"):
             return True
         frame = frame.f_back
     return False
@@ -310,8 +329,6 @@ def _blocked_in_result(thread_id: int) -> bool:
 def test_ctrl_c_while_waiting_leaves_the_future_working(
     one_slot: LocalFrayCluster, tmp_path: Path
 ) -> None:
-    import threading
-
     gate = tmp_path / "open"
     main = threading.main_thread().ident
     assert main == threading.get_ident()

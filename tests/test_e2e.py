@@ -26,7 +26,7 @@ from fray_fixtures import (
 from fray_tasks import sleep_then, wait_for_file
 
 from fray.client.context import FrayContext
-from fray.controller.service import ControllerServer
+from fray.controller.server import ControllerServer
 from fray.errors import (
     ControllerError,
     ControllerUnavailableError,

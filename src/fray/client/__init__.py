@@ -1,10 +1,26 @@
 """The client side of fray's service: ``FrayContext``, the ``JobContext`` for a controller.
 
-- ``context``: ``FrayContext`` and ``FrayFuture``;
-- ``direct``: the direct path, tasks sent straight to a worker's free slot;
-- ``actors``: actor handles whose calls go straight to the hosting worker.
+Tasks:
+- ``context``: ``FrayContext``, the API, wiring the pieces below together;
+- ``futures``: ``FrayFuture`` and ``TaskOptions``;
+- ``tasks``: the table of unfinished tasks and the controller's identity (restarts);
+- ``routing``: where a task goes (direct or queued), cancelling and helping it;
+- ``submitter``: the thread queuing tasks at the controller in batches (SubmitTasks);
+- ``collector``: the thread resolving queued tasks (WatchFinished), and recovery;
+- ``direct``: the direct path, tasks sent straight to a worker's free slot.
 
-Imports ``fray.wire`` and the ``fray.job`` protocol; never the controller or the worker.
+Actors:
+- ``actors``: actor handles, creating and killing actors;
+- ``actor_calls``: a handle's queue of calls and who sends them;
+- ``actor_send``: sending a batch of calls to the actor's worker;
+- ``actor_place``: where an actor is (asking the controller);
+- ``kicker``: the thread that has lone calls sent that nobody waits for.
+
+Shared: ``connections`` (worker clients, the link handles use, reading Connect errors).
+
+Imports ``fray.wire``, ``fray.errors`` and the ``fray.job`` protocol; never the controller or
+the worker. Within the package, imports run one way: ``context`` at the top, ``connections``,
+``futures`` and ``kicker`` at the bottom.
 """
 
 from typing import Any

@@ -3,9 +3,13 @@
 `run` pickles the call at once (so an unpicklable argument fails in the caller, naming it) and
 returns a `FrayFuture`. A task goes straight to a worker with a free slot when there is one (the
 direct path, `fray.client.direct`); otherwise a submitter thread queues tasks at the controller
-in batches, and a collector thread long-polls WatchFinished to resolve futures as they finish.
-Futures never hang: a task that is lost, an unreachable controller and a controller restart all
-end them with a typed error.
+in batches (`fray.client.submitter`), and a collector thread long-polls WatchFinished to resolve
+futures as they finish (`fray.client.collector`). Futures never hang: a task that is lost, an
+unreachable controller and a controller restart all end them with a typed error.
+
+`FrayContext` is the API and the wiring: the task table (`fray.client.tasks`), the submitter,
+the collector, the direct path, the router between them (`fray.client.routing`) and the actor
+directory (`fray.client.actors`) each get only what they use.
 """
 
 from __future__ import annotations
@@ -16,25 +20,24 @@ import contextlib
 import itertools
 import logging
 import threading
-import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
 from fray import errors
-from fray.client.actors import ActorFuture, FrayActorHandle, public_methods
-from fray.client.direct import DirectPath, WorkerClients
-from fray.job.context import (
-    deadline_after,
-    time_left,
-    validate_actor_args,
-    validate_wait_args,
-)
+from fray.client.actors import ActorDirectory, ActorFuture, FrayActorHandle
+from fray.client.collector import Collector
+from fray.client.connections import ClientLink, WorkerClients, refused
+from fray.client.direct import DirectPath
+from fray.client.futures import FrayFuture, TaskOptions, settle
+from fray.client.routing import TaskRouter
+from fray.client.submitter import Submitter
+from fray.client.tasks import TaskTable
+from fray.common.deadlines import deadline_after, time_left
+from fray.job.context import validate_actor_args, validate_wait_args
 from fray.wire import auth, payload
 from fray.wire.controller_client import DEFAULT_RETRY_TIMEOUT, ControllerClient
 from fray.wire.payload import ObjectRef
@@ -42,55 +45,10 @@ from fray.wire.pb import controller_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
-_SUBMIT_BATCH = 2000
-_WATCH_WAIT_MS = 10_000
 _WAIT_SLICE_MS = 10_000
 _RES = TypeVar("_RES")
-_FINISHED_STATES = (pb.TASK_STATE_COMPLETED, pb.TASK_STATE_FAILED, pb.TASK_STATE_CANCELLED)
 
-__all__ = ["FrayContext", "FrayFuture", "ObjectRef", "TaskOptions"]
-
-
-class FrayFuture(concurrent.futures.Future[Any]):
-    """The future of a task on a fray controller. `cancel()` also stops it if it is running."""
-
-    def __init__(self, ctx: FrayContext, task_id: str) -> None:
-        super().__init__()
-        self._ctx = ctx
-        self.task_id = task_id
-        self.controller_id = ""  # set when the controller accepted the task
-
-    def cancel(self) -> bool:
-        # Cancel locally first: the controller's answer (a cancelled task) may reach the
-        # collector before this call returns, and must not turn a cancel into a failure.
-        if not super().cancel():
-            return False
-        try:
-            self._ctx._cancel(self)
-        except (ConnectError, errors.FrayError) as exc:
-            logger.warning("could not ask the controller to stop task %s: %s", self.task_id, exc)
-        return True
-
-    def result(self, timeout: float | None = None) -> Any:
-        if timeout is None and not self.done():
-            self._ctx._help(self)  # a direct call no thread took yet: make it here
-        return super().result(timeout)
-
-    def __repr__(self) -> str:
-        return f"<FrayFuture {self.task_id} {self._state}>"
-
-
-@dataclass(frozen=True)
-class TaskOptions:
-    """Per-task settings: `ctx.options(timeout=5, max_retries=2).run(fn, x)`."""
-
-    ctx: FrayContext
-    timeout: float | None = None
-    max_retries: int = 0
-    name: str | None = None
-
-    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> FrayFuture:
-        return self.ctx._submit(fn, args, kwargs, self)
+__all__ = ["FrayContext", "FrayFuture", "ObjectRef", "TaskOptions", "context_for"]
 
 
 class FrayContext:
@@ -113,22 +71,23 @@ class FrayContext:
             controller_address, token=token, retry_timeout=retry_timeout
         )
         self._workers = WorkerClients(auth.token_from_env(token))
+        self.owner = f"client-{uuid.uuid4().hex[:12]}"
+        self._ids = itertools.count()
+        self._table = TaskTable()
+        self._collector = Collector(self._client, self.owner, self._table)
+        self._submitter = Submitter(self._client, self._table, on_start=self._collector.start)
         self._direct = (
-            DirectPath(self._client, self._workers, self._finish_direct, self._requeue)
+            DirectPath(
+                self._client, self._workers, self._table.finish_direct, self._submitter.requeue
+            )
             if direct
             else None
         )
-        self.owner = f"client-{uuid.uuid4().hex[:12]}"
-        self._ids = itertools.count()
-        self._lock = threading.Condition()
-        self._unsent: list[tuple[pb.TaskSpec, FrayFuture]] = []
-        self._in_flight = 0  # tasks being submitted right now
-        self._futures: dict[str, FrayFuture] = {}  # not finished yet
-        self._controller_id = ""
-        self._cursor = 0
-        self._closed = False
-        self._threads: list[threading.Thread] = []
-        self._owned_actors: list[str] = []  # non-detached actors created here
+        self._router = TaskRouter(
+            self._table, self._submitter, self._direct, self._client, self._on_own_thread
+        )
+        self._link = ClientLink(self._client, self._workers, self.owner, _shared_link)
+        self._actors = ActorDirectory(self._link)
         _open_contexts.add(self)
 
     @property
@@ -169,7 +128,7 @@ class FrayContext:
             raise ValueError("timeout must be > 0")
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
-        return TaskOptions(self, timeout, max_retries, name)
+        return TaskOptions(self._submit, timeout, max_retries, name)
 
     def wait(
         self, futures: Sequence[Any], num_returns: int = 1, timeout: float | None = None
@@ -184,7 +143,7 @@ class FrayContext:
             return [], []
         for f in futures:
             if isinstance(f, ActorFuture) and not f.done():
-                f._caller.kick()  # we wait for it: send it now
+                f.kick()  # we wait for it: send it now
         deadline = deadline_after(timeout)
         while True:
             # One snapshot: `done` and `waiting` must agree, or the controller is asked for
@@ -194,14 +153,14 @@ class FrayContext:
             remaining = time_left(deadline)
             if done >= num_returns or remaining == 0:
                 break
-            self._flush()
+            self._router.flush()
             slice_ms = (
                 _WAIT_SLICE_MS if remaining is None else min(_WAIT_SLICE_MS, remaining * 1000)
             )
             on_controller = [
                 f
                 for f in waiting
-                if isinstance(f, FrayFuture) and f._ctx is self and f.controller_id
+                if isinstance(f, FrayFuture) and f.ran_by(self._router) and f.controller_id
             ]
             if len(on_controller) < len(waiting):
                 # Some are not at the controller (on the direct path, waiting for arguments,
@@ -210,23 +169,9 @@ class FrayContext:
                     waiting, slice_ms / 1000, concurrent.futures.FIRST_COMPLETED
                 )
                 continue
-            request = pb.WaitTasksRequest(
-                task_ids=[f.task_id for f in on_controller],
-                min_finished=min(num_returns - done, len(on_controller)),
-                wait_ms=int(slice_ms),
-                include_results=True,
+            self._collector.wait_for(
+                on_controller, min(num_returns - done, len(on_controller)), int(slice_ms)
             )
-            try:
-                response = self._client.call(
-                    self._client.rpc.wait_tasks, request, wait_ms=request.wait_ms
-                )
-            except ConnectError as exc:
-                if exc.code != Code.NOT_FOUND:
-                    raise _refused(exc, "WaitTasks") from None
-                self._check_lost()
-                continue
-            for task in response.finished:
-                self._resolve(task)
         ready: list[Any] = []
         pending: list[Any] = []
         for f in futures:
@@ -256,39 +201,19 @@ class FrayContext:
         validate_actor_args(name or None, get_if_exists, lifetime)  # "" is no name either
         if max_restarts < 0:
             raise ValueError("max_restarts must be >= 0")
-        class_name = getattr(cls, "__qualname__", type(cls).__qualname__)
-        args = tuple(a.result() if isinstance(a, concurrent.futures.Future) else a for a in args)
-        kwargs = {
-            k: v.result() if isinstance(v, concurrent.futures.Future) else v
-            for k, v in kwargs.items()
-        }
-        spec = pb.ActorSpec(
-            name=name or "",
-            class_name=class_name,
-            cls=payload.dumps(cls, f"the actor class {class_name}"),
-            args=payload.dumps_arguments(args, kwargs, class_name),
-            object_ids=payload.object_ids_of(args, kwargs),
-            max_restarts=max_restarts,
-            owner=self.owner,
+        return self._actors.create(
+            cls,
+            args,
+            kwargs,
+            name=name,
+            get_if_exists=get_if_exists,
             detached=lifetime == "detached",
+            max_restarts=max_restarts,
         )
-        request = pb.CreateActorRequest(actor=spec, get_if_exists=get_if_exists)
-        try:
-            response = self._client.call(self._client.rpc.create_actor, request)
-        except ConnectError as exc:
-            if exc.code == Code.ALREADY_EXISTS:
-                raise ValueError(exc.message) from None
-            raise _refused(exc, "CreateActor") from None
-        if not response.existed and not spec.detached:
-            with self._lock:
-                self._owned_actors.append(response.actor.actor_id)
-        return FrayActorHandle(self, response.actor, public_methods(cls))
 
     def kill_actor(self, handle: FrayActorHandle) -> None:
         """Stop an actor for good; its pending and later calls fail with ActorDiedError."""
-        request = pb.KillActorRequest(actor_id=handle.actor_id)
-        self._call(self._client.rpc.kill_actor, request)
-        handle._caller.killed()
+        self._actors.kill(handle)
 
     # ------------------------------------------------------------------ extras
 
@@ -305,14 +230,14 @@ class FrayContext:
     def close(self) -> None:
         """Cancel this context's unfinished tasks, stop its threads; their futures fail with
         FrayError. Also done at interpreter exit for contexts still open."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._lock.notify_all()
-            outstanding = list(self._futures.values())
+        if self._table.closed:
+            return
+        self._submitter.close()  # first: nothing queued from now on is sent
+        outstanding = self._table.close()
+        if outstanding is None:
+            return  # closed meanwhile by another thread
         # Their futures fail first: a cancellation's answer must not settle them differently.
-        self._fail(outstanding, errors.FrayError("the FrayContext was closed"))
+        self._table.fail(outstanding, errors.FrayError("the FrayContext was closed"))
         if self._direct is not None:
             self._direct.close()
         submitted = [f.task_id for f in outstanding if f.controller_id]
@@ -325,15 +250,7 @@ class FrayContext:
                 )
             except (ConnectError, errors.FrayError) as exc:
                 logger.warning("could not cancel %d tasks at close: %s", len(submitted), exc)
-        for actor_id in self._owned_actors:  # non-detached actors live as long as their creator
-            try:
-                self._client.call(
-                    self._client.rpc.kill_actor,
-                    pb.KillActorRequest(actor_id=actor_id),
-                    retry_timeout=2,
-                )
-            except (ConnectError, errors.FrayError) as exc:
-                logger.warning("could not kill actor %s at close: %s", actor_id, exc)
+        self._actors.kill_owned()  # non-detached actors live as long as their creator
         self._client.close()
         self._workers.close()
         _open_contexts.discard(self)
@@ -343,7 +260,7 @@ class FrayContext:
         try:
             return self._client.call(method, request)
         except ConnectError as exc:
-            raise _refused(exc, "the request") from None
+            raise refused(exc, "the request") from None
 
     def __enter__(self) -> FrayContext:
         return self
@@ -352,6 +269,9 @@ class FrayContext:
         self.close()
 
     # ------------------------------------------------------------------ submission
+
+    def _on_own_thread(self) -> bool:
+        return self._submitter.on_own_thread() or self._collector.on_own_thread()
 
     def _submit(
         self,
@@ -362,7 +282,7 @@ class FrayContext:
     ) -> FrayFuture:
         if not callable(fn):
             raise TypeError(f"run() needs a callable, got {type(fn).__qualname__}")
-        future = FrayFuture(self, f"{self.owner[7:]}-{next(self._ids)}")
+        future = FrayFuture(self._router, f"{self.owner[7:]}-{next(self._ids)}")
         waits_for = [
             a for a in (*args, *kwargs.values()) if isinstance(a, concurrent.futures.Future)
         ]
@@ -386,9 +306,6 @@ class FrayContext:
         remaining = [len(waits_for)]
         count_lock = threading.Lock()
 
-        def value(a: Any) -> Any:
-            return a.result() if isinstance(a, concurrent.futures.Future) else a
-
         def on_done(_: concurrent.futures.Future[Any]) -> None:
             with count_lock:
                 remaining[0] -= 1
@@ -400,10 +317,12 @@ class FrayContext:
                 concurrent.futures.Future.cancel(future)
                 return
             try:
-                values = tuple(value(a) for a in args)
-                self._enqueue(future, fn, values, {k: value(v) for k, v in kwargs.items()}, options)
+                values = tuple(_value(a) for a in args)
+                self._enqueue(
+                    future, fn, values, {k: _value(v) for k, v in kwargs.items()}, options
+                )
             except BaseException as exc:
-                _settle(future, exception=exc)
+                settle(future, exception=exc)
 
         for dependency in waits_for:
             dependency.add_done_callback(on_done)
@@ -427,280 +346,7 @@ class FrayContext:
             max_retries=options.max_retries if options else 0,
             owner=self.owner,
         )
-        with self._lock:
-            if self._closed:
-                raise errors.FrayError("the FrayContext is closed")
-            if future.done():  # cancelled while its arguments were being waited for
-                return
-            self._futures[spec.task_id] = future
-            # Straight to a free slot, unless tasks are already waiting to be queued (a backlog
-            # is better served by the controller's batches) or user errors are to be retried.
-            direct = self._direct is not None and not self._unsent and not spec.max_retries
-        if direct and self._direct is not None and self._direct.try_send(spec, future):
-            if future.cancelled():  # cancelled before the direct path knew it: stop it there
-                self._direct.cancel(spec.task_id)
-            return
-        self._queue_at_controller(spec, future)
-
-    def _queue_at_controller(self, spec: pb.TaskSpec, future: FrayFuture) -> None:
-        with self._lock:
-            # Checked under the lock that _cancel searches _unsent with: a cancel either sees
-            # the task there or this sees the future cancelled.
-            if self._closed or future.done():
-                return  # close() fails the future; a cancelled one is not queued
-            self._unsent.append((spec, future))
-            self._lock.notify_all()
-            if not self._threads:
-                self._start_threads()
-
-    def _requeue(self, spec: pb.TaskSpec, future: FrayFuture, lost: bool) -> None:
-        """A task the direct path could not finish: queue it at the controller. `lost`: the
-        worker may have died running it, which counts against its attempt budget."""
-        if future.done():
-            return
-        if lost:
-            spec.infra_failures += 1
-        self._queue_at_controller(spec, future)
-
-    def _help(self, future: FrayFuture) -> None:
-        if self._direct is not None and threading.current_thread() not in self._threads:
-            self._direct.help(future.task_id)
-
-    def _finish_direct(self, future: FrayFuture, result: pb.TaskResult) -> None:
-        with self._lock:
-            self._futures.pop(future.task_id, None)
-        if result.HasField("value"):
-            self._settle_value(future, result.value, future.task_id)
-        else:
-            _settle(future, exception=payload.exception_from_error(result.error, future.task_id))
-
-    def _start_threads(self) -> None:
-        for target, name in ((self._submit_loop, "submit"), (self._collect_loop, "collect")):
-            thread = threading.Thread(target=target, name=f"fray-{name}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def _submit_loop(self) -> None:
-        while True:
-            with self._lock:
-                while not self._unsent and not self._closed:
-                    self._lock.wait()
-                if self._closed:
-                    return
-                batch = self._unsent[:_SUBMIT_BATCH]
-                del self._unsent[:_SUBMIT_BATCH]
-                self._in_flight = len(batch)
-            try:
-                controller_id = self._send(pb.SubmitTasksRequest(tasks=[s for s, _ in batch]))
-            except Exception as exc:
-                with self._lock:
-                    self._in_flight = 0
-                    self._lock.notify_all()
-                self._fail([f for _, f in batch], _submit_error(exc))
-                continue
-            with self._lock:
-                lost = self._note_controller(controller_id)
-                for _, future in batch:
-                    future.controller_id = controller_id
-                self._in_flight = 0
-                self._lock.notify_all()
-            self._fail_lost(lost)
-
-    def _send(self, request: pb.SubmitTasksRequest) -> str:
-        """Submit a batch; returns the controller's id.
-
-        A batch is all or none and its ids are ours, so `already_exists` means an earlier try
-        of this very call got through (its answer was lost): the batch is accepted.
-        """
-        try:
-            return self._client.call(self._client.rpc.submit_tasks, request).controller_id
-        except ConnectError as exc:
-            if exc.code != Code.ALREADY_EXISTS:
-                raise
-        summary = self._client.call(
-            self._client.rpc.get_cluster_summary, pb.GetClusterSummaryRequest()
-        )
-        return summary.controller_id
-
-    def _flush(self) -> None:
-        """Wait until every task run so far has been accepted (or refused) by the controller."""
-        if threading.current_thread() in self._threads:
-            return  # a done-callback on our own thread: waiting would wait for itself
-        with self._lock:
-            while (self._unsent or self._in_flight) and not self._closed:
-                self._lock.wait()
-
-    def _cancel(self, future: FrayFuture) -> None:
-        """Stop a (locally cancelled) task wherever it is: on the direct path, waiting to be
-        queued, or at the controller. It may be moving from the first to the others."""
-        sent_direct = self._direct is not None and self._direct.cancel(future.task_id)
-        with self._lock:
-            for i, (spec, queued) in enumerate(self._unsent):
-                if queued is future:
-                    del self._unsent[i]
-                    self._futures.pop(spec.task_id, None)
-                    return
-        self._flush()
-        if sent_direct and not future.controller_id:
-            with self._lock:
-                self._futures.pop(future.task_id, None)
-            return
-        try:
-            self._client.call(
-                self._client.rpc.cancel_tasks, pb.CancelTasksRequest(task_ids=[future.task_id])
-            )
-        except ConnectError as exc:
-            if exc.code != Code.NOT_FOUND:  # not found: it never reached the controller
-                raise
-        with self._lock:
-            self._futures.pop(future.task_id, None)
-
-    # ------------------------------------------------------------------ results
-
-    def _collect_loop(self) -> None:
-        while True:
-            with self._lock:
-                # Watch only once a controller accepted tasks: the request names it, so that a
-                # restarted controller answers at once instead of holding a stale long poll.
-                while not (self._futures and self._controller_id) and not self._closed:
-                    self._lock.wait()
-                if self._closed:
-                    return
-                request = pb.WatchFinishedRequest(
-                    owner=self.owner,
-                    cursor=self._cursor,
-                    wait_ms=_WATCH_WAIT_MS,
-                    controller_id=self._controller_id,
-                )
-            try:
-                self._collect(request)
-            except Exception:  # the collector must not die: every future would hang
-                if self._closed:
-                    return
-                logger.exception("watching results failed; retrying")
-                time.sleep(0.5)
-
-    def _collect(self, request: pb.WatchFinishedRequest) -> None:
-        try:
-            response = self._client.call(
-                self._client.rpc.watch_finished, request, wait_ms=_WATCH_WAIT_MS
-            )
-        except errors.ControllerUnavailableError as exc:
-            self._fail(self._submitted(), exc)
-            return
-        except ConnectError as exc:
-            if exc.code != Code.NOT_FOUND:
-                raise
-            self._check_lost()  # our cursor is past its end: it lost state we could not see
-            return
-        with self._lock:
-            lost = self._note_controller(response.controller_id)
-            if lost is None and self._cursor == request.cursor:
-                self._cursor = response.next_cursor
-        self._fail_lost(lost)
-        for task in response.finished:
-            self._resolve(task)
-        if response.dropped:  # we were away so long that unread results were dropped
-            self._ask_each()
-
-    def _note_controller(self, controller_id: str) -> list[FrayFuture] | None:
-        """Track the controller's identity. Holds _lock.
-
-        When it changed (a restart: its state was in memory), returns the futures of the tasks
-        the old one had, removed from the outstanding ones; otherwise None.
-        """
-        if controller_id == self._controller_id or not controller_id:
-            return None
-        restarted = bool(self._controller_id)
-        self._controller_id = controller_id
-        self._cursor = 0
-        if not restarted:
-            return None
-        lost = [f for f in self._futures.values() if f.controller_id not in ("", controller_id)]
-        for future in lost:
-            del self._futures[future.task_id]
-        return lost
-
-    def _fail_lost(self, lost: list[FrayFuture] | None) -> None:
-        for future in lost or ():
-            _settle(
-                future,
-                exception=errors.TaskLostError(
-                    f"task {future.task_id} was lost: the controller restarted",
-                    task_id=future.task_id,
-                ),
-            )
-
-    def _check_lost(self) -> None:
-        """Our cursor is past the end of the controller's log: it lost state without our
-        noticing a new controller id. Learn its id, then ask about each outstanding task."""
-        summary = self._client.call(
-            self._client.rpc.get_cluster_summary, pb.GetClusterSummaryRequest()
-        )
-        with self._lock:
-            lost = self._note_controller(summary.controller_id)
-            self._cursor = 0
-        self._fail_lost(lost)
-        self._ask_each()
-
-    def _ask_each(self) -> None:
-        """Resolve outstanding tasks one by one (GetTask): finished ones get their result,
-        unknown ones fail with TaskLostError."""
-        for future in self._submitted():
-            request = pb.GetTaskRequest(task_id=future.task_id, include_result=True)
-            try:
-                task = self._client.call(self._client.rpc.get_task, request).task
-            except errors.ControllerUnavailableError as exc:
-                self._fail(self._submitted(), exc)
-                return
-            except ConnectError as exc:
-                if exc.code != Code.NOT_FOUND:
-                    raise
-                self._fail(
-                    [future],
-                    errors.TaskLostError(
-                        f"task {future.task_id} was lost: the controller no longer knows it",
-                        task_id=future.task_id,
-                    ),
-                )
-                continue
-            if task.state in _FINISHED_STATES:
-                self._resolve(task)
-
-    def _submitted(self) -> list[FrayFuture]:
-        with self._lock:
-            return [f for f in self._futures.values() if f.controller_id]
-
-    def _resolve(self, task: pb.Task) -> None:
-        with self._lock:
-            future = self._futures.pop(task.task_id, None)
-        if future is None or future.done():
-            return
-        if task.state == pb.TASK_STATE_COMPLETED:
-            self._settle_value(future, task.result, task.task_id)
-        else:
-            _settle(future, exception=payload.exception_from_error(task.error, task.task_id))
-
-    @staticmethod
-    def _settle_value(future: FrayFuture, data: bytes, task_id: str) -> None:
-        try:
-            value = payload.loads(data)
-        except Exception as exc:
-            _settle(
-                future,
-                exception=errors.SerializationError(
-                    f"the result of task {task_id} could not be unpickled here: {exc}"
-                ),
-            )
-            return
-        _settle(future, value=value)
-
-    def _fail(self, futures: Iterable[FrayFuture], exc: BaseException) -> None:
-        with self._lock:
-            for future in futures:
-                self._futures.pop(future.task_id, None)
-        for future in futures:
-            _settle(future, exception=exc)
+        self._router.send(spec, future)
 
 
 _shared: dict[str, FrayContext] = {}
@@ -712,9 +358,14 @@ def context_for(address: str) -> FrayContext:
     running on a worker gets from get_default_job_ctx(), and what unpickled handles use."""
     with _shared_lock:
         ctx = _shared.get(address)
-        if ctx is None or ctx._closed:
+        if ctx is None or ctx._table.closed:
             ctx = _shared[address] = FrayContext(address)
         return ctx
+
+
+def _shared_link(address: str) -> ClientLink:
+    """The link of this process's shared context: how an unpickled actor handle finds one."""
+    return context_for(address)._link
 
 
 # Contexts still open at interpreter exit are closed, so their unfinished tasks are cancelled
@@ -729,26 +380,8 @@ def _close_open_contexts() -> None:
             ctx.close()
 
 
-def _settle(future: FrayFuture, value: Any = None, exception: BaseException | None = None) -> None:
-    try:
-        if exception is not None:
-            future.set_exception(exception)
-        else:
-            future.set_result(value)
-    except concurrent.futures.InvalidStateError:
-        pass  # cancelled locally in the meantime
-
-
-def _refused(exc: ConnectError, what: str) -> errors.ControllerError:
-    """The fray error for a request the controller answered with a Connect error."""
-    code = exc.code.name.lower()
-    return errors.ControllerError(
-        f"the controller refused {what} ({code}): {exc.message}", code=code
-    )
-
-
-def _submit_error(exc: Exception) -> BaseException:
-    return _refused(exc, "the tasks") if isinstance(exc, ConnectError) else exc
+def _value(x: Any) -> Any:
+    return x.result() if isinstance(x, concurrent.futures.Future) else x
 
 
 def _is_done(x: Any) -> bool:

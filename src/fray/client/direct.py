@@ -10,6 +10,9 @@ the task is queued at the controller after all (`requeue`), where the usual retr
 A caller that blocks on the future before a thread took the call makes it itself (`help`): a
 one-at-a-time `ctx.get(ctx.run(f))` then costs no thread hand-offs on the client.
 
+A call thread that has had nothing to do for `IDLE_SECONDS` ends; the view of the workers is
+refreshed by a thread that sleeps until a task wants a fresh view.
+
 A call that lasts longer than `WAIT_MS` continues with `WaitTask` long polls, so a worker that
 vanishes without closing the connection is noticed within `WAIT_MS` plus a margin (~7 s); the
 worker, for its part, cancels a direct task whose client stopped polling for it.
@@ -28,7 +31,7 @@ from typing import Any
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
-from fray.wire import auth
+from fray.client.connections import WorkerClients, never_connected
 from fray.wire.controller_client import ControllerClient
 from fray.wire.limits import WORKER_CALL_MARGIN_MS
 from fray.wire.pb import controller_pb2 as pb
@@ -38,6 +41,7 @@ from fray.wire.pb.worker_connect import FrayWorkerClientSync
 logger = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 0.5
+IDLE_SECONDS = 10.0  # a call thread with nothing to do for this long ends
 WAIT_MS = 5_000
 _CALL_TIMEOUT_MS = WAIT_MS + WORKER_CALL_MARGIN_MS
 _BACK_OFF_SECONDS = 0.25  # a worker that refused a task is not offered another for this long
@@ -47,36 +51,6 @@ _LOST_REST_SECONDS = 5.0  # nor one that lost a task (until the controller has e
 # controller (lost: the worker may have died running it).
 Complete = Callable[[Any, pb.TaskResult], None]
 Requeue = Callable[[pb.TaskSpec, Any, bool], None]
-
-
-class WorkerClients:
-    """One FrayWorker client per worker address, shared by a context's threads."""
-
-    def __init__(self, token: str | None) -> None:
-        self.headers = auth.auth_headers(token)
-        self._clients: dict[str, FrayWorkerClientSync] = {}
-        self._lock = threading.Lock()
-
-    def get(self, address: str) -> FrayWorkerClientSync:
-        client = self._clients.get(address)
-        if client is None:
-            with self._lock:
-                client = self._clients.get(address)
-                if client is None:
-                    client = FrayWorkerClientSync(
-                        address,
-                        send_compression=None,
-                        accept_compression=(),
-                        read_max_bytes=2**31 - 1,
-                    )
-                    self._clients[address] = client
-        return client
-
-    def close(self) -> None:
-        with self._lock:
-            clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            client.close()
 
 
 @dataclass
@@ -114,11 +88,6 @@ class _Lost(Exception):
 
 
 _MAYBE_RAN = (Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED, Code.INTERNAL, Code.UNKNOWN)
-
-
-def never_connected(exc: ConnectError) -> bool:
-    """A refused connection: nothing reached the worker. (pyqwest says so only in its text.)"""
-    return exc.code == Code.UNAVAILABLE and "Connection refused" in exc.message
 
 
 class DirectPath:
@@ -164,7 +133,8 @@ class DirectPath:
         return True
 
     def _dispatch(self, call: _Call) -> None:
-        """Hand a call to the pool (a thread per call in flight, started when needed)."""
+        """Hand a call to the pool (a thread per call in flight, started when needed). Under
+        the lock, so that an idle thread that is leaving sees the call queued for it."""
         with self._lock:
             if self._idle_threads == 0 and len(self._threads) < self._max_in_flight:
                 thread = threading.Thread(target=self._call_loop, name="fray-direct", daemon=True)
@@ -172,7 +142,7 @@ class DirectPath:
                 thread.start()
             else:
                 self._idle_threads -= 1
-        self._calls.put(call)
+            self._calls.put(call)
 
     def help(self, task_id: str) -> None:
         """Make the call of `task_id` in this thread if no thread has taken it yet."""
@@ -207,7 +177,15 @@ class DirectPath:
 
     def _call_loop(self) -> None:
         while True:
-            call = self._calls.get()
+            try:
+                call = self._calls.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    if not self._calls.empty():
+                        continue  # a call was handed to the idle threads meanwhile
+                    self._idle_threads -= 1  # idle for long: leave (a new one starts if needed)
+                    self._threads.remove(threading.current_thread())
+                    return
             if call is None:
                 return
             with self._lock:

@@ -1,0 +1,111 @@
+"""Task futures and per-task options.
+
+A `FrayFuture` is a `concurrent.futures.Future`; what it needs of its context is two things
+(`TaskControl`): stopping the task wherever it is when the future is cancelled, and making a
+direct call from the waiting thread when no pool thread took it yet. `settle` and
+`settle_value` end a future once, whoever gets there first (a local cancel may have).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from connectrpc.errors import ConnectError
+
+from fray import errors
+from fray.wire import payload
+
+logger = logging.getLogger(__name__)
+
+
+class TaskControl(Protocol):
+    """What a FrayFuture asks of the context that ran it."""
+
+    def cancel(self, future: FrayFuture) -> None:
+        """Stop the (locally cancelled) task wherever it is."""
+
+    def help(self, future: FrayFuture) -> None:
+        """Make the task's direct call from this thread if no thread took it yet."""
+
+
+class FrayFuture(concurrent.futures.Future[Any]):
+    """The future of a task on a fray controller. `cancel()` also stops it if it is running."""
+
+    def __init__(self, control: TaskControl, task_id: str) -> None:
+        super().__init__()
+        self._control = control
+        self.task_id = task_id
+        self.controller_id = ""  # set when the controller accepted the task
+
+    def cancel(self) -> bool:
+        # Cancel locally first: the controller's answer (a cancelled task) may reach the
+        # collector before this call returns, and must not turn a cancel into a failure.
+        if not super().cancel():
+            return False
+        try:
+            self._control.cancel(self)
+        except (ConnectError, errors.FrayError) as exc:
+            logger.warning("could not ask the controller to stop task %s: %s", self.task_id, exc)
+        return True
+
+    def result(self, timeout: float | None = None) -> Any:
+        if timeout is None and not self.done():
+            self._control.help(self)  # a direct call no thread took yet: make it here
+        return super().result(timeout)
+
+    def ran_by(self, control: TaskControl) -> bool:
+        """Whether `control` (a context's) ran this task."""
+        return self._control is control
+
+    def __repr__(self) -> str:
+        return f"<FrayFuture {self.task_id} {self._state}>"
+
+
+Submit = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any], "TaskOptions"], FrayFuture]
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """Per-task settings: `ctx.options(timeout=5, max_retries=2).run(fn, x)`."""
+
+    submit: Submit = field(repr=False, compare=False)
+    timeout: float | None = None
+    max_retries: int = 0
+    name: str | None = None
+
+    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> FrayFuture:
+        return self.submit(fn, args, kwargs, self)
+
+
+def settle(
+    future: concurrent.futures.Future[Any],
+    value: Any = None,
+    exception: BaseException | None = None,
+) -> None:
+    """End a future with a value or an exception, unless it ended already (cancelled)."""
+    try:
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(value)
+    except concurrent.futures.InvalidStateError:
+        pass  # cancelled locally in the meantime
+
+
+def settle_value(future: concurrent.futures.Future[Any], data: bytes, task_id: str) -> None:
+    """End a future with a task's pickled result (a SerializationError if it does not load)."""
+    try:
+        value = payload.loads(data)
+    except Exception as exc:
+        settle(
+            future,
+            exception=errors.SerializationError(
+                f"the result of task {task_id} could not be unpickled here: {exc}"
+            ),
+        )
+        return
+    settle(future, value=value)

@@ -24,6 +24,14 @@ def _mark(marker: str) -> None:
         Path(marker).write_text(str(os.getpid()))
 
 
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def square(x: int) -> int:
+    return x * x
+
+
 def sleep_then(seconds: float, value: object, marker: str = "") -> object:
     """Sleeps `seconds`, then returns `value`."""
     _mark(marker)

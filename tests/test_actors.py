@@ -12,6 +12,7 @@ import concurrent.futures
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 import cloudpickle
 import httpx
 import pytest
-from fray_fixtures import children_of, list_workers, wait_for
+from fray_fixtures import children_of, list_workers, pid_alive, wait_for
 
 from fray.client import actor_calls
 from fray.client.context import FrayContext
@@ -147,7 +148,7 @@ def test_a_killed_actor_fails_its_calls_and_frees_its_name(two_workers: LocalFra
         ctx.kill_actor(actor)
         with pytest.raises(ActorDiedError, match="killed"):
             ctx.get(actor.add.remote(1), timeout=30)
-        wait_for(lambda: not _alive(pid), 10, "the actor process to exit")
+        wait_for(lambda: not pid_alive(pid), 10, "the actor process to exit")
         again = ctx.create_actor(Counter, 5, name="k")  # the name is free again
         assert ctx.get(again.add.remote(1), timeout=30) == 6
 
@@ -225,6 +226,42 @@ def test_detached_actors_outlive_their_creator(two_workers: LocalFrayCluster) ->
         other.kill_actor(found)
 
 
+_FORGOTTEN_CONTEXT = """
+import gc, sys
+from fray.client.context import FrayContext
+
+class Counter:
+    def __init__(self, start):
+        self.total = start
+
+    def add(self, n):
+        self.total += n
+        return self.total
+
+def make():  # the context is dropped: only the handle is kept
+    return FrayContext(sys.argv[1]).create_actor(Counter, 5, name="forgotten")
+
+handle = make()
+gc.collect()
+print(handle.add.remote(1).result(timeout=30), flush=True)
+"""
+
+
+def test_a_forgotten_context_still_kills_its_actors_at_exit(two_workers: LocalFrayCluster) -> None:
+    """Only an actor handle refers to the context: the context stays open until exit anyway,
+    and exiting kills its non-detached actor."""
+    done = subprocess.run(
+        [sys.executable, "-c", _FORGOTTEN_CONTEXT, two_workers.address],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "6"
+    states = {a["name"]: a["state"] for a in list_actors(two_workers.address)}
+    assert states["forgotten"] == "ACTOR_STATE_DEAD"
+
+
 def test_handles_travel_into_tasks(two_workers: LocalFrayCluster) -> None:
     def bump(handle: object) -> int:
         from fray.job import get_default_job_ctx
@@ -244,14 +281,6 @@ def test_an_unpicklable_constructor_argument_fails_at_create(two_workers: LocalF
             ctx.create_actor(Counter, threading.Lock())
         with pytest.raises(ValueError, match="lifetime"):
             ctx.create_actor(Counter, lifetime="forever")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_a_call_to_a_stuck_host_ends_in_bounded_time(
@@ -327,7 +356,7 @@ def test_killing_an_actor_while_it_is_built_stops_its_process(
         actor = ctx.create_actor(SlowToBuild, str(marker))
         wait_for(marker.exists, 30, "the constructor to start")
         ctx.kill_actor(actor)
-        wait_for(lambda: not _alive(int(marker.read_text())), 15, "the actor process to stop")
+        wait_for(lambda: not pid_alive(int(marker.read_text())), 15, "the actor process to stop")
 
 
 def test_idle_senders_end_and_the_kicker_sleeps(
@@ -343,10 +372,10 @@ def test_idle_senders_end_and_the_kicker_sleeps(
         concurrent.futures.wait([lone], timeout=30)
         assert lone.result(timeout=0) == 101
 
-        def sender_alive() -> bool:
+        def senderpid_alive() -> bool:
             return any(t.name == sender for t in threading.enumerate())
 
-        wait_for(lambda: not sender_alive(), 10, "the idle sender thread to end")
+        wait_for(lambda: not senderpid_alive(), 10, "the idle sender thread to end")
         wait_for(lambda: kicker.idle, 10, "the kicker to sleep")
         passes = kicker.passes
         time.sleep(0.3)

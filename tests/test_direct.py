@@ -30,7 +30,7 @@ from fray_fixtures import (
     task_state,
     wait_for,
 )
-from fray_tasks import wait_for_file
+from fray_tasks import add, wait_for_file
 
 from fray.client import direct
 from fray.client.context import FrayContext
@@ -44,10 +44,6 @@ from fray.worker.worker import Worker
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 WORKER_PATH = "/fray.v1.FrayWorker/"
-
-
-def add(a: int, b: int) -> int:
-    return a + b
 
 
 def where() -> str:

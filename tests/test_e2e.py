@@ -23,7 +23,7 @@ from fray_fixtures import (
     task_state,
     wait_for,
 )
-from fray_tasks import sleep_then, wait_for_file
+from fray_tasks import add, sleep_then, wait_for_file
 
 from fray.client.context import FrayContext
 from fray.controller.server import ControllerServer
@@ -46,10 +46,6 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 class CustomError(Exception):
     pass
-
-
-def add(a: int, b: int) -> int:
-    return a + b
 
 
 def where() -> tuple[str, int]:

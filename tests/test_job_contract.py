@@ -20,7 +20,7 @@ from typing import Any
 import cloudpickle
 import fray_tasks
 import pytest
-from fray_tasks import sleep_then, wait_for_file
+from fray_tasks import add, sleep_then, square, wait_for_file
 
 from fray.client.context import FrayContext
 from fray.errors import ActorCreationError, RemoteTraceback
@@ -104,10 +104,6 @@ class Nester:
         return square_nested(x)
 
 
-def add(a: int, b: int) -> int:
-    return a + b
-
-
 def combine(a: int, b: int = 0, *, c: int = 0) -> tuple[int, int, int]:
     return a, b, c
 
@@ -118,10 +114,6 @@ def echo(x: Any) -> Any:
 
 def describe(x: Any, *, y: Any) -> tuple[str, Any, str, Any]:
     return type(x).__name__, x, type(y).__name__, y
-
-
-def square(x: int) -> int:
-    return x * x
 
 
 def square_nested(x: int) -> tuple[str, int]:

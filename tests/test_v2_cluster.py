@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
+import fray_tasks
 import pytest
+from fray_fixtures import process_gone, wait_for
+from fray_tasks import square
 
 from fray.v2 import (
     ActorPool,
@@ -88,10 +91,6 @@ def fail_once_the_other_runs(path: str) -> None:
     raise CustomError("replica 0 failed")
 
 
-def square(x: int) -> int:
-    return x * x
-
-
 def raise_custom(message: str) -> None:
     raise CustomError(message)
 
@@ -145,31 +144,12 @@ def v2_cluster(backend: str, request: pytest.FixtureRequest) -> Iterator[Cluster
     if backend == "ray":
         ray = request.getfixturevalue("ray_session")
         ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+        ray.cloudpickle.register_pickle_by_value(fray_tasks)
         yield create_cluster(f"ray?namespace={namespace}")
         return
     cluster = create_cluster(f"local?namespace={namespace}")
     yield cluster
     cluster.shutdown()  # type: ignore[attr-defined]
-
-
-def eventually(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def pid_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # A zombie has exited but is not reaped yet: it runs no code either.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def submit(cluster: Cluster, fn: Any, *args: Any, name: str = "job", **kw: Any) -> Job:
@@ -212,12 +192,12 @@ def test_job_failure_carries_the_traceback(v2_cluster: Cluster) -> None:
 def test_terminate_stops_the_code(v2_cluster: Cluster, tmp_path: Path) -> None:
     ticks = str(tmp_path / "ticks")
     job = submit(v2_cluster, tick_forever, ticks, name="ticker")
-    eventually(lambda: Path(ticks).exists() and len(Path(ticks).read_text()) > 5, 60, "ticks")
+    wait_for(lambda: Path(ticks).exists() and len(Path(ticks).read_text()) > 5, 60, "ticks")
     pid = int(Path(ticks + ".pid").read_text())
     assert job.status() == JobStatus.RUNNING
     v2_cluster.terminate(job.job_id)
     assert job.status() == JobStatus.KILLED
-    eventually(lambda: pid_gone(pid), 10, f"pid {pid} to end")
+    wait_for(lambda: process_gone(pid), 10, f"pid {pid} to end")
     size = len(Path(ticks).read_text())
     time.sleep(0.3)
     assert len(Path(ticks).read_text()) == size  # no more ticks
@@ -298,7 +278,7 @@ def test_a_failed_replica_fails_the_job_and_stops_the_others(
     with pytest.raises(JobFailedError, match="replica 0 failed"):
         job.wait(timeout=60)
     pid = int(Path(ticks + ".pid").read_text())
-    eventually(lambda: pid_gone(pid), 10, f"replica 1 (pid {pid}) to be stopped")
+    wait_for(lambda: process_gone(pid), 10, f"replica 1 (pid {pid}) to be stopped")
 
 
 @pytest.mark.parametrize("name", ["a/b", "/", ""])
@@ -348,7 +328,7 @@ def test_actor_round_trip(v2_cluster: Cluster) -> None:
         pool.call().fail("actor broke")
     assert pool.call().add(0) == 16  # the actor survives its exception
     server.shutdown()
-    eventually(lambda: pool.size == 0, 30, "the actor to be withdrawn")
+    wait_for(lambda: pool.size == 0, 30, "the actor to be withdrawn")
 
 
 def test_round_robin(v2_cluster: Cluster) -> None:

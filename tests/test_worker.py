@@ -25,7 +25,7 @@ import httpx
 import pytest
 from connectrpc.code import Code
 from fray_fixtures import free_port, get_task, list_workers, pid_alive, stop_process, wait_for
-from fray_tasks import sleep_then, wait_for_file
+from fray_tasks import add, sleep_then, wait_for_file
 
 from fray.client.context import FrayContext
 from fray.errors import TaskDeserializationError
@@ -48,10 +48,6 @@ GIB = 1024**3
 
 
 # ---------------------------------------------------------------------- task functions
-
-
-def add(a: int, b: int) -> int:
-    return a + b
 
 
 def where() -> tuple[str, int]:

@@ -26,14 +26,15 @@ from connectrpc.errors import ConnectError
 from fray import errors
 from fray.client.actor_place import ActorLocator
 from fray.client.connections import WorkerClients, never_connected
+from fray.client.futures import future_value
 from fray.wire import payload
-from fray.wire.limits import WORKER_CALL_MARGIN_MS
+from fray.wire.limits import WORKER_CALL_MARGIN_MS, WORKER_WAIT_MS
 from fray.wire.pb import controller_pb2 as pb
 from fray.wire.pb import worker_pb2 as wpb
 
 logger = logging.getLogger(__name__)
 
-WAIT_MS = 5_000  # longest wait per CallActor/WaitActorCalls; a vanished host shows within it
+WAIT_MS = WORKER_WAIT_MS  # longest wait per CallActor/WaitActorCalls
 
 Future = concurrent.futures.Future[Any]
 # A queued call: an encoded ActorCall, or (method, args, kwargs) while it waits for futures.
@@ -88,8 +89,9 @@ class ActorSender:
                     calls, futures = [], []
                 try:
                     method, args, kwargs = call
-                    args = tuple(_value(a) for a in args)
-                    call = self.encode(method, args, {k: _value(v) for k, v in kwargs.items()})
+                    args = tuple(future_value(a) for a in args)
+                    kwargs = {k: future_value(v) for k, v in kwargs.items()}
+                    call = self.encode(method, args, kwargs)
                 except BaseException as exc:
                     future.set_exception(exc)
                     continue
@@ -231,7 +233,3 @@ class ActorSender:
 def _fail(futures: list[Future], exc: BaseException) -> None:
     for future in futures:
         future.set_exception(exc)
-
-
-def _value(x: Any) -> Any:
-    return x.result() if isinstance(x, concurrent.futures.Future) else x

@@ -17,7 +17,6 @@ for the controller to restart the actor elsewhere (when `max_restarts` allows) o
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import threading
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from fray.client.actor_calls import ActorCaller, ActorFuture
 from fray.client.actor_place import ActorLocator
 from fray.client.actor_send import ActorSender
 from fray.client.connections import ClientLink, refused
+from fray.client.futures import future_value
 from fray.wire import payload
 from fray.wire.pb import controller_pb2 as pb
 
@@ -114,8 +114,8 @@ class ActorDirectory:
         """Register `cls(*args, **kwargs)` with the controller (futures among the arguments
         are waited for); ValueError when `name` is taken, unless `get_if_exists`."""
         class_name = getattr(cls, "__qualname__", type(cls).__qualname__)
-        args = tuple(_value(a) for a in args)
-        kwargs = {k: _value(v) for k, v in kwargs.items()}
+        args = tuple(future_value(a) for a in args)
+        kwargs = {k: future_value(v) for k, v in kwargs.items()}
         spec = pb.ActorSpec(
             name=name or "",
             class_name=class_name,
@@ -164,7 +164,3 @@ class ActorDirectory:
                 )
             except (ConnectError, errors.FrayError) as exc:
                 logger.warning("could not kill actor %s at close: %s", actor_id, exc)
-
-
-def _value(x: Any) -> Any:
-    return x.result() if isinstance(x, concurrent.futures.Future) else x

@@ -23,7 +23,7 @@ from connectrpc.errors import ConnectError
 from fray import errors
 from fray.client.connections import refused
 from fray.client.futures import FrayFuture
-from fray.client.tasks import TaskTable
+from fray.client.tasks import FutureTable
 from fray.wire.controller_client import ControllerClient
 from fray.wire.pb import controller_pb2 as pb
 
@@ -36,7 +36,7 @@ _FINISHED_STATES = (pb.TASK_STATE_COMPLETED, pb.TASK_STATE_FAILED, pb.TASK_STATE
 class Collector:
     """Long-polls WatchFinished for `owner`'s tasks and settles their futures in `table`."""
 
-    def __init__(self, controller: ControllerClient, owner: str, table: TaskTable) -> None:
+    def __init__(self, controller: ControllerClient, owner: str, table: FutureTable) -> None:
         self._controller = controller
         self._owner = owner
         self._table = table

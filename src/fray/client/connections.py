@@ -18,6 +18,7 @@ from connectrpc.errors import ConnectError
 from fray import errors
 from fray.wire import auth
 from fray.wire.controller_client import ControllerClient
+from fray.wire.limits import MAX_MESSAGE_BYTES
 from fray.wire.pb.worker_connect import FrayWorkerClientSync
 
 
@@ -39,7 +40,7 @@ class WorkerClients:
                         address,
                         send_compression=None,
                         accept_compression=(),
-                        read_max_bytes=2**31 - 1,
+                        read_max_bytes=MAX_MESSAGE_BYTES,
                     )
                     self._clients[address] = client
         return client

@@ -21,7 +21,6 @@ import itertools
 import logging
 import threading
 import uuid
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -32,10 +31,10 @@ from fray.client.actors import ActorDirectory, ActorFuture, FrayActorHandle
 from fray.client.collector import Collector
 from fray.client.connections import ClientLink, WorkerClients, refused
 from fray.client.direct import DirectPath
-from fray.client.futures import FrayFuture, TaskOptions, settle
+from fray.client.futures import FrayFuture, TaskOptions, future_value, settle
 from fray.client.routing import TaskRouter
 from fray.client.submitter import Submitter
-from fray.client.tasks import TaskTable
+from fray.client.tasks import FutureTable
 from fray.common.deadlines import deadline_after, time_left
 from fray.job.context import validate_actor_args, validate_wait_args
 from fray.wire import auth, payload
@@ -73,7 +72,7 @@ class FrayContext:
         self._workers = WorkerClients(auth.token_from_env(token))
         self.owner = f"client-{uuid.uuid4().hex[:12]}"
         self._ids = itertools.count()
-        self._table = TaskTable()
+        self._table = FutureTable()
         self._collector = Collector(self._client, self.owner, self._table)
         self._submitter = Submitter(self._client, self._table, on_start=self._collector.start)
         self._direct = (
@@ -317,9 +316,9 @@ class FrayContext:
                 concurrent.futures.Future.cancel(future)
                 return
             try:
-                values = tuple(_value(a) for a in args)
+                values = tuple(future_value(a) for a in args)
                 self._enqueue(
-                    future, fn, values, {k: _value(v) for k, v in kwargs.items()}, options
+                    future, fn, values, {k: future_value(v) for k, v in kwargs.items()}, options
                 )
             except BaseException as exc:
                 settle(future, exception=exc)
@@ -369,8 +368,10 @@ def _shared_link(address: str) -> ClientLink:
 
 
 # Contexts still open at interpreter exit are closed, so their unfinished tasks are cancelled
-# (as Ray does for a driver's tasks) instead of running for nobody.
-_open_contexts: weakref.WeakSet[FrayContext] = weakref.WeakSet()
+# and their non-detached actors killed (as Ray does for a driver's), instead of running for
+# nobody. Held strongly until close(): a context that only an actor handle (or nothing) still
+# refers to is open all the same, like a thread pool that was never shut down.
+_open_contexts: set[FrayContext] = set()
 
 
 @atexit.register
@@ -378,10 +379,6 @@ def _close_open_contexts() -> None:
     for ctx in list(_open_contexts):
         with contextlib.suppress(Exception):
             ctx.close()
-
-
-def _value(x: Any) -> Any:
-    return x.result() if isinstance(x, concurrent.futures.Future) else x
 
 
 def _is_done(x: Any) -> bool:

@@ -33,7 +33,7 @@ from connectrpc.errors import ConnectError
 
 from fray.client.connections import WorkerClients, never_connected
 from fray.wire.controller_client import ControllerClient
-from fray.wire.limits import WORKER_CALL_MARGIN_MS
+from fray.wire.limits import WORKER_CALL_MARGIN_MS, WORKER_WAIT_MS
 from fray.wire.pb import controller_pb2 as pb
 from fray.wire.pb import worker_pb2 as wpb
 from fray.wire.pb.worker_connect import FrayWorkerClientSync
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 0.5
 IDLE_SECONDS = 10.0  # a call thread with nothing to do for this long ends
-WAIT_MS = 5_000
+WAIT_MS = WORKER_WAIT_MS
 _CALL_TIMEOUT_MS = WAIT_MS + WORKER_CALL_MARGIN_MS
 _BACK_OFF_SECONDS = 0.25  # a worker that refused a task is not offered another for this long
 _LOST_REST_SECONDS = 5.0  # nor one that lost a task (until the controller has expired it)
@@ -54,7 +54,7 @@ Requeue = Callable[[pb.TaskSpec, Any, bool], None]
 
 
 @dataclass
-class _Worker:
+class _WorkerView:
     worker_id: str
     address: str
     free: int  # free slots as the controller last saw them, not counting our calls
@@ -68,7 +68,7 @@ class _Worker:
 
 @dataclass
 class _Call:
-    worker: _Worker
+    worker: _WorkerView
     spec: pb.TaskSpec
     future: Any
     claimed: bool = False  # a thread (pool or caller) is making it
@@ -109,7 +109,7 @@ class DirectPath:
         self._requeue = requeue
         self._max_in_flight = max_in_flight
         self._lock = threading.Lock()
-        self._workers: dict[str, _Worker] = {}
+        self._workers: dict[str, _WorkerView] = {}
         self._refreshed = 0.0
         self._refresh_wanted = threading.Event()
         self._view_thread: threading.Thread | None = None
@@ -159,7 +159,7 @@ class DirectPath:
             self._dispatch(call)  # RunTask is idempotent: it finds the task already there
             raise
 
-    def _reserve(self) -> _Worker | None:
+    def _reserve(self) -> _WorkerView | None:
         now = time.monotonic()
         if not self._refreshed:
             self._refresh()  # the first time: we know of no worker yet
@@ -207,11 +207,11 @@ class DirectPath:
             call.worker.ours -= 1
             self._in_flight.pop(call.spec.task_id, None)
 
-    def _rest(self, worker: _Worker, seconds: float) -> None:
+    def _rest(self, worker: _WorkerView, seconds: float) -> None:
         with self._lock:
             worker.resting_until = time.monotonic() + seconds
 
-    def _send(self, worker: _Worker, spec: pb.TaskSpec, future: Any) -> None:
+    def _send(self, worker: _WorkerView, spec: pb.TaskSpec, future: Any) -> None:
         try:
             result = self._run(worker, spec)
         except _Refused:  # busy or draining: the task did not start there
@@ -243,7 +243,7 @@ class DirectPath:
         else:
             self._complete(future, result)
 
-    def _run(self, worker: _Worker, spec: pb.TaskSpec) -> pb.TaskResult:
+    def _run(self, worker: _WorkerView, spec: pb.TaskSpec) -> pb.TaskResult:
         """RunTask, then WaitTask until the task is done. Raises _Refused or _Lost."""
         client = self._client(worker.address)
         try:
@@ -298,7 +298,7 @@ class DirectPath:
         self._cancel_on(call.worker, task_id)
         return True
 
-    def _cancel_on(self, worker: _Worker, task_id: str) -> None:
+    def _cancel_on(self, worker: _WorkerView, task_id: str) -> None:
         try:
             self._client(worker.address).cancel_task(
                 wpb.CancelTaskRequest(task_id=task_id), headers=self._headers, timeout_ms=2000
@@ -366,7 +366,7 @@ class DirectPath:
             for w in response.workers:
                 if w.draining or not w.address:
                     continue
-                view = self._workers.get(w.worker_id) or _Worker(w.worker_id, w.address, 0)
+                view = self._workers.get(w.worker_id) or _WorkerView(w.worker_id, w.address, 0)
                 # The worker's count of direct tasks may include ours already.
                 others = max(0, w.direct_running - view.ours)
                 view.address, view.free = w.address, w.slots - len(w.task_ids) - others

@@ -109,3 +109,8 @@ def settle_value(future: concurrent.futures.Future[Any], data: bytes, task_id: s
         )
         return
     settle(future, value=value)
+
+
+def future_value(x: Any) -> Any:
+    """An argument's value: a future's result (waiting for it), anything else as it is."""
+    return x.result() if isinstance(x, concurrent.futures.Future) else x

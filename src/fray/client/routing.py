@@ -20,7 +20,7 @@ from connectrpc.errors import ConnectError
 from fray.client.direct import DirectPath
 from fray.client.futures import FrayFuture
 from fray.client.submitter import Submitter
-from fray.client.tasks import TaskTable
+from fray.client.tasks import FutureTable
 from fray.wire.controller_client import ControllerClient
 from fray.wire.pb import controller_pb2 as pb
 
@@ -34,7 +34,7 @@ class TaskRouter:
 
     def __init__(
         self,
-        table: TaskTable,
+        table: FutureTable,
         submitter: Submitter,
         direct: DirectPath | None,
         controller: ControllerClient,

@@ -17,7 +17,7 @@ from connectrpc.errors import ConnectError
 
 from fray.client.connections import refused
 from fray.client.futures import FrayFuture
-from fray.client.tasks import TaskTable
+from fray.client.tasks import FutureTable
 from fray.wire.controller_client import ControllerClient
 from fray.wire.pb import controller_pb2 as pb
 
@@ -33,7 +33,7 @@ class Submitter:
     """
 
     def __init__(
-        self, controller: ControllerClient, table: TaskTable, on_start: Callable[[], None]
+        self, controller: ControllerClient, table: FutureTable, on_start: Callable[[], None]
     ) -> None:
         self._controller = controller
         self._table = table

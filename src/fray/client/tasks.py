@@ -1,6 +1,6 @@
 """The table of a context's unfinished tasks and what it knows of its controller.
 
-`TaskTable` holds the futures not finished yet (direct or queued), the controller's id and the
+`FutureTable` holds the futures not finished yet (direct or queued), the controller's id and the
 position (cursor) in its log of this client's finished tasks. Everything that settles a task's
 future goes through it, so a future ends once and leaves the table when it does. It also
 notices a controller restart (a new id where a known one was): the tasks the old controller
@@ -21,7 +21,7 @@ from fray.wire import payload
 from fray.wire.pb import controller_pb2 as pb
 
 
-class TaskTable:
+class FutureTable:
     """A context's unfinished futures, by task id, and its controller's identity."""
 
     def __init__(self) -> None:

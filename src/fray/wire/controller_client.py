@@ -12,7 +12,7 @@ from connectrpc.errors import ConnectError
 
 from fray.errors import ControllerUnavailableError
 from fray.wire import auth
-from fray.wire.limits import CONTROLLER_CALL_MARGIN_MS
+from fray.wire.limits import CONTROLLER_CALL_MARGIN_MS, MAX_MESSAGE_BYTES
 from fray.wire.pb.controller_connect import FrayControllerClientSync
 
 logger = logging.getLogger(__name__)
@@ -22,7 +22,6 @@ _RES = TypeVar("_RES")
 
 DEFAULT_RETRY_TIMEOUT = 30.0
 _FIRST_DELAY = 0.05
-# Headroom on top of a long poll's server-side wait before the client gives up on the call.
 
 
 def normalize_address(address: str) -> str:
@@ -57,7 +56,7 @@ class ControllerClient:
             send_compression=None,
             accept_compression=(),
             timeout_ms=int(call_timeout * 1000),
-            read_max_bytes=2**31 - 1,
+            read_max_bytes=MAX_MESSAGE_BYTES,
         )
         self._headers = auth.auth_headers(auth.token_from_env(token))
         self.closed = False

@@ -19,7 +19,7 @@ _EXPORTS = {
     "Worker": "fray.worker.worker",
 }
 _RENAMED = {"LocalCluster": "LocalFrayCluster"}  # old names that keep working
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, *_RENAMED])
 
 
 def __getattr__(name: str) -> Any:

@@ -4,7 +4,10 @@
         ctx = create_job_ctx("fray", controller_address=cluster.address)
 
 Each piece is a real process started with the `fray` command line (`python -m fray ...`, through
-`fray.common.processes.start_python`); the controller binds port 0 and reports the port it got.
+`fray.common.processes.start_python`); the controller binds `port` (0: any free port) and
+reports the port it got. Its state is in memory unless `state` names a file (`fray controller
+--state`); `restart_controller()` kills it and starts it again on the same port and state, with
+the workers left running.
 Stopping sends SIGTERM (the graceful path) and waits; anything still alive after the timeout is
 killed (`fray.common.processes.stop_process`).
 """
@@ -28,7 +31,11 @@ READY_PREFIX = "fray controller listening on "  # `fray controller`'s first line
 
 
 class LocalFrayCluster:
-    """One controller process and `workers` worker processes on 127.0.0.1."""
+    """One controller process and `workers` worker processes on 127.0.0.1.
+
+    With `tls_cert` and `tls_key` (PEM files; the certificate must name 127.0.0.1) every process
+    serves HTTPS and `address` is ``https://``; `tls_ca` is the CA bundle they all trust.
+    """
 
     def __init__(
         self,
@@ -40,13 +47,28 @@ class LocalFrayCluster:
         controller_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
         start_timeout: float = 60.0,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_ca: str | None = None,
+        state: str | None = None,
+        port: int = 0,
     ) -> None:
         self.num_workers = workers
+        self.state = state  # the controller's state file (None: in memory)
+        self.port = port
         self.concurrency = concurrency
         self.heartbeat_timeout = heartbeat_timeout
         self.worker_args = worker_args
         self.controller_args = controller_args
         self.env = {**os.environ, **(env or {})}
+        # TLS: every process serves HTTPS with this certificate (it must name 127.0.0.1), and
+        # trusts `tls_ca` (its processes get it as $FRAY_TLS_CA; so do the cluster's own calls).
+        self.tls_args: tuple[str, ...] = (
+            *(("--tls-cert", tls_cert) if tls_cert else ()),
+            *(("--tls-key", tls_key) if tls_key else ()),
+        )
+        if tls_ca:
+            self.env["FRAY_TLS_CA"] = os.path.abspath(tls_ca)
         self.start_timeout = start_timeout
         self.address = ""
         self.controller: subprocess.Popen[Any] | None = None
@@ -54,7 +76,7 @@ class LocalFrayCluster:
 
     def start(self) -> LocalFrayCluster:
         try:
-            self.start_controller()
+            self.start_controller(self.port)
             for _ in range(self.num_workers):
                 self.add_worker()
             self.wait_for_workers(self.num_workers)
@@ -75,6 +97,9 @@ class LocalFrayCluster:
             str(port),
             "--heartbeat-timeout",
             str(self.heartbeat_timeout),
+            "--state",
+            self.state or ":memory:",
+            *self.tls_args,
             *self.controller_args,
             stdout=subprocess.PIPE,
             text=True,
@@ -91,6 +116,17 @@ class LocalFrayCluster:
         ).start()
         return self.address
 
+    def restart_controller(self, *, kill: bool = True, timeout: float = 30.0) -> str:
+        """Stop the controller (SIGKILL, or the graceful SIGTERM with `kill=False`) and start it
+        again on the same port, with the same state file; the workers keep running."""
+        assert self.controller is not None, "the controller is not running"
+        port = int(self.address.rsplit(":", 1)[1])
+        if kill:
+            self.controller.kill()
+            self.controller.wait(timeout)
+        stop_process(self.controller, timeout)  # reaps it (and closes its stdout)
+        return self.start_controller(port)
+
     def add_worker(self, *extra_args: str) -> subprocess.Popen[Any]:
         """Start one more worker process (registering takes it a moment)."""
         process = start_python(
@@ -101,6 +137,7 @@ class LocalFrayCluster:
             self.address,
             "--concurrency",
             str(self.concurrency),
+            *self.tls_args,
             *self.worker_args,
             *extra_args,
             text=True,
@@ -112,7 +149,8 @@ class LocalFrayCluster:
     def wait_for_workers(self, count: int, timeout: float | None = None) -> None:
         """Block until `count` workers are registered."""
         token = self.env.get("FRAY_TOKEN") or None  # the one its processes got
-        client = ControllerClient(self.address, token=token, retry_timeout=5)
+        tls_ca = self.env.get("FRAY_TLS_CA", "")  # the one its processes got ("": none)
+        client = ControllerClient(self.address, token=token, tls_ca=tls_ca, retry_timeout=5)
         deadline = time.monotonic() + (timeout or self.start_timeout)
         try:
             while True:

@@ -6,7 +6,15 @@ The state machine (plain single-threaded Python, no I/O):
 - ``transitions``: the legal moves of tasks and actors, and what every move updates;
 - ``task_lifecycle``, ``actor_lifecycle``: the rules deciding when tasks and actors move;
 - ``tasks``, ``workers``, ``objects``, ``finished_log``, ``actors``: the registries;
-- ``records``: the records, states and request errors they share.
+- ``records``: the records, states and request errors they share;
+- ``changes``: what changed since the state was last saved (marked by the registries).
+
+Durable state (``fray controller --state``):
+
+- ``journal``: saves the marked changes with group commit, before the RPCs answer;
+- ``store``: the SQLite database (and files beside it for big values); ``rows``: records as
+  rows and back;
+- ``recovery``: a restart: the saved state put back and reconciled with the workers.
 
 Serving it:
 

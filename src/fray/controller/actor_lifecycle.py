@@ -50,7 +50,15 @@ class ActorLifecycle:
     # ---------------------------------------------------------------- clients
 
     def create(self, spec: ActorSpec, get_if_exists: bool = False) -> tuple[ActorRecord, bool]:
-        """Register an actor and place it; returns it and whether it existed (get_if_exists)."""
+        """Register an actor and place it; returns it and whether it existed (get_if_exists).
+
+        A request naming an actor id that its owner already created is a repeat (the answer to
+        the first was lost): it gets that actor, so CreateActor is safe to retry."""
+        repeat = self._actors.by_id.get(spec.actor_id) if spec.actor_id else None
+        if repeat is not None:
+            if (repeat.spec.owner, repeat.spec.name) == (spec.owner, spec.name):
+                return repeat, False
+            raise AlreadyExists(f"actor {spec.actor_id} already exists")
         if spec.name:
             existing = self._actors.named(spec.name)
             if existing is not None:
@@ -64,8 +72,6 @@ class ActorLifecycle:
         for value, what in ((spec.actor_id, "actor_id"), (spec.name, "name")):
             if len(value) > MAX_ID_LENGTH:
                 raise InvalidRequest(f"{what} longer than {MAX_ID_LENGTH} characters")
-        if spec.actor_id in self._actors.by_id:
-            raise AlreadyExists(f"actor {spec.actor_id} already exists")
         missing = self._objects.first_missing(spec.object_ids)
         if missing is not None:
             raise NotFound(f"object {missing} not found")
@@ -140,7 +146,7 @@ class ActorLifecycle:
             actor.error = error
             self._move(actor, ActorState.FAILED)
         elif state is ActorState.DEAD:
-            self._lost(
+            self.lost(
                 actor,
                 error
                 or TaskFailure(
@@ -196,9 +202,10 @@ class ActorLifecycle:
                 f"its worker {worker.worker_id} {reason}",
                 worker_id=worker.worker_id,
             )
-            self._lost(self._actors.by_id[actor_id], failure)
+            self.lost(self._actors.by_id[actor_id], failure)
 
-    def _lost(self, actor: ActorRecord, failure: TaskFailure) -> None:
+    def lost(self, actor: ActorRecord, failure: TaskFailure) -> None:
+        """A lost actor: restarted (re-placed, fresh state) while restarts remain, else DEAD."""
         actor.error = failure
         if actor.restarts < actor.spec.max_restarts:
             actor.restarts += 1

@@ -2,24 +2,33 @@
 
 Bookkeeping only: placing, restarting and killing actors is decided in `actor_lifecycle`;
 `Transitions.move_actor` frees an actor's name when it ends (FAILED or DEAD), so that the name
-can be taken again.
+can be taken again. New actors are marked in `changes` (their moves by `Transitions`).
 """
 
 from __future__ import annotations
 
+from fray.controller.changes import Changes
 from fray.controller.records import ActorRecord, ActorState, NotFound
 
 
 class ActorRegistry:
     """Actors by id (kept after they end, for GetActor/ListActors) and live actors by name."""
 
-    def __init__(self) -> None:
+    def __init__(self, changes: Changes | None = None) -> None:
         self.by_id: dict[str, ActorRecord] = {}
         self._names: dict[str, str] = {}  # name -> id, live actors only
+        self.changes = Changes() if changes is None else changes
 
     def add(self, actor: ActorRecord) -> None:
         self.by_id[actor.actor_id] = actor
         if actor.spec.name:
+            self._names[actor.spec.name] = actor.actor_id
+        self.changes.new_actor(actor.actor_id)
+
+    def restore(self, actor: ActorRecord) -> None:
+        """An actor as it was saved (at a restart); only live ones hold their names."""
+        self.by_id[actor.actor_id] = actor
+        if actor.spec.name and actor.state.live:
             self._names[actor.spec.name] = actor.actor_id
 
     def named(self, name: str) -> ActorRecord | None:

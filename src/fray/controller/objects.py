@@ -1,7 +1,7 @@
 """The object store: values clients `put` once (`ctx.put`) for many tasks and actors to use.
 
 Objects are kept by id until a client deletes them; tasks and actors name them in their specs,
-and workers fetch them with `GetObject`.
+and workers fetch them with `GetObject`. Puts and deletes are marked in `changes`.
 """
 
 from __future__ import annotations
@@ -9,18 +9,21 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
+from fray.controller.changes import Changes
 from fray.controller.records import NotFound
 
 
 class ObjectStore:
     """Bytes by object id."""
 
-    def __init__(self) -> None:
+    def __init__(self, changes: Changes | None = None) -> None:
         self.by_id: dict[str, bytes] = {}
+        self.changes = Changes() if changes is None else changes
 
     def put(self, data: bytes) -> str:
         object_id = uuid.uuid4().hex
         self.by_id[object_id] = data
+        self.changes.object(object_id)
         return object_id
 
     def get(self, object_id: str) -> bytes:
@@ -31,7 +34,12 @@ class ObjectStore:
 
     def delete(self, object_ids: Iterable[str]) -> int:
         """Delete objects; returns how many existed."""
-        return sum(self.by_id.pop(object_id, None) is not None for object_id in object_ids)
+        deleted = 0
+        for object_id in object_ids:
+            if self.by_id.pop(object_id, None) is not None:
+                self.changes.object(object_id)
+                deleted += 1
+        return deleted
 
     def first_missing(self, object_ids: Iterable[str]) -> str | None:
         """The first of `object_ids` that is not stored (None: all are)."""

@@ -122,6 +122,7 @@ class TaskRecord:
     error: TaskFailure | None = None
     cancel_requested: bool = False
     direct: bool = False  # ran through the direct path; recorded when finished
+    saved_row: int = 0  # its row in the state database (0: not saved; see `journal`)
 
     @property
     def task_id(self) -> str:

@@ -4,6 +4,11 @@ Each RPC turns its request message into calls on the state machine and the answe
 message (`convert`); request errors raised by the state become Connect codes in the server's
 interceptor (`server`). The long polls (LeaseTasks, WaitTasks, WatchFinished, GetActor) sleep
 on broadcast signals that the mutating RPCs fire. A background reaper expires silent workers.
+
+With durable state (a `journal.Journal`), an RPC that changed the state, or that answers with
+what others changed (finished tasks, leases), awaits `journal.durable()` before answering: what
+a caller was told survives a crash. The controller's id is then the one saved with the state,
+so clients' cursors stay valid across restarts.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import Counter
 from collections.abc import AsyncGenerator, Callable
 from typing import Any, TypeVar
 
@@ -20,9 +26,18 @@ from connectrpc.errors import ConnectError
 from connectrpc.request import RequestContext
 
 from fray.controller import convert, long_poll
+from fray.controller.journal import Journal
 from fray.controller.long_poll import Signal
-from fray.controller.records import ActorRecord, ActorState, InvalidRequest, TaskRecord
+from fray.controller.records import (
+    ActorRecord,
+    ActorState,
+    InvalidRequest,
+    StateError,
+    TaskRecord,
+    TaskSpec,
+)
 from fray.controller.state import ControllerState
+from fray.wire.limits import DEFAULT_MAX_QUEUED_TASKS_PER_CLIENT
 from fray.wire.pb import controller_pb2 as pb
 from fray.wire.pb.controller_connect import FrayController
 
@@ -36,9 +51,20 @@ _T = TypeVar("_T")
 class ControllerService(FrayController):
     """The FrayController RPCs over one `ControllerState`."""
 
-    def __init__(self, state: ControllerState, *, max_wait_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        state: ControllerState,
+        *,
+        max_wait_seconds: float = 30.0,
+        journal: Journal | None = None,
+        max_queued_tasks_per_client: int = DEFAULT_MAX_QUEUED_TASKS_PER_CLIENT,
+    ) -> None:
+        if max_queued_tasks_per_client < 1:
+            raise ValueError("max_queued_tasks_per_client must be >= 1")
         self.state = state
-        self.controller_id = uuid.uuid4().hex[:12]
+        self.max_queued_tasks_per_client = max_queued_tasks_per_client
+        self.journal = journal
+        self.controller_id = journal.controller_id if journal else uuid.uuid4().hex[:12]
         # Workers must call at least this often; their lease long polls are capped to it.
         self.heartbeat_interval = state.heartbeat_timeout / 3
         self.max_wait_seconds = max_wait_seconds
@@ -60,6 +86,8 @@ class ControllerService(FrayController):
             reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper
+            if self.journal is not None:
+                await self.journal.close()
 
     def begin_shutdown(self) -> None:
         """Refuse new calls and end the long polls in flight, with `unavailable`."""
@@ -88,6 +116,13 @@ class ControllerService(FrayController):
                     "workers %s stopped heartbeating; their tasks were requeued", expired
                 )
                 self._mutated()
+            with contextlib.suppress(StateError):  # a failed journal: logged there
+                await self._durable()  # whatever changed, whoever forgot to save it
+
+    async def _durable(self) -> None:
+        """Return once every change so far is saved (at once without durable state)."""
+        if self.journal is not None:
+            await self.journal.durable()
 
     def _check_open(self) -> None:
         if self.closing:
@@ -120,9 +155,28 @@ class ControllerService(FrayController):
         self, request: pb.SubmitTasksRequest, ctx: RequestContext[Any, Any]
     ) -> pb.SubmitTasksResponse:
         self._check_open()
-        ids = self.state.submit([convert.task_spec_from_pb(t) for t in request.tasks])
+        specs = [convert.task_spec_from_pb(t) for t in request.tasks]
+        self._check_queue_room(specs)
+        ids = self.state.submit(specs)
         self._mutated(finished=False)
+        await self._durable()
         return pb.SubmitTasksResponse(task_ids=ids, controller_id=self.controller_id)
+
+    def _check_queue_room(self, specs: list[TaskSpec]) -> None:
+        """`resource_exhausted` when the tasks would give a client (owner) more unfinished
+        queued tasks than `max_queued_tasks_per_client` (tasks already known do not count: a
+        repeated submission is answered `already_exists`)."""
+        limit = self.max_queued_tasks_per_client
+        new = Counter(s.owner for s in specs if s.task_id not in self.state.tasks)
+        for owner, count in new.items():
+            held = self.state.unfinished_count(owner)
+            if held + count > limit:
+                raise ConnectError(
+                    Code.RESOURCE_EXHAUSTED,
+                    f"client {owner or '(no owner)'} has {held} unfinished tasks queued and "
+                    f"submits {count} more: at most {limit} per client "
+                    "(fray controller --max-queued-tasks-per-client)",
+                )
 
     async def get_task(
         self, request: pb.GetTaskRequest, ctx: RequestContext[Any, Any]
@@ -146,6 +200,7 @@ class ControllerService(FrayController):
 
         await self._poll(request.wait_ms, ctx, check, self._finished)
         finished, pending = self.state.finished_among(ids)
+        await self._durable()  # answer with results that are saved
         return pb.WaitTasksResponse(
             finished=[convert.task_to_pb(t, request.include_results) for t in finished],
             pending_count=pending,
@@ -167,6 +222,7 @@ class ControllerService(FrayController):
             return pb.WatchFinishedResponse(next_cursor=0, controller_id=self.controller_id)
         await self._poll(request.wait_ms, ctx, check, self._finished)
         tasks, next_cursor, dropped = self.state.read_finished(owner, cursor, limit)
+        await self._durable()  # the entries, their results and the acknowledgement are saved
         return pb.WatchFinishedResponse(
             finished=[convert.task_to_pb(t, include_result=True) for t in tasks],
             next_cursor=next_cursor,
@@ -180,6 +236,7 @@ class ControllerService(FrayController):
         self._check_open()
         tasks = self.state.cancel(request.task_ids)
         self._mutated()
+        await self._durable()
         return pb.CancelTasksResponse(tasks=[convert.task_to_pb(t) for t in tasks])
 
     async def list_tasks(
@@ -199,6 +256,7 @@ class ControllerService(FrayController):
         self._check_open()
         data = request.data  # each access to a bytes field copies it: once only
         object_id = self.state.put_object(data)
+        await self._durable()
         return pb.PutObjectResponse(object_id=object_id, size_bytes=len(data))
 
     async def get_object(
@@ -209,7 +267,11 @@ class ControllerService(FrayController):
     async def delete_objects(
         self, request: pb.DeleteObjectsRequest, ctx: RequestContext[Any, Any]
     ) -> pb.DeleteObjectsResponse:
-        return pb.DeleteObjectsResponse(deleted=self.state.delete_objects(request.object_ids))
+        deleted = self.state.delete_objects(request.object_ids)
+        if deleted:
+            self._mutated(finished=False)  # lease polls tell workers to drop their copies
+        await self._durable()
+        return pb.DeleteObjectsResponse(deleted=deleted)
 
     # ------------------------------------------------------------------ workers
 
@@ -227,6 +289,7 @@ class ControllerService(FrayController):
             labels=dict(request.resources.labels),
         )
         self._mutated()
+        await self._durable()
         logger.info(
             "worker %s registered (%d slots) at %s",
             worker.worker_id,
@@ -246,6 +309,7 @@ class ControllerService(FrayController):
         cancels = self.state.heartbeat(request.worker_id, request.draining, request.direct_running)
         if request.draining:
             self._mutated(finished=False)  # its lease poll returns; others may take its work
+            await self._durable()
         return pb.HeartbeatResponse(cancel_task_ids=cancels)
 
     async def unregister_worker(
@@ -253,6 +317,7 @@ class ControllerService(FrayController):
     ) -> pb.UnregisterWorkerResponse:
         requeued = self.state.unregister_worker(request.worker_id)
         self._mutated()
+        await self._durable()
         logger.info("worker %s unregistered; requeued %d tasks", request.worker_id, len(requeued))
         return pb.UnregisterWorkerResponse(requeued_task_ids=requeued)
 
@@ -261,6 +326,7 @@ class ControllerService(FrayController):
     ) -> pb.LeaseTasksResponse:
         held: list[str] | None = list(request.held_task_ids) if request.reports_held else None
         prefetch = request.prefetch if request.HasField("prefetch") else None
+        cached = list(request.cached_object_ids)
         if request.reports_actors:
             hosted = []
             for update in request.hosted_actors:
@@ -279,18 +345,21 @@ class ControllerService(FrayController):
             leased, cancels = self.state.lease(request.worker_id, held, prefetch)
             held = None  # reconciled once per call
             starts, stops = self.state.take_actor_orders(request.worker_id)
-            if not (leased or cancels or starts or stops):
+            freed = self.state.missing_objects(cached)  # the worker drops its copies
+            if not (leased or cancels or starts or stops or freed):
                 return None
             return pb.LeaseTasksResponse(
                 tasks=[convert.leased_to_pb(t) for t in leased],
                 cancel_task_ids=cancels,
                 start_actors=[convert.actor_start_to_pb(a) for a in starts],
                 stop_actor_ids=stops,
+                freed_object_ids=freed,
             )
 
         found = await self._poll(
             request.wait_ms, ctx, check, self._work, cap_seconds=self.heartbeat_interval
         )
+        await self._durable()  # the leases (and repairs) are saved before the worker hears
         return found or pb.LeaseTasksResponse()
 
     async def report_results(
@@ -301,6 +370,7 @@ class ControllerService(FrayController):
         self.state.record_direct(request.worker_id, direct)  # kept even from a forgotten worker
         accepted = self.state.report(request.worker_id, outcomes)
         self._mutated()
+        await self._durable()
         return pb.ReportResultsResponse(accepted=accepted)
 
     async def report_actors(
@@ -319,6 +389,7 @@ class ControllerService(FrayController):
                 request.worker_id, update.actor_id, update.incarnation, state, error
             )
         self._mutated(finished=False)
+        await self._durable()
         return pb.ReportActorsResponse()
 
     # ------------------------------------------------------------------ actors
@@ -334,6 +405,7 @@ class ControllerService(FrayController):
         spec = convert.actor_spec_from_pb(request.actor)
         actor, existed = self.state.create_actor(spec, request.get_if_exists)
         self._mutated(finished=False)
+        await self._durable()
         return pb.CreateActorResponse(actor=self._actor_pb(actor), existed=existed)
 
     async def get_actor(
@@ -365,6 +437,7 @@ class ControllerService(FrayController):
     ) -> pb.KillActorResponse:
         actor = self.state.kill_actor(request.actor_id)
         self._mutated(finished=False)
+        await self._durable()
         return pb.KillActorResponse(actor=self._actor_pb(actor))
 
     # ------------------------------------------------------------------ operators

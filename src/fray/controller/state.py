@@ -13,7 +13,10 @@ can be tested alone. Inside, each piece has one job:
 - `transitions`: the legal moves of tasks and actors and what each move updates (read it first);
 - `task_lifecycle`, `actor_lifecycle`: the rules deciding when things move;
 - `tasks`, `workers`, `objects`, `finished_log`, `actors`: the registries (bookkeeping only);
-- `records`: the records, states and request errors they all share.
+- `records`: the records, states and request errors they all share;
+- `changes`: what changed since the last save (marked by the registries and `Transitions`),
+  which the journal (`journal`, `store`) writes to disk when the controller has durable state;
+  `recovery`: putting saved state back at a restart (`restore`).
 
 This class wires them together, and itself handles what touches tasks and actors at once: a
 worker that registers, leaves or is lost.
@@ -26,6 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from fray.controller.actor_lifecycle import ActorLifecycle
 from fray.controller.actors import ActorRegistry
+from fray.controller.changes import Changes
 from fray.controller.finished_log import FinishedLogs
 from fray.controller.objects import ObjectStore
 from fray.controller.records import (
@@ -40,6 +44,7 @@ from fray.controller.records import (
     TaskState,
     WorkerRecord,
 )
+from fray.controller.recovery import SavedState, restore
 from fray.controller.task_lifecycle import TaskLifecycle
 from fray.controller.tasks import TaskTable
 from fray.controller.transitions import Transitions
@@ -54,6 +59,7 @@ class ControllerState:
     `report_actor`, `reconcile_actors`, `take_actor_orders`, `unregister_worker`.
     Objects: `put_object`, `get_object`, `delete_objects`. Actors: `create_actor`, `get_actor`,
     `kill_actor`, `list_actors`. Housekeeping: `expire_workers`, `expire_finished_logs`.
+    Durability: `changes` (enabled by the journal), `restore`.
     """
 
     def __init__(
@@ -70,13 +76,14 @@ class ControllerState:
         self.max_infra_attempts = max_infra_attempts
         self.max_finished_tasks = max_finished_tasks
         self.clock = clock
-        self._tasks = TaskTable(max_finished_tasks)
-        self._workers = WorkerRegistry(clock)
-        self._objects = ObjectStore()
-        self._finished_logs = FinishedLogs(clock)
-        self._actors = ActorRegistry()
+        self.changes = Changes()  # what changed since the last save (kept once enabled)
+        self._tasks = TaskTable(max_finished_tasks, self.changes)
+        self._workers = WorkerRegistry(clock, self.changes)
+        self._objects = ObjectStore(self.changes)
+        self._finished_logs = FinishedLogs(clock, self.changes)
+        self._actors = ActorRegistry(self.changes)
         self.transitions = Transitions(
-            self._tasks, self._workers, self._finished_logs, self._actors, clock
+            self._tasks, self._workers, self._finished_logs, self._actors, clock, self.changes
         )
         self._task_rules = TaskLifecycle(
             tasks=self._tasks,
@@ -93,6 +100,26 @@ class ControllerState:
             transitions=self.transitions,
             clock=clock,
         )
+
+    def restore(self, saved: SavedState) -> None:
+        """Put back what a controller saved, into this new state, and reconcile it (the rules
+        are in `recovery`). Only what reconciling changes is marked."""
+        if self._tasks.by_id or self._workers.by_id or self._actors.by_id or self._objects.by_id:
+            raise RuntimeError("restore() needs a new ControllerState")
+        restore(
+            saved,
+            tasks=self._tasks,
+            workers=self._workers,
+            objects=self._objects,
+            logs=self._finished_logs,
+            actors=self._actors,
+            task_rules=self._task_rules,
+            actor_rules=self._actor_rules,
+        )
+
+    def saved_log(self, owner: str, since: int) -> tuple[int, int, list[tuple[int, str]]]:
+        """An owner's finished log as the journal saves it (see `FinishedLogs.saved_view`)."""
+        return self._finished_logs.saved_view(owner, since)
 
     # ------------------------------------------------------------------ read-only views
 
@@ -159,6 +186,14 @@ class ControllerState:
     def finished_count(self, owner: str) -> int:
         """The cursor after the owner's last finished task."""
         return self._finished_logs.count(owner)
+
+    def unfinished_count(self, owner: str) -> int:
+        """How many of the owner's queued tasks have not finished (PENDING or RUNNING)."""
+        return self._tasks.unfinished_by_owner.get(owner, 0)
+
+    def missing_objects(self, object_ids: Iterable[str]) -> list[str]:
+        """The objects among `object_ids` that are not stored (freed, or never were)."""
+        return [o for o in object_ids if o not in self._objects.by_id]
 
     def expire_finished_logs(self, max_idle: float) -> int:
         """Drop the unread ids of owners silent for `max_idle` seconds (clients that went away);

@@ -35,7 +35,7 @@ from fray.controller.records import (
 from fray.controller.tasks import TaskTable
 from fray.controller.transitions import Transitions
 from fray.controller.workers import WorkerRegistry
-from fray.wire.limits import MAX_ID_LENGTH
+from fray.wire.limits import MAX_ID_LENGTH, MAX_TIMEOUT_SECONDS
 
 
 class TaskLifecycle:
@@ -92,8 +92,10 @@ class TaskLifecycle:
             raise InvalidRequest(f"{where}: function is empty")
         if len(spec.task_id) > MAX_ID_LENGTH:
             raise InvalidRequest(f"{where}: task_id longer than {MAX_ID_LENGTH} characters")
-        if not (spec.timeout_seconds >= 0 and math.isfinite(spec.timeout_seconds)):
-            raise InvalidRequest(f"{where}: timeout_seconds must be >= 0")
+        if not 0 <= spec.timeout_seconds <= MAX_TIMEOUT_SECONDS:  # NaN fails too
+            raise InvalidRequest(
+                f"{where}: timeout_seconds must be from 0 to {MAX_TIMEOUT_SECONDS:g}"
+            )
         if spec.max_retries < 0:
             raise InvalidRequest(f"{where}: max_retries must be >= 0")
         if spec.infra_failures < 0:
@@ -109,6 +111,7 @@ class TaskLifecycle:
                 self._move(task, TaskState.CANCELLED)
             elif task.state is TaskState.RUNNING and not task.cancel_requested:
                 task.cancel_requested = True
+                self._tasks.changes.task(task.task_id)
                 self._workers.by_id[task.worker_id].pending_cancels.add(task.task_id)
         return tasks
 
@@ -176,6 +179,8 @@ class TaskLifecycle:
                 task.result = outcome.value or b""
                 task.error = None
                 self._move(task, TaskState.COMPLETED)
+        if accepted:
+            self._workers.touch(worker_id)  # its counters
         return accepted
 
     def record_direct(self, worker_id: str, records: Iterable[DirectTaskRecord]) -> int:
@@ -209,6 +214,7 @@ class TaskLifecycle:
             self._tasks.add_finished(task)
             recorded += 1
             if worker is not None:
+                self._workers.touch(worker_id)
                 if record.state is TaskState.COMPLETED:
                     worker.tasks_completed += 1
                 else:

@@ -4,13 +4,15 @@ queue of PENDING tasks; and the bounded memory of finished ones.
 Bookkeeping only, no decisions: `Transitions.move` tells the table when a task changes state
 (`recount`, `requeue_front`, `retire`), and `task_lifecycle` adds tasks and takes them off the
 queue. Finished tasks are kept up to a limit; past it the oldest are forgotten (evicted).
+What it adds and forgets is marked in `changes`, for the journal.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 
+from fray.controller.changes import Changes
 from fray.controller.records import (
     ErrorKind,
     NotFound,
@@ -24,12 +26,15 @@ from fray.controller.records import (
 class TaskTable:
     """Tasks by id, counts by state, the PENDING queue, and eviction of the oldest finished."""
 
-    def __init__(self, max_finished: int) -> None:
+    def __init__(self, max_finished: int, changes: Changes | None = None) -> None:
         self.max_finished = max_finished
+        self.changes = Changes() if changes is None else changes
         self.by_id: dict[str, TaskRecord] = {}
         self.counts: dict[TaskState, int] = {s: 0 for s in TaskState}
         self._queue: deque[str] = deque()  # PENDING task ids, oldest first (may hold stale ids)
         self._finished: deque[str] = deque()  # finished task ids, oldest first, for eviction
+        # Queued tasks not finished yet, by owner (the service caps them per client).
+        self.unfinished_by_owner: Counter[str] = Counter()
 
     @property
     def queued(self) -> int:
@@ -49,15 +54,31 @@ class TaskTable:
             assert replaced.direct, f"task {task.task_id} replaces a queued task"
             self.counts[replaced.state] -= 1
             self._finished.remove(task.task_id)
+            self.changes.gone_row(replaced.saved_row)
         self.by_id[task.task_id] = task
         self.counts[TaskState.PENDING] += 1
         self._queue.append(task.task_id)
+        self.unfinished_by_owner[task.spec.owner] += 1
+        self.changes.new_task(task.task_id)
 
     def add_finished(self, task: TaskRecord) -> None:
         """A task that arrives finished (a direct task's record); `evict` afterwards."""
         self.by_id[task.task_id] = task
         self.counts[task.state] += 1
         self._finished.append(task.task_id)
+        self.changes.new_task(task.task_id)
+
+    def restore(self, task: TaskRecord) -> None:
+        """A task as it was saved (at a restart): PENDING ones join the back of the queue,
+        finished ones the back of the eviction order (give them oldest first)."""
+        self.by_id[task.task_id] = task
+        self.counts[task.state] += 1
+        if task.state is TaskState.PENDING:
+            self._queue.append(task.task_id)
+        elif task.state.finished:
+            self._finished.append(task.task_id)
+        if not task.state.finished and not task.direct:
+            self.unfinished_by_owner[task.spec.owner] += 1
 
     def next_pending(self) -> TaskRecord | None:
         """Take the oldest PENDING task off the queue (None: the queue is empty)."""
@@ -81,13 +102,19 @@ class TaskTable:
     def retire(self, task_id: str) -> None:
         """Note a task finished; forget the oldest finished tasks past the limit."""
         self._finished.append(task_id)
+        owner = self.by_id[task_id].spec.owner
+        self.unfinished_by_owner[owner] -= 1
+        if self.unfinished_by_owner[owner] <= 0:
+            del self.unfinished_by_owner[owner]
         self.evict()
 
     def evict(self) -> None:
         while len(self._finished) > self.max_finished:
-            task = self.by_id.pop(self._finished.popleft(), None)
+            task_id = self._finished.popleft()
+            task = self.by_id.pop(task_id, None)
             if task is not None:
                 self.counts[task.state] -= 1
+                self.changes.gone_row(task.saved_row)
             # Its id stays in its owner's finished log (if unread): it reads as lost there.
 
     # ---------------------------------------------------------------- reading

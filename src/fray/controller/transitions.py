@@ -4,6 +4,7 @@ every change of state does to the registries. Read this first.
 Every change of a task's state goes through `Transitions.move`, every change of an actor's
 through `Transitions.move_actor`; a move the tables do not allow is a bug in the controller
 (AssertionError). When to move is decided elsewhere (`task_lifecycle`, `actor_lifecycle`).
+Every move marks the task or actor changed (`changes`), for the journal to save.
 
 Tasks::
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fray.controller.actors import ActorRegistry
+from fray.controller.changes import Changes
 from fray.controller.finished_log import FinishedLogs
 from fray.controller.records import ActorRecord, ActorState, TaskRecord, TaskState
 from fray.controller.tasks import TaskTable
@@ -63,14 +65,17 @@ class Transitions:
         finished_logs: FinishedLogs,
         actors: ActorRegistry,
         clock: Callable[[], float],
+        changes: Changes | None = None,
     ) -> None:
         self._tasks, self._workers, self._logs = tasks, workers, finished_logs
         self._actors, self._clock = actors, clock
+        self._changes = Changes() if changes is None else changes
 
     def move(self, task: TaskRecord, to: TaskState) -> None:
         if to not in TASK_TRANSITIONS[task.state]:
             raise AssertionError(f"illegal move of task {task.task_id}: {task.state} -> {to}")
         self._tasks.recount(task.state, to)
+        self._changes.task(task.task_id)
         if task.state is TaskState.RUNNING:  # off its worker (and any cancel it was to carry out)
             self._workers.release_task(task.worker_id, task.task_id)
         task.state = to
@@ -82,6 +87,7 @@ class Transitions:
             task.started_at = now
         else:  # finished: its owner reads it from its log; the oldest finished are forgotten
             task.finished_at = now
+            task.spec.function = task.spec.args = b""  # never needed again: memory and disk
             if task.spec.owner:
                 self._logs.append(task.spec.owner, task.task_id)
             self._tasks.retire(task.task_id)
@@ -89,6 +95,7 @@ class Transitions:
     def move_actor(self, actor: ActorRecord, to: ActorState) -> None:
         if to not in ACTOR_TRANSITIONS[actor.state]:
             raise AssertionError(f"illegal move of actor {actor.actor_id}: {actor.state} -> {to}")
+        self._changes.actor(actor.actor_id)
         placed = actor.state in (ActorState.CREATING, ActorState.READY)
         if placed and to is not ActorState.READY:  # off its worker
             self._workers.release_actor(actor.worker_id, actor.actor_id)

@@ -3,7 +3,8 @@ tasks leased to them, and the orders (cancellations, actor starts and stops) wai
 
 Bookkeeping only: what happens to a lost worker's tasks and actors is decided by the lifecycle
 modules and `ControllerState`; `Transitions` tells the registry when a task or actor leaves a
-worker.
+worker. Registering, leaving, draining and the counters are marked in `changes` (heartbeats
+are not saved: a restarted controller gives every worker a full heartbeat timeout).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
+from fray.controller.changes import Changes
 from fray.controller.records import InvalidRequest, NotFound, WorkerRecord
 from fray.wire.limits import MAX_ID_LENGTH
 
@@ -18,9 +20,10 @@ from fray.wire.limits import MAX_ID_LENGTH
 class WorkerRegistry:
     """Registered workers by id, and what each one holds and must be told."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, clock: Callable[[], float], changes: Changes | None = None) -> None:
         self.by_id: dict[str, WorkerRecord] = {}
         self._clock = clock
+        self.changes = Changes() if changes is None else changes
 
     def get(self, worker_id: str) -> WorkerRecord:
         worker = self.by_id.get(worker_id)
@@ -59,11 +62,23 @@ class WorkerRegistry:
             labels=dict(labels or {}),
         )
 
+    def restore(self, worker: WorkerRecord) -> None:
+        """A worker as it was saved (at a restart): heard from now, so that it has a whole
+        heartbeat timeout to come back."""
+        worker.last_heartbeat = self._clock()
+        self.by_id[worker.worker_id] = worker
+
     def add(self, worker: WorkerRecord) -> None:
         self.by_id[worker.worker_id] = worker
+        self.changes.worker(worker.worker_id)
 
     def remove(self, worker_id: str) -> None:
         del self.by_id[worker_id]
+        self.changes.worker(worker_id)
+
+    def touch(self, worker_id: str) -> None:
+        """Its counters changed (to be saved)."""
+        self.changes.worker(worker_id)
 
     def heartbeat(
         self, worker_id: str, draining: bool = False, direct_running: int | None = None
@@ -71,7 +86,9 @@ class WorkerRegistry:
         """Note the worker is alive; returns (and clears) the cancellations it must carry out.
         A draining worker (shutting down) stays draining."""
         worker = self.alive(worker_id)
-        worker.draining = worker.draining or draining
+        if draining and not worker.draining:
+            worker.draining = True
+            self.changes.worker(worker_id)
         if direct_running is not None:
             worker.direct_running = max(0, direct_running)
         cancels = sorted(worker.pending_cancels)

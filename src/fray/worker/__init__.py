@@ -5,7 +5,8 @@
 - ``leasing``: the LeaseTasks long poll, adaptive prefetch and the held leases;
 - ``task_queue``: tasks waiting for a slot; ``slots``: a thread + executor process per slot;
 - ``direct_calls``: tasks clients sent straight to a free slot (the direct path);
-- ``reporter``: batched ReportResults; ``objects``: the ``ctx.put`` object cache;
+- ``reporter``: batched ReportResults; ``objects``: the ``ctx.put`` object cache (objects
+  freed at the controller are dropped, as each LeaseTasks answer says);
 - ``results``: the error results the worker makes itself (lost executor, handed back);
 - ``actor_host``: the actors this worker hosts, each in a process of its own;
 - ``service``: the ``fray.v1.FrayWorker`` Connect service (direct tasks, actor calls, /healthz);

@@ -35,6 +35,9 @@ from fray.wire import payload
 from fray.wire.pb import controller_pb2 as pb
 
 _FUNCTION_CACHE_SIZE = 256
+# Larger pickled functions (closures over big data) are not cached: the cache must not keep
+# the data after the task.
+_FUNCTION_CACHE_MAX_BYTES = 1 << 20
 
 
 class _FunctionCache:
@@ -47,9 +50,10 @@ class _FunctionCache:
         fn = self._cache.get(data)
         if fn is None:
             fn = pickle.loads(data)
-            self._cache[data] = fn
-            if len(self._cache) > _FUNCTION_CACHE_SIZE:
-                self._cache.popitem(last=False)
+            if len(data) <= _FUNCTION_CACHE_MAX_BYTES:
+                self._cache[data] = fn
+                if len(self._cache) > _FUNCTION_CACHE_SIZE:
+                    self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(data)
         return fn
@@ -105,17 +109,26 @@ def main(conn: multiprocessing.connection.Connection, worker_pid: int) -> None:
     # closing is noticed only between calls, and a SIGKILLed worker cannot stop us).
     exit_when_gone(worker_pid, interval=1.0)
     functions = _FunctionCache()
-    while True:
-        try:
-            message = conn.recv_bytes()
-        except (EOFError, OSError):
-            return
-        function, args, object_ids = pickle.loads(message)
+    while _serve_task(conn, functions):
+        pass
+
+
+def _serve_task(conn: multiprocessing.connection.Connection, functions: _FunctionCache) -> bool:
+    """Receive, run and answer one task; False once the pipe is closed. Its arguments, objects
+    and result are let go when this returns, not kept until the next task arrives."""
+    try:
+        message = conn.recv_bytes()
+    except (EOFError, OSError):
+        return False
+    function, args, object_ids = pickle.loads(message)
+    try:
         objects = {object_id: conn.recv_bytes() for object_id in object_ids}
-        outcome = run_one(functions, function, args, objects)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        conn.send_bytes(pickle.dumps(outcome, protocol=payload.PROTOCOL))
+    except (EOFError, OSError):
+        return False
+    outcome = run_one(functions, function, args, objects)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return _answer(conn, outcome)
 
 
 def actor_main(
@@ -126,23 +139,52 @@ def actor_main(
     """Construct one actor, then run its method calls in order until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_when_gone(worker_pid, interval=1.0)  # as in main()
+    built, instance = _start_actor(requests, results)
+    if not built:
+        return
+    while _serve_batch(instance, requests, results):
+        pass
+
+
+def _start_actor(
+    requests: multiprocessing.connection.Connection,
+    results: multiprocessing.connection.Connection,
+) -> tuple[bool, Any]:
+    """Build the actor from the first message and report how it went: (built, instance). The
+    constructor's pickled arguments are let go when this returns."""
     try:
         cls_bytes, args_bytes, objects = pickle.loads(requests.recv_bytes())
     except (EOFError, OSError):
-        return
+        return False, None
     instance, error = _construct(cls_bytes, args_bytes, objects)
-    results.send_bytes(pickle.dumps(("ok", b"") if error is None else ("error", error)))
-    if error is not None:
-        return
-    while True:
-        try:
-            calls = pickle.loads(requests.recv_bytes())
-        except (EOFError, OSError):
-            return
-        outcomes = [_call_method(instance, *call) for call in calls]
-        sys.stdout.flush()
-        sys.stderr.flush()
-        results.send_bytes(pickle.dumps(outcomes, protocol=payload.PROTOCOL))
+    answered = _answer(results, ("ok", b"") if error is None else ("error", error))
+    return answered and error is None, instance
+
+
+def _serve_batch(
+    instance: Any,
+    requests: multiprocessing.connection.Connection,
+    results: multiprocessing.connection.Connection,
+) -> bool:
+    """Run one batch of calls and answer it; False once the pipe is closed (the batch's
+    arguments and results are let go when this returns)."""
+    try:
+        calls = pickle.loads(requests.recv_bytes())
+    except (EOFError, OSError):
+        return False
+    outcomes = [_call_method(instance, *call) for call in calls]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return _answer(results, outcomes)
+
+
+def _answer(results: multiprocessing.connection.Connection, outcome: Any) -> bool:
+    """Send `outcome` to the worker; False when the worker is gone (nobody to tell)."""
+    try:
+        results.send_bytes(pickle.dumps(outcome, protocol=payload.PROTOCOL))
+    except OSError:  # BrokenPipeError: the worker died or stopped this process
+        return False
+    return True
 
 
 def _construct(

@@ -1,15 +1,18 @@
 """The lease loop: the worker's one `LeaseTasks` long poll, and the leases it holds.
 
-Each poll lists the tasks the worker holds (leased and not yet reported) and the actors it
-hosts, so the controller repairs a lost answer, and asks for `prefetch` tasks beyond the free
-slots. The prefetch adapts: about `PREFETCH_SECONDS` of work at the recent pace of tasks, so
-tiny tasks hide the lease round trip and long ones spread over all the workers. An answer brings
-tasks (queued for the slots, or given back if the worker began draining meanwhile),
-cancellations, and actors to start or stop.
+Each poll lists the tasks the worker holds (leased and not yet reported), the actors it hosts
+and the objects it caches, so the controller repairs a lost answer and names the objects freed
+since (the cache drops them), and asks for `prefetch` tasks beyond the free slots. The prefetch
+adapts: about `PREFETCH_SECONDS` of work at the recent pace of tasks, so tiny tasks hide the
+lease round trip and long ones spread over all the workers. An answer brings tasks (queued for
+the slots, or given back if the worker began draining meanwhile), cancellations, actors to
+start or stop, and the objects to drop.
 
-When the controller answers that it does not know this worker (it restarted, or dropped us),
-the worker forgets its leased work (the controller has requeued it) and registers again; while
-the controller is unreachable it keeps polling.
+When the controller answers that it does not know this worker (it restarted without its
+state, or dropped us), the worker forgets its leased work (the controller has requeued it) and
+registers again; while the controller is unreachable it keeps polling. A controller restarted
+on its saved state still knows the worker: the worker carries on with its tasks and actors, and
+its next poll (listing them) is all the controller needs.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from fray.errors import ControllerUnavailableError
 from fray.wire.controller_client import ControllerClient
 from fray.wire.pb import controller_pb2 as pb
 from fray.worker.actor_host import ActorHost
+from fray.worker.objects import ObjectCache
 from fray.worker.registration import Registration
 from fray.worker.task_queue import TaskQueue
 
@@ -42,7 +46,8 @@ class Leaser:
 
     `hand_back` gives back tasks the worker will not run (it is draining), `cancel` stops a task
     by id, and `forget_leased_work` drops the leased tasks queued or running here (the
-    controller forgot them) and the hosted actors.
+    controller forgot them) and the hosted actors. `objects`, the object cache, drops what each
+    answer says was freed.
     """
 
     def __init__(
@@ -58,6 +63,7 @@ class Leaser:
         hand_back: Callable[[Sequence[pb.LeasedTask]], None],
         cancel: Callable[[str], bool],
         forget_leased_work: Callable[[], None],
+        objects: ObjectCache | None = None,
     ) -> None:
         self._client = client
         self._registration = registration
@@ -70,43 +76,58 @@ class Leaser:
         self._hand_back = hand_back
         self._cancel = cancel
         self._forget_leased_work = forget_leased_work
+        self._objects = objects
         self._held: dict[str, pb.LeasedTask] = {}  # leased and not yet reported
 
     def loop(self) -> None:
         """Until the worker stops (or cannot recover from an error)."""
         while not self._stopping.is_set():
-            with self._mutex:
-                held = list(self._held)
-            request = pb.LeaseTasksRequest(
-                worker_id=self._worker_id,
-                wait_ms=int(self._registration.interval * 1000),
-                held_task_ids=held,
-                reports_held=True,
-                prefetch=self.wanted_prefetch(),
-                hosted_actors=self._actors.hosted(),
-                reports_actors=True,
+            if not self._lease_once():
+                return
+
+    def _lease_once(self) -> bool:
+        """One LeaseTasks call and what its answer says; False: stop the loop. (A method of
+        its own so that the answer, which holds the tasks' arguments, is not kept alive while
+        the next poll waits.)"""
+        with self._mutex:
+            held = list(self._held)
+        request = pb.LeaseTasksRequest(
+            worker_id=self._worker_id,
+            wait_ms=int(self._registration.interval * 1000),
+            held_task_ids=held,
+            reports_held=True,
+            prefetch=self.wanted_prefetch(),
+            hosted_actors=self._actors.hosted(),
+            reports_actors=True,
+            cached_object_ids=self._objects.ids() if self._objects is not None else (),
+        )
+        try:
+            response = self._client.call(
+                self._client.rpc.lease_tasks, request, wait_ms=request.wait_ms
             )
-            try:
-                response = self._client.call(
-                    self._client.rpc.lease_tasks, request, wait_ms=request.wait_ms
-                )
-            except Exception as exc:
-                if not self._recover(exc):
-                    return
-                continue
-            with self._mutex:
-                for task in response.tasks:
-                    self._held[task.task_id] = task
-                if self._stopping.is_set():  # leased just before we said we are draining
-                    self._hand_back(response.tasks)
-                else:
-                    self._queue.push(response.tasks)
-            for task_id in response.cancel_task_ids:
-                self._cancel(task_id)
-            for actor_id in response.stop_actor_ids:
-                self._actors.stop(actor_id)
-            for spec in response.start_actors:
-                self._actors.start(spec)
+        except Exception as exc:
+            return self._recover(exc)
+        if self._objects is not None and response.freed_object_ids:
+            self._objects.drop(response.freed_object_ids)
+        self._apply(response)
+        return True
+
+    def _apply(self, response: pb.LeaseTasksResponse) -> None:
+        """Queue the leased tasks (or hand them back), carry out cancellations and actor
+        orders."""
+        with self._mutex:
+            for task in response.tasks:
+                self._held[task.task_id] = task
+            if self._stopping.is_set():  # leased just before we said we are draining
+                self._hand_back(response.tasks)
+            else:
+                self._queue.push(response.tasks)
+        for task_id in response.cancel_task_ids:
+            self._cancel(task_id)
+        for actor_id in response.stop_actor_ids:
+            self._actors.stop(actor_id)
+        for spec in response.start_actors:
+            self._actors.start(spec)
 
     def wanted_prefetch(self) -> int:
         """Tasks to hold beyond the slots: ~PREFETCH_SECONDS of work at the recent pace."""

@@ -6,25 +6,25 @@ controller: one RPC each way. The task runs on the worker's slots like a leased 
 for a while after the task ends, so a client whose answer got lost can ask again (`WaitTask`).
 Actor calls (`CallActor`, `WaitActorCalls`) go to `fray.worker.actor_host`.
 
-Long polls wait at most `MAX_WAIT_SECONDS`. The token check and the mapping of errors to Connect
-codes and HTTP statuses are `fray.wire`'s (`auth`, `serving`), as for the controller.
+Long polls wait at most `MAX_WAIT_SECONDS`. The token check, the mapping of errors to Connect
+codes and HTTP statuses, and the refusal of bad or oversized requests (`edge`) are `fray.wire`'s
+(`auth`, `serving`, `edge`), as for the controller.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from connectrpc.code import Code
 from connectrpc.compat import google_protobuf_binary_codec
 from connectrpc.request import RequestContext
 
-from fray.wire import serving
-from fray.wire.limits import MAX_ID_LENGTH, MAX_MESSAGE_BYTES
+from fray.wire import edge, serving
+from fray.wire.limits import DEFAULT_MAX_REQUEST_BYTES, MAX_ID_LENGTH, MAX_TIMEOUT_SECONDS
 from fray.wire.pb import controller_pb2 as pb
 from fray.wire.pb import worker_pb2 as wpb
 from fray.wire.pb.worker_connect import FrayWorker, FrayWorkerASGIApplication
@@ -61,8 +61,10 @@ def check_spec(spec: pb.TaskSpec) -> None:
         raise InvalidTask(f"task_id must have 1 to {MAX_ID_LENGTH} characters")
     if not spec.function:
         raise InvalidTask(f"task {spec.task_id}: function is empty")
-    if not (spec.timeout_seconds >= 0 and math.isfinite(spec.timeout_seconds)):
-        raise InvalidTask(f"task {spec.task_id}: timeout_seconds must be >= 0")
+    if not 0 <= spec.timeout_seconds <= MAX_TIMEOUT_SECONDS:  # NaN fails too
+        raise InvalidTask(
+            f"task {spec.task_id}: timeout_seconds must be from 0 to {MAX_TIMEOUT_SECONDS:g}"
+        )
 
 
 class WorkerService(FrayWorker):
@@ -138,9 +140,11 @@ def make_app(
     actors: ActorHost,
     health: Callable[[], dict[str, Any]],
     token: str | None,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
 ) -> Any:
     """The worker's ASGI app: FrayWorker over Connect, plus GET /healthz (JSON from `health`,
-    503 unless its status is "ok").
+    503 unless its status is "ok"), behind `edge.Edge` (bad and oversized requests, the
+    latter past `max_request_bytes`).
 
     RunTask and CallActor are on every direct task's and actor call's critical path, so their
     plain case is answered by `serving.PlainUnary`, without connectrpc's machinery (about
@@ -151,7 +155,7 @@ def make_app(
     rpc = FrayWorkerASGIApplication(
         service,
         interceptors=serving.interceptors(token, _ERROR_CODES, "worker"),
-        read_max_bytes=MAX_MESSAGE_BYTES,
+        read_max_bytes=max_request_bytes,
         codecs=[google_protobuf_binary_codec(), serving.CurlFriendlyJSONCodec()],
     )
     plain = serving.PlainUnary(
@@ -164,7 +168,7 @@ def make_app(
         "worker",
     )
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await rpc(scope, receive, send)
         elif plain.accepts(scope):
@@ -174,7 +178,13 @@ def make_app(
         else:
             await _health(health, send, scope["path"])
 
-    return app
+    return edge.Edge(
+        app,
+        server="worker",
+        max_request_bytes=max_request_bytes,
+        limit_flag="fray worker --max-request-bytes",
+        requests=edge.request_types([wpb.DESCRIPTOR.services_by_name["FrayWorker"]]),
+    )
 
 
 async def _health(health: Callable[[], dict[str, Any]], send: Any, path: str) -> None:

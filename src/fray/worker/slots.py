@@ -125,6 +125,7 @@ class Slot:
             with self.lock:
                 self.current = None
             duties.finished(result, time.perf_counter() - started)
+            del task, result  # not kept (arguments, value) while the next task is awaited
 
     def _execute(self, task: pb.LeasedTask) -> pb.TaskResult:
         worker_id = self._duties.worker_id

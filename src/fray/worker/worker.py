@@ -36,8 +36,9 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from fray.wire import auth, serving
+from fray.wire import auth, serving, tls
 from fray.wire.controller_client import ControllerClient
+from fray.wire.limits import DEFAULT_MAX_REQUEST_BYTES
 from fray.wire.pb import controller_pb2 as pb
 from fray.worker import service
 from fray.worker.actor_host import ActorHost
@@ -57,7 +58,13 @@ _DELIVERY_GRACE = 2.0
 
 
 class Worker:
-    """A fray worker process. `run()` blocks until shutdown and returns the exit code."""
+    """A fray worker process. `run()` blocks until shutdown and returns the exit code.
+
+    `tls_cert`/`tls_key` (PEM files, both or neither) make it serve HTTPS and advertise an
+    ``https://`` address; `tls_ca` (default ``$FRAY_TLS_CA``) verifies an ``https://``
+    controller, and is passed on to the tasks and actors it runs. Requests larger than
+    `max_request_bytes` are refused (`resource_exhausted`).
+    """
 
     def __init__(
         self,
@@ -73,6 +80,10 @@ class Worker:
         advertise_host: str | None = None,
         shutdown_grace: float = 30.0,
         retry_timeout: float = 60.0,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_ca: str | None = None,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     ) -> None:
         self.concurrency = (os.cpu_count() or 1) if concurrency is None else concurrency
         if self.concurrency < 1:
@@ -89,11 +100,16 @@ class Worker:
         self.shutdown_grace = shutdown_grace
         token = auth.token_from_env(token)
         auth.require_token_off_loopback(host, token, "worker")
-        self.client = ControllerClient(controller_address, token=token, retry_timeout=retry_timeout)
+        server_tls = tls.ServerTLS.load(tls_cert, tls_key)  # HTTPS for clients (both or neither)
+        self.client = ControllerClient(
+            controller_address, token=token, tls_ca=tls_ca, retry_timeout=retry_timeout
+        )
         # Code running here (tasks, actors) finds the same controller: get_default_job_ctx().
         os.environ["FRAY_CONTROLLER_ADDRESS"] = self.client.address
         if token:
             os.environ["FRAY_TOKEN"] = token
+        if self.client.tls_ca:
+            os.environ[tls.CA_ENV] = os.path.abspath(self.client.tls_ca)
         self.stopping = threading.Event()  # no new work
         self.stopping_hard = threading.Event()  # no grace left
         self.stopped = threading.Event()
@@ -122,15 +138,16 @@ class Worker:
             stop_task=self._cancel,
         )
         self._server = serving.Server(
-            service.make_app(self.direct, self.actors, self.health, token),
+            service.make_app(self.direct, self.actors, self.health, token, max_request_bytes),
             host,
             port,
             name="worker",
+            tls=server_tls,
         )
         if advertise_host is None:  # a wildcard address is no address for others to dial
             wildcard = host in ("0.0.0.0", "::", "")
             advertise_host = socket.gethostbyname(socket.gethostname()) if wildcard else host
-        self.address = serving.url(advertise_host, self._server.port)
+        self.address = serving.url(advertise_host, self._server.port, secure=bool(server_tls))
         self.registration = Registration(
             self.client,
             pb.RegisterWorkerRequest(
@@ -152,6 +169,7 @@ class Worker:
             hand_back=self._hand_back,
             cancel=self._cancel,
             forget_leased_work=self._forget_leased_work,
+            objects=self.objects,
         )
         self.reporter = Reporter(
             self.client, self.worker_id, self._mutex, self.stopping_hard, self.leaser.reported
@@ -312,4 +330,6 @@ class Worker:
             "direct": direct,
             "actors": len(self.actors),
             "tasks_done": self.tasks_done,
+            "cached_objects": len(self.objects.ids()),
+            "cached_object_bytes": self.objects.size_bytes,
         }

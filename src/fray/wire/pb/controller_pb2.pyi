@@ -365,7 +365,7 @@ class UnregisterWorkerResponse(_message.Message):
     def __init__(self, requeued_task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LeaseTasksRequest(_message.Message):
-    __slots__ = ("worker_id", "wait_ms", "held_task_ids", "reports_held", "prefetch", "hosted_actors", "reports_actors")
+    __slots__ = ("worker_id", "wait_ms", "held_task_ids", "reports_held", "prefetch", "hosted_actors", "reports_actors", "cached_object_ids")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     HELD_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -373,6 +373,7 @@ class LeaseTasksRequest(_message.Message):
     PREFETCH_FIELD_NUMBER: _ClassVar[int]
     HOSTED_ACTORS_FIELD_NUMBER: _ClassVar[int]
     REPORTS_ACTORS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_OBJECT_IDS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     wait_ms: int
     held_task_ids: _containers.RepeatedScalarFieldContainer[str]
@@ -380,7 +381,8 @@ class LeaseTasksRequest(_message.Message):
     prefetch: int
     hosted_actors: _containers.RepeatedCompositeFieldContainer[ActorUpdate]
     reports_actors: bool
-    def __init__(self, worker_id: _Optional[str] = ..., wait_ms: _Optional[int] = ..., held_task_ids: _Optional[_Iterable[str]] = ..., reports_held: _Optional[bool] = ..., prefetch: _Optional[int] = ..., hosted_actors: _Optional[_Iterable[_Union[ActorUpdate, _Mapping]]] = ..., reports_actors: _Optional[bool] = ...) -> None: ...
+    cached_object_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, worker_id: _Optional[str] = ..., wait_ms: _Optional[int] = ..., held_task_ids: _Optional[_Iterable[str]] = ..., reports_held: _Optional[bool] = ..., prefetch: _Optional[int] = ..., hosted_actors: _Optional[_Iterable[_Union[ActorUpdate, _Mapping]]] = ..., reports_actors: _Optional[bool] = ..., cached_object_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LeasedTask(_message.Message):
     __slots__ = ("task_id", "attempt", "name", "function", "args", "object_ids", "timeout_seconds")
@@ -401,16 +403,18 @@ class LeasedTask(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., name: _Optional[str] = ..., function: _Optional[bytes] = ..., args: _Optional[bytes] = ..., object_ids: _Optional[_Iterable[str]] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class LeaseTasksResponse(_message.Message):
-    __slots__ = ("tasks", "cancel_task_ids", "start_actors", "stop_actor_ids")
+    __slots__ = ("tasks", "cancel_task_ids", "start_actors", "stop_actor_ids", "freed_object_ids")
     TASKS_FIELD_NUMBER: _ClassVar[int]
     CANCEL_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
     START_ACTORS_FIELD_NUMBER: _ClassVar[int]
     STOP_ACTOR_IDS_FIELD_NUMBER: _ClassVar[int]
+    FREED_OBJECT_IDS_FIELD_NUMBER: _ClassVar[int]
     tasks: _containers.RepeatedCompositeFieldContainer[LeasedTask]
     cancel_task_ids: _containers.RepeatedScalarFieldContainer[str]
     start_actors: _containers.RepeatedCompositeFieldContainer[ActorSpec]
     stop_actor_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, tasks: _Optional[_Iterable[_Union[LeasedTask, _Mapping]]] = ..., cancel_task_ids: _Optional[_Iterable[str]] = ..., start_actors: _Optional[_Iterable[_Union[ActorSpec, _Mapping]]] = ..., stop_actor_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    freed_object_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[LeasedTask, _Mapping]]] = ..., cancel_task_ids: _Optional[_Iterable[str]] = ..., start_actors: _Optional[_Iterable[_Union[ActorSpec, _Mapping]]] = ..., stop_actor_ids: _Optional[_Iterable[str]] = ..., freed_object_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TaskResult(_message.Message):
     __slots__ = ("task_id", "attempt", "value", "error", "handed_back")

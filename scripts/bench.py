@@ -11,6 +11,9 @@ Backends, measured one at a time (each is shut down before the next starts; Ray 
 
 Workloads (the same code for every backend; only ctx.run, ctx.get and ctx.put):
     throughput    submit --tasks no-op tasks, then one get of the list; tasks/s, best of --repeat
+                  (fray: also with durable controller state, `--state` on a temporary file, in
+                  a second cluster; runs alternate between the two, so that the machine's
+                  noise hits both alike)
     round trip    ctx.get(ctx.run(noop)), --round-trips times one at a time; p50 and p99 in ms
     large object  ctx.put(--object-mb MB), then ctx.get(ctx.run(len, ref)); MB/s, best of --repeat
     actor call    ctx.get(actor.ping.remote()), --round-trips times one at a time; p50 in ms
@@ -45,6 +48,7 @@ TARGET_TASKS_PER_S = 4_000.0
 TARGET_P50_MS = 1.0
 TARGET_ACTOR_P50_MS = 0.6
 TARGET_ACTOR_CALLS_PER_S = 8_000.0
+TARGET_DURABLE_SHARE = 0.7  # durable controller state keeps this share of the throughput
 WARMUP_TASKS = 200
 WARMUP_ROUND_TRIPS = 100
 GET_TIMEOUT = 600.0  # seconds for any single get: a stuck backend fails instead of hanging
@@ -79,6 +83,7 @@ class Result:
     mb_per_s: float | str | None = None
     actor_p50_ms: float | str | None = None
     actor_calls_per_s: float | str | None = None
+    durable_throughput: float | str | None = None  # tasks/s, fray with --state
     notes: list[str] = field(default_factory=list)
 
     def fail_rest(self, message: str) -> None:
@@ -89,7 +94,15 @@ class Result:
                 message = "-"
 
 
-CELLS = ("throughput", "p50_ms", "p99_ms", "mb_per_s", "actor_p50_ms", "actor_calls_per_s")
+CELLS = (
+    "throughput",
+    "p50_ms",
+    "p99_ms",
+    "mb_per_s",
+    "actor_p50_ms",
+    "actor_calls_per_s",
+    "durable_throughput",
+)
 
 
 class Echo:
@@ -109,19 +122,54 @@ def error_text(exc: BaseException) -> str:
 
 def bench_throughput(ctx: Any, name: str, tasks: int, repeat: int) -> float:
     """Best tasks/s over `repeat` runs of `tasks` no-ops submitted at once."""
+    throughput_warm_up(ctx, name)
+    return max(throughput_run(ctx, name, tasks, f"{i + 1}/{repeat}") for i in range(repeat))
+
+
+def throughput_warm_up(ctx: Any, name: str) -> None:
     progress(f"{name}: throughput warm-up ({WARMUP_TASKS} tasks)")
     ctx.get([ctx.run(noop) for _ in range(WARMUP_TASKS)], timeout=GET_TIMEOUT)
-    best = 0.0
-    for i in range(repeat):
-        progress(f"{name}: throughput run {i + 1}/{repeat} ({tasks:,} tasks)")
-        started = time.perf_counter()
-        futures = [ctx.run(noop) for _ in range(tasks)]
-        ctx.get(futures, timeout=GET_TIMEOUT)
-        seconds = time.perf_counter() - started
-        progress(f"{name}:   {tasks / seconds:,.0f} tasks/s ({seconds:.2f}s)")
-        best = max(best, tasks / seconds)
-        del futures
-    return best
+
+
+def throughput_run(ctx: Any, name: str, tasks: int, which: str) -> float:
+    """Tasks/s of one run of `tasks` no-ops submitted at once, then one get."""
+    progress(f"{name}: throughput run {which} ({tasks:,} tasks)")
+    started = time.perf_counter()
+    futures = [ctx.run(noop) for _ in range(tasks)]
+    ctx.get(futures, timeout=GET_TIMEOUT)
+    seconds = time.perf_counter() - started
+    progress(f"{name}:   {tasks / seconds:,.0f} tasks/s ({seconds:.2f}s)")
+    return tasks / seconds
+
+
+def bench_fray_throughputs(ctx: Any, args: argparse.Namespace, result: Result) -> None:
+    """fray's throughput in memory (`ctx`) and with durable controller state, by turns."""
+    name, durable_name = "fray", "fray (durable)"
+    with contextlib.ExitStack() as stack:
+        durable: Any = None
+        try:
+            durable = stack.enter_context(durable_fray(args))
+            throughput_warm_up(durable, durable_name)
+        except Exception as exc:
+            progress(f"{durable_name}: failed: {exc!r}")
+            result.durable_throughput, durable = error_text(exc), None
+        throughput_warm_up(ctx, name)
+        best = best_durable = 0.0
+        for i in range(args.repeat):
+            which = f"{i + 1}/{args.repeat}"
+            best = max(best, throughput_run(ctx, name, args.tasks, which))
+            if durable is None:
+                continue
+            try:
+                best_durable = max(
+                    best_durable, throughput_run(durable, durable_name, args.tasks, which)
+                )
+            except Exception as exc:
+                progress(f"{durable_name}: failed: {exc!r}")
+                result.durable_throughput, durable = error_text(exc), None
+        result.throughput = best
+        if durable is not None:
+            result.durable_throughput = best_durable
 
 
 def bench_round_trip(ctx: Any, name: str, count: int) -> tuple[float, float]:
@@ -210,7 +258,10 @@ def run_workloads(ctx: Any, name: str, args: argparse.Namespace, result: Result)
     """Every workload in turn; one failing does not skip the others."""
 
     def throughput() -> None:
-        result.throughput = bench_throughput(ctx, name, args.tasks, args.repeat)
+        if name == "fray":
+            bench_fray_throughputs(ctx, args, result)
+        else:
+            result.throughput = bench_throughput(ctx, name, args.tasks, args.repeat)
 
     def round_trip() -> None:
         result.p50_ms, result.p99_ms = bench_round_trip(ctx, name, args.round_trips)
@@ -272,6 +323,31 @@ def fray_backend(args: argparse.Namespace, result: Result) -> Iterator[Any]:
             codes = cluster.stop()
             if any(code != 0 for code in codes.values()):
                 result.notes.append(f"fray exit codes {codes}")
+
+
+@contextlib.contextmanager
+def durable_fray(args: argparse.Namespace) -> Iterator[Any]:
+    """A second fray cluster (like `fray_backend`'s) whose controller journals its state to a
+    temporary file; yields a context on it."""
+    import tempfile
+
+    from fray.job import create_job_ctx
+    from fray.local_cluster import LocalFrayCluster
+
+    env = {"FRAY_LOG_LEVEL": "WARNING"} if args.quiet else {}
+    progress("fray (durable): a second LocalFrayCluster, with durable controller state (--state)")
+    with (
+        tempfile.TemporaryDirectory(prefix="fray-bench-") as tmp,
+        LocalFrayCluster(
+            workers=2, concurrency=1, env=env, state=os.path.join(tmp, "state.db")
+        ) as cluster,
+    ):
+        ctx: Any = create_job_ctx("fray", controller_address=cluster.address)
+        try:
+            yield ctx
+        finally:
+            ctx.close()
+            cluster.stop()
 
 
 @contextlib.contextmanager
@@ -360,14 +436,16 @@ def report(results: list[Result], args: argparse.Namespace, seconds: float) -> s
         "",
         f"| backend | throughput (tasks/s, best of {args.repeat}) | round trip p50 (ms) "
         f"| round trip p99 (ms) | large object {args.object_mb} MB (MB/s, best of {args.repeat}) "
-        f"| actor call p50 (ms) | actor calls/s (pipelined, best of {args.repeat}) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| actor call p50 (ms) | actor calls/s (pipelined, best of {args.repeat}) "
+        f"| throughput, durable state (tasks/s, best of {args.repeat}) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r.backend} | {cell(r.throughput, ',.0f')} | {cell(r.p50_ms, '.3f')} "
             f"| {cell(r.p99_ms, '.3f')} | {cell(r.mb_per_s, ',.1f')} "
-            f"| {cell(r.actor_p50_ms, '.3f')} | {cell(r.actor_calls_per_s, ',.0f')} |"
+            f"| {cell(r.actor_p50_ms, '.3f')} | {cell(r.actor_calls_per_s, ',.0f')} "
+            f"| {cell(r.durable_throughput, ',.0f')} |"
         )
     lines += [
         "",
@@ -379,6 +457,10 @@ def report(results: list[Result], args: argparse.Namespace, seconds: float) -> s
         f"`ctx.get(ctx.run(len, ref))` timed together; MB = 10^6 bytes; best of {args.repeat}.",
         "- fray: LocalFrayCluster(workers=2, concurrency=1) on loopback; "
         "ray: ray.init(num_cpus=2); threadpool: max_workers=2. One backend runs at a time.",
+        "- throughput, durable state: the same workload on a second fray cluster whose "
+        "controller journals its state to SQLite (`fray controller --state FILE`): every "
+        "submit, lease, report and acknowledgement is committed before it is answered. Its "
+        "runs alternate with the in-memory ones (both clusters are up during throughput).",
         "- threadpool `put` wraps the object without copying it: its large-object figure only "
         "measures call overhead.",
         f"- actor call: `ctx.get(actor.ping.remote())` {args.round_trips:,} times in a row on one "
@@ -392,6 +474,12 @@ def report(results: list[Result], args: argparse.Namespace, seconds: float) -> s
     fray = next((r for r in results if r.backend == "fray"), Result("fray"))
     tput, p50 = fray.throughput, fray.p50_ms
     actor_p50, actor_rate = fray.actor_p50_ms, fray.actor_calls_per_s
+    durable = fray.durable_throughput
+    share = (
+        durable / tput
+        if isinstance(durable, float) and isinstance(tput, float) and tput > 0
+        else None
+    )
     targets = [
         (
             f"throughput >= {TARGET_TASKS_PER_S:,.0f} tasks/s",
@@ -412,6 +500,11 @@ def report(results: list[Result], args: argparse.Namespace, seconds: float) -> s
             f"pipelined actor calls >= {TARGET_ACTOR_CALLS_PER_S:,.0f}/s",
             f"{actor_rate:,.0f}/s" if isinstance(actor_rate, float) else None,
             isinstance(actor_rate, float) and actor_rate >= TARGET_ACTOR_CALLS_PER_S,
+        ),
+        (
+            f"durable-state throughput >= {TARGET_DURABLE_SHARE:.0%} of in-memory",
+            f"{durable:,.0f} tasks/s = {share:.0%}" if share is not None else None,
+            share is not None and share >= TARGET_DURABLE_SHARE,
         ),
     ]
     for goal, measured, met in targets:

@@ -42,10 +42,24 @@ def parse_resources(text: str) -> dict[str, str]:
     return out
 
 
+def default_state_path(port: int) -> str:
+    """Where `fray controller --port PORT` keeps its state unless told (--state): one file per
+    port under the user's state directory ($XDG_STATE_HOME, else ~/.local/state), so that a
+    controller restarted on its port finds its state. Port 0 (any free port: nothing could find
+    that controller again) is in memory."""
+    if port == 0:
+        return ":memory:"
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return os.path.join(base, "fray", f"controller-{port}.db")
+
+
 def _controller(args: argparse.Namespace) -> int:
     from fray.controller.server import ControllerServer
     from fray.local_cluster import READY_PREFIX
 
+    state = args.state if args.state is not None else default_state_path(args.port)
     try:
         server = ControllerServer(
             args.host,
@@ -53,13 +67,22 @@ def _controller(args: argparse.Namespace) -> int:
             token=args.token or os.environ.get("FRAY_TOKEN") or None,
             heartbeat_timeout=args.heartbeat_timeout,
             max_infra_attempts=args.max_attempts,
+            max_finished_tasks=args.max_finished_tasks,
+            state_path=state,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            max_request_bytes=args.max_request_bytes,
+            max_queued_tasks_per_client=args.max_queued_tasks_per_client,
         )
     except (ValueError, OSError) as exc:
         print(f"fray controller: {exc}", file=sys.stderr)
         return 2
     print(f"{READY_PREFIX}{server.address}", flush=True)
+    logging.getLogger("fray.controller").info(
+        "controller %s: state %s", server.service.controller_id, state
+    )
     server.run()
-    return 0
+    return 1 if server.failed is not None else 0
 
 
 def _talking_to_controller(command: str, run: Callable[[], int]) -> int:
@@ -86,26 +109,43 @@ def _worker(args: argparse.Namespace) -> int:
     resources = dict(args.resources or {})
     cpus = float(resources.pop("cpus", args.concurrency or os.cpu_count() or 1))
     memory = parse_bytes(resources.pop("memory")) if "memory" in resources else 0
-    worker = Worker(
-        args.controller,
-        concurrency=args.concurrency,
-        prefetch=args.prefetch,
-        resources=pb.Resources(cpus=cpus, memory_bytes=memory, labels=resources),
-        worker_id=args.worker_id or "",
-        token=args.token,
-        host=args.host,
-        port=args.port,
-        advertise_host=args.advertise_host,
-        shutdown_grace=args.shutdown_grace,
-        retry_timeout=args.connect_timeout,
-    )
+    try:
+        worker = Worker(
+            args.controller,
+            concurrency=args.concurrency,
+            prefetch=args.prefetch,
+            resources=pb.Resources(cpus=cpus, memory_bytes=memory, labels=resources),
+            worker_id=args.worker_id or "",
+            token=args.token,
+            host=args.host,
+            port=args.port,
+            advertise_host=args.advertise_host,
+            shutdown_grace=args.shutdown_grace,
+            retry_timeout=args.connect_timeout,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_ca=args.tls_ca,
+            max_request_bytes=args.max_request_bytes,
+        )
+    except (ValueError, OSError) as exc:  # e.g. no token off loopback, a port in use
+        print(f"fray worker: {exc}", file=sys.stderr)
+        return 2
     return _talking_to_controller("worker", worker.run)
 
 
 def _status(args: argparse.Namespace) -> int:
     from fray.wire.controller_client import ControllerClient
 
-    client = ControllerClient(args.controller, token=args.token, retry_timeout=args.connect_timeout)
+    try:
+        client = ControllerClient(
+            args.controller,
+            token=args.token,
+            tls_ca=args.tls_ca,
+            retry_timeout=args.connect_timeout,
+        )
+    except ValueError as exc:  # e.g. an unreadable --tls-ca
+        print(f"fray status: {exc}", file=sys.stderr)
+        return 2
     try:
         return _talking_to_controller("status", lambda: _print_status(client))
     finally:
@@ -140,6 +180,68 @@ def _demo(args: argparse.Namespace) -> int:
     return demo_main(workers=args.workers, tasks=args.tasks)
 
 
+def _add_tls_server_args(p: argparse.ArgumentParser, what: str) -> None:
+    """--tls-cert/--tls-key: serve HTTPS (both or neither; see fray.wire.tls)."""
+    p.add_argument(
+        "--tls-cert",
+        default=os.environ.get("FRAY_TLS_CERT") or None,
+        help=f"PEM certificate (chain) {what} serves HTTPS with; needs --tls-key "
+        "(default: $FRAY_TLS_CERT)",
+    )
+    p.add_argument(
+        "--tls-key",
+        default=os.environ.get("FRAY_TLS_KEY") or None,
+        help="PEM private key of --tls-cert (default: $FRAY_TLS_KEY)",
+    )
+
+
+def _add_tls_ca_arg(p: argparse.ArgumentParser) -> None:
+    """--tls-ca: the CA bundle that verifies https:// servers."""
+    p.add_argument(
+        "--tls-ca",
+        default=None,
+        help="PEM CA bundle that verifies an https:// controller (default: $FRAY_TLS_CA, "
+        "else the system store)",
+    )
+
+
+def request_size(text: str) -> int:
+    """A --max-request-bytes value: a size as `parse_bytes` reads it (``512MiB``, ``1g``), from
+    1 byte to the protobuf limit of 2 GiB - 1."""
+    from fray.wire.limits import MAX_MESSAGE_BYTES
+
+    try:
+        size = parse_bytes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not 1 <= size <= MAX_MESSAGE_BYTES:
+        raise argparse.ArgumentTypeError(f"must be from 1 byte to {MAX_MESSAGE_BYTES} bytes")
+    return size
+
+
+def _add_limit_args(p: argparse.ArgumentParser, *, per_client: bool) -> None:
+    """--max-request-bytes (and, for the controller, --max-queued-tasks-per-client)."""
+    from fray.wire import limits
+
+    p.add_argument(
+        "--max-request-bytes",
+        type=request_size,
+        default=limits.DEFAULT_MAX_REQUEST_BYTES,
+        metavar="SIZE",
+        help="largest request accepted, e.g. 512MiB (default 1GiB; at most 2GiB-1); larger "
+        "ones are refused with resource_exhausted (HTTP 429)",
+    )
+    if per_client:
+        p.add_argument(
+            "--max-queued-tasks-per-client",
+            type=int,
+            default=limits.DEFAULT_MAX_QUEUED_TASKS_PER_CLIENT,
+            metavar="N",
+            help="unfinished queued tasks one client may have; more are refused with "
+            f"resource_exhausted (default {limits.DEFAULT_MAX_QUEUED_TASKS_PER_CLIENT})",
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fray", description=__doc__)
     parser.add_argument("--log-level", default=os.environ.get("FRAY_LOG_LEVEL", "INFO"))
@@ -165,6 +267,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=3,
         help="tries per task when workers die (infrastructure failures)",
     )
+    p.add_argument(
+        "--state",
+        default=None,
+        metavar="PATH",
+        help="SQLite file holding the controller's state, which survives restarts; ':memory:' "
+        "for none (default: $XDG_STATE_HOME/fray/controller-PORT.db, XDG_STATE_HOME defaulting "
+        "to ~/.local/state; in memory with --port 0)",
+    )
+    p.add_argument(
+        "--max-finished-tasks",
+        type=int,
+        default=100_000,
+        help="finished tasks kept for GetTask/ListTasks (in memory and in --state); the oldest "
+        "are forgotten beyond this",
+    )
+    _add_limit_args(p, per_client=True)
+    _add_tls_server_args(p, "the controller")
     p.set_defaults(func=_controller)
 
     p = sub.add_parser("worker", help="run a worker that executes tasks from a controller")
@@ -218,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to keep trying to reach the controller at startup (once registered, a "
         "worker waits for its controller indefinitely)",
     )
+    _add_limit_args(p, per_client=False)
+    _add_tls_server_args(p, "the worker (for clients' direct calls)")
+    _add_tls_ca_arg(p)
     p.set_defaults(func=_worker)
 
     p = sub.add_parser("status", help="print the cluster summary, workers and actors as JSON")
@@ -226,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--token", default=None)
     p.add_argument("--connect-timeout", type=float, default=5.0)
+    _add_tls_ca_arg(p)
     p.set_defaults(func=_status)
 
     p = sub.add_parser("demo", help="run fray's main job end to end on a local cluster")

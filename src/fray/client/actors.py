@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -117,6 +118,7 @@ class ActorDirectory:
         args = tuple(future_value(a) for a in args)
         kwargs = {k: future_value(v) for k, v in kwargs.items()}
         spec = pb.ActorSpec(
+            actor_id=uuid.uuid4().hex[:16],  # ours, so that a retried CreateActor is a repeat
             name=name or "",
             class_name=class_name,
             cls=payload.dumps(cls, f"the actor class {class_name}"),

@@ -1,6 +1,7 @@
 """The connections a FrayContext shares with its parts, and what their errors mean.
 
-- `WorkerClients`: one `FrayWorker` client per worker address (the direct path and actor calls);
+- `WorkerClients`: one `FrayWorker` client per worker address (the direct path and actor calls),
+  verifying ``https://`` workers as `fray.wire.tls` says;
 - `ClientLink`: what actor handles get from their context (its controller client, its worker
   clients, its owner name, and how to find the same link in a process that unpickles a handle);
 - `never_connected` and `refused`: reading Connect errors.
@@ -16,17 +17,24 @@ from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
 from fray import errors
-from fray.wire import auth
+from fray.wire import auth, tls
 from fray.wire.controller_client import ControllerClient
 from fray.wire.limits import MAX_MESSAGE_BYTES
 from fray.wire.pb.worker_connect import FrayWorkerClientSync
 
 
 class WorkerClients:
-    """One FrayWorker client per worker address, shared by a context's threads."""
+    """One FrayWorker client per worker address, shared by a context's threads.
 
-    def __init__(self, token: str | None) -> None:
+    ``https://`` workers are verified with `tls_ca` (a PEM bundle; None: the system store), and
+    a failed handshake with one is a `failed_precondition` saying why (`tls.HandshakeErrors`):
+    nothing reached the worker.
+    """
+
+    def __init__(self, token: str | None, tls_ca: str | None = None) -> None:
         self.headers = auth.auth_headers(token)
+        self._tls_ca = tls_ca
+        self._trusting = tls.trusting(tls_ca) if tls_ca else None  # a bad bundle fails here
         self._clients: dict[str, FrayWorkerClientSync] = {}
         self._lock = threading.Lock()
 
@@ -36,11 +44,18 @@ class WorkerClients:
             with self._lock:
                 client = self._clients.get(address)
                 if client is None:
+                    secure = tls.is_https(address)
                     client = FrayWorkerClientSync(
                         address,
                         send_compression=None,
                         accept_compression=(),
                         read_max_bytes=MAX_MESSAGE_BYTES,
+                        interceptors=(
+                            [tls.HandshakeErrors(address, self._tls_ca, "the worker")]
+                            if secure
+                            else ()
+                        ),
+                        http_client=self._trusting if secure else None,
                     )
                     self._clients[address] = client
         return client

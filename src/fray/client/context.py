@@ -53,8 +53,10 @@ __all__ = ["FrayContext", "FrayFuture", "ObjectRef", "TaskOptions", "context_for
 class FrayContext:
     """Runs functions on the workers of the fray controller at `controller_address`.
 
-    `token` (default: $FRAY_TOKEN) is sent as a bearer token. Calls that cannot reach the
-    controller are retried for `retry_timeout` seconds, then fail with ControllerUnavailableError.
+    `token` (default: $FRAY_TOKEN) is sent as a bearer token. ``https://`` controllers and
+    workers are verified with `tls_ca` (default: $FRAY_TLS_CA), a PEM CA bundle, or else the
+    system store. Calls that cannot reach the controller are retried for `retry_timeout`
+    seconds, then fail with ControllerUnavailableError (at once when the TLS handshake fails).
     `direct=False` sends every task through the controller's queue (no direct path).
     """
 
@@ -63,13 +65,14 @@ class FrayContext:
         controller_address: str,
         *,
         token: str | None = None,
+        tls_ca: str | None = None,
         retry_timeout: float = DEFAULT_RETRY_TIMEOUT,
         direct: bool = True,
     ) -> None:
         self._client = ControllerClient(
-            controller_address, token=token, retry_timeout=retry_timeout
+            controller_address, token=token, tls_ca=tls_ca, retry_timeout=retry_timeout
         )
-        self._workers = WorkerClients(auth.token_from_env(token))
+        self._workers = WorkerClients(auth.token_from_env(token), self._client.tls_ca)
         self.owner = f"client-{uuid.uuid4().hex[:12]}"
         self._ids = itertools.count()
         self._table = FutureTable()

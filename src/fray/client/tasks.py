@@ -3,8 +3,10 @@
 `FutureTable` holds the futures not finished yet (direct or queued), the controller's id and the
 position (cursor) in its log of this client's finished tasks. Everything that settles a task's
 future goes through it, so a future ends once and leaves the table when it does. It also
-notices a controller restart (a new id where a known one was): the tasks the old controller
-had are lost, and their futures fail with `TaskLostError`.
+notices a new controller (a new id where a known one was: a controller restarted without its
+saved state, or on another state file): the tasks the old controller had are lost, and their
+futures fail with `TaskLostError`. A controller restarted on its state keeps its id, so
+nothing is failed: the cursor stays valid and the futures resolve as the tasks finish.
 
 The submitter (tasks accepted), the collector (tasks finished, restarts) and the direct path
 (direct tasks finished) each use it; none of them needs the others.
@@ -110,8 +112,8 @@ class FutureTable:
     def _note_controller(self, controller_id: str) -> list[FrayFuture] | None:
         """Track the controller's identity. Holds _cond.
 
-        When it changed (a restart: its state was in memory), returns the futures of the tasks
-        the old one had, removed from the table; otherwise None.
+        When it changed (a restart that lost the state), returns the futures of the tasks the
+        old one had, removed from the table; otherwise None.
         """
         if controller_id == self._controller_id or not controller_id:
             return None

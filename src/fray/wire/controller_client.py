@@ -1,4 +1,5 @@
-"""A FrayController client: bearer token, bounded retries while the controller is unreachable."""
+"""A FrayController client: bearer token, TLS settings (`fray.wire.tls`), bounded retries while
+the controller is unreachable."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
 from fray.errors import ControllerUnavailableError
-from fray.wire import auth
+from fray.wire import auth, tls
 from fray.wire.limits import CONTROLLER_CALL_MARGIN_MS, MAX_MESSAGE_BYTES
 from fray.wire.pb.controller_connect import FrayControllerClientSync
 
@@ -36,7 +37,9 @@ def normalize_address(address: str) -> str:
 class ControllerClient:
     """Calls the controller; retries `unavailable` with backoff for up to `retry_timeout` seconds.
 
-    Other errors (not_found, invalid_argument, ...) are raised at once as `ConnectError`.
+    Other errors (not_found, invalid_argument, ...) are raised at once as `ConnectError`, and a
+    failed TLS handshake as `ControllerUnavailableError` saying why. An ``https://`` controller is
+    verified with `tls_ca` (default: ``$FRAY_TLS_CA``), a PEM bundle, or else the system store.
     """
 
     def __init__(
@@ -44,11 +47,13 @@ class ControllerClient:
         address: str,
         *,
         token: str | None = None,
+        tls_ca: str | None = None,
         retry_timeout: float = DEFAULT_RETRY_TIMEOUT,
         call_timeout: float = 60.0,
     ) -> None:
         self.address = normalize_address(address)
         self.retry_timeout = retry_timeout
+        self.tls_ca = tls.ca_from_env(tls_ca)
         self.rpc = FrayControllerClientSync(
             self.address,
             # Pickles barely compress: gzip (connectrpc's default, both ways) only burns CPU,
@@ -57,6 +62,7 @@ class ControllerClient:
             accept_compression=(),
             timeout_ms=int(call_timeout * 1000),
             read_max_bytes=MAX_MESSAGE_BYTES,
+            http_client=tls.http_client(self.address, self.tls_ca),
         )
         self._headers = auth.auth_headers(auth.token_from_env(token))
         self.closed = False
@@ -87,9 +93,15 @@ class ControllerClient:
             except ConnectError as exc:
                 if exc.code != Code.UNAVAILABLE or self.closed:
                     raise
+                failed = tls.handshake_failure(
+                    "the controller", self.address, exc.message, self.tls_ca
+                )
+                if failed is not None:  # it would fail the same way again
+                    raise ControllerUnavailableError(failed) from exc
                 if time.monotonic() + delay > deadline:
                     raise ControllerUnavailableError(
                         f"controller at {self.address} unreachable for {budget:g}s: {exc.message}"
+                        + tls.plaintext_hint(self.address, exc.message)
                     ) from exc
                 if delay == _FIRST_DELAY and not quiet:  # once per call, not at every try
                     logger.warning(

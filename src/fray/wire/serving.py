@@ -1,13 +1,15 @@
 """What the controller and the workers share to serve Connect RPCs with uvicorn.
 
-- a JSON codec that suits curl;
+- a JSON codec that suits curl (malformed JSON is `invalid_argument`, its message made safe to
+  send: `safe_text`);
 - error mapping, in one place: `ErrorMapping` turns a server's own exceptions into Connect
   codes (any other into `internal`, logged), and `HTTP_STATUS` gives each code its HTTP status;
 - `interceptors`: the chain every connectrpc app gets (the token check from `fray.wire.auth`,
   then `ErrorInterceptor`: no exception escapes a handler);
 - `PlainUnary`: answers the plain binary case of chosen unary RPCs without connectrpc's
   machinery (same wire format, same token check, same error mapping);
-- `Server`: uvicorn on a pre-bound socket, run in the calling thread or in a background one.
+- `Server`: uvicorn on a pre-bound socket, run in the calling thread or in a background one
+  (HTTPS given a `fray.wire.tls.ServerTLS`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import uvicorn
@@ -28,7 +30,8 @@ from connectrpc.request import RequestContext
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
-from fray.wire import auth
+from fray.wire import auth, faults
+from fray.wire.tls import ServerTLS, warn_if_plaintext
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +59,25 @@ HTTP_STATUS: dict[Code, int] = {
 }
 
 
+MAX_ERROR_MESSAGE = 1000  # characters of an error message sent to a client
+
+
+def safe_text(text: str, limit: int = MAX_ERROR_MESSAGE) -> str:
+    """`text` made safe to send in an error: encodable as UTF-8 (a lone surrogate from a JSON
+    request, such as ``"\\ud800"``, is written as that escape) and at most `limit` characters.
+
+    connectrpc encodes error messages strictly: one it cannot encode makes it answer 500 and
+    drop the connection instead of sending the error.
+    """
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class CurlFriendlyJSONCodec:
     """Proto3 JSON (a connectrpc codec) that prints every field, zeros and empty lists too,
     ends with a newline, and rejects unknown request fields: a typo is an error, not a field
-    silently ignored."""
+    silently ignored. A request it cannot read is `invalid_argument`, with a message that is
+    safe to send (`safe_text`)."""
 
     def name(self) -> str:
         return "json"
@@ -72,7 +90,12 @@ class CurlFriendlyJSONCodec:
 
     def decode(self, data: bytes | bytearray, message_class: type[_M]) -> _M:
         message = message_class()
-        json_format.Parse(bytes(data), message, ignore_unknown_fields=False)
+        try:
+            json_format.Parse(bytes(data), message, ignore_unknown_fields=False)
+        except Exception as exc:  # ParseError, and what the json module raises (RecursionError)
+            what = str(exc) or type(exc).__name__
+            text = safe_text(f"cannot read the JSON request: {what}")
+            raise ConnectError(Code.INVALID_ARGUMENT, text) from None
         return message
 
 
@@ -81,7 +104,7 @@ class ErrorMapping:
     class that matches), a `ConnectError` stays as it is, anything else is `internal`.
 
     An internal error is logged with a reference that the client's message repeats; the message
-    names no internals.
+    names no internals. Every message is made safe to send (`safe_text`).
     """
 
     def __init__(self, codes: Mapping[type[Exception], Code], server: str) -> None:
@@ -91,10 +114,11 @@ class ErrorMapping:
     def to_connect(self, exc: Exception, method: str) -> ConnectError:
         """The error to answer with; call it in the `except` block (for the traceback)."""
         if isinstance(exc, ConnectError):
-            return exc
+            message = safe_text(exc.message)
+            return exc if message == exc.message else ConnectError(exc.code, message)
         code = next((c for cls, c in self._codes.items() if isinstance(exc, cls)), None)
         if code is not None:
-            return ConnectError(code, str(exc))
+            return ConnectError(code, safe_text(str(exc)))
         ref = uuid.uuid4().hex[:8]
         logger.exception("internal error in %s (ref %s)", method, ref)
         return ConnectError(
@@ -121,8 +145,6 @@ class ErrorInterceptor:
     ) -> Any:
         try:
             return await call_next(request, ctx)
-        except ConnectError:
-            raise
         except Exception as exc:
             raise self._errors.to_connect(exc, ctx.method.name) from None
 
@@ -136,11 +158,29 @@ def interceptors(
     return chain
 
 
-async def send_error(send: Any, code: Code, message: str) -> None:
-    """Answer an ASGI request with a Connect unary error (JSON body, `HTTP_STATUS[code]`)."""
-    data = json.dumps({"code": code.value, "message": message}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
-    await send({"type": "http.response.start", "status": HTTP_STATUS[code], "headers": headers})
+async def send_error(
+    send: Any,
+    code: Code,
+    message: str,
+    *,
+    status: int | None = None,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """Answer an ASGI request with a Connect unary error: a JSON body, HTTP status `status`
+    (default `HTTP_STATUS[code]`) and extra `headers`."""
+    data = json.dumps({"code": code.value, "message": safe_text(message)}).encode()
+    all_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(data)),
+        *headers,
+    ]
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status or HTTP_STATUS[code],
+            "headers": all_headers,
+        }
+    )
     await send({"type": "http.response.body", "body": data})
 
 
@@ -206,8 +246,10 @@ class PlainUnary:
         await send({"type": "http.response.body", "body": data})
 
 
-def url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def url(host: str, port: int, *, secure: bool = False) -> str:
+    """The address of `host:port` (``https://`` when `secure`: the server speaks TLS)."""
+    scheme = "https" if secure else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 class _Uvicorn(uvicorn.Server):
@@ -229,7 +271,8 @@ class Server:
     """An ASGI app served by uvicorn (uvloop + httptools) on `host:port` (0: a free port).
 
     The socket is bound at construction, so `port` and `url` are known before serving starts.
-    `on_shutdown` runs when shutdown begins.
+    `on_shutdown` runs when shutdown begins. With `tls` it serves HTTPS (and `url` says so);
+    without, off loopback, it logs a warning.
     """
 
     def __init__(
@@ -241,7 +284,9 @@ class Server:
         name: str,
         on_shutdown: Callable[[], None] = lambda: None,
         lifespan: bool = False,
+        tls: ServerTLS | None = None,
     ) -> None:
+        warn_if_plaintext(host, name, tls)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -250,8 +295,9 @@ class Server:
         self.host = host
         self.port: int = self._socket.getsockname()[1]
         self.name = name
+        self.tls = tls
         config = uvicorn.Config(
-            app,
+            faults.wrap(app, name),  # only when $FRAY_TESTING_RPC_FAILURE asks for it
             loop="uvloop",
             http="httptools",
             lifespan="on" if lifespan else "off",
@@ -259,13 +305,14 @@ class Server:
             access_log=False,
             timeout_graceful_shutdown=5,
             timeout_keep_alive=75,
+            **(tls.uvicorn_options() if tls else {}),
         )
         self._server = _Uvicorn(config, on_shutdown)
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        return url(self.host, self.port)
+        return url(self.host, self.port, secure=self.tls is not None)
 
     def run(self) -> None:
         """Serve until SIGINT/SIGTERM (in the main thread) or `stop()`."""

@@ -467,6 +467,8 @@ def test_a_websocket_upgrade_is_turned_down_without_a_traceback(
     }
     with httpx.Client(timeout=30) as http:  # the server closes this connection
         response = http.get(f"{target.url}/fray.v1.FrayController/GetTask", headers=upgrade)
-    assert response.status_code == 403
+    # uvicorn runs with ws="none": the upgrade is a plain GET (here without its message), or, with
+    # a WebSocket library, the edge refuses it (403); either way a 4xx, never a traceback.
+    assert response.status_code in (403, 404, 415)  # 404: the worker serves no GetTask
     check_still_serving(cluster, service)
     check_logs(cluster)

@@ -300,6 +300,7 @@ class Server:
             faults.wrap(app, name),  # only when $FRAY_TESTING_RPC_FAILURE asks for it
             loop="uvloop",
             http="httptools",
+            ws="none",  # fray serves no WebSockets: upgrades reach the edge, which refuses them
             lifespan="on" if lifespan else "off",
             log_level="warning",
             access_log=False,

@@ -25,7 +25,7 @@ def ray_session() -> Iterator[Any]:
     """A small local Ray instance shared by the whole test session; yields the ``ray`` module.
 
     Runs Ray's dashboard (the Ray backend's jobs use Ray's Jobs API) on a free port, so it
-    cannot collide with another Ray instance or fray's controller (both default to 8265).
+    cannot collide with another Ray instance (Ray's dashboard defaults to 8265).
     Reuses Ray when something already initialised it, and then leaves it running.
     """
     ray = pytest.importorskip("ray")

@@ -111,7 +111,7 @@ def test_controller_announces_its_address_serves_status_and_exits_0_on_sigterm(
     address = f"{match.group(1)}:{match.group(2)}"
     assert match.group(1) == "http://127.0.0.1"
 
-    done = fray("status", "--controller", address)
+    done = fray("status", "--json", "--controller", address)
     assert done.returncode == 0, done.stderr
     status = json.loads(done.stdout)
     assert set(status) == {"summary", "workers", "actors"}
@@ -147,8 +147,8 @@ def test_controller_with_a_token_on_a_public_address(procs: Processes) -> None:
     assert "bearer token" in done.stderr
     assert done.stdout == ""
 
-    with_arg = fray("status", "--controller", address, "--token", "t0k")
-    with_env = fray("status", "--controller", address, FRAY_TOKEN="t0k")
+    with_arg = fray("status", "--json", "--controller", address, "--token", "t0k")
+    with_env = fray("status", "--json", "--controller", address, FRAY_TOKEN="t0k")
     for done in (with_arg, with_env):
         assert done.returncode == 0, done.stderr
         status = json.loads(done.stdout)
@@ -160,7 +160,8 @@ def test_status_of_an_unreachable_controller_exits_1() -> None:
     address = f"http://127.0.0.1:{free_port()}"
     done = fray("status", "--controller", address, "--connect-timeout", "0.5")
     assert done.returncode == 1
-    assert "unreachable" in done.stderr
+    assert f"no fray controller at {address} (connection refused)" in done.stderr
+    assert "start one with `fray controller`" in done.stderr
     assert done.stdout == ""
 
 
@@ -289,3 +290,110 @@ def test_demo_runs_the_main_job_end_to_end() -> None:
     assert "raised ValueError at the caller" in result.stdout
     assert "running totals [1, 3, 6, 10, 15, 21, 28, 36, 45, 55]" in result.stdout
     assert "'controller': 0" in result.stdout and "'worker-1': 0" in result.stdout
+
+
+# ---------------------------------------------------------------------- usage errors, help
+
+
+def test_fray_alone_prints_help_and_version_prints_the_version() -> None:
+    alone = fray()
+    assert alone.returncode == 0, alone.stderr
+    assert alone.stdout.startswith("usage: fray") and "status" in alone.stdout
+    version = fray("--version")
+    assert version.returncode == 0 and re.fullmatch(r"fray \d+\.\d+\S*\n", version.stdout)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("controller", "--port", "70000"), ("--port", "0-65535")),
+        (("worker", "--port", "-1"), ("--port", "0-65535")),
+        (("worker", "--concurrency", "0"), ("--concurrency", ">= 1")),
+        (("--log-level", "verbose", "status"), ("--log-level", "verbose")),
+        (("status", "--log-level", "verbose"), ("--log-level", "verbose")),
+        (("tasks", "--state", "sleeping"), ("--state", "SLEEPING", "ASSIGNED")),
+        (("controller", "--heartbeat-timeout", "0"), ("--heartbeat-timeout", "> 0")),
+    ],
+)
+def test_bad_values_are_usage_errors(args: tuple[str, ...], words: tuple[str, ...]) -> None:
+    done = fray(*args)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "usage: fray" in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    for word in words:
+        assert word in last
+
+
+def test_log_level_works_after_the_subcommand() -> None:
+    args = build_parser().parse_args(["status", "--log-level", "debug"])
+    assert args.log_level == "DEBUG"
+    assert build_parser().parse_args(["--log-level", "error", "status"]).log_level == "ERROR"
+
+
+def test_help_shows_defaults_and_environment_variables() -> None:
+    controller = fray("controller", "--help").stdout
+    assert "(default: 7625)" in controller and "$FRAY_TOKEN" in controller
+    assert "$FRAY_TLS_CERT" in controller and "$FRAY_LOG_LEVEL" in controller
+    worker = " ".join(fray("worker", "--help").stdout.split())  # unwrapped
+    assert "$FRAY_CONTROLLER_ADDRESS, else http://127.0.0.1:7625" in worker
+    assert "(default: 30.0)" in worker  # --shutdown-grace
+
+
+@pytest.mark.parametrize("command", ["controller", "worker"])
+def test_a_port_in_use_is_named(command: str) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        extra = ("--state", ":memory:") if command == "controller" else ("--controller", "x:1")
+        done = fray(command, "--port", str(port), *extra)
+    assert done.returncode == 2
+    assert f"fray {command}: port {port} on 127.0.0.1 is in use" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# ---------------------------------------------------------------------- connecting
+
+
+def test_status_rejects_a_malformed_address_at_once() -> None:
+    done = fray("status", "--controller", "http://host:99999")
+    assert done.returncode == 2 and "port must be 0-65535" in done.stderr
+    done = fray("status", "--controller", "ftp://host:1")
+    assert done.returncode == 2 and "scheme must be http or https" in done.stderr
+
+
+def test_status_of_a_host_that_does_not_resolve_says_so() -> None:
+    done = fray("status", "--controller", "http://no-such-host.invalid:7625")
+    assert done.returncode == 1
+    assert "no fray controller at http://no-such-host.invalid:7625" in done.stderr
+    assert "Query {" not in done.stderr  # no DNS dump
+
+
+def test_status_of_a_worker_or_another_server_says_it_is_not_a_controller(
+    procs: Processes,
+) -> None:
+    _, address = procs.controller()
+    worker = procs.start("worker", "--controller", address, "--worker-id", "w-probe")
+    wait_for(lambda: "w-probe" in worker_ids(address), 30, "the worker to register")
+    assert worker.poll() is None
+    worker_address = list_workers(address)["w-probe"].address
+    done = fray("status", "--controller", worker_address)
+    assert done.returncode == 1
+    assert f"{worker_address} is a fray worker (w-probe" in done.stderr
+    assert "not a fray controller" in done.stderr
+
+    port = free_port()
+    procs.started.append(start_python("-m", "http.server", str(port), "--bind", "127.0.0.1"))
+    wait_for(lambda: can_connect(port), 30, "the HTTP server to listen")
+    done = fray("status", "--controller", f"127.0.0.1:{port}")
+    assert done.returncode == 1
+    assert f"http://127.0.0.1:{port} is another HTTP server, not a fray controller" in done.stderr
+
+
+def can_connect(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0

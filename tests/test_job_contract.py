@@ -23,7 +23,7 @@ import pytest
 from fray_tasks import add, sleep_then, square, wait_for_file
 
 from fray.client.context import FrayContext
-from fray.errors import ActorCreationError, RemoteTraceback
+from fray.errors import ActorCreationError, RemoteTraceback, TaskTimeoutError
 from fray.job import (
     JobContext,
     SyncContext,
@@ -489,9 +489,41 @@ def test_create_job_ctx_rejects_unknown_type() -> None:
         create_job_ctx("unknown")
 
 
-def test_create_job_ctx_needs_controller_address() -> None:
-    with pytest.raises(ValueError, match="controller_address"):
-        create_job_ctx("fray")
+def test_create_job_ctx_fray_reads_the_address_from_the_environment(
+    cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FRAY_CONTROLLER_ADDRESS", cluster.address)
+    for kind in ("fray", "auto"):  # "auto" picks fray when the variable is set
+        with create_job_ctx(kind) as ctx:
+            assert isinstance(ctx, FrayContext) and ctx.controller_address == cluster.address
+            assert ctx.get(ctx.run(square, 4)) == 16
+
+
+def test_create_job_ctx_fray_without_a_controller_fails_fast_and_clearly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fray.common.net import free_port
+    from fray.errors import ControllerUnavailableError
+
+    monkeypatch.delenv("FRAY_CONTROLLER_ADDRESS", raising=False)
+    address = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(ControllerUnavailableError) as info:
+        create_job_ctx("fray", controller_address=address)
+    assert time.monotonic() - started < 10
+    assert str(info.value) == (
+        f"no fray controller at {address} (connection refused); start one with `fray controller`"
+    )
+    with pytest.raises(ValueError, match="the port must be 0-65535"):
+        create_job_ctx("fray", controller_address="http://127.0.0.1:123456")
+    with pytest.raises(ValueError, match="not a URL"):
+        create_job_ctx("fray", controller_address="http://exa mple:1")
+
+
+def test_a_missing_ray_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(ImportError, match=r"pip install 'fray\[ray\]'"):
+        create_job_ctx("ray")
 
 
 def test_create_job_ctx_local_types_take_no_options() -> None:
@@ -562,3 +594,67 @@ def test_threadpool_tasks_see_the_callers_default() -> None:
     marker = SyncContext()
     with ThreadPoolContext(2) as pool, default_job_ctx(marker):
         assert pool.get(pool.run(get_default_job_ctx)) is marker
+
+
+# --- the same API everywhere: options, close, with ----------------------------------------
+
+
+def fail_once(marker: str) -> str:
+    """Raises the first time (it leaves `marker` behind), returns "ok" after."""
+    if not os.path.exists(marker):
+        Path(marker).write_text("failed once")
+        raise ValueError("first try")
+    return "ok"
+
+
+def test_options_retry_a_failing_task_and_check_their_values(
+    job_ctx: JobContext, tmp_path: Path
+) -> None:
+    future = job_ctx.options(max_retries=1, name="flaky").run(fail_once, str(tmp_path / "m"))
+    assert job_ctx.get(future, timeout=60) == "ok"
+    again = job_ctx.options(max_retries=0).run(fail_once, str(tmp_path / "other"))
+    with pytest.raises(ValueError, match="first try"):
+        job_ctx.get(again, timeout=60)
+    for bad in ({"timeout": 0}, {"max_retries": -1}):
+        with pytest.raises(ValueError):
+            job_ctx.options(**bad)
+
+
+def test_options_timeout_ends_the_future(job_ctx: JobContext, backend: str, tmp_path: Path) -> None:
+    expected: tuple[type[BaseException], ...] = (TaskTimeoutError,)
+    if backend == "ray":  # the timeout cancels the Ray task: Ray's own error (documented)
+        import ray
+
+        expected = (TaskTimeoutError, ray.exceptions.TaskCancelledError)
+    gate = tmp_path / "open"
+    if backend == "sync":  # runs in run() itself: only a task that overran can be caught
+        future = job_ctx.options(timeout=0.05).run(sleep_then, 0.3, "late")
+    else:
+        future = job_ctx.options(timeout=0.5).run(wait_for_file, str(gate), "late")
+    try:
+        with pytest.raises(expected):
+            job_ctx.get(future, timeout=60)
+    finally:
+        gate.write_text("open")
+
+
+@pytest.mark.parametrize("kind", ["sync", "threadpool"])
+def test_local_contexts_close_and_work_as_context_managers(kind: str) -> None:
+    with create_job_ctx(kind) as ctx:
+        assert ctx.get(ctx.run(square, 3)) == 9
+    ctx.close()  # again: nothing happens
+
+
+def test_progress_waits_for_every_future_and_draws_a_bar(job_ctx: JobContext) -> None:
+    import io
+
+    from fray.job import progress
+
+    futures = [job_ctx.run(square, i) for i in range(20)]
+    futures.append(job_ctx.run(raise_value_error, "counted as done"))
+    out = io.StringIO()
+    progress(futures, job_ctx, file=out)
+    ready, pending = job_ctx.wait(futures, num_returns=len(futures), timeout=0)
+    assert len(ready) == 21 and pending == []
+    assert "21/21" in out.getvalue()
+    assert job_ctx.get(futures[:20]) == [i * i for i in range(20)]

@@ -511,22 +511,26 @@ def test_cancel_finished_task_is_a_no_op(state: ControllerState) -> None:
     assert state.heartbeat("w") == []
 
 
-def test_cancel_running_delivered_once_via_heartbeat(state: ControllerState) -> None:
+def test_cancel_running_is_sent_until_the_task_ends(state: ControllerState) -> None:
+    """Every heartbeat (and lease answer) carries the cancellation until the worker reports the
+    task's end: an answer lost on the way loses no cancellation."""
     state.submit([spec("a")])
     state.register_worker(worker_id="w")
     run_one(state, "w", "a")
     (task,) = state.cancel(["a"])
     assert task.state is TaskState.RUNNING
     assert task.cancel_requested
-    state.cancel(["a"])  # asking twice delivers once
+    state.cancel(["a"])  # asking twice asks once
     assert state.heartbeat("w") == ["a"]
-    assert state.heartbeat("w") == []
+    assert state.heartbeat("w") == ["a"]  # the first answer may have been lost
+    assert state.lease("w", held=["a"])[1] == ["a"]
     assert state.report(
         "w", [TaskOutcome("a", 1, error=TaskFailure(ErrorKind.CANCELLED, "C", "c"))]
     )
     assert task.state is TaskState.CANCELLED
     assert task.error is not None and task.error.kind is ErrorKind.CANCELLED
     assert state.workers["w"].task_ids == {}
+    assert state.heartbeat("w") == []  # ended: nothing more to cancel
 
 
 def test_cancel_running_delivered_via_lease(state: ControllerState) -> None:
@@ -536,8 +540,10 @@ def test_cancel_running_delivered_via_lease(state: ControllerState) -> None:
     state.cancel(["a"])
     leased, cancels = state.lease("w")
     assert (leased, cancels) == ([], ["a"])  # no room for b; the cancel is delivered
-    assert state.lease("w") == ([], [])
-    assert state.heartbeat("w") == []
+    assert state.lease("w") == ([], ["a"])  # and again, until the worker reports a's end
+    state.report("w", [TaskOutcome("a", 1, error=TaskFailure(ErrorKind.CANCELLED, "C", "c"))])
+    leased, cancels = state.lease("w")
+    assert [t.task_id for t in leased] == ["b"] and cancels == []
 
 
 def test_value_report_of_cancel_requested_task_is_cancelled(state: ControllerState) -> None:
@@ -1210,3 +1216,21 @@ def test_bad_actor_specs_are_invalid(state: ControllerState) -> None:
         state.create_actor(actor_spec(object_ids=("missing",)))
     with pytest.raises(NotFound):
         state.get_actor("nope")
+
+
+def test_a_repeated_registration_of_the_same_process_changes_nothing(
+    state: ControllerState,
+) -> None:
+    """RegisterWorker is safe to repeat: the same worker id and instance again (a retry whose
+    answer was lost) keeps the worker's tasks and actors; another instance is a new process."""
+    actor, _ = state.create_actor(actor_spec())
+    state.submit([spec("a")])
+    state.register_worker(worker_id="w", instance="one")
+    run_one(state, "w", "a")
+    assert actor.state is ActorState.CREATING and actor.worker_id == "w"
+    state.register_worker(worker_id="w", instance="one")
+    assert actor.state is ActorState.CREATING and actor.worker_id == "w"
+    assert state.get_task("a").state is TaskState.RUNNING
+    state.register_worker(worker_id="w", instance="two")  # restarted: what it held is lost
+    assert actor.state is ActorState.DEAD
+    assert state.get_task("a").state is TaskState.PENDING

@@ -219,7 +219,16 @@ def test_create_job_ctx_takes_the_ca_from_the_environment_or_an_argument(
 
 def test_fray_status_over_tls(secure: LocalFrayCluster, pki: Pki) -> None:
     def status(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "fray", "status", "--controller", secure.address, *args]
+        command = [
+            sys.executable,
+            "-m",
+            "fray",
+            "status",
+            "--json",
+            "--controller",
+            secure.address,
+            *args,
+        ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("FRAY_")}
         return subprocess.run(command, capture_output=True, text=True, timeout=30, env=env)
 
@@ -253,7 +262,10 @@ def test_a_client_that_cannot_verify_the_controller_fails_at_once(
     ca = "" if trusting == "system store" else pki.stranger_ca
     advice = "FRAY_TLS_CA" if trusting == "system store" else pki.stranger_ca
     started = time.monotonic()
-    with FrayContext(secure.address, tls_ca=ca, retry_timeout=30) as ctx:
+    with pytest.raises(ControllerUnavailableError, match="TLS handshake") as made:
+        FrayContext(secure.address, tls_ca=ca, retry_timeout=30)  # its first call says so
+    assert "UnknownIssuer" in str(made.value) and advice in str(made.value)
+    with FrayContext(secure.address, tls_ca=ca, retry_timeout=30, probe_timeout=None) as ctx:
         with pytest.raises(ControllerUnavailableError, match="TLS handshake") as put_error:
             ctx.put(1)
         with pytest.raises(ControllerUnavailableError, match="TLS handshake") as run_error:

@@ -1,8 +1,9 @@
-"""The `fray` command line: controller, worker, status and demo."""
+"""The `fray` command line: controller, worker, status, tasks and demo."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -10,36 +11,38 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from fray.cli_args import (
+    LOG_LEVELS,
+    HelpFormatter,
+    add_client_args,
+    add_controller_arg,
+    add_limit_args,
+    add_tls_ca_arg,
+    add_tls_server_args,
+    at_least,
+    log_level,
+    parse_resources,
+    port_number,
+    seconds,
+)
+from fray.cli_status import TASK_STATES
+from fray.common.net import (
+    DEFAULT_CONTROLLER_ADDRESS,
+    DEFAULT_CONTROLLER_PORT,
+)
 from fray.common.sizes import parse_bytes
 
 if TYPE_CHECKING:
     from fray.wire.controller_client import ControllerClient
 
-DEFAULT_CONTROLLER = "http://127.0.0.1:8265"
+DEFAULT_CONTROLLER = DEFAULT_CONTROLLER_ADDRESS
 
 
-def parse_resources(text: str) -> dict[str, str]:
-    """'cpus=4,memory=8GiB,zone=us-east' -> a dict; cpus and memory are checked (memory as
-    :func:`fray.common.sizes.parse_bytes` reads sizes: units are powers of 1024)."""
-    out: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise argparse.ArgumentTypeError(f"resources need key=value, got {item!r}")
-        out[key.strip()] = value.strip()
-    if "cpus" in out:
-        try:
-            cpus = float(out["cpus"])
-        except ValueError:
-            cpus = float("nan")
-        if not 0 <= cpus < float("inf"):
-            raise argparse.ArgumentTypeError(f"cpus must be a number >= 0, got {out['cpus']!r}")
-    if "memory" in out:
-        try:
-            parse_bytes(out["memory"])
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"memory: {exc}") from None
-    return out
+def _in_use(what: str, host: str, port: int, exc: OSError) -> str:
+    """The message for a server that could not start; names the port when it is taken."""
+    if exc.errno == errno.EADDRINUSE:
+        return f"fray {what}: port {port} on {host} is in use; choose another with --port"
+    return f"fray {what}: {exc}"
 
 
 def default_state_path(port: int) -> str:
@@ -74,7 +77,10 @@ def _controller(args: argparse.Namespace) -> int:
             max_request_bytes=args.max_request_bytes,
             max_queued_tasks_per_client=args.max_queued_tasks_per_client,
         )
-    except (ValueError, OSError) as exc:
+    except OSError as exc:  # a port in use, an unusable state file
+        print(_in_use("controller", args.host, args.port, exc), file=sys.stderr)
+        return 2
+    except ValueError as exc:
         print(f"fray controller: {exc}", file=sys.stderr)
         return 2
     print(f"{READY_PREFIX}{server.address}", flush=True)
@@ -111,7 +117,7 @@ def _worker(args: argparse.Namespace) -> int:
     memory = parse_bytes(resources.pop("memory")) if "memory" in resources else 0
     try:
         worker = Worker(
-            args.controller,
+            args.controller or DEFAULT_CONTROLLER,
             concurrency=args.concurrency,
             prefetch=args.prefetch,
             resources=pb.Resources(cpus=cpus, memory_bytes=memory, labels=resources),
@@ -127,13 +133,76 @@ def _worker(args: argparse.Namespace) -> int:
             tls_ca=args.tls_ca,
             max_request_bytes=args.max_request_bytes,
         )
-    except (ValueError, OSError) as exc:  # e.g. no token off loopback, a port in use
+    except OSError as exc:  # e.g. a port in use
+        print(_in_use("worker", args.host, args.port, exc), file=sys.stderr)
+        return 2
+    except ValueError as exc:  # e.g. no token off loopback
         print(f"fray worker: {exc}", file=sys.stderr)
         return 2
     return _talking_to_controller("worker", worker.run)
 
 
+def _with_client(command: str, args: argparse.Namespace, use: Callable[[Any], int]) -> int:
+    """`use(client)` with a ControllerClient for --controller; errors as `fray COMMAND: ...`."""
+    from fray.wire.controller_client import ControllerClient
+
+    try:
+        client = ControllerClient(
+            args.controller or DEFAULT_CONTROLLER,
+            token=args.token,
+            tls_ca=args.tls_ca,
+            retry_timeout=args.connect_timeout,
+        )
+    except ValueError as exc:  # e.g. a malformed address, an unreadable --tls-ca
+        print(f"fray {command}: {exc}", file=sys.stderr)
+        return 2
+
+    def probed() -> int:
+        from fray.wire.probe import probe
+
+        probe(client, args.connect_timeout)  # "no fray controller at ...", not a raw error
+        return use(client)
+
+    try:
+        return _talking_to_controller(command, probed)
+    finally:
+        client.close()
+
+
 def _status(args: argparse.Namespace) -> int:
+    from fray.cli_status import status_json, status_text
+
+    def show(client: ControllerClient) -> int:
+        if args.json:
+            print(json.dumps(status_json(client), indent=2))
+        else:
+            print(status_text(client))
+        return 0
+
+    return _with_client("status", args, show)
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    from google.protobuf.json_format import MessageToDict
+
+    from fray.cli_status import tasks_text
+    from fray.wire.pb import controller_pb2 as pb
+
+    def show(client: ControllerClient) -> int:
+        state = f"TASK_STATE_{args.state}" if args.state else None
+        request = pb.ListTasksRequest(state=state, limit=args.limit)
+        answer = client.call(client.rpc.list_tasks, request)
+        if args.json:
+            print(json.dumps(MessageToDict(answer)["tasks"] if answer.tasks else [], indent=2))
+        else:
+            print(tasks_text(answer.tasks))
+        return 0
+
+    return _with_client("tasks", args, show)
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from fray.client.task_logs import print_task_logs
     from fray.wire.controller_client import ControllerClient
 
     try:
@@ -143,35 +212,15 @@ def _status(args: argparse.Namespace) -> int:
             tls_ca=args.tls_ca,
             retry_timeout=args.connect_timeout,
         )
-    except ValueError as exc:  # e.g. an unreadable --tls-ca
-        print(f"fray status: {exc}", file=sys.stderr)
+    except ValueError as exc:
+        print(f"fray logs: {exc}", file=sys.stderr)
         return 2
     try:
-        return _talking_to_controller("status", lambda: _print_status(client))
+        return _talking_to_controller(
+            "logs", lambda: print_task_logs(client, args.task_id, sys.stdout, follow=args.follow)
+        )
     finally:
         client.close()
-
-
-def _print_status(client: ControllerClient) -> int:
-    from google.protobuf.json_format import MessageToDict
-    from google.protobuf.message import Message
-
-    from fray.wire.pb import controller_pb2 as pb
-
-    summary = client.call(client.rpc.get_cluster_summary, pb.GetClusterSummaryRequest())
-    workers = client.call(client.rpc.list_workers, pb.ListWorkersRequest())
-    actors = client.call(client.rpc.list_actors, pb.ListActorsRequest())
-
-    def as_dict(message: Message) -> dict[str, Any]:
-        return MessageToDict(message, always_print_fields_with_no_presence=True)
-
-    status = {
-        "summary": as_dict(summary),
-        "workers": as_dict(workers)["workers"],
-        "actors": as_dict(actors)["actors"],
-    }
-    print(json.dumps(status, indent=2))
-    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -180,90 +229,54 @@ def _demo(args: argparse.Namespace) -> int:
     return demo_main(workers=args.workers, tasks=args.tasks)
 
 
-def _add_tls_server_args(p: argparse.ArgumentParser, what: str) -> None:
-    """--tls-cert/--tls-key: serve HTTPS (both or neither; see fray.wire.tls)."""
-    p.add_argument(
-        "--tls-cert",
-        default=os.environ.get("FRAY_TLS_CERT") or None,
-        help=f"PEM certificate (chain) {what} serves HTTPS with; needs --tls-key "
-        "(default: $FRAY_TLS_CERT)",
+def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import version
+
+    parser = argparse.ArgumentParser(
+        prog="fray", description=__doc__, formatter_class=HelpFormatter
     )
-    p.add_argument(
-        "--tls-key",
-        default=os.environ.get("FRAY_TLS_KEY") or None,
-        help="PEM private key of --tls-cert (default: $FRAY_TLS_KEY)",
+    parser.add_argument("--version", action="version", version=f"fray {version('fray')}")
+    log_help = (
+        f"logging level, one of {', '.join(LOG_LEVELS)} (default: $FRAY_LOG_LEVEL, else INFO)"
     )
-
-
-def _add_tls_ca_arg(p: argparse.ArgumentParser) -> None:
-    """--tls-ca: the CA bundle that verifies https:// servers."""
-    p.add_argument(
-        "--tls-ca",
-        default=None,
-        help="PEM CA bundle that verifies an https:// controller (default: $FRAY_TLS_CA, "
-        "else the system store)",
+    parser.add_argument(
+        "--log-level",
+        type=log_level,
+        default=os.environ.get("FRAY_LOG_LEVEL") or "INFO",
+        help=log_help,
     )
+    # Also after the subcommand (`fray worker --log-level debug`); SUPPRESS keeps the above.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", type=log_level, default=argparse.SUPPRESS, help=log_help)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-
-def request_size(text: str) -> int:
-    """A --max-request-bytes value: a size as `parse_bytes` reads it (``512MiB``, ``1g``), from
-    1 byte to the protobuf limit of 2 GiB - 1."""
-    from fray.wire.limits import MAX_MESSAGE_BYTES
-
-    try:
-        size = parse_bytes(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if not 1 <= size <= MAX_MESSAGE_BYTES:
-        raise argparse.ArgumentTypeError(f"must be from 1 byte to {MAX_MESSAGE_BYTES} bytes")
-    return size
-
-
-def _add_limit_args(p: argparse.ArgumentParser, *, per_client: bool) -> None:
-    """--max-request-bytes (and, for the controller, --max-queued-tasks-per-client)."""
-    from fray.wire import limits
-
-    p.add_argument(
-        "--max-request-bytes",
-        type=request_size,
-        default=limits.DEFAULT_MAX_REQUEST_BYTES,
-        metavar="SIZE",
-        help="largest request accepted, e.g. 512MiB (default 1GiB; at most 2GiB-1); larger "
-        "ones are refused with resource_exhausted (HTTP 429)",
-    )
-    if per_client:
-        p.add_argument(
-            "--max-queued-tasks-per-client",
-            type=int,
-            default=limits.DEFAULT_MAX_QUEUED_TASKS_PER_CLIENT,
-            metavar="N",
-            help="unfinished queued tasks one client may have; more are refused with "
-            f"resource_exhausted (default {limits.DEFAULT_MAX_QUEUED_TASKS_PER_CLIENT})",
+    def add_command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=text, description=text, parents=[common], formatter_class=HelpFormatter
         )
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fray", description=__doc__)
-    parser.add_argument("--log-level", default=os.environ.get("FRAY_LOG_LEVEL", "INFO"))
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("controller", help="run the controller (task queue and worker registry)")
+    p = add_command("controller", "run the controller (task queue and worker registry)")
     p.add_argument(
         "--host",
         default="127.0.0.1",
         help="address to bind (default loopback; anything else needs a token)",
     )
-    p.add_argument("--port", type=int, default=8265, help="port (0: any free port)")
+    p.add_argument(
+        "--port",
+        type=port_number,
+        default=DEFAULT_CONTROLLER_PORT,
+        help="port (0: any free port)",
+    )
     p.add_argument("--token", help="require this bearer token (default: $FRAY_TOKEN)")
     p.add_argument(
         "--heartbeat-timeout",
-        type=float,
+        type=seconds,
         default=10.0,
         help="seconds of silence after which a worker is declared dead",
     )
     p.add_argument(
         "--max-attempts",
-        type=int,
+        type=at_least(1),
         default=3,
         help="tries per task when workers die (infrastructure failures)",
     )
@@ -277,25 +290,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-finished-tasks",
-        type=int,
+        type=at_least(1),
         default=100_000,
         help="finished tasks kept for GetTask/ListTasks (in memory and in --state); the oldest "
         "are forgotten beyond this",
     )
-    _add_limit_args(p, per_client=True)
-    _add_tls_server_args(p, "the controller")
+    add_limit_args(p, per_client=True)
+    add_tls_server_args(p, "the controller")
     p.set_defaults(func=_controller)
 
-    p = sub.add_parser("worker", help="run a worker that executes tasks from a controller")
+    p = add_command("worker", "run a worker that executes tasks from a controller")
+    add_controller_arg(p)
     p.add_argument(
-        "--controller", default=os.environ.get("FRAY_CONTROLLER_ADDRESS", DEFAULT_CONTROLLER)
-    )
-    p.add_argument(
-        "--concurrency", type=int, default=None, help="tasks run at once (default: number of CPUs)"
+        "--concurrency",
+        type=at_least(1),
+        default=None,
+        help="tasks run at once (default: number of CPUs)",
     )
     p.add_argument(
         "--prefetch",
-        type=int,
+        type=at_least(0),
         default=None,
         help="most tasks held beyond the running ones; the worker holds ~50 ms of work "
         "at its recent pace, up to this (default: 256)",
@@ -306,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="e.g. cpus=4,memory=8GiB,zone=us-east (other keys become labels)",
     )
-    p.add_argument("--worker-id", default=None)
+    p.add_argument("--worker-id", default=None, help="its id (default: a random one)")
     p.add_argument("--token", default=None, help="bearer token (default: $FRAY_TOKEN)")
     p.add_argument(
         "--host",
@@ -316,7 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: loopback; any other address needs a token)",
     )
     p.add_argument(
-        "--port", "--health-port", type=int, default=0, help="its port (0: any free port)"
+        "--port",
+        "--health-port",
+        type=port_number,
+        default=0,
+        help="its port (default 0: any free port)",
     )
     p.add_argument(
         "--advertise-host",
@@ -326,47 +344,85 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--shutdown-grace",
-        type=float,
+        type=seconds,
         default=30.0,
         help="seconds running tasks get to finish after SIGTERM",
     )
     p.add_argument(
         "--connect-timeout",
-        type=float,
+        type=seconds,
         default=60.0,
         help="seconds to keep trying to reach the controller at startup (once registered, a "
         "worker waits for its controller indefinitely)",
     )
-    _add_limit_args(p, per_client=False)
-    _add_tls_server_args(p, "the worker (for clients' direct calls)")
-    _add_tls_ca_arg(p)
+    add_limit_args(p, per_client=False)
+    add_tls_server_args(p, "the worker (for clients' direct calls)")
+    add_tls_ca_arg(p)
     p.set_defaults(func=_worker)
 
-    p = sub.add_parser("status", help="print the cluster summary, workers and actors as JSON")
+    p = add_command(
+        "status",
+        "print a summary of the cluster: workers (slots used/total, resources, heartbeat age), "
+        "queue depth, tasks by state, live actors, jobs",
+    )
+    add_client_args(p)
+    p.add_argument(
+        "--json", action="store_true", help="print the summary, workers and actors as JSON"
+    )
+    p.set_defaults(func=_status)
+
+    p = add_command("tasks", "list tasks: id, name, state, worker, attempts, age (oldest first)")
+    add_client_args(p)
+    p.add_argument(
+        "--state",
+        type=str.upper,
+        choices=TASK_STATES,
+        default=None,
+        help="only tasks in this state (any case)",
+    )
+    p.add_argument("--limit", type=at_least(1), default=100, help="at most this many")
+    p.add_argument("--json", action="store_true", help="print them as JSON")
+    p.set_defaults(func=_tasks)
+
+    p = add_command("logs", "print what a task printed (stdout, stderr, logging)")
+    p.add_argument("task_id")
+    p.add_argument("--follow", "-f", action="store_true", help="wait for the task to finish")
     p.add_argument(
         "--controller", default=os.environ.get("FRAY_CONTROLLER_ADDRESS", DEFAULT_CONTROLLER)
     )
     p.add_argument("--token", default=None)
     p.add_argument("--connect-timeout", type=float, default=5.0)
-    _add_tls_ca_arg(p)
-    p.set_defaults(func=_status)
+    add_tls_ca_arg(p)
+    p.set_defaults(func=_logs)
 
-    p = sub.add_parser("demo", help="run fray's main job end to end on a local cluster")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--tasks", type=int, default=200)
+    p = add_command("demo", "run fray's main job end to end on a local cluster")
+    p.add_argument("--workers", type=at_least(0), default=2, help="workers to start")
+    p.add_argument("--tasks", type=at_least(1), default=200, help="Monte-Carlo tasks to run")
     p.set_defaults(func=_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        parser.print_help()
+        return 0
+    args = parser.parse_args(argv)
     os.environ["FRAY_LOG_LEVEL"] = args.log_level  # processes we start log alike
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=args.log_level,
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s",
     )
-    return int(args.func(args) or 0)
+    try:
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `fray status | head`: the reader left; end quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    return code
 
 
 if __name__ == "__main__":

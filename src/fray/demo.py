@@ -8,16 +8,13 @@ task error coming back with its original type, and an actor keeping a running to
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import random
 import time
 from typing import Any
 
-from tqdm import tqdm
-
 from fray.client.context import FrayContext
-from fray.job import create_job_ctx
+from fray.job import create_job_ctx, progress
 from fray.local_cluster import LocalFrayCluster
 
 logger = logging.getLogger(__name__)
@@ -58,12 +55,9 @@ def main(workers: int = 2, tasks: int = 200) -> int:
         try:
             config = ctx.put({"samples": 20_000})
             futures = [ctx.run(sample_pi, seed, config) for seed in range(tasks)]
-            inside = total = 0
-            with tqdm(total=tasks, desc="tasks", unit="task") as bar:
-                for future in concurrent.futures.as_completed(futures):
-                    hits, n = future.result()
-                    inside, total = inside + hits, total + n
-                    bar.update()
+            progress(futures, ctx)  # a bar until all are done
+            results = ctx.get(futures)
+            inside, total = sum(hits for hits, _ in results), sum(n for _, n in results)
             print(f"pi ~= {4 * inside / total:.5f} from {total:,} samples in {tasks} tasks")
 
             ready, pending = ctx.wait(

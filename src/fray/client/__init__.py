@@ -7,6 +7,7 @@ Tasks:
 - ``routing``: where a task goes (direct or queued), cancelling and helping it;
 - ``submitter``: the thread queuing tasks at the controller in batches (SubmitTasks);
 - ``collector``: the thread resolving queued tasks (WatchFinished), and recovery;
+- ``no_workers``: the warning for tasks waiting at a controller that has no worker;
 - ``direct``: the direct path, tasks sent straight to a worker's free slot.
 
 Actors:
@@ -16,7 +17,9 @@ Actors:
 - ``actor_place``: where an actor is (asking the controller);
 - ``kicker``: the thread that has lone calls sent that nobody waits for.
 
-Shared: ``connections`` (worker clients, the link handles use, reading Connect errors).
+Shared: ``connections`` (worker clients, the link handles use, reading Connect errors);
+``output``: printing what tasks and actor calls printed (``log_to_driver``); ``task_logs``:
+``fray logs``.
 
 Imports ``fray.wire``, ``fray.errors`` and the ``fray.job`` protocol; never the controller or
 the worker. Within the package, imports run one way: ``context`` at the top, ``connections``,

@@ -27,6 +27,7 @@ from fray import errors
 from fray.client.actor_place import ActorLocator
 from fray.client.connections import WorkerClients, never_connected
 from fray.client.futures import future_value
+from fray.client.output import DriverLog
 from fray.wire import payload
 from fray.wire.limits import WORKER_CALL_MARGIN_MS, WORKER_WAIT_MS
 from fray.wire.pb import controller_pb2 as pb
@@ -45,8 +46,14 @@ class ActorSender:
     """Sends batches of calls to one actor (found by `locator`) and settles their futures."""
 
     def __init__(
-        self, workers: WorkerClients, locator: ActorLocator, actor_id: str, class_name: str
+        self,
+        workers: WorkerClients,
+        locator: ActorLocator,
+        actor_id: str,
+        class_name: str,
+        driver_log: DriverLog | None = None,
     ) -> None:
+        self._driver_log = driver_log
         self._workers = workers
         self._locator = locator
         self.actor_id = actor_id
@@ -202,6 +209,8 @@ class ActorSender:
             return
         result: pb.TaskResult
         for future, result in zip(futures, results, strict=True):
+            if self._driver_log is not None and result.HasField("output"):
+                self._driver_log.task(self._class_name, self.actor_id, result.output)
             if result.HasField("error"):
                 future.set_exception(payload.exception_from_error(result.error, self.what))
                 continue

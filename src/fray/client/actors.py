@@ -62,7 +62,9 @@ class FrayActorHandle:
         self._link = link
         what = f"actor {actor.actor_id} ({actor.class_name})"
         locator = ActorLocator(link.controller, actor.actor_id, what)
-        sender = ActorSender(link.workers, locator, actor.actor_id, actor.class_name)
+        sender = ActorSender(
+            link.workers, locator, actor.actor_id, actor.class_name, link.driver_log
+        )
         self._caller = ActorCaller(sender, locator)
 
     def __getattr__(self, name: str) -> _Method:

@@ -23,6 +23,7 @@ from connectrpc.errors import ConnectError
 from fray import errors
 from fray.client.connections import refused
 from fray.client.futures import FrayFuture
+from fray.client.no_workers import NoWorkerWarning
 from fray.client.tasks import FutureTable
 from fray.wire.controller_client import ControllerClient
 from fray.wire.pb import controller_pb2 as pb
@@ -42,6 +43,10 @@ class Collector:
         self._table = table
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        # Warns when our queued tasks wait at a controller that has no worker.
+        self.no_workers = NoWorkerWarning(
+            controller, lambda: len(table.submitted()), lambda: table.closed
+        )
 
     def start(self) -> None:
         """Start the collecting thread (once); it ends when the table closes."""
@@ -49,6 +54,7 @@ class Collector:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="fray-collect", daemon=True)
                 self._thread.start()
+                self.no_workers.start()
 
     def on_own_thread(self) -> bool:
         return threading.current_thread() is self._thread

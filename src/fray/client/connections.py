@@ -17,6 +17,7 @@ from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
 from fray import errors
+from fray.client.output import DriverLog
 from fray.wire import auth, tls
 from fray.wire.controller_client import ControllerClient
 from fray.wire.limits import MAX_MESSAGE_BYTES
@@ -79,6 +80,7 @@ class ClientLink:
     workers: WorkerClients
     owner: str
     reopen: Callable[[str], ClientLink]
+    driver_log: DriverLog | None = None  # prints what actor calls printed (log_to_driver)
 
     @property
     def address(self) -> str:

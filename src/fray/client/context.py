@@ -32,6 +32,7 @@ from fray.client.collector import Collector
 from fray.client.connections import ClientLink, WorkerClients, refused
 from fray.client.direct import DirectPath
 from fray.client.futures import FrayFuture, TaskOptions, future_value, settle
+from fray.client.output import DriverLog
 from fray.client.routing import TaskRouter
 from fray.client.submitter import Submitter
 from fray.client.tasks import FutureTable
@@ -41,6 +42,7 @@ from fray.wire import auth, payload
 from fray.wire.controller_client import DEFAULT_RETRY_TIMEOUT, ControllerClient
 from fray.wire.payload import ObjectRef
 from fray.wire.pb import controller_pb2 as pb
+from fray.wire.probe import DEFAULT_PROBE_TIMEOUT, probe
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,14 @@ class FrayContext:
     system store. Calls that cannot reach the controller are retried for `retry_timeout`
     seconds, then fail with ControllerUnavailableError (at once when the TLS handshake fails).
     `direct=False` sends every task through the controller's queue (no direct path).
+    A new context asks the controller for its summary first, for up to `probe_timeout` seconds
+    (None: no check): an address where no fray controller answers, or where something else
+    answers (a worker, another server), fails here with ControllerUnavailableError saying so;
+    a malformed address raises ValueError at once. A controller that goes away later is retried
+    for `retry_timeout` as usual.
+    `log_to_driver` (default True) prints what each task and actor call printed (stdout,
+    stderr, logging) to this process's stderr when it finishes, each line prefixed with the
+    task's name, pid, worker and id (`fray.client.output`).
     """
 
     def __init__(
@@ -68,14 +78,25 @@ class FrayContext:
         tls_ca: str | None = None,
         retry_timeout: float = DEFAULT_RETRY_TIMEOUT,
         direct: bool = True,
+        log_to_driver: bool = True,
+        probe_timeout: float | None = DEFAULT_PROBE_TIMEOUT,
     ) -> None:
         self._client = ControllerClient(
             controller_address, token=token, tls_ca=tls_ca, retry_timeout=retry_timeout
         )
+        if probe_timeout is not None:
+            try:
+                probe(self._client, probe_timeout)
+            except BaseException:
+                self._client.close()
+                raise
         self._workers = WorkerClients(auth.token_from_env(token), self._client.tls_ca)
         self.owner = f"client-{uuid.uuid4().hex[:12]}"
         self._ids = itertools.count()
         self._table = FutureTable()
+        self._driver_log = DriverLog() if log_to_driver else None
+        if self._driver_log is not None:
+            self._table.on_output = self._driver_log.task
         self._collector = Collector(self._client, self.owner, self._table)
         self._submitter = Submitter(self._client, self._table, on_start=self._collector.start)
         self._direct = (
@@ -88,7 +109,9 @@ class FrayContext:
         self._router = TaskRouter(
             self._table, self._submitter, self._direct, self._client, self._on_own_thread
         )
-        self._link = ClientLink(self._client, self._workers, self.owner, _shared_link)
+        self._link = ClientLink(
+            self._client, self._workers, self.owner, _shared_link, self._driver_log
+        )
         self._actors = ActorDirectory(self._link)
         _open_contexts.add(self)
 
@@ -101,7 +124,8 @@ class FrayContext:
     def put(self, obj: Any) -> ObjectRef:
         """Store `obj` once in the controller; tasks given the ref receive the object."""
         data = payload.dumps(obj, "the object given to put()")
-        response = self._call(self._client.rpc.put_object, pb.PutObjectRequest(data=data))
+        request = pb.PutObjectRequest(data=data, object_id=uuid.uuid4().hex)  # a retry repeats it
+        response = self._call(self._client.rpc.put_object, request)
         return ObjectRef(response.object_id, response.size_bytes)
 
     def get(self, x: Any, timeout: float | None = None) -> Any:
@@ -235,6 +259,7 @@ class FrayContext:
         if self._table.closed:
             return
         self._submitter.close()  # first: nothing queued from now on is sent
+        self._collector.no_workers.stop()
         outstanding = self._table.close()
         if outstanding is None:
             return  # closed meanwhile by another thread
@@ -285,6 +310,7 @@ class FrayContext:
         if not callable(fn):
             raise TypeError(f"run() needs a callable, got {type(fn).__qualname__}")
         future = FrayFuture(self._router, f"{self.owner[7:]}-{next(self._ids)}")
+        future.name = (options.name if options else None) or payload.describe(fn)
         waits_for = [
             a for a in (*args, *kwargs.values()) if isinstance(a, concurrent.futures.Future)
         ]
@@ -337,7 +363,7 @@ class FrayContext:
         kwargs: dict[str, Any],
         options: TaskOptions | None,
     ) -> None:
-        name = (options.name if options else None) or payload.describe(fn)
+        name = future.name or (options.name if options else None) or payload.describe(fn)
         spec = pb.TaskSpec(
             task_id=future.task_id,
             function=payload.dumps_function(fn),
@@ -361,7 +387,7 @@ def context_for(address: str) -> FrayContext:
     with _shared_lock:
         ctx = _shared.get(address)
         if ctx is None or ctx._table.closed:
-            ctx = _shared[address] = FrayContext(address)
+            ctx = _shared[address] = FrayContext(address, probe_timeout=None)  # known good
         return ctx
 
 

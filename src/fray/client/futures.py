@@ -40,6 +40,7 @@ class FrayFuture(concurrent.futures.Future[Any]):
         self._control = control
         self.task_id = task_id
         self.controller_id = ""  # set when the controller accepted the task
+        self.name = ""  # the task's name (for printing its output)
 
     def cancel(self) -> bool:
         # Cancel locally first: the controller's answer (a cancelled task) may reach the

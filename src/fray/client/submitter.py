@@ -24,6 +24,7 @@ from fray.wire.pb import controller_pb2 as pb
 logger = logging.getLogger(__name__)
 
 BATCH = 2000
+BATCH_BYTES = 16 << 20  # a batch's tasks by size: large arguments go a few at a time
 
 
 class Submitter:
@@ -39,6 +40,7 @@ class Submitter:
         self._table = table
         self._on_start = on_start
         self._cond = threading.Condition()
+        self._batch_bytes = BATCH_BYTES  # smaller after the controller found a batch too large
         self._unsent: list[tuple[pb.TaskSpec, FrayFuture]] = []
         self._in_flight = 0  # tasks being submitted right now
         self._closed = False
@@ -104,13 +106,30 @@ class Submitter:
                     self._cond.wait()
                 if self._closed:
                     return
-                batch = self._unsent[:BATCH]
-                del self._unsent[:BATCH]
+                count, size = 0, 0  # up to BATCH tasks and BATCH_BYTES (at least one task)
+                for spec, _ in self._unsent[:BATCH]:
+                    size += spec.ByteSize()
+                    if count and size > self._batch_bytes:
+                        break
+                    count += 1
+                batch = self._unsent[:count]
+                del self._unsent[:count]
                 self._in_flight = len(batch)
             futures = [f for _, f in batch]
             try:
                 controller_id = self._send(pb.SubmitTasksRequest(tasks=[s for s, _ in batch]))
             except Exception as exc:
+                too_large = (
+                    isinstance(exc, ConnectError)
+                    and exc.code == Code.RESOURCE_EXHAUSTED
+                    and "max-request-bytes" in exc.message  # not the per-client cap
+                )
+                if too_large and len(batch) > 1:
+                    with self._cond:  # over the controller's request size: fewer at a time
+                        self._batch_bytes = max(1, self._batch_bytes // 4)
+                        self._unsent[:0] = batch
+                    self._sent()
+                    continue
                 self._sent()
                 error = refused(exc, "the tasks") if isinstance(exc, ConnectError) else exc
                 self._table.fail(futures, error)

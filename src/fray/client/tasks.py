@@ -15,7 +15,7 @@ The submitter (tasks accepted), the collector (tasks finished, restarts) and the
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from fray import errors
 from fray.client.futures import FrayFuture, settle, settle_value
@@ -32,6 +32,8 @@ class FutureTable:
         self._controller_id = ""
         self._cursor = 0  # in the controller's log of our finished tasks
         self._closed = False
+        # Called with (name, task_id, output) for a finished task that printed (log_to_driver).
+        self.on_output: Callable[[str, str, pb.TaskOutput], None] | None = None
 
     @property
     def closed(self) -> bool:
@@ -145,6 +147,8 @@ class FutureTable:
             future = self._futures.pop(task.task_id, None)
         if future is None or future.done():
             return
+        if self.on_output is not None and task.HasField("output"):
+            self.on_output(task.name, task.task_id, task.output)
         if task.state == pb.TASK_STATE_COMPLETED:
             settle_value(future, task.result, task.task_id)
         else:
@@ -153,6 +157,8 @@ class FutureTable:
     def finish_direct(self, future: FrayFuture, result: pb.TaskResult) -> None:
         """A task finished on the direct path, as its worker tells it."""
         self.forget(future.task_id)
+        if self.on_output is not None and result.HasField("output"):
+            self.on_output(future.name, future.task_id, result.output)
         if result.HasField("value"):
             settle_value(future, result.value, future.task_id)
         else:

@@ -20,9 +20,12 @@ Serving it:
 
 - ``convert``: records to and from protobuf messages;
 - ``long_poll``: the signals and wait loop behind the long-polling RPCs;
+- ``task_logs``: what tasks printed (GetTaskLogs), bounded, in memory only (not durable);
 - ``service``: ``ControllerService``, the ``fray.v1.FrayController`` Connect service over the
   state;
-- ``server``: ``ControllerServer``, which serves it with uvicorn (``fray controller``).
+- ``server``: ``ControllerServer``, which serves it with uvicorn (``fray controller``);
+- ``dashboard``: ``GET /`` (the dashboard page, ``dashboard.html``), its data
+  (``/api/dashboard``), ``/metrics`` and ``/healthz``; ``metrics``: what ``/metrics`` counts.
 
 Imports ``fray.wire`` only; nothing here imports the worker or the client.
 """

@@ -67,7 +67,7 @@ def task_to_pb(task: rec.TaskRecord, include_result: bool = False) -> pb.Task:
     )
 
 
-def worker_to_pb(worker: rec.WorkerRecord) -> pb.Worker:
+def worker_to_pb(worker: rec.WorkerRecord, busy_slots: int = 0) -> pb.Worker:
     return pb.Worker(
         worker_id=worker.worker_id,
         address=worker.address,
@@ -82,6 +82,7 @@ def worker_to_pb(worker: rec.WorkerRecord) -> pb.Worker:
         tasks_completed=worker.tasks_completed,
         tasks_failed=worker.tasks_failed,
         direct_running=worker.direct_running,
+        busy_slots=busy_slots,
     )
 
 

@@ -10,7 +10,8 @@ import uuid
 from collections.abc import Iterable
 
 from fray.controller.changes import Changes
-from fray.controller.records import NotFound
+from fray.controller.records import AlreadyExists, InvalidRequest, NotFound
+from fray.wire.limits import MAX_ID_LENGTH
 
 
 class ObjectStore:
@@ -20,8 +21,18 @@ class ObjectStore:
         self.by_id: dict[str, bytes] = {}
         self.changes = Changes() if changes is None else changes
 
-    def put(self, data: bytes) -> str:
-        object_id = uuid.uuid4().hex
+    def put(self, data: bytes, object_id: str = "") -> str:
+        """Store `data` under `object_id` (a new id when empty). The same id with the same
+        size again is a repeat of a put whose answer was lost: nothing changes."""
+        if object_id:
+            if len(object_id) > MAX_ID_LENGTH:
+                raise InvalidRequest(f"object_id longer than {MAX_ID_LENGTH} characters")
+            held = self.by_id.get(object_id)
+            if held is not None:
+                if len(held) == len(data):
+                    return object_id
+                raise AlreadyExists(f"object {object_id} already exists")
+        object_id = object_id or uuid.uuid4().hex
         self.by_id[object_id] = data
         self.changes.object(object_id)
         return object_id

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 
 
 class TaskState(enum.Enum):
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
+    PENDING = "PENDING"  # queued at the controller
+    ASSIGNED = "ASSIGNED"  # leased to a worker, waiting in its local queue for a slot
+    RUNNING = "RUNNING"  # a slot of its worker runs it
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
@@ -26,8 +27,14 @@ class TaskState(enum.Enum):
     def finished(self) -> bool:
         return self in _FINISHED
 
+    @property
+    def held(self) -> bool:
+        """Leased to a worker (ASSIGNED or RUNNING): the worker has it."""
+        return self in _HELD
+
 
 _FINISHED = frozenset({TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED})
+_HELD = frozenset({TaskState.ASSIGNED, TaskState.RUNNING})
 
 
 class ActorState(enum.Enum):
@@ -177,6 +184,8 @@ class WorkerRecord:
     actor_starts: list[str] = field(default_factory=list)  # to send with the next lease
     actor_stops: list[str] = field(default_factory=list)
     direct_running: int = 0  # direct tasks running or about to, as of its last heartbeat
+    instance: str = ""  # the worker process's RegisterWorker nonce (not saved: a repeat across
+    # a controller restart counts as a re-registration)
 
 
 # ---------------------------------------------------------------------- actors

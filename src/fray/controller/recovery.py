@@ -31,7 +31,6 @@ from fray.controller.records import (
     ErrorKind,
     TaskFailure,
     TaskRecord,
-    TaskState,
     WorkerRecord,
 )
 from fray.controller.task_lifecycle import TaskLifecycle
@@ -81,7 +80,7 @@ def restore(
     orphans: list[TaskRecord] = []
     for task in unfinished + finished:
         tasks.restore(task)
-        if task.state is TaskState.RUNNING:
+        if task.state.held:
             holder = workers.by_id.get(task.worker_id)
             if holder is None:
                 orphans.append(task)

@@ -4,7 +4,8 @@ Connect service (`service.ControllerService`), and serves them with uvicorn, in 
 clusters).
 
 It also decides how the state's request errors read on the wire (their Connect codes) and that
-a controller off loopback needs a token. With `state_path` the state is durable: loaded from
+a controller off loopback needs a token. Besides the RPCs it serves the dashboard (``GET /``),
+``/metrics`` and ``/healthz`` (`dashboard`). With `state_path` the state is durable: loaded from
 that SQLite file at start-up and journaled to it (`journal`); without (or with ``":memory:"``)
 it lives in memory only.
 """
@@ -18,6 +19,8 @@ import threading
 from connectrpc.code import Code
 from connectrpc.compat import google_protobuf_binary_codec
 
+from fray.common.net import DEFAULT_CONTROLLER_PORT
+from fray.controller.dashboard import ControllerRoutes
 from fray.controller.journal import Journal, JournalError
 from fray.controller.records import AlreadyExists, InvalidRequest, NotFound
 from fray.controller.service import ControllerService
@@ -29,7 +32,7 @@ from fray.wire.pb.controller_connect import FrayControllerASGIApplication
 
 __all__ = ["DEFAULT_PORT", "IN_MEMORY", "ControllerServer"]
 
-DEFAULT_PORT = 8265
+DEFAULT_PORT = DEFAULT_CONTROLLER_PORT
 IN_MEMORY = ":memory:"  # a `state_path` that means: no durable state
 
 # What each request error (`records.StateError`) is on the wire; other StateErrors are internal.
@@ -93,11 +96,13 @@ class ControllerServer:
         )
         self._server = serving.Server(
             edge.Edge(  # refuses bad and oversized requests before connectrpc reads them
-                self.app,
+                # GET / (dashboard), /api/dashboard, /metrics, /healthz; RPCs timed
+                ControllerRoutes(self.app, self.service, self.service.metrics, token, self._health),
                 server="controller",
                 max_request_bytes=max_request_bytes,
                 limit_flag="fray controller --max-request-bytes",
                 requests=edge.request_types([pb.DESCRIPTOR.services_by_name["FrayController"]]),
+                token=token,
             ),
             host,
             port,
@@ -117,6 +122,12 @@ class ControllerServer:
         could not be saved (`failed` is then set)."""
         self._foreground = threading.current_thread() is threading.main_thread()
         self._server.run()
+
+    def _health(self) -> str:
+        """GET /healthz's status: "ok", "stopping" or "failed" (the state could not be saved)."""
+        if self.failed is not None:
+            return "failed"
+        return "stopping" if self.service.closing else "ok"
 
     def _journal_failed(self, exc: BaseException) -> None:
         """The journal could not write: refuse every call and, in the foreground (`fray

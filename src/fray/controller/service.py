@@ -28,6 +28,7 @@ from connectrpc.request import RequestContext
 from fray.controller import convert, long_poll
 from fray.controller.journal import Journal
 from fray.controller.long_poll import Signal
+from fray.controller.metrics import ControllerMetrics
 from fray.controller.records import (
     ActorRecord,
     ActorState,
@@ -37,6 +38,7 @@ from fray.controller.records import (
     TaskSpec,
 )
 from fray.controller.state import ControllerState
+from fray.controller.task_logs import TaskLogs
 from fray.wire.limits import DEFAULT_MAX_QUEUED_TASKS_PER_CLIENT
 from fray.wire.pb import controller_pb2 as pb
 from fray.wire.pb.controller_connect import FrayController
@@ -75,6 +77,9 @@ class ControllerService(FrayController):
         self._work = Signal()
         self._finished = Signal()
         self._actors = Signal()  # for GetActor waits
+        # Counted around the RPCs that may finish tasks: `unfinished` before, `settle` after.
+        self.metrics = ControllerMetrics(state)
+        self.task_logs = TaskLogs()  # what tasks printed: in memory only, not journaled
 
     async def lifespan(self) -> AsyncGenerator[ControllerService]:
         """Runs the worker reaper for as long as the server runs."""
@@ -106,7 +111,9 @@ class ControllerService(FrayController):
             except Exception:
                 logger.exception("expiring finished logs failed")
             try:
+                watched = self.metrics.unfinished_on_workers()
                 expired = self.state.expire_workers()
+                self.metrics.settle(watched)
             except Exception:  # keep reaping: a dead reaper would hang every lost task
                 logger.exception("reaping workers failed")
                 self._mutated()  # whatever it requeued before failing
@@ -157,7 +164,12 @@ class ControllerService(FrayController):
         self._check_open()
         specs = [convert.task_spec_from_pb(t) for t in request.tasks]
         self._check_queue_room(specs)
-        ids = self.state.submit(specs)
+        try:
+            ids = self.state.submit(specs)
+        except StateError:  # e.g. already_exists for a repeat: answered once the first is saved
+            await self._durable()
+            raise
+        self.metrics.submitted(len(ids))
         self._mutated(finished=False)
         await self._durable()
         return pb.SubmitTasksResponse(task_ids=ids, controller_id=self.controller_id)
@@ -224,17 +236,42 @@ class ControllerService(FrayController):
         tasks, next_cursor, dropped = self.state.read_finished(owner, cursor, limit)
         await self._durable()  # the entries, their results and the acknowledgement are saved
         return pb.WatchFinishedResponse(
-            finished=[convert.task_to_pb(t, include_result=True) for t in tasks],
+            finished=self.task_logs.fill(
+                [convert.task_to_pb(t, include_result=True) for t in tasks]
+            ),
             next_cursor=next_cursor,
             controller_id=self.controller_id,
             dropped=dropped,
         )
 
+    async def get_task_logs(
+        self, request: pb.GetTaskLogsRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.GetTaskLogsResponse:
+        """A task's output; with wait_ms, once it has finished (or at the deadline). A task not
+        known (yet: a direct task is reported after it ends) is waited for, then not_found."""
+        task_id = request.task_id
+
+        def finished() -> bool | None:
+            if self.task_logs.get(task_id) is not None:
+                return True
+            if task_id not in self.state.tasks:
+                return None
+            return True if self.state.get_task(task_id).state.finished else None
+
+        done = finished()
+        if not done and request.wait_ms:
+            done = await self._poll(request.wait_ms, ctx, finished, self._finished)
+        if not done and self.task_logs.get(task_id) is None:
+            self.state.get_task(task_id)  # not_found for a task the controller does not know
+        return pb.GetTaskLogsResponse(finished=bool(done), output=self.task_logs.get(task_id))
+
     async def cancel_tasks(
         self, request: pb.CancelTasksRequest, ctx: RequestContext[Any, Any]
     ) -> pb.CancelTasksResponse:
         self._check_open()
+        watched = self.metrics.unfinished(request.task_ids)
         tasks = self.state.cancel(request.task_ids)
+        self.metrics.settle(watched)
         self._mutated()
         await self._durable()
         return pb.CancelTasksResponse(tasks=[convert.task_to_pb(t) for t in tasks])
@@ -255,8 +292,10 @@ class ControllerService(FrayController):
     ) -> pb.PutObjectResponse:
         self._check_open()
         data = request.data  # each access to a bytes field copies it: once only
-        object_id = self.state.put_object(data)
-        await self._durable()
+        try:
+            object_id = self.state.put_object(data, request.object_id)
+        finally:
+            await self._durable()  # a repeat is answered once the first put is saved
         return pb.PutObjectResponse(object_id=object_id, size_bytes=len(data))
 
     async def get_object(
@@ -287,6 +326,7 @@ class ControllerService(FrayController):
             cpus=request.resources.cpus,
             memory_bytes=request.resources.memory_bytes,
             labels=dict(request.resources.labels),
+            instance=request.instance,
         )
         self._mutated()
         await self._durable()
@@ -315,7 +355,9 @@ class ControllerService(FrayController):
     async def unregister_worker(
         self, request: pb.UnregisterWorkerRequest, ctx: RequestContext[Any, Any]
     ) -> pb.UnregisterWorkerResponse:
+        watched = self.metrics.unfinished_on_workers([request.worker_id])
         requeued = self.state.unregister_worker(request.worker_id)
+        self.metrics.settle(watched)
         self._mutated()
         await self._durable()
         logger.info("worker %s unregistered; requeued %d tasks", request.worker_id, len(requeued))
@@ -342,7 +384,12 @@ class ControllerService(FrayController):
 
         def check() -> pb.LeaseTasksResponse | None:
             nonlocal held
-            leased, cancels = self.state.lease(request.worker_id, held, prefetch)
+            watched = self.metrics.unfinished_on_workers([request.worker_id]) if held else []
+            leased, cancels = self.state.lease(
+                request.worker_id, held, prefetch, request.reports_started
+            )
+            self.metrics.settle(watched)
+            self.metrics.leased(leased)
             held = None  # reconciled once per call
             starts, stops = self.state.take_actor_orders(request.worker_id)
             freed = self.state.missing_objects(cached)  # the worker drops its copies
@@ -367,8 +414,18 @@ class ControllerService(FrayController):
     ) -> pb.ReportResultsResponse:
         outcomes = [convert.outcome_from_pb(r) for r in request.results]
         direct = [convert.direct_from_pb(t) for t in request.direct_tasks]
+        self.task_logs.add_reported(request)
+        watched = self.metrics.unfinished(o.task_id for o in outcomes)
+        known = self.metrics.finished_ids(t.task_id for t in request.direct_tasks)
         self.state.record_direct(request.worker_id, direct)  # kept even from a forgotten worker
+        if request.started:  # before the results: a task may have started and finished since
+            self.state.started(
+                request.worker_id,
+                ((s.task_id, s.attempt, s.running_for_ms / 1000) for s in request.started),
+            )
         accepted = self.state.report(request.worker_id, outcomes)
+        self.metrics.settle(watched)
+        self.metrics.settle_new((t.task_id for t in request.direct_tasks), known)
         self._mutated()
         await self._durable()
         return pb.ReportResultsResponse(accepted=accepted)
@@ -403,9 +460,11 @@ class ControllerService(FrayController):
     ) -> pb.CreateActorResponse:
         self._check_open()
         spec = convert.actor_spec_from_pb(request.actor)
-        actor, existed = self.state.create_actor(spec, request.get_if_exists)
-        self._mutated(finished=False)
-        await self._durable()
+        try:
+            actor, existed = self.state.create_actor(spec, request.get_if_exists)
+        finally:
+            self._mutated(finished=False)
+            await self._durable()  # also before an already_exists: the name's owner is saved
         return pb.CreateActorResponse(actor=self._actor_pb(actor), existed=existed)
 
     async def get_actor(
@@ -446,7 +505,10 @@ class ControllerService(FrayController):
         self, request: pb.ListWorkersRequest, ctx: RequestContext[Any, Any]
     ) -> pb.ListWorkersResponse:
         return pb.ListWorkersResponse(
-            workers=[convert.worker_to_pb(w) for w in self.state.workers.values()]
+            workers=[
+                convert.worker_to_pb(w, self.state.worker_busy_slots(w))
+                for w in self.state.workers.values()
+            ]
         )
 
     async def get_cluster_summary(
@@ -462,4 +524,5 @@ class ControllerService(FrayController):
             objects=len(s.objects),
             object_bytes=sum(len(b) for b in s.objects.values()),
             controller_id=self.controller_id,
+            active_clients=s.active_clients(),
         )

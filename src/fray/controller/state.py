@@ -148,8 +148,15 @@ class ControllerState:
     def actors(self) -> Mapping[str, ActorRecord]:
         return self._actors.by_id
 
+    def worker_busy_slots(self, worker: WorkerRecord) -> int:
+        """The worker's slots running a task now (its RUNNING tasks and direct ones)."""
+        tasks = self._tasks.by_id
+        return self._workers.busy(worker, lambda t: tasks[t].state is TaskState.RUNNING)
+
     def busy_slots(self) -> int:
-        return self._workers.busy_slots()
+        """Slots running a task now, over all workers (tasks ASSIGNED to a worker and waiting
+        in its local queue do not count)."""
+        return sum(self.worker_busy_slots(w) for w in self._workers.by_id.values())
 
     # ------------------------------------------------------------------ clients
 
@@ -187,6 +194,10 @@ class ControllerState:
         """The cursor after the owner's last finished task."""
         return self._finished_logs.count(owner)
 
+    def active_clients(self) -> int:
+        """Clients (jobs) with unfinished queued tasks."""
+        return len(self._tasks.unfinished_by_owner)
+
     def unfinished_count(self, owner: str) -> int:
         """How many of the owner's queued tasks have not finished (PENDING or RUNNING)."""
         return self._tasks.unfinished_by_owner.get(owner, 0)
@@ -214,8 +225,8 @@ class ControllerState:
 
     # ------------------------------------------------------------------ objects
 
-    def put_object(self, data: bytes) -> str:
-        return self._objects.put(data)
+    def put_object(self, data: bytes, object_id: str = "") -> str:
+        return self._objects.put(data, object_id)
 
     def get_object(self, object_id: str) -> bytes:
         return self._objects.get(object_id)
@@ -235,8 +246,13 @@ class ControllerState:
         cpus: float = 0.0,
         memory_bytes: int = 0,
         labels: dict[str, str] | None = None,
+        instance: str = "",
     ) -> WorkerRecord:
-        """Add a worker. Re-registering an id replaces it; tasks it held are treated as lost."""
+        """Add a worker. Re-registering an id replaces it; tasks it held are treated as lost,
+        unless it is the same process again (`instance`): a retry whose answer was lost."""
+        known = self._workers.by_id.get(worker_id)
+        if known is not None and instance and known.instance == instance:
+            return self._workers.alive(worker_id)
         worker = self._workers.new_record(
             worker_id=worker_id,
             address=address,
@@ -246,6 +262,7 @@ class ControllerState:
             memory_bytes=memory_bytes,
             labels=labels,
         )
+        worker.instance = instance
         if worker_id in self._workers.by_id:
             self._drop_worker(self._workers.by_id[worker_id], "re-registered")
         self._workers.add(worker)
@@ -262,11 +279,21 @@ class ControllerState:
         return self._workers.heartbeat(worker_id, draining, direct_running)
 
     def lease(
-        self, worker_id: str, held: Iterable[str] | None = None, prefetch: int | None = None
+        self,
+        worker_id: str,
+        held: Iterable[str] | None = None,
+        prefetch: int | None = None,
+        reports_started: bool = False,
     ) -> tuple[list[TaskRecord], list[str]]:
         """Hand a worker the tasks it has room for, and its pending cancellations; requeue the
         tasks it should hold but does not list in `held` (see `TaskLifecycle.lease`)."""
-        return self._task_rules.lease(worker_id, held, prefetch)
+        return self._task_rules.lease(worker_id, held, prefetch, reports_started)
+
+    def started(self, worker_id: str, starts: Iterable[tuple[str, int, float]]) -> int:
+        """The worker's slots started these ASSIGNED tasks (id, attempt, seconds running):
+        they are RUNNING (see `TaskLifecycle.started`)."""
+        self._workers.alive(worker_id)
+        return self._task_rules.started(worker_id, starts)
 
     def report(self, worker_id: str, outcomes: Iterable[TaskOutcome]) -> int:
         """Apply a worker's results; returns how many applied (stale reports are ignored)."""

@@ -109,7 +109,7 @@ class TaskLifecycle:
                 task.cancel_requested = True
                 task.error = cancelled_failure()
                 self._move(task, TaskState.CANCELLED)
-            elif task.state is TaskState.RUNNING and not task.cancel_requested:
+            elif task.state.held and not task.cancel_requested:
                 task.cancel_requested = True
                 self._tasks.changes.task(task.task_id)
                 self._workers.by_id[task.worker_id].pending_cancels.add(task.task_id)
@@ -118,7 +118,11 @@ class TaskLifecycle:
     # ---------------------------------------------------------------- workers
 
     def lease(
-        self, worker_id: str, held: Iterable[str] | None = None, prefetch: int | None = None
+        self,
+        worker_id: str,
+        held: Iterable[str] | None = None,
+        prefetch: int | None = None,
+        reports_started: bool = False,
     ) -> tuple[list[TaskRecord], list[str]]:
         """Hand a worker the tasks it has room for; also returns its pending cancellations.
 
@@ -127,6 +131,9 @@ class TaskLifecycle:
         the queue. A worker holds at most `slots + prefetch` tasks (`prefetch`: what it asks for
         now, capped by what it registered), and beyond its free slots gets no more than its fair
         share of the queue, so that long tasks spread over the workers.
+
+        Leased tasks are ASSIGNED until the worker reports that a slot started them (`started`);
+        for a worker that does not report starts (`reports_started` false), RUNNING at once.
         """
         cancels = self._workers.heartbeat(worker_id)
         worker = self._workers.by_id[worker_id]
@@ -144,12 +151,34 @@ class TaskLifecycle:
         grant = min(room, max(free_slots, fair_share))
         leased: list[TaskRecord] = []
         while len(leased) < grant and (task := self._tasks.next_pending()) is not None:
-            self._move(task, TaskState.RUNNING)
+            self._move(task, TaskState.ASSIGNED)
             task.attempts += 1
             task.worker_id = worker_id
             worker.task_ids[task.task_id] = None
+            if not reports_started:
+                self._move(task, TaskState.RUNNING)
             leased.append(task)
         return leased, cancels
+
+    def started(self, worker_id: str, starts: Iterable[tuple[str, int, float]]) -> int:
+        """A worker's slots started these leased tasks: (task id, attempt, seconds it has been
+        running). ASSIGNED -> RUNNING, `started_at` back-dated by the seconds; stale reports are
+        ignored. Returns how many applied."""
+        applied = 0
+        now = self._clock()
+        for task_id, attempt, running_for in starts:
+            task = self._tasks.by_id.get(task_id)
+            if (
+                task is None
+                or task.state is not TaskState.ASSIGNED
+                or task.worker_id != worker_id
+                or task.attempts != attempt
+            ):
+                continue
+            self._move(task, TaskState.RUNNING)
+            task.started_at = now - max(0.0, running_for)
+            applied += 1
+        return applied
 
     def report(self, worker_id: str, outcomes: Iterable[TaskOutcome]) -> int:
         """Apply a worker's results; returns how many applied (stale reports are ignored)."""
@@ -159,7 +188,7 @@ class TaskLifecycle:
             task = self._tasks.by_id.get(outcome.task_id)
             if (
                 task is None
-                or task.state is not TaskState.RUNNING
+                or not task.state.held
                 or task.worker_id != worker_id
                 or task.attempts != outcome.attempt
             ):

@@ -8,11 +8,19 @@ Every move marks the task or actor changed (`changes`), for the journal to save.
 
 Tasks::
 
-    PENDING --lease--> RUNNING --value--> COMPLETED
-       |                 |--error with retries left, worker lost within budget,
-       |                 |  handed back--> PENDING
-       |                 |--error, no retries left / worker lost too often--> FAILED
+    PENDING --lease--> ASSIGNED --a slot started it--> RUNNING --value--> COMPLETED
+       |                  |                               |
+       |                  +-------------------------------+ (both "held" by their worker)
+       |                  |--error with retries left, worker lost within budget,
+       |                  |  handed back--> PENDING
+       |                  |--error, no retries left / worker lost too often--> FAILED
+       |                  |--value (its start report lost or not sent)--> COMPLETED
        +--cancel--> CANCELLED <--cancel reported, or holder lost after cancel--+
+
+RUNNING means running: a leased task waits in its worker's local queue (ASSIGNED) until the
+worker reports that a slot started it (`ReportResults.started`); `started_at` is then the moment
+the slot started it. A worker that does not report starts (`LeaseTasks.reports_started` false,
+e.g. a curl user) has its leased tasks moved to RUNNING at the lease.
 
 Actors::
 
@@ -34,8 +42,12 @@ from fray.controller.tasks import TaskTable
 from fray.controller.workers import WorkerRegistry
 
 # The only legal moves; anything else is a bug in the controller.
+_OFF_WORKER = frozenset(
+    {TaskState.PENDING, TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED}
+)
 TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
-    TaskState.PENDING: frozenset({TaskState.RUNNING, TaskState.CANCELLED}),
+    TaskState.PENDING: frozenset({TaskState.ASSIGNED, TaskState.CANCELLED}),
+    TaskState.ASSIGNED: _OFF_WORKER | {TaskState.RUNNING},
     TaskState.RUNNING: frozenset(
         {TaskState.PENDING, TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED}
     ),
@@ -76,13 +88,15 @@ class Transitions:
             raise AssertionError(f"illegal move of task {task.task_id}: {task.state} -> {to}")
         self._tasks.recount(task.state, to)
         self._changes.task(task.task_id)
-        if task.state is TaskState.RUNNING:  # off its worker (and any cancel it was to carry out)
+        if task.state.held and not to.held:  # off its worker (and any cancel it was to do)
             self._workers.release_task(task.worker_id, task.task_id)
         task.state = to
         now = self._clock()
         if to is TaskState.PENDING:
             task.worker_id, task.started_at = "", None
             self._tasks.requeue_front(task.task_id)  # older than anything queued after it
+        elif to is TaskState.ASSIGNED:
+            task.started_at = None
         elif to is TaskState.RUNNING:
             task.started_at = now
         else:  # finished: its owner reads it from its log; the oldest finished are forgotten

@@ -83,17 +83,17 @@ class WorkerRegistry:
     def heartbeat(
         self, worker_id: str, draining: bool = False, direct_running: int | None = None
     ) -> list[str]:
-        """Note the worker is alive; returns (and clears) the cancellations it must carry out.
-        A draining worker (shutting down) stays draining."""
+        """Note the worker is alive; returns the cancellations it must carry out. They are
+        sent again with every answer until the task leaves the worker (its end is reported), so
+        a lost answer loses none (a worker ignores a cancel for a task it no longer runs). A
+        draining worker (shutting down) stays draining."""
         worker = self.alive(worker_id)
         if draining and not worker.draining:
             worker.draining = True
             self.changes.worker(worker_id)
         if direct_running is not None:
             worker.direct_running = max(0, direct_running)
-        cancels = sorted(worker.pending_cancels)
-        worker.pending_cancels.clear()
-        return cancels
+        return sorted(worker.pending_cancels)
 
     def alive(self, worker_id: str) -> WorkerRecord:
         """The worker, noted alive now (any call from it counts as a heartbeat)."""
@@ -105,8 +105,12 @@ class WorkerRegistry:
         """The workers not heard from since `cutoff`."""
         return [w for w in self.by_id.values() if w.last_heartbeat < cutoff]
 
-    def busy_slots(self) -> int:
-        return sum(min(len(w.task_ids) + w.direct_running, w.slots) for w in self.by_id.values())
+    @staticmethod
+    def busy(worker: WorkerRecord, running: Callable[[str], bool]) -> int:
+        """Its slots running a task now: its leased tasks `running` says a slot started, plus
+        its direct tasks, at most its slots."""
+        started = sum(1 for task_id in worker.task_ids if running(task_id))
+        return min(started + worker.direct_running, worker.slots)
 
     # ---------------------------------------------------------------- called by Transitions
 

@@ -6,10 +6,12 @@
     futures = [ctx.run(pow, i, 2) for i in range(10)]
     print(ctx.get(futures))
 
-See :class:`JobContext` (:mod:`fray.job.context`) for the operations and
-:func:`create_job_ctx` (:mod:`fray.job.factory`) for the backends. Importing this package
-imports neither Ray nor the RPC client (``fray.client``); ``RayContext`` is loaded on first
-access.
+See :class:`JobContext` (:mod:`fray.job.context`) for the operations (the same on every
+backend: ``options``, ``close`` and ``with ctx:`` included; :mod:`fray.job.options` for the
+local backends' options), :func:`create_job_ctx` (:mod:`fray.job.factory`) for the backends and
+:func:`progress` (:mod:`fray.job.progress`) for a progress bar over many futures.
+Importing this package imports neither Ray nor the RPC client (``fray.client``);
+``RayContext`` is loaded on first access.
 """
 
 from typing import Any
@@ -22,6 +24,7 @@ from fray.job.factory import (
     set_default_job_ctx,
 )
 from fray.job.local import LocalRef, SyncContext, ThreadPoolContext
+from fray.job.progress import progress
 
 __all__ = [
     "JobContext",
@@ -32,6 +35,7 @@ __all__ = [
     "create_job_ctx",
     "default_job_ctx",
     "get_default_job_ctx",
+    "progress",
     "set_default_job_ctx",
 ]
 

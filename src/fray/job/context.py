@@ -106,6 +106,27 @@ class JobContext(Protocol):
         """
         ...
 
+    def options(
+        self, *, timeout: float | None = None, max_retries: int = 0, name: str | None = None
+    ) -> Any:
+        """Settings for one task: ``ctx.options(timeout=5, max_retries=1).run(fn, x)``.
+
+        ``timeout``: seconds of execution, after which the task's future fails (fray and Ray
+        stop the task; a thread cannot be stopped, see :mod:`fray.job.options`);
+        ``max_retries``: how often a task whose function raises is run again; ``name``: a
+        label. ValueError for ``timeout <= 0`` or ``max_retries < 0``.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the context (threads, connections; fray also cancels its unfinished
+        tasks). ``with ctx:`` calls it at the end of the block."""
+        ...
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
 
 def validate_actor_args(name: str | None, get_if_exists: bool, lifetime: str) -> None:
     """Check the reserved ``create_actor`` arguments the same way for every backend."""

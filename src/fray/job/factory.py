@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextvars import ContextVar, Token
 from typing import Any
 
+from fray.common.net import CONTROLLER_ADDRESS_ENV, DEFAULT_CONTROLLER_ADDRESS
 from fray.job.context import JobContext
 from fray.job.local import SyncContext, ThreadPoolContext
 
@@ -45,14 +46,20 @@ def create_job_ctx(
 ) -> JobContext:
     """Create a job context of the given type.
 
-    ``context_type`` is one of :data:`CONTEXT_TYPES`; ``"auto"`` picks Ray when Ray is
-    already imported and initialised in this process, else a thread pool. ``max_workers``
-    sizes the thread pool. ``controller_address`` is required by ``"fray"``. The remaining
-    keyword options go to ``RayContext`` (task options such as ``num_cpus``) or to
-    ``FrayContext``; the local backends reject them, except under ``"auto"``.
+    ``context_type`` is one of :data:`CONTEXT_TYPES`; ``"auto"`` picks fray when
+    ``$FRAY_CONTROLLER_ADDRESS`` is set (or ``controller_address`` is given), else Ray when Ray
+    is already imported and initialised in this process, else a thread pool. ``max_workers``
+    sizes the thread pool. ``"fray"`` connects to ``controller_address``, by default
+    ``$FRAY_CONTROLLER_ADDRESS`` (as ``ray.init()`` reads ``RAY_ADDRESS``), else
+    ``http://127.0.0.1:7625``; it fails within a few seconds when no fray controller answers
+    there. The remaining keyword options go to ``RayContext`` (task options such as
+    ``num_cpus``) or to ``FrayContext``; the local backends reject them, except under
+    ``"auto"``.
     """
     if context_type == "auto":
-        if _ray_is_initialized():
+        if controller_address or os.environ.get(CONTROLLER_ADDRESS_ENV):
+            context_type = "fray"
+        elif _ray_is_initialized():
             context_type = "ray"
         else:
             ray_options = {}
@@ -63,15 +70,22 @@ def create_job_ctx(
             raise ValueError(f"{context_type!r} takes no options, got {sorted(ray_options)}")
         return SyncContext() if context_type == "sync" else ThreadPoolContext(max_workers)
     if context_type == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ImportError("context type 'ray' needs Ray: pip install 'fray[ray]'") from None
         from fray.job.ray_ctx import RayContext
 
         return RayContext(ray_options=ray_options)
     if context_type == "fray":
-        if not controller_address:
-            raise ValueError("context type 'fray' needs a controller_address (host:port or URL)")
+        address = (
+            controller_address
+            or os.environ.get(CONTROLLER_ADDRESS_ENV)
+            or DEFAULT_CONTROLLER_ADDRESS
+        )
         from fray.client.context import FrayContext
 
-        ctx: JobContext = FrayContext(controller_address, **ray_options)
+        ctx: JobContext = FrayContext(address, **ray_options)
         return ctx
     raise ValueError(
         f"unknown context type {context_type!r}; expected one of {', '.join(CONTEXT_TYPES)}"
@@ -85,7 +99,7 @@ _fallbacks: dict[str, JobContext] = {}
 
 def _fallback_ctx() -> JobContext:
     """The process-wide context used when no default is set, cached per backend."""
-    address = os.environ.get("FRAY_CONTROLLER_ADDRESS")
+    address = os.environ.get(CONTROLLER_ADDRESS_ENV)
     if address:  # code running on a fray worker: work goes to the same controller
         from fray.client.context import context_for
 

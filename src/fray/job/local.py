@@ -18,6 +18,7 @@ from typing import Any, ParamSpec, TypeVar
 from fray.common.deadlines import deadline_after, time_left
 from fray.errors import ActorCreationError
 from fray.job.context import ActorLifetime, validate_actor_args, validate_wait_args
+from fray.job.options import LocalTaskOptions, check_options
 
 __all__ = ["LocalActorHandle", "LocalRef", "SyncContext", "ThreadPoolContext"]
 
@@ -157,6 +158,20 @@ class _LocalContext:
 
     def _actor_executor(self, cls: type) -> Executor:
         raise NotImplementedError
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        raise NotImplementedError
+
+    def options(
+        self, *, timeout: float | None = None, max_retries: int = 0, name: str | None = None
+    ) -> LocalTaskOptions:
+        """Settings for the next ``run``, as on fray (see :mod:`fray.job.options`)."""
+        check_options(timeout, max_retries)
+        return LocalTaskOptions(self.run, timeout, max_retries, name)
+
+    def close(self) -> None:
+        """Release the context (``shutdown()``); also what ``with ctx:`` does at the end."""
+        self.shutdown()
 
     def put(self, obj: Any) -> LocalRef:
         """Wrap ``obj`` in a :class:`LocalRef` (no copy is made)."""

@@ -20,6 +20,7 @@ from fray.common.deadlines import deadline_after, time_left
 from fray.common.remote_errors import with_remote_traceback
 from fray.errors import ActorCreationError
 from fray.job.context import ActorLifetime, validate_actor_args, validate_wait_args
+from fray.job.options import check_options
 
 __all__ = ["RayContext"]
 
@@ -169,5 +170,59 @@ class RayContext:
             options["label_selector"] = selector
         return ray.remote(actor_class).options(**options).remote(*args, **kwargs)
 
+    def options(
+        self, *, timeout: float | None = None, max_retries: int = 0, name: str | None = None
+    ) -> RayTaskOptions:
+        """Settings for the next ``run``, as on fray: ``max_retries`` becomes Ray's
+        ``max_retries`` with ``retry_exceptions=True`` (a raising function is run again);
+        ``name`` Ray's task name; ``timeout`` (seconds) cancels the task with
+        ``ray.cancel(force=True)`` when it has not finished by then (its ``get`` then raises
+        Ray's ``TaskCancelledError``)."""
+        check_options(timeout, max_retries)
+        return RayTaskOptions(self, timeout, max_retries, name)
+
+    def close(self) -> None:
+        """Nothing to release (this process stays connected to Ray; ``ray.shutdown()`` ends
+        that); present so that every backend closes alike, and for ``with ctx:``."""
+
+    def __enter__(self) -> RayContext:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def __repr__(self) -> str:
         return f"RayContext(ray_options={self.ray_options!r}, actor_options={self.actor_options!r})"
+
+
+class RayTaskOptions:
+    """What ``RayContext.options`` returns: ``run`` submits one task with those settings."""
+
+    def __init__(
+        self, ctx: RayContext, timeout: float | None, max_retries: int, name: str | None
+    ) -> None:
+        self._ctx, self.timeout, self.max_retries, self.name = ctx, timeout, max_retries, name
+
+    def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ray.ObjectRef:
+        options: dict[str, Any] = {
+            **self._ctx.ray_options,
+            "max_retries": self.max_retries,
+            "retry_exceptions": self.max_retries > 0,
+        }
+        if self.name:
+            options["name"] = self.name
+        if inspect.isfunction(fn):
+            ref = ray.remote(fn).options(**options).remote(*args, **kwargs)
+        else:
+            ref = ray.remote(_make_invoker()).options(**options).remote(fn, *args, **kwargs)
+        if self.timeout is not None:
+            timer = threading.Timer(self.timeout, _cancel_unless_done, (ref,))
+            timer.daemon = True
+            timer.start()
+        return ref
+
+
+def _cancel_unless_done(ref: ray.ObjectRef) -> None:
+    ready, _ = ray.wait([ref], timeout=0)
+    if not ready:
+        ray.cancel(ref, force=True)

@@ -15,6 +15,7 @@ from fray.errors import ControllerUnavailableError
 from fray.wire import auth, tls
 from fray.wire.limits import CONTROLLER_CALL_MARGIN_MS, MAX_MESSAGE_BYTES
 from fray.wire.pb.controller_connect import FrayControllerClientSync
+from fray.wire.probe import check_address
 
 logger = logging.getLogger(__name__)
 
@@ -26,12 +27,8 @@ _FIRST_DELAY = 0.05
 
 
 def normalize_address(address: str) -> str:
-    address = address.strip().rstrip("/")
-    if not address:
-        raise ValueError("controller address is empty")
-    if "://" not in address:
-        address = "http://" + address
-    return address
+    """ "host:port" or an http(s) URL, as a URL; ValueError saying why for a malformed one."""
+    return check_address(address)
 
 
 class ControllerClient:
@@ -75,11 +72,13 @@ class ControllerClient:
         wait_ms: int = 0,
         retry_timeout: float | None = None,
         quiet: bool = False,
+        call_timeout: float | None = None,
     ) -> _RES:
         """`method(request)` (a bound method of `self.rpc`), retrying while unreachable.
 
         `wait_ms` is the server-side wait of a long poll: the call's own timeout grows by it.
-        `quiet` skips the warning logged when the controller is unavailable.
+        `quiet` skips the warning logged when the controller is unavailable. `call_timeout`
+        (seconds) bounds each try instead of the client's own call timeout.
         """
         budget = self.retry_timeout if retry_timeout is None else retry_timeout
         deadline = time.monotonic() + budget
@@ -87,6 +86,8 @@ class ControllerClient:
         kwargs: dict[str, Any] = {"headers": self._headers}
         if wait_ms:
             kwargs["timeout_ms"] = wait_ms + CONTROLLER_CALL_MARGIN_MS
+        elif call_timeout is not None:
+            kwargs["timeout_ms"] = max(1, int(call_timeout * 1000))
         while True:
             try:
                 return method(request, **kwargs)

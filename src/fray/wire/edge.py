@@ -11,8 +11,8 @@ mapping, `fray.wire.serving`); `Edge` answers the rest first:
   a traceback);
 - gzip bodies (connectrpc clients send them by default) are decompressed here, up to the size
   limit, and handed on uncompressed, so that the limits below hold for what a small compressed
-  body expands to; other encodings, and compressed GET messages (``compression=``), are refused
-  (415);
+  body expands to; other encodings are refused (415); a GET message may be gzip (connectrpc
+  clients compress them by default; the URL bounds its size);
 - request headers or a URL query that are not UTF-8: 400 (connectrpc answered 500);
 - a body larger than the server's limit (``--max-request-bytes``), told by its Content-Length
   before it is read or counted while it is read: 429 `resource_exhausted`, naming the limit;
@@ -39,6 +39,7 @@ from urllib.parse import parse_qs
 from connectrpc.code import Code
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, ServiceDescriptor
 
+from fray.wire.auth import TokenCheck
 from fray.wire.limits import MAX_REQUEST_ELEMENTS
 from fray.wire.serving import send_error
 
@@ -95,6 +96,7 @@ class Edge:
         max_request_bytes: int,
         limit_flag: str,
         requests: Mapping[str, Descriptor],
+        token: str | None = None,
     ) -> None:
         if max_request_bytes < 1:
             raise ValueError("max_request_bytes must be >= 1")
@@ -103,6 +105,7 @@ class Edge:
         self.max_request_bytes = max_request_bytes
         self._limit_flag = limit_flag
         self._requests = dict(requests)
+        self._token = TokenCheck(token)
 
     async def __call__(
         self, scope: MutableMapping[str, Any], receive: _Receive, send: _Send
@@ -142,6 +145,10 @@ class Edge:
             except UnicodeDecodeError:
                 raise Refusal(Code.INVALID_ARGUMENT, "request headers must be UTF-8") from None
             headers[name] = value
+        # The token before anything is read or decompressed: without it, a request costs
+        # nothing but its headers (RPC paths only; /healthz and pages answer for themselves).
+        if scope["path"].startswith("/fray.") and not self._token.accepts_raw(headers):
+            raise Refusal(Code.UNAUTHENTICATED, "missing or wrong bearer token")
         content_type = headers.get(b"content-type", b"").partition(b";")[0].strip().lower()
         if content_type.startswith(_GRPC):
             raise Refusal(
@@ -182,8 +189,8 @@ class Edge:
         except UnicodeDecodeError:
             raise Refusal(Code.INVALID_ARGUMENT, "the URL query must be UTF-8") from None
         compression = parse_qs(text).get("compression", [""])[0]
-        if compression.encode().lower() not in _IDENTITY:
-            raise _compressed()
+        if compression.encode().lower() not in (*_IDENTITY, b"gzip"):
+            raise _compressed()  # gzip (connectrpc clients' default) is decompressed by connectrpc
 
     async def _read(self, receive: _Receive) -> bytes:
         """The whole body, refused as soon as it grows past the limit."""
@@ -277,7 +284,7 @@ def _compressed() -> Refusal:
     return Refusal(
         Code.UNIMPLEMENTED,
         "unsupported compression: POST bodies may be gzip or uncompressed (Content-Encoding "
-        "gzip or identity); GET messages uncompressed",
+        "gzip or identity); GET messages gzip or uncompressed",
         status=415,
         headers=((b"accept-encoding", b"gzip, identity"),),
     )

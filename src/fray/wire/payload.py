@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 import types
 import weakref
+from collections import ChainMap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
+import cloudpickle.cloudpickle as _cloudpickle_impl
 
 from fray import errors
 from fray.common import remote_errors
@@ -30,10 +33,34 @@ class ObjectRef:
     size_bytes: int = 0
 
 
+def _code_reduce(code: types.CodeType) -> tuple[Any, tuple[Any, ...]]:
+    """cloudpickle's reduction of a code object, with its real file name in place of the
+    "<dynamic-code>" cloudpickle (>= 3) writes: remote tracebacks of functions and classes
+    defined in `__main__` (pickled by value) then name the user's file (line numbers are kept
+    by cloudpickle either way)."""
+    constructor, args = _cloudpickle_impl._code_reduce(code)
+    return constructor, tuple(
+        code.co_filename if isinstance(a, str) and a == "<dynamic-code>" else a for a in args
+    )
+
+
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle's pickler, keeping code objects' file names (`_code_reduce`)."""
+
+    dispatch_table = ChainMap({types.CodeType: _code_reduce}, cloudpickle.Pickler.dispatch_table)
+
+
+def cloudpickle_dumps(obj: Any) -> bytes:
+    """`cloudpickle.dumps(obj, protocol=PROTOCOL)`, keeping code objects' file names."""
+    with io.BytesIO() as file:
+        _Pickler(file, protocol=PROTOCOL).dump(obj)
+        return file.getvalue()
+
+
 def dumps(obj: Any, what: str) -> bytes:
     """cloudpickle `obj`, or raise SerializationError naming `what`."""
     try:
-        return cloudpickle.dumps(obj, protocol=PROTOCOL)
+        return cloudpickle_dumps(obj)
     except Exception as exc:
         raise errors.SerializationError(f"cannot pickle {what}: {_short(obj)}: {exc}") from exc
 
@@ -69,7 +96,7 @@ def dumps_function(fn: Callable[..., Any]) -> bytes:
 def dumps_arguments(args: tuple[Any, ...], kwargs: Mapping[str, Any], name: str) -> bytes:
     """Pickle a call's arguments; on failure, name the argument that does not pickle."""
     try:
-        return cloudpickle.dumps((args, dict(kwargs)), protocol=PROTOCOL)
+        return cloudpickle_dumps((args, dict(kwargs)))
     except Exception:
         pass
     for i, arg in enumerate(args):

@@ -25,7 +25,7 @@ from typing import Any
 from fray.wire.controller_client import ControllerClient
 from fray.wire.pb import controller_pb2 as pb
 from fray.wire.pb import worker_pb2 as wpb
-from fray.worker import executor
+from fray.worker import capture, executor
 
 logger = logging.getLogger(__name__)
 
@@ -325,13 +325,15 @@ class ActorHost:
             except (EOFError, OSError) as exc:
                 raise ActorAborted(f"actor {actor_id} died during the call ({exc})") from None
         results = []
-        for status, data in outcomes:
+        pid = hosted.process.pid
+        for status, data, output in outcomes:
+            printed = capture.to_pb(output, pid, self._worker_id)
             if status == "ok":
-                results.append(pb.TaskResult(value=data))
+                results.append(pb.TaskResult(value=data, output=printed))
             else:
                 error = pb.TaskError.FromString(data)
                 error.worker_id = self._worker_id
-                results.append(pb.TaskResult(error=error))
+                results.append(pb.TaskResult(error=error, output=printed))
         return results
 
 

@@ -80,6 +80,7 @@ def direct_record(call: DirectCall, result: pb.TaskResult) -> pb.DirectTask | No
         timeout_seconds=call.spec.timeout_seconds,
         state=state,
         error=result.error if result.HasField("error") else None,
+        output=result.output if result.HasField("output") else None,
     )
     record.started_at.FromNanoseconds(int(call.started_at * 1e9))
     record.finished_at.FromNanoseconds(time.time_ns())

@@ -7,13 +7,15 @@ a segfault) cannot take the worker down.
 Wire format over the pipe:
     worker -> executor: pickle of (function_bytes, args_bytes, [object_id, ...]), then one raw
                         message per object (its pickled bytes, sent as they are)
-    executor -> worker: pickle of ("ok", result_bytes) | ("error", TaskError bytes)
+    executor -> worker: pickle of ("ok", result_bytes, output) | ("error", TaskError bytes,
+                        output), output being what the task printed (`fray.worker.capture`)
 
 An actor process (`actor_main`) is the same kind of child, hosting one actor instance:
     worker -> actor: pickle of (class_bytes, args_bytes, {object_id: bytes}) once, then
                      pickles of [(method, args_bytes, {object_id: bytes}), ...] (a batch)
-    actor -> worker: pickle of ("ok", b"") | ("error", TaskError bytes) for the constructor,
-                     then one list of outcomes (as above) per batch
+    actor -> worker: pickle of ("ok", b"") | ("error", TaskError bytes) for the constructor
+                     (its output is not captured), then one list of outcomes (as above, with
+                     each call's output) per batch
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from fray.common.remote_errors import qualified_type
 from fray.common.watchdog import exit_when_gone
 from fray.wire import payload
 from fray.wire.pb import controller_pb2 as pb
+from fray.worker import capture
 
 _FUNCTION_CACHE_SIZE = 256
 # Larger pickled functions (closures over big data) are not cached: the cache must not keep
@@ -59,18 +62,28 @@ class _FunctionCache:
         return fn
 
 
+Outcome = tuple[str, bytes, capture.Output]
+
+
 def run_one(
     functions: _FunctionCache, function: bytes, args: bytes, objects: dict[str, bytes]
-) -> tuple[str, bytes]:
+) -> Outcome:
     """Unpickle and run one task; never raises."""
     return _run(lambda: functions.load(function), args, objects)
 
 
-def _run(
+def _run(find: Callable[[], Callable[..., Any]], args: bytes, objects: dict[str, bytes]) -> Outcome:
+    """Call what `find` gives with the unpickled arguments, capturing what it prints:
+    ("ok", pickled value, output) or ("error", pickled TaskError, output); never raises."""
+    with capture.captured() as buffer:
+        status, data = _call(find, args, objects)
+    return status, data, buffer.output()
+
+
+def _call(
     find: Callable[[], Callable[..., Any]], args: bytes, objects: dict[str, bytes]
 ) -> tuple[str, bytes]:
-    """Call what `find` gives with the unpickled arguments: ("ok", pickled value) or
-    ("error", pickled TaskError); never raises."""
+    """The call itself: ("ok", pickled value) or ("error", pickled TaskError)."""
     try:
         fn = find()
         call_args, call_kwargs = _arguments(args, objects)
@@ -79,6 +92,8 @@ def _run(
     try:
         value = fn(*call_args, **call_kwargs)
     except BaseException as exc:
+        if exc.__traceback__ is not None and exc.__traceback__.tb_next is not None:
+            exc.__traceback__ = exc.__traceback__.tb_next  # start at the user's code, not here
         return "error", _error(exc, pb.ERROR_KIND_USER)
     try:
         return "ok", cloudpickle.dumps(value, protocol=payload.PROTOCOL)
@@ -108,6 +123,7 @@ def main(conn: multiprocessing.connection.Connection, worker_pid: int) -> None:
     # Exit within a second of the worker's death, even in the middle of a long call (the pipe
     # closing is noticed only between calls, and a SIGKILLed worker cannot stop us).
     exit_when_gone(worker_pid, interval=1.0)
+    capture.install_logging()
     functions = _FunctionCache()
     while _serve_task(conn, functions):
         pass
@@ -139,6 +155,7 @@ def actor_main(
     """Construct one actor, then run its method calls in order until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_when_gone(worker_pid, interval=1.0)  # as in main()
+    capture.install_logging()
     built, instance = _start_actor(requests, results)
     if not built:
         return
@@ -202,9 +219,7 @@ def _construct(
         return None, _error(exc, pb.ERROR_KIND_USER)
 
 
-def _call_method(
-    instance: Any, method: str, args: bytes, objects: dict[str, bytes]
-) -> tuple[str, bytes]:
+def _call_method(instance: Any, method: str, args: bytes, objects: dict[str, bytes]) -> Outcome:
     return _run(lambda: getattr(instance, method), args, objects)
 
 

@@ -96,6 +96,7 @@ class Leaser:
             wait_ms=int(self._registration.interval * 1000),
             held_task_ids=held,
             reports_held=True,
+            reports_started=True,  # our slots' starts go with the reporter's batches
             prefetch=self.wanted_prefetch(),
             hosted_actors=self._actors.hosted(),
             reports_actors=True,

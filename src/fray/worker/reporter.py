@@ -4,7 +4,9 @@ Two outboxes: results of leased tasks (the controller waits for them: they go as
 reporter thread wakes, or at once from the slot that finished the last queued task), and records
 of finished direct tasks (for the controller's books only: gathered for `DIRECT_REPORT_DELAY`
 and sent with the next batch; reporting each at once cost ~1 ms of a direct round trip's p50,
-docs/design.md, "Measured choices"). One batch is in flight at a time.
+docs/design.md, "Measured choices"). With them go the leased tasks a slot has started since the
+last batch (`add_started`, sent at once like results): the controller moves those from ASSIGNED
+to RUNNING, so that RUNNING means running. One batch is in flight at a time.
 
 The outboxes live under the worker's one mutex, with a Condition of their own that only the
 reporter thread waits on.
@@ -17,7 +19,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
+from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
 from fray.errors import ControllerUnavailableError
@@ -27,6 +31,7 @@ from fray.wire.pb import controller_pb2 as pb
 logger = logging.getLogger(__name__)
 
 REPORT_BATCH = 1000
+REPORT_BATCH_BYTES = 16 << 20  # results per ReportResults, by size (at least one)
 # Finished direct tasks are reported to the controller in batches gathered this long.
 DIRECT_REPORT_DELAY = 0.5
 
@@ -53,14 +58,24 @@ class Reporter:
         self._sent = sent
         self._wake = threading.Condition(mutex)  # the reporter thread waits here
         self._outbox: deque[pb.TaskResult] = deque()
+        self._batch_bytes = REPORT_BATCH_BYTES
         self._direct_outbox: deque[pb.DirectTask] = deque()  # for the controller's books
         self._direct_due = 0.0  # when the oldest of them should be sent
+        # Leased tasks a slot started: (task id, attempt, time.monotonic() at the start).
+        self._started: list[tuple[str, int, float]] = []
         self._send_lock = threading.Lock()
 
     def add(self, result: pb.TaskResult) -> None:
         """Queue a leased task's result; wakes the reporter thread."""
         with self._mutex:
             self._outbox.append(result)
+            self._wake.notify()
+
+    def add_started(self, task_id: str, attempt: int) -> None:
+        """A slot started a leased task (the controller moves it from ASSIGNED to RUNNING);
+        wakes the reporter thread."""
+        with self._mutex:
+            self._started.append((task_id, attempt, time.monotonic()))
             self._wake.notify()
 
     def add_direct(self, record: pb.DirectTask) -> None:
@@ -82,9 +97,11 @@ class Reporter:
 
     def loop(self) -> None:
         """The reporter thread: until `stopping_hard` is set and nothing is left to send."""
-        while not self._stopping_hard.is_set() or self._outbox or self._direct_outbox:
+        while (
+            not self._stopping_hard.is_set() or self._outbox or self._direct_outbox or self._started
+        ):
             with self._mutex:
-                while not self._outbox and not self._stopping_hard.is_set():
+                while not self._outbox and not self._started and not self._stopping_hard.is_set():
                     if not self._direct_outbox:
                         self._wake.wait()
                         continue
@@ -95,12 +112,61 @@ class Reporter:
                     self._wake.wait(left)
             self.send()
 
+    def _take_results(self) -> list[pb.TaskResult]:
+        """The next batch of results: up to REPORT_BATCH of them and REPORT_BATCH_BYTES
+        (at least one). Holds the mutex."""
+        batch: list[pb.TaskResult] = []
+        size = 0
+        while self._outbox and len(batch) < REPORT_BATCH:
+            size += self._outbox[0].ByteSize()
+            if batch and size > self._batch_bytes:
+                break
+            batch.append(self._outbox.popleft())
+        return batch
+
+    def _give_back(self, batch: list[pb.TaskResult]) -> None:
+        """Put results back at the front of the outbox, in their order."""
+        with self._mutex:
+            self._outbox.extendleft(reversed(batch))
+            self._wake.notify()
+
+    def _keep_records(self, direct: list[pb.DirectTask], started: list[Any]) -> None:
+        """Put direct-task records and start notes back, for the next batch."""
+        with self._mutex:
+            self._direct_outbox.extendleft(reversed(direct))
+            self._started[:0] = started
+
+    def _too_large(self, batch: list[pb.TaskResult], why: str) -> None:
+        """The controller refused a batch as too large: send fewer results at a time, and a
+        result too large on its own as an error (the task fails instead of running again)."""
+        if len(batch) > 1:
+            self._batch_bytes = max(1, self._batch_bytes // 4)
+            self._give_back(batch)
+            return
+        (result,) = batch
+        logger.error(
+            "the result of task %s is too large for the controller: %s", result.task_id, why
+        )
+        failed = pb.TaskResult(
+            task_id=result.task_id,
+            attempt=result.attempt,
+            error=pb.TaskError(
+                kind=pb.ERROR_KIND_USER,
+                type="fray.errors.ResultTooLargeError",
+                message=(
+                    f"the result ({result.ByteSize():,} bytes) is larger than the controller "
+                    f"accepts: {why}"
+                ),
+            ),
+        )
+        self._give_back([failed])
+
     def flush(self) -> None:
         """Deliver every result, including a batch the reporter thread has in flight."""
         while True:
             self.send()
             with self._mutex:
-                if not self._outbox and not self._direct_outbox:
+                if not self._outbox and not self._direct_outbox and not self._started:
                     return
 
     def send(self, blocking: bool = True) -> None:
@@ -110,27 +176,44 @@ class Reporter:
             return
         try:  # one batch in flight at a time
             with self._mutex:
-                batch = [
-                    self._outbox.popleft() for _ in range(min(len(self._outbox), REPORT_BATCH))
-                ]
+                batch = self._take_results()
                 direct = [
                     self._direct_outbox.popleft()
                     for _ in range(min(len(self._direct_outbox), REPORT_BATCH))
                 ]
-            if not batch and not direct:
+                started, self._started = self._started, []
+            if not batch and not direct and not started:
                 return
+            now = time.monotonic()
             request = pb.ReportResultsRequest(
-                worker_id=self._worker_id, results=batch, direct_tasks=direct
+                worker_id=self._worker_id,
+                results=batch,
+                direct_tasks=direct,
+                started=[
+                    pb.TaskStarted(
+                        task_id=task_id, attempt=attempt, running_for_ms=int((now - t0) * 1000)
+                    )
+                    for task_id, attempt, t0 in started
+                ],
             )
             try:
                 self._client.call(self._client.rpc.report_results, request)
             except ConnectError as exc:
+                if exc.code == Code.RESOURCE_EXHAUSTED and batch:
+                    self._keep_records(direct, started)
+                    self._too_large(batch, exc.message)  # smaller batches, or an error result
+                    return
                 logger.warning(
                     "results of %d tasks were refused (%s); the controller requeued them",
                     len(batch),
                     exc.message,
                 )
             except ControllerUnavailableError as exc:
+                if not self._stopping_hard.is_set():  # keep them: the controller may come back
+                    logger.warning("controller unreachable; %d results kept: %s", len(batch), exc)
+                    self._keep_records(direct, started)
+                    self._give_back(batch)
+                    return
                 logger.error("results of %d tasks could not be delivered: %s", len(batch), exc)
             self._sent(batch)
         finally:

@@ -1,4 +1,5 @@
-"""What a worker serves: the FrayWorker RPCs (the direct path, actor calls) and GET /healthz.
+"""What a worker serves: the FrayWorker RPCs (the direct path, actor calls), GET /healthz and
+GET /metrics (Prometheus text, `fray.worker.metrics`; needs the token when the worker has one).
 
 Clients that see a free slot send a task straight here (`RunTask`) instead of queuing it at the
 controller: one RPC each way. The task runs on the worker's slots like a leased one (see
@@ -23,8 +24,9 @@ from connectrpc.code import Code
 from connectrpc.compat import google_protobuf_binary_codec
 from connectrpc.request import RequestContext
 
-from fray.wire import edge, serving
+from fray.wire import auth, edge, serving
 from fray.wire.limits import DEFAULT_MAX_REQUEST_BYTES, MAX_ID_LENGTH, MAX_TIMEOUT_SECONDS
+from fray.wire.metrics import authorized, send_metrics, send_unauthorized
 from fray.wire.pb import controller_pb2 as pb
 from fray.wire.pb import worker_pb2 as wpb
 from fray.wire.pb.worker_connect import FrayWorker, FrayWorkerASGIApplication
@@ -36,6 +38,7 @@ from fray.worker.direct_calls import (
     WorkerBusy,
     WorkerDraining,
 )
+from fray.worker.metrics import WorkerMetrics
 
 _SERVICE = "/fray.v1.FrayWorker/"
 
@@ -141,9 +144,11 @@ def make_app(
     health: Callable[[], dict[str, Any]],
     token: str | None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    metrics: WorkerMetrics | None = None,
 ) -> Any:
     """The worker's ASGI app: FrayWorker over Connect, plus GET /healthz (JSON from `health`,
-    503 unless its status is "ok"), behind `edge.Edge` (bad and oversized requests, the
+    503 unless its status is "ok") and, given `metrics`, GET /metrics (RPCs are then timed),
+    behind `edge.Edge` (bad and oversized requests, the
     latter past `max_request_bytes`).
 
     RunTask and CallActor are on every direct task's and actor call's critical path, so their
@@ -168,15 +173,33 @@ def make_app(
         "worker",
     )
 
-    async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+    token_check = auth.TokenCheck(token)
+
+    async def route(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await rpc(scope, receive, send)
         elif plain.accepts(scope):
             await plain(scope, receive, send)
         elif scope["path"].startswith("/fray."):
             await rpc(scope, receive, send)
+        elif scope["path"] == "/metrics" and metrics is not None:
+            if authorized(token_check, scope):
+                await send_metrics(send, metrics.registry)
+            else:
+                await send_unauthorized(send)
         else:
             await _health(health, send, scope["path"])
+
+    async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        timer = metrics.rpc.child(scope["path"]) if metrics and scope["type"] == "http" else None
+        if timer is None:
+            await route(scope, receive, send)
+            return
+        started = metrics.rpc.now()  # type: ignore[union-attr]  # timer implies metrics
+        try:
+            await route(scope, receive, send)
+        finally:
+            timer.observe(metrics.rpc.now() - started)  # type: ignore[union-attr]
 
     return edge.Edge(
         app,
@@ -184,6 +207,7 @@ def make_app(
         max_request_bytes=max_request_bytes,
         limit_flag="fray worker --max-request-bytes",
         requests=edge.request_types([wpb.DESCRIPTOR.services_by_name["FrayWorker"]]),
+        token=token,
     )
 
 

@@ -22,7 +22,7 @@ from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
 from fray.wire.pb import controller_pb2 as pb
-from fray.worker import executor
+from fray.worker import capture, executor
 from fray.worker.results import failed
 
 logger = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class Slot:
             timeout = task.timeout_seconds or None
             if timeout is not None and not self.conn.poll(timeout):
                 self.kill(task.task_id, pb.ERROR_KIND_TIMEOUT)
-            status, data = pickle.loads(self.conn.recv_bytes())
+            status, data, output = pickle.loads(self.conn.recv_bytes())
         except (EOFError, OSError):
             return self._after_death(task, result)
         with self.lock:
@@ -163,6 +163,9 @@ class Slot:
         else:
             result.error.ParseFromString(data)
             result.error.worker_id = worker_id
+        printed = capture.to_pb(output, self.process.pid, worker_id)
+        if printed is not None:
+            result.output.CopyFrom(printed)
         return result
 
     def _after_death(self, task: pb.LeasedTask, result: pb.TaskResult) -> pb.TaskResult:

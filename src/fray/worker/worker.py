@@ -9,7 +9,8 @@ and routes what crosses them:
   or a cancellation kills the executor, and a new one starts;
 - `direct_calls`: tasks that clients sent straight to a free slot (the direct path): their
   results go back in the RPC's answer and the controller hears of them afterwards;
-- `reporter`: results for the controller, in batches (ReportResults);
+- `reporter`: results (and slots' starts of leased tasks) for the controller, in batches
+  (ReportResults);
 - `objects`: the cache of objects from `ctx.put`;
 - `actor_host`: the actors hosted here, each in a process of its own;
 - `service`: the FrayWorker RPCs and GET /healthz, served by uvicorn in a thread.
@@ -33,7 +34,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fray.wire import auth, serving, tls
@@ -44,10 +45,11 @@ from fray.worker import service
 from fray.worker.actor_host import ActorHost
 from fray.worker.direct_calls import DirectCalls
 from fray.worker.leasing import DEFAULT_MAX_PREFETCH, Leaser
+from fray.worker.metrics import WorkerMetrics
 from fray.worker.objects import ObjectCache
 from fray.worker.registration import Registration
 from fray.worker.reporter import Reporter
-from fray.worker.results import failed, handed_back
+from fray.worker.results import DIRECT_ATTEMPT, failed, handed_back
 from fray.worker.slots import SlotDuties, Slots
 from fray.worker.task_queue import TaskQueue
 
@@ -122,7 +124,7 @@ class Worker:
             self.concurrency,
             SlotDuties(
                 worker_id=self.worker_id,
-                next_task=self.queue.next_task,
+                next_task=self._next_task,
                 finished=self._finished,
                 fetch_object=self.objects.get,
                 stopping_hard=self.stopping_hard,
@@ -137,8 +139,11 @@ class Worker:
             report=self._report_direct,
             stop_task=self._cancel,
         )
+        self.metrics = WorkerMetrics(self.health)  # GET /metrics
         self._server = serving.Server(
-            service.make_app(self.direct, self.actors, self.health, token, max_request_bytes),
+            service.make_app(
+                self.direct, self.actors, self.health, token, max_request_bytes, self.metrics
+            ),
             host,
             port,
             name="worker",
@@ -156,6 +161,7 @@ class Worker:
                 resources=self.resources,
                 slots=self.concurrency,
                 prefetch=self.prefetch,
+                instance=uuid.uuid4().hex,  # a retry after a lost answer is a repeat
             ),
         )
         self.leaser = Leaser(
@@ -261,8 +267,20 @@ class Worker:
 
     # ------------------------------------------------------------------ routing outcomes
 
+    def _next_task(self, claim: Callable[[pb.LeasedTask], None]) -> pb.LeasedTask | None:
+        """A slot's next task (see `TaskQueue.next_task`); a leased one's start is reported to
+        the controller (ASSIGNED -> RUNNING)."""
+
+        def claim_and_report(task: pb.LeasedTask) -> None:
+            claim(task)
+            if task.attempt != DIRECT_ATTEMPT:
+                self.reporter.add_started(task.task_id, task.attempt)
+
+        return self.queue.next_task(claim_and_report)
+
     def _finished(self, result: pb.TaskResult, seconds: float) -> None:
         """A slot's task ended."""
+        self.metrics.task_finished(result, seconds)
         with self._mutex:
             self.queue.done(seconds)
             self._deliver(result)

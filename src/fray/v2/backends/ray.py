@@ -363,7 +363,7 @@ class RayCluster(BackendCluster):
         super().__init__(namespace)
         if not ray.is_initialized():
             # A new local instance gets its dashboard (Jobs API) on a free port: Ray's
-            # default, 8265, is also fray's controller's. Ignored when connecting.
+            # default, 8265, may be taken by another Ray. Ignored when connecting.
             ray.init(address=address, namespace=namespace, dashboard_port=free_port())
         self._handles: dict[str, Any] = {}
         self._client: Any = None

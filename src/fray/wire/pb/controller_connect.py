@@ -21,7 +21,7 @@ from connectrpc.protocol import ProtocolType
 from connectrpc.server import ConnectASGIApplication, ConnectWSGIApplication, DEFAULT_READ_MAX_BYTES, Endpoint, EndpointSync
 from pyqwest import Client, SyncClient
 
-from .controller_pb2 import CancelTasksRequest, CancelTasksResponse, CreateActorRequest, CreateActorResponse, DeleteObjectsRequest, DeleteObjectsResponse, GetActorRequest, GetActorResponse, GetClusterSummaryRequest, GetClusterSummaryResponse, GetObjectRequest, GetObjectResponse, GetTaskRequest, GetTaskResponse, HeartbeatRequest, HeartbeatResponse, KillActorRequest, KillActorResponse, LeaseTasksRequest, LeaseTasksResponse, ListActorsRequest, ListActorsResponse, ListTasksRequest, ListTasksResponse, ListWorkersRequest, ListWorkersResponse, PutObjectRequest, PutObjectResponse, RegisterWorkerRequest, RegisterWorkerResponse, ReportActorsRequest, ReportActorsResponse, ReportResultsRequest, ReportResultsResponse, SubmitTasksRequest, SubmitTasksResponse, UnregisterWorkerRequest, UnregisterWorkerResponse, WaitTasksRequest, WaitTasksResponse, WatchFinishedRequest, WatchFinishedResponse
+from .controller_pb2 import CancelTasksRequest, CancelTasksResponse, CreateActorRequest, CreateActorResponse, DeleteObjectsRequest, DeleteObjectsResponse, GetActorRequest, GetActorResponse, GetClusterSummaryRequest, GetClusterSummaryResponse, GetObjectRequest, GetObjectResponse, GetTaskLogsRequest, GetTaskLogsResponse, GetTaskRequest, GetTaskResponse, HeartbeatRequest, HeartbeatResponse, KillActorRequest, KillActorResponse, LeaseTasksRequest, LeaseTasksResponse, ListActorsRequest, ListActorsResponse, ListTasksRequest, ListTasksResponse, ListWorkersRequest, ListWorkersResponse, PutObjectRequest, PutObjectResponse, RegisterWorkerRequest, RegisterWorkerResponse, ReportActorsRequest, ReportActorsResponse, ReportResultsRequest, ReportResultsResponse, SubmitTasksRequest, SubmitTasksResponse, UnregisterWorkerRequest, UnregisterWorkerResponse, WaitTasksRequest, WaitTasksResponse, WatchFinishedRequest, WatchFinishedResponse
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterable, Mapping
@@ -68,6 +68,13 @@ class FrayController(Protocol):
     async def cancel_tasks(self, request: CancelTasksRequest, ctx: RequestContext[CancelTasksRequest, CancelTasksResponse], /) -> CancelTasksResponse:
         """
         Cancel tasks: pending ones at once, running ones are stopped on their worker.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def get_task_logs(self, request: GetTaskLogsRequest, ctx: RequestContext[GetTaskLogsRequest, GetTaskLogsResponse], /) -> GetTaskLogsResponse:
+        """
+        What a task printed (stdout, stderr and logging records), as its worker reported it when
+        the task finished. Kept in memory only (not durable), bounded (see TaskOutput).
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -221,6 +228,17 @@ class FrayControllerASGIApplication(ConnectASGIApplication[FrayController]):
                         stream_type=StreamType.UNARY,
                     ),
                     function=svc.cancel_tasks,
+                ),
+                "/fray.v1.FrayController/GetTaskLogs": Endpoint.unary(
+                    method=MethodInfo(
+                        name="GetTaskLogs",
+                        service_name="fray.v1.FrayController",
+                        input=GetTaskLogsRequest,
+                        output=GetTaskLogsResponse,
+                        idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.get_task_logs,
                 ),
                 "/fray.v1.FrayController/ListTasks": Endpoint.unary(
                     method=MethodInfo(
@@ -557,6 +575,32 @@ class FrayControllerClient(ConnectClient):
             ),
             headers=headers,
             timeout_ms=timeout_ms,
+        )
+    async def get_task_logs(
+        self,
+        request: GetTaskLogsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+        use_get: bool = False,
+    ) -> GetTaskLogsResponse:
+        """
+        What a task printed (stdout, stderr and logging records), as its worker reported it when
+        the task finished. Kept in memory only (not durable), bounded (see TaskOutput).
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="GetTaskLogs",
+                service_name="fray.v1.FrayController",
+                input=GetTaskLogsRequest,
+                output=GetTaskLogsResponse,
+                idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+            use_get=use_get,
         )
     async def list_tasks(
         self,
@@ -959,6 +1003,13 @@ class FrayControllerSync(Protocol):
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
+    def get_task_logs(self, request: GetTaskLogsRequest, ctx: RequestContext[GetTaskLogsRequest, GetTaskLogsResponse], /) -> GetTaskLogsResponse:
+        """
+        What a task printed (stdout, stderr and logging records), as its worker reported it when
+        the task finished. Kept in memory only (not durable), bounded (see TaskOutput).
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
     def list_tasks(self, request: ListTasksRequest, ctx: RequestContext[ListTasksRequest, ListTasksResponse], /) -> ListTasksResponse:
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -1107,6 +1158,17 @@ class FrayControllerWSGIApplication(ConnectWSGIApplication):
                         stream_type=StreamType.UNARY,
                     ),
                     function=service.cancel_tasks,
+                ),
+                "/fray.v1.FrayController/GetTaskLogs": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="GetTaskLogs",
+                        service_name="fray.v1.FrayController",
+                        input=GetTaskLogsRequest,
+                        output=GetTaskLogsResponse,
+                        idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.get_task_logs,
                 ),
                 "/fray.v1.FrayController/ListTasks": EndpointSync.unary(
                     method=MethodInfo(
@@ -1443,6 +1505,32 @@ class FrayControllerClientSync(ConnectClientSync):
             ),
             headers=headers,
             timeout_ms=timeout_ms,
+        )
+    def get_task_logs(
+        self,
+        request: GetTaskLogsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+        use_get: bool = False,
+    ) -> GetTaskLogsResponse:
+        """
+        What a task printed (stdout, stderr and logging records), as its worker reported it when
+        the task finished. Kept in memory only (not durable), bounded (see TaskOutput).
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="GetTaskLogs",
+                service_name="fray.v1.FrayController",
+                input=GetTaskLogsRequest,
+                output=GetTaskLogsResponse,
+                idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+            use_get=use_get,
         )
     def list_tasks(
         self,

@@ -18,6 +18,7 @@ class TaskState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TASK_STATE_COMPLETED: _ClassVar[TaskState]
     TASK_STATE_FAILED: _ClassVar[TaskState]
     TASK_STATE_CANCELLED: _ClassVar[TaskState]
+    TASK_STATE_ASSIGNED: _ClassVar[TaskState]
 
 class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -43,6 +44,7 @@ TASK_STATE_RUNNING: TaskState
 TASK_STATE_COMPLETED: TaskState
 TASK_STATE_FAILED: TaskState
 TASK_STATE_CANCELLED: TaskState
+TASK_STATE_ASSIGNED: TaskState
 ERROR_KIND_UNSPECIFIED: ErrorKind
 ERROR_KIND_USER: ErrorKind
 ERROR_KIND_WORKER_LOST: ErrorKind
@@ -96,7 +98,7 @@ class TaskSpec(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., function: _Optional[bytes] = ..., args: _Optional[bytes] = ..., object_ids: _Optional[_Iterable[str]] = ..., name: _Optional[str] = ..., timeout_seconds: _Optional[float] = ..., max_retries: _Optional[int] = ..., owner: _Optional[str] = ..., infra_failures: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "name", "state", "attempts", "worker_id", "submitted_at", "started_at", "finished_at", "error", "result", "cancel_requested", "timeout_seconds", "max_retries", "direct")
+    __slots__ = ("task_id", "name", "state", "attempts", "worker_id", "submitted_at", "started_at", "finished_at", "error", "result", "cancel_requested", "timeout_seconds", "max_retries", "direct", "output")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +113,7 @@ class Task(_message.Message):
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
     DIRECT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     name: str
     state: TaskState
@@ -125,7 +128,8 @@ class Task(_message.Message):
     timeout_seconds: float
     max_retries: int
     direct: bool
-    def __init__(self, task_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., attempts: _Optional[int] = ..., worker_id: _Optional[str] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., result: _Optional[bytes] = ..., cancel_requested: _Optional[bool] = ..., timeout_seconds: _Optional[float] = ..., max_retries: _Optional[int] = ..., direct: _Optional[bool] = ...) -> None: ...
+    output: TaskOutput
+    def __init__(self, task_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., attempts: _Optional[int] = ..., worker_id: _Optional[str] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., result: _Optional[bytes] = ..., cancel_requested: _Optional[bool] = ..., timeout_seconds: _Optional[float] = ..., max_retries: _Optional[int] = ..., direct: _Optional[bool] = ..., output: _Optional[_Union[TaskOutput, _Mapping]] = ...) -> None: ...
 
 class SubmitTasksRequest(_message.Message):
     __slots__ = ("tasks",)
@@ -230,10 +234,12 @@ class ListTasksResponse(_message.Message):
     def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ...) -> None: ...
 
 class PutObjectRequest(_message.Message):
-    __slots__ = ("data",)
+    __slots__ = ("data", "object_id")
     DATA_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     data: bytes
-    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+    object_id: str
+    def __init__(self, data: _Optional[bytes] = ..., object_id: _Optional[str] = ...) -> None: ...
 
 class PutObjectResponse(_message.Message):
     __slots__ = ("object_id", "size_bytes")
@@ -285,7 +291,7 @@ class Resources(_message.Message):
     def __init__(self, cpus: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Worker(_message.Message):
-    __slots__ = ("worker_id", "address", "resources", "slots", "registered_at", "last_heartbeat", "task_ids", "tasks_completed", "tasks_failed", "draining", "direct_running")
+    __slots__ = ("worker_id", "address", "resources", "slots", "registered_at", "last_heartbeat", "task_ids", "tasks_completed", "tasks_failed", "draining", "direct_running", "busy_slots")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
@@ -297,6 +303,7 @@ class Worker(_message.Message):
     TASKS_FAILED_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     DIRECT_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    BUSY_SLOTS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     address: str
     resources: Resources
@@ -308,21 +315,24 @@ class Worker(_message.Message):
     tasks_failed: int
     draining: bool
     direct_running: int
-    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., slots: _Optional[int] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., task_ids: _Optional[_Iterable[str]] = ..., tasks_completed: _Optional[int] = ..., tasks_failed: _Optional[int] = ..., draining: _Optional[bool] = ..., direct_running: _Optional[int] = ...) -> None: ...
+    busy_slots: int
+    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., slots: _Optional[int] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., task_ids: _Optional[_Iterable[str]] = ..., tasks_completed: _Optional[int] = ..., tasks_failed: _Optional[int] = ..., draining: _Optional[bool] = ..., direct_running: _Optional[int] = ..., busy_slots: _Optional[int] = ...) -> None: ...
 
 class RegisterWorkerRequest(_message.Message):
-    __slots__ = ("worker_id", "address", "resources", "slots", "prefetch")
+    __slots__ = ("worker_id", "address", "resources", "slots", "prefetch", "instance")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     PREFETCH_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     address: str
     resources: Resources
     slots: int
     prefetch: int
-    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., slots: _Optional[int] = ..., prefetch: _Optional[int] = ...) -> None: ...
+    instance: str
+    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., slots: _Optional[int] = ..., prefetch: _Optional[int] = ..., instance: _Optional[str] = ...) -> None: ...
 
 class RegisterWorkerResponse(_message.Message):
     __slots__ = ("worker_id", "controller_id", "heartbeat_interval_ms", "heartbeat_timeout_ms")
@@ -365,7 +375,7 @@ class UnregisterWorkerResponse(_message.Message):
     def __init__(self, requeued_task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LeaseTasksRequest(_message.Message):
-    __slots__ = ("worker_id", "wait_ms", "held_task_ids", "reports_held", "prefetch", "hosted_actors", "reports_actors", "cached_object_ids")
+    __slots__ = ("worker_id", "wait_ms", "held_task_ids", "reports_held", "prefetch", "hosted_actors", "reports_actors", "cached_object_ids", "reports_started")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     HELD_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -374,6 +384,7 @@ class LeaseTasksRequest(_message.Message):
     HOSTED_ACTORS_FIELD_NUMBER: _ClassVar[int]
     REPORTS_ACTORS_FIELD_NUMBER: _ClassVar[int]
     CACHED_OBJECT_IDS_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_STARTED_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     wait_ms: int
     held_task_ids: _containers.RepeatedScalarFieldContainer[str]
@@ -382,7 +393,8 @@ class LeaseTasksRequest(_message.Message):
     hosted_actors: _containers.RepeatedCompositeFieldContainer[ActorUpdate]
     reports_actors: bool
     cached_object_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, worker_id: _Optional[str] = ..., wait_ms: _Optional[int] = ..., held_task_ids: _Optional[_Iterable[str]] = ..., reports_held: _Optional[bool] = ..., prefetch: _Optional[int] = ..., hosted_actors: _Optional[_Iterable[_Union[ActorUpdate, _Mapping]]] = ..., reports_actors: _Optional[bool] = ..., cached_object_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    reports_started: bool
+    def __init__(self, worker_id: _Optional[str] = ..., wait_ms: _Optional[int] = ..., held_task_ids: _Optional[_Iterable[str]] = ..., reports_held: _Optional[bool] = ..., prefetch: _Optional[int] = ..., hosted_actors: _Optional[_Iterable[_Union[ActorUpdate, _Mapping]]] = ..., reports_actors: _Optional[bool] = ..., cached_object_ids: _Optional[_Iterable[str]] = ..., reports_started: _Optional[bool] = ...) -> None: ...
 
 class LeasedTask(_message.Message):
     __slots__ = ("task_id", "attempt", "name", "function", "args", "object_ids", "timeout_seconds")
@@ -417,31 +429,73 @@ class LeaseTasksResponse(_message.Message):
     def __init__(self, tasks: _Optional[_Iterable[_Union[LeasedTask, _Mapping]]] = ..., cancel_task_ids: _Optional[_Iterable[str]] = ..., start_actors: _Optional[_Iterable[_Union[ActorSpec, _Mapping]]] = ..., stop_actor_ids: _Optional[_Iterable[str]] = ..., freed_object_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TaskResult(_message.Message):
-    __slots__ = ("task_id", "attempt", "value", "error", "handed_back")
+    __slots__ = ("task_id", "attempt", "value", "error", "handed_back", "output")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     HANDED_BACK_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     attempt: int
     value: bytes
     error: TaskError
     handed_back: bool
-    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., value: _Optional[bytes] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., handed_back: _Optional[bool] = ...) -> None: ...
+    output: TaskOutput
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., value: _Optional[bytes] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., handed_back: _Optional[bool] = ..., output: _Optional[_Union[TaskOutput, _Mapping]] = ...) -> None: ...
+
+class TaskOutput(_message.Message):
+    __slots__ = ("text", "dropped_bytes", "pid", "worker_id")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    dropped_bytes: int
+    pid: int
+    worker_id: str
+    def __init__(self, text: _Optional[str] = ..., dropped_bytes: _Optional[int] = ..., pid: _Optional[int] = ..., worker_id: _Optional[str] = ...) -> None: ...
+
+class GetTaskLogsRequest(_message.Message):
+    __slots__ = ("task_id", "wait_ms")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    wait_ms: int
+    def __init__(self, task_id: _Optional[str] = ..., wait_ms: _Optional[int] = ...) -> None: ...
+
+class GetTaskLogsResponse(_message.Message):
+    __slots__ = ("finished", "output")
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    finished: bool
+    output: TaskOutput
+    def __init__(self, finished: _Optional[bool] = ..., output: _Optional[_Union[TaskOutput, _Mapping]] = ...) -> None: ...
 
 class ReportResultsRequest(_message.Message):
-    __slots__ = ("worker_id", "results", "direct_tasks")
+    __slots__ = ("worker_id", "results", "direct_tasks", "started")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     DIRECT_TASKS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     results: _containers.RepeatedCompositeFieldContainer[TaskResult]
     direct_tasks: _containers.RepeatedCompositeFieldContainer[DirectTask]
-    def __init__(self, worker_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ..., direct_tasks: _Optional[_Iterable[_Union[DirectTask, _Mapping]]] = ...) -> None: ...
+    started: _containers.RepeatedCompositeFieldContainer[TaskStarted]
+    def __init__(self, worker_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ..., direct_tasks: _Optional[_Iterable[_Union[DirectTask, _Mapping]]] = ..., started: _Optional[_Iterable[_Union[TaskStarted, _Mapping]]] = ...) -> None: ...
+
+class TaskStarted(_message.Message):
+    __slots__ = ("task_id", "attempt", "running_for_ms")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FOR_MS_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    attempt: int
+    running_for_ms: int
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., running_for_ms: _Optional[int] = ...) -> None: ...
 
 class DirectTask(_message.Message):
-    __slots__ = ("task_id", "name", "owner", "timeout_seconds", "started_at", "finished_at", "state", "error")
+    __slots__ = ("task_id", "name", "owner", "timeout_seconds", "started_at", "finished_at", "state", "error", "output")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
@@ -450,6 +504,7 @@ class DirectTask(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     name: str
     owner: str
@@ -458,7 +513,8 @@ class DirectTask(_message.Message):
     finished_at: _timestamp_pb2.Timestamp
     state: TaskState
     error: TaskError
-    def __init__(self, task_id: _Optional[str] = ..., name: _Optional[str] = ..., owner: _Optional[str] = ..., timeout_seconds: _Optional[float] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[TaskState, str]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ...) -> None: ...
+    output: TaskOutput
+    def __init__(self, task_id: _Optional[str] = ..., name: _Optional[str] = ..., owner: _Optional[str] = ..., timeout_seconds: _Optional[float] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[TaskState, str]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., output: _Optional[_Union[TaskOutput, _Mapping]] = ...) -> None: ...
 
 class ReportResultsResponse(_message.Message):
     __slots__ = ("accepted",)
@@ -481,7 +537,7 @@ class GetClusterSummaryRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetClusterSummaryResponse(_message.Message):
-    __slots__ = ("queue_depth", "tasks_by_state", "workers", "total_slots", "busy_slots", "objects", "object_bytes", "controller_id")
+    __slots__ = ("queue_depth", "tasks_by_state", "workers", "total_slots", "busy_slots", "objects", "object_bytes", "controller_id", "active_clients")
     class TasksByStateEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -497,6 +553,7 @@ class GetClusterSummaryResponse(_message.Message):
     OBJECTS_FIELD_NUMBER: _ClassVar[int]
     OBJECT_BYTES_FIELD_NUMBER: _ClassVar[int]
     CONTROLLER_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_CLIENTS_FIELD_NUMBER: _ClassVar[int]
     queue_depth: int
     tasks_by_state: _containers.ScalarMap[str, int]
     workers: int
@@ -505,7 +562,8 @@ class GetClusterSummaryResponse(_message.Message):
     objects: int
     object_bytes: int
     controller_id: str
-    def __init__(self, queue_depth: _Optional[int] = ..., tasks_by_state: _Optional[_Mapping[str, int]] = ..., workers: _Optional[int] = ..., total_slots: _Optional[int] = ..., busy_slots: _Optional[int] = ..., objects: _Optional[int] = ..., object_bytes: _Optional[int] = ..., controller_id: _Optional[str] = ...) -> None: ...
+    active_clients: int
+    def __init__(self, queue_depth: _Optional[int] = ..., tasks_by_state: _Optional[_Mapping[str, int]] = ..., workers: _Optional[int] = ..., total_slots: _Optional[int] = ..., busy_slots: _Optional[int] = ..., objects: _Optional[int] = ..., object_bytes: _Optional[int] = ..., controller_id: _Optional[str] = ..., active_clients: _Optional[int] = ...) -> None: ...
 
 class ActorSpec(_message.Message):
     __slots__ = ("actor_id", "name", "class_name", "cls", "args", "object_ids", "max_restarts", "owner", "detached", "incarnation")

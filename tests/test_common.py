@@ -283,3 +283,12 @@ def test_the_watchdog_source_runs_without_fray() -> None:
         for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module)])
     }
     assert "fray" not in imported and imported <= set(sys.stdlib_module_names)
+
+
+def test_batch_length_bounds_count_and_size_and_never_leaves_an_item_behind() -> None:
+    from fray.common.batching import batch_length
+
+    assert batch_length([], 5, 10) == 0
+    assert batch_length([100], 5, 10) == 1  # too large for any batch: it goes alone
+    assert batch_length([3, 3, 3, 3], 5, 10) == 3  # a fourth would make 12 bytes
+    assert batch_length([1] * 9, 5, 10) == 5

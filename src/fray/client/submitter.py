@@ -18,6 +18,7 @@ from connectrpc.errors import ConnectError
 from fray.client.connections import refused
 from fray.client.futures import FrayFuture
 from fray.client.tasks import FutureTable
+from fray.common.batching import batch_length
 from fray.wire.controller_client import ControllerClient
 from fray.wire.pb import controller_pb2 as pb
 
@@ -106,12 +107,8 @@ class Submitter:
                     self._cond.wait()
                 if self._closed:
                     return
-                count, size = 0, 0  # up to BATCH tasks and BATCH_BYTES (at least one task)
-                for spec, _ in self._unsent[:BATCH]:
-                    size += spec.ByteSize()
-                    if count and size > self._batch_bytes:
-                        break
-                    count += 1
+                sizes = (spec.ByteSize() for spec, _ in self._unsent)
+                count = batch_length(sizes, BATCH, self._batch_bytes)
                 batch = self._unsent[:count]
                 del self._unsent[:count]
                 self._in_flight = len(batch)

@@ -8,6 +8,8 @@
 * :mod:`fray.common.processes`: starting, reading and stopping child processes.
 * :mod:`fray.common.deadlines`: ``deadline_after`` and ``time_left`` for timeouts.
 * :mod:`fray.common.net`: ``free_port``.
+* :mod:`fray.common.batching`: ``batch_length``, how many items make one batch (by count and
+  size).
 
 Nothing here imports the rest of fray, except :mod:`fray.errors` (for ``RemoteTraceback``).
 """

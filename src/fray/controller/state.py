@@ -272,7 +272,8 @@ class ControllerState:
     def heartbeat(
         self, worker_id: str, draining: bool = False, direct_running: int | None = None
     ) -> list[str]:
-        """Note the worker is alive; returns (and clears) the cancellations it must carry out.
+        """Note the worker is alive; returns the cancellations it must carry out (again with
+        every answer until the task's end is reported, so a lost answer loses none).
 
         `draining` marks a worker that is shutting down: it is leased nothing more.
         """

@@ -39,6 +39,7 @@ from urllib.parse import parse_qs
 from connectrpc.code import Code
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, ServiceDescriptor
 
+from fray.wire import faults
 from fray.wire.auth import TokenCheck
 from fray.wire.limits import MAX_REQUEST_ELEMENTS
 from fray.wire.serving import send_error
@@ -100,7 +101,7 @@ class Edge:
     ) -> None:
         if max_request_bytes < 1:
             raise ValueError("max_request_bytes must be >= 1")
-        self._app = app
+        self._app = faults.wrap(app, server)  # only when $FRAY_TESTING_RPC_FAILURE asks
         self._server = server
         self.max_request_bytes = max_request_bytes
         self._limit_flag = limit_flag

@@ -9,19 +9,23 @@ answer is lost, the effect stays):
 Each entry is ``Method=probability[:before|after]`` (no side: either, at even odds); ``*`` names
 every method. A failed call answers HTTP 503 with the Connect error ``unavailable``, which is
 what a client sees when a connection breaks, so the callers' retries are what gets tested:
-every RPC a worker or client repeats must be safe to repeat. Read once, when a server starts;
+every RPC a worker or client repeats must be safe to repeat. The edge (`fray.wire.edge`) wraps
+its app with this, so only requests it admits can fail. Read once, when a server starts;
 when the variable is unset the server's app is not wrapped at all (no cost).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
+
+from connectrpc.code import Code
+
+from fray.wire.serving import send_error
 
 logger = logging.getLogger(__name__)
 
@@ -90,19 +94,7 @@ def wrap(app: _App, name: str) -> _App:
         else:
             while (await receive()).get("more_body"):
                 pass
-        body = json.dumps(
-            {"code": "unavailable", "message": f"injected failure {side} {scope['path']} ({ENV})"}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 503,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        message = f"injected failure {side} {scope['path']} ({ENV})"
+        await send_error(send, Code.UNAVAILABLE, message)
 
     return injecting

@@ -30,7 +30,7 @@ from connectrpc.request import RequestContext
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
-from fray.wire import auth, faults
+from fray.wire import auth
 from fray.wire.tls import ServerTLS, warn_if_plaintext
 
 logger = logging.getLogger(__name__)
@@ -297,7 +297,7 @@ class Server:
         self.name = name
         self.tls = tls
         config = uvicorn.Config(
-            faults.wrap(app, name),  # only when $FRAY_TESTING_RPC_FAILURE asks for it
+            app,
             loop="uvloop",
             http="httptools",
             ws="none",  # fray serves no WebSockets: upgrades reach the edge, which refuses them

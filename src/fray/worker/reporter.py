@@ -24,6 +24,7 @@ from typing import Any
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
+from fray.common.batching import batch_length
 from fray.errors import ControllerUnavailableError
 from fray.wire.controller_client import ControllerClient
 from fray.wire.pb import controller_pb2 as pb
@@ -115,14 +116,9 @@ class Reporter:
     def _take_results(self) -> list[pb.TaskResult]:
         """The next batch of results: up to REPORT_BATCH of them and REPORT_BATCH_BYTES
         (at least one). Holds the mutex."""
-        batch: list[pb.TaskResult] = []
-        size = 0
-        while self._outbox and len(batch) < REPORT_BATCH:
-            size += self._outbox[0].ByteSize()
-            if batch and size > self._batch_bytes:
-                break
-            batch.append(self._outbox.popleft())
-        return batch
+        sizes = (result.ByteSize() for result in self._outbox)
+        count = batch_length(sizes, REPORT_BATCH, self._batch_bytes)
+        return [self._outbox.popleft() for _ in range(count)]
 
     def _give_back(self, batch: list[pb.TaskResult]) -> None:
         """Put results back at the front of the outbox, in their order."""

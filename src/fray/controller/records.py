@@ -12,6 +12,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from fray.controller.placement import NOTHING, Need
+
 # ---------------------------------------------------------------------- states
 
 
@@ -110,6 +112,7 @@ class TaskSpec:
     max_retries: int = 0
     owner: str = ""
     infra_failures: int = 0  # already had, on the direct path
+    need: Need = NOTHING  # what it holds on its worker from lease to end (placement)
 
 
 @dataclass
@@ -174,6 +177,10 @@ class WorkerRecord:
     cpus: float = 0.0
     memory_bytes: int = 0
     labels: dict[str, str] = field(default_factory=dict)
+    # Every number it offers (cpus, memory, gpus, ...), and how much of each its current tasks,
+    # actors and job replicas hold (see `placement`; `used` is derived, never saved).
+    capacities: dict[str, float] = field(default_factory=dict)
+    used: dict[str, float] = field(default_factory=dict)
     # Tasks leased to this worker, in lease order (a dict used as an ordered set).
     task_ids: dict[str, None] = field(default_factory=dict)
     pending_cancels: set[str] = field(default_factory=set)
@@ -204,6 +211,7 @@ class ActorSpec:
     max_restarts: int = 0
     owner: str = ""
     detached: bool = False
+    need: Need = NOTHING  # what it holds on its worker for its life (placement)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from connectrpc.protocol import ProtocolType
 from connectrpc.server import ConnectASGIApplication, ConnectWSGIApplication, DEFAULT_READ_MAX_BYTES, Endpoint, EndpointSync
 from pyqwest import Client, SyncClient
 
-from .controller_pb2 import CancelTasksRequest, CancelTasksResponse, CreateActorRequest, CreateActorResponse, DeleteObjectsRequest, DeleteObjectsResponse, GetActorRequest, GetActorResponse, GetClusterSummaryRequest, GetClusterSummaryResponse, GetObjectRequest, GetObjectResponse, GetTaskLogsRequest, GetTaskLogsResponse, GetTaskRequest, GetTaskResponse, HeartbeatRequest, HeartbeatResponse, KillActorRequest, KillActorResponse, LeaseTasksRequest, LeaseTasksResponse, ListActorsRequest, ListActorsResponse, ListTasksRequest, ListTasksResponse, ListWorkersRequest, ListWorkersResponse, PutObjectRequest, PutObjectResponse, RegisterWorkerRequest, RegisterWorkerResponse, ReportActorsRequest, ReportActorsResponse, ReportResultsRequest, ReportResultsResponse, SubmitTasksRequest, SubmitTasksResponse, UnregisterWorkerRequest, UnregisterWorkerResponse, WaitTasksRequest, WaitTasksResponse, WatchFinishedRequest, WatchFinishedResponse
+from .controller_pb2 import CancelTasksRequest, CancelTasksResponse, CreateActorRequest, CreateActorResponse, DeleteObjectsRequest, DeleteObjectsResponse, GetActorRequest, GetActorResponse, GetClusterSummaryRequest, GetClusterSummaryResponse, GetJobLogsRequest, GetJobLogsResponse, GetJobRequest, GetJobResponse, GetObjectRequest, GetObjectResponse, GetTaskLogsRequest, GetTaskLogsResponse, GetTaskRequest, GetTaskResponse, HeartbeatRequest, HeartbeatResponse, KillActorRequest, KillActorResponse, LeaseTasksRequest, LeaseTasksResponse, ListActorsRequest, ListActorsResponse, ListJobsRequest, ListJobsResponse, ListTasksRequest, ListTasksResponse, ListWorkersRequest, ListWorkersResponse, PutObjectRequest, PutObjectResponse, RegisterWorkerRequest, RegisterWorkerResponse, ReportActorsRequest, ReportActorsResponse, ReportJobsRequest, ReportJobsResponse, ReportResultsRequest, ReportResultsResponse, StopJobRequest, StopJobResponse, SubmitJobRequest, SubmitJobResponse, SubmitTasksRequest, SubmitTasksResponse, UnregisterWorkerRequest, UnregisterWorkerResponse, WaitTasksRequest, WaitTasksResponse, WatchFinishedRequest, WatchFinishedResponse
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterable, Mapping
@@ -158,6 +158,45 @@ class FrayController(Protocol):
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     async def get_cluster_summary(self, request: GetClusterSummaryRequest, ctx: RequestContext[GetClusterSummaryRequest, GetClusterSummaryResponse], /) -> GetClusterSummaryResponse:
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def submit_job(self, request: SubmitJobRequest, ctx: RequestContext[SubmitJobRequest, SubmitJobResponse], /) -> SubmitJobResponse:
+        """
+        ---- jobs (fray.v2 jobs and `fray job`) ----
+        Start a job: `replicas` processes, each placed on a worker whose free resources and labels
+        fit `requirements`, all at once or none (a gang). Safe to repeat with the same job_id.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def get_job(self, request: GetJobRequest, ctx: RequestContext[GetJobRequest, GetJobResponse], /) -> GetJobResponse:
+        """
+        One job. With wait_ms, waits until it has finished (or the deadline).
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def list_jobs(self, request: ListJobsRequest, ctx: RequestContext[ListJobsRequest, ListJobsResponse], /) -> ListJobsResponse:
+        """
+        Every job the controller knows, oldest first.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def stop_job(self, request: StopJobRequest, ctx: RequestContext[StopJobRequest, StopJobResponse], /) -> StopJobResponse:
+        """
+        Kill a job's processes; the job is KILLED at once (a finished job is left as it is).
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def get_job_logs(self, request: GetJobLogsRequest, ctx: RequestContext[GetJobLogsRequest, GetJobLogsResponse], /) -> GetJobLogsResponse:
+        """
+        What a job's replicas printed (stdout and stderr), from an offset, while it runs and after.
+        With wait_ms, waits for new output (or the job's end).
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    async def report_jobs(self, request: ReportJobsRequest, ctx: RequestContext[ReportJobsRequest, ReportJobsResponse], /) -> ReportJobsResponse:
+        """
+        Workers: how their job replicas are doing (started, output, ended).
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
 
@@ -415,6 +454,72 @@ class FrayControllerASGIApplication(ConnectASGIApplication[FrayController]):
                         stream_type=StreamType.UNARY,
                     ),
                     function=svc.get_cluster_summary,
+                ),
+                "/fray.v1.FrayController/SubmitJob": Endpoint.unary(
+                    method=MethodInfo(
+                        name="SubmitJob",
+                        service_name="fray.v1.FrayController",
+                        input=SubmitJobRequest,
+                        output=SubmitJobResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.submit_job,
+                ),
+                "/fray.v1.FrayController/GetJob": Endpoint.unary(
+                    method=MethodInfo(
+                        name="GetJob",
+                        service_name="fray.v1.FrayController",
+                        input=GetJobRequest,
+                        output=GetJobResponse,
+                        idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.get_job,
+                ),
+                "/fray.v1.FrayController/ListJobs": Endpoint.unary(
+                    method=MethodInfo(
+                        name="ListJobs",
+                        service_name="fray.v1.FrayController",
+                        input=ListJobsRequest,
+                        output=ListJobsResponse,
+                        idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.list_jobs,
+                ),
+                "/fray.v1.FrayController/StopJob": Endpoint.unary(
+                    method=MethodInfo(
+                        name="StopJob",
+                        service_name="fray.v1.FrayController",
+                        input=StopJobRequest,
+                        output=StopJobResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.stop_job,
+                ),
+                "/fray.v1.FrayController/GetJobLogs": Endpoint.unary(
+                    method=MethodInfo(
+                        name="GetJobLogs",
+                        service_name="fray.v1.FrayController",
+                        input=GetJobLogsRequest,
+                        output=GetJobLogsResponse,
+                        idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.get_job_logs,
+                ),
+                "/fray.v1.FrayController/ReportJobs": Endpoint.unary(
+                    method=MethodInfo(
+                        name="ReportJobs",
+                        service_name="fray.v1.FrayController",
+                        input=ReportJobsRequest,
+                        output=ReportJobsResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.report_jobs,
                 ),
             },
             interceptors=interceptors,
@@ -968,6 +1073,153 @@ class FrayControllerClient(ConnectClient):
             timeout_ms=timeout_ms,
             use_get=use_get,
         )
+    async def submit_job(
+        self,
+        request: SubmitJobRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> SubmitJobResponse:
+        """
+        ---- jobs (fray.v2 jobs and `fray job`) ----
+        Start a job: `replicas` processes, each placed on a worker whose free resources and labels
+        fit `requirements`, all at once or none (a gang). Safe to repeat with the same job_id.
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="SubmitJob",
+                service_name="fray.v1.FrayController",
+                input=SubmitJobRequest,
+                output=SubmitJobResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    async def get_job(
+        self,
+        request: GetJobRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+        use_get: bool = False,
+    ) -> GetJobResponse:
+        """
+        One job. With wait_ms, waits until it has finished (or the deadline).
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="GetJob",
+                service_name="fray.v1.FrayController",
+                input=GetJobRequest,
+                output=GetJobResponse,
+                idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+            use_get=use_get,
+        )
+    async def list_jobs(
+        self,
+        request: ListJobsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+        use_get: bool = False,
+    ) -> ListJobsResponse:
+        """
+        Every job the controller knows, oldest first.
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="ListJobs",
+                service_name="fray.v1.FrayController",
+                input=ListJobsRequest,
+                output=ListJobsResponse,
+                idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+            use_get=use_get,
+        )
+    async def stop_job(
+        self,
+        request: StopJobRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> StopJobResponse:
+        """
+        Kill a job's processes; the job is KILLED at once (a finished job is left as it is).
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="StopJob",
+                service_name="fray.v1.FrayController",
+                input=StopJobRequest,
+                output=StopJobResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    async def get_job_logs(
+        self,
+        request: GetJobLogsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+        use_get: bool = False,
+    ) -> GetJobLogsResponse:
+        """
+        What a job's replicas printed (stdout and stderr), from an offset, while it runs and after.
+        With wait_ms, waits for new output (or the job's end).
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="GetJobLogs",
+                service_name="fray.v1.FrayController",
+                input=GetJobLogsRequest,
+                output=GetJobLogsResponse,
+                idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+            use_get=use_get,
+        )
+    async def report_jobs(
+        self,
+        request: ReportJobsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> ReportJobsResponse:
+        """
+        Workers: how their job replicas are doing (started, output, ended).
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="ReportJobs",
+                service_name="fray.v1.FrayController",
+                input=ReportJobsRequest,
+                output=ReportJobsResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
 
 class FrayControllerSync(Protocol):
     def submit_tasks(self, request: SubmitTasksRequest, ctx: RequestContext[SubmitTasksRequest, SubmitTasksResponse], /) -> SubmitTasksResponse:
@@ -1090,6 +1342,45 @@ class FrayControllerSync(Protocol):
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
     def get_cluster_summary(self, request: GetClusterSummaryRequest, ctx: RequestContext[GetClusterSummaryRequest, GetClusterSummaryResponse], /) -> GetClusterSummaryResponse:
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def submit_job(self, request: SubmitJobRequest, ctx: RequestContext[SubmitJobRequest, SubmitJobResponse], /) -> SubmitJobResponse:
+        """
+        ---- jobs (fray.v2 jobs and `fray job`) ----
+        Start a job: `replicas` processes, each placed on a worker whose free resources and labels
+        fit `requirements`, all at once or none (a gang). Safe to repeat with the same job_id.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def get_job(self, request: GetJobRequest, ctx: RequestContext[GetJobRequest, GetJobResponse], /) -> GetJobResponse:
+        """
+        One job. With wait_ms, waits until it has finished (or the deadline).
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def list_jobs(self, request: ListJobsRequest, ctx: RequestContext[ListJobsRequest, ListJobsResponse], /) -> ListJobsResponse:
+        """
+        Every job the controller knows, oldest first.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def stop_job(self, request: StopJobRequest, ctx: RequestContext[StopJobRequest, StopJobResponse], /) -> StopJobResponse:
+        """
+        Kill a job's processes; the job is KILLED at once (a finished job is left as it is).
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def get_job_logs(self, request: GetJobLogsRequest, ctx: RequestContext[GetJobLogsRequest, GetJobLogsResponse], /) -> GetJobLogsResponse:
+        """
+        What a job's replicas printed (stdout and stderr), from an offset, while it runs and after.
+        With wait_ms, waits for new output (or the job's end).
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def report_jobs(self, request: ReportJobsRequest, ctx: RequestContext[ReportJobsRequest, ReportJobsResponse], /) -> ReportJobsResponse:
+        """
+        Workers: how their job replicas are doing (started, output, ended).
+        """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
 
@@ -1345,6 +1636,72 @@ class FrayControllerWSGIApplication(ConnectWSGIApplication):
                         stream_type=StreamType.UNARY,
                     ),
                     function=service.get_cluster_summary,
+                ),
+                "/fray.v1.FrayController/SubmitJob": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="SubmitJob",
+                        service_name="fray.v1.FrayController",
+                        input=SubmitJobRequest,
+                        output=SubmitJobResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.submit_job,
+                ),
+                "/fray.v1.FrayController/GetJob": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="GetJob",
+                        service_name="fray.v1.FrayController",
+                        input=GetJobRequest,
+                        output=GetJobResponse,
+                        idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.get_job,
+                ),
+                "/fray.v1.FrayController/ListJobs": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="ListJobs",
+                        service_name="fray.v1.FrayController",
+                        input=ListJobsRequest,
+                        output=ListJobsResponse,
+                        idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.list_jobs,
+                ),
+                "/fray.v1.FrayController/StopJob": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="StopJob",
+                        service_name="fray.v1.FrayController",
+                        input=StopJobRequest,
+                        output=StopJobResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.stop_job,
+                ),
+                "/fray.v1.FrayController/GetJobLogs": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="GetJobLogs",
+                        service_name="fray.v1.FrayController",
+                        input=GetJobLogsRequest,
+                        output=GetJobLogsResponse,
+                        idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.get_job_logs,
+                ),
+                "/fray.v1.FrayController/ReportJobs": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="ReportJobs",
+                        service_name="fray.v1.FrayController",
+                        input=ReportJobsRequest,
+                        output=ReportJobsResponse,
+                        idempotency_level=IdempotencyLevel.UNKNOWN,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.report_jobs,
                 ),
             },
             interceptors=interceptors,
@@ -1897,4 +2254,151 @@ class FrayControllerClientSync(ConnectClientSync):
             headers=headers,
             timeout_ms=timeout_ms,
             use_get=use_get,
+        )
+    def submit_job(
+        self,
+        request: SubmitJobRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> SubmitJobResponse:
+        """
+        ---- jobs (fray.v2 jobs and `fray job`) ----
+        Start a job: `replicas` processes, each placed on a worker whose free resources and labels
+        fit `requirements`, all at once or none (a gang). Safe to repeat with the same job_id.
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="SubmitJob",
+                service_name="fray.v1.FrayController",
+                input=SubmitJobRequest,
+                output=SubmitJobResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    def get_job(
+        self,
+        request: GetJobRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+        use_get: bool = False,
+    ) -> GetJobResponse:
+        """
+        One job. With wait_ms, waits until it has finished (or the deadline).
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="GetJob",
+                service_name="fray.v1.FrayController",
+                input=GetJobRequest,
+                output=GetJobResponse,
+                idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+            use_get=use_get,
+        )
+    def list_jobs(
+        self,
+        request: ListJobsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+        use_get: bool = False,
+    ) -> ListJobsResponse:
+        """
+        Every job the controller knows, oldest first.
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="ListJobs",
+                service_name="fray.v1.FrayController",
+                input=ListJobsRequest,
+                output=ListJobsResponse,
+                idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+            use_get=use_get,
+        )
+    def stop_job(
+        self,
+        request: StopJobRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> StopJobResponse:
+        """
+        Kill a job's processes; the job is KILLED at once (a finished job is left as it is).
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="StopJob",
+                service_name="fray.v1.FrayController",
+                input=StopJobRequest,
+                output=StopJobResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+        )
+    def get_job_logs(
+        self,
+        request: GetJobLogsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+        use_get: bool = False,
+    ) -> GetJobLogsResponse:
+        """
+        What a job's replicas printed (stdout and stderr), from an offset, while it runs and after.
+        With wait_ms, waits for new output (or the job's end).
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="GetJobLogs",
+                service_name="fray.v1.FrayController",
+                input=GetJobLogsRequest,
+                output=GetJobLogsResponse,
+                idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+            use_get=use_get,
+        )
+    def report_jobs(
+        self,
+        request: ReportJobsRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+    ) -> ReportJobsResponse:
+        """
+        Workers: how their job replicas are doing (started, output, ended).
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="ReportJobs",
+                service_name="fray.v1.FrayController",
+                input=ReportJobsRequest,
+                output=ReportJobsResponse,
+                idempotency_level=IdempotencyLevel.UNKNOWN,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
         )

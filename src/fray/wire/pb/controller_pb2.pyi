@@ -38,6 +38,15 @@ class ActorState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ACTOR_STATE_RESTARTING: _ClassVar[ActorState]
     ACTOR_STATE_FAILED: _ClassVar[ActorState]
     ACTOR_STATE_DEAD: _ClassVar[ActorState]
+
+class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
+    JOB_STATE_PENDING: _ClassVar[JobState]
+    JOB_STATE_RUNNING: _ClassVar[JobState]
+    JOB_STATE_SUCCEEDED: _ClassVar[JobState]
+    JOB_STATE_FAILED: _ClassVar[JobState]
+    JOB_STATE_KILLED: _ClassVar[JobState]
 TASK_STATE_UNSPECIFIED: TaskState
 TASK_STATE_PENDING: TaskState
 TASK_STATE_RUNNING: TaskState
@@ -58,6 +67,12 @@ ACTOR_STATE_READY: ActorState
 ACTOR_STATE_RESTARTING: ActorState
 ACTOR_STATE_FAILED: ActorState
 ACTOR_STATE_DEAD: ActorState
+JOB_STATE_UNSPECIFIED: JobState
+JOB_STATE_PENDING: JobState
+JOB_STATE_RUNNING: JobState
+JOB_STATE_SUCCEEDED: JobState
+JOB_STATE_FAILED: JobState
+JOB_STATE_KILLED: JobState
 
 class TaskError(_message.Message):
     __slots__ = ("kind", "type", "message", "traceback", "pickled_exception", "worker_id")
@@ -75,8 +90,30 @@ class TaskError(_message.Message):
     worker_id: str
     def __init__(self, kind: _Optional[_Union[ErrorKind, str]] = ..., type: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ..., pickled_exception: _Optional[bytes] = ..., worker_id: _Optional[str] = ...) -> None: ...
 
+class Requirements(_message.Message):
+    __slots__ = ("resources", "labels")
+    class ResourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    resources: _containers.ScalarMap[str, float]
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, resources: _Optional[_Mapping[str, float]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
 class TaskSpec(_message.Message):
-    __slots__ = ("task_id", "function", "args", "object_ids", "name", "timeout_seconds", "max_retries", "owner", "infra_failures")
+    __slots__ = ("task_id", "function", "args", "object_ids", "name", "timeout_seconds", "max_retries", "owner", "infra_failures", "requirements")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     ARGS_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +123,7 @@ class TaskSpec(_message.Message):
     MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     INFRA_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    REQUIREMENTS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     function: bytes
     args: bytes
@@ -95,10 +133,11 @@ class TaskSpec(_message.Message):
     max_retries: int
     owner: str
     infra_failures: int
-    def __init__(self, task_id: _Optional[str] = ..., function: _Optional[bytes] = ..., args: _Optional[bytes] = ..., object_ids: _Optional[_Iterable[str]] = ..., name: _Optional[str] = ..., timeout_seconds: _Optional[float] = ..., max_retries: _Optional[int] = ..., owner: _Optional[str] = ..., infra_failures: _Optional[int] = ...) -> None: ...
+    requirements: Requirements
+    def __init__(self, task_id: _Optional[str] = ..., function: _Optional[bytes] = ..., args: _Optional[bytes] = ..., object_ids: _Optional[_Iterable[str]] = ..., name: _Optional[str] = ..., timeout_seconds: _Optional[float] = ..., max_retries: _Optional[int] = ..., owner: _Optional[str] = ..., infra_failures: _Optional[int] = ..., requirements: _Optional[_Union[Requirements, _Mapping]] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "name", "state", "attempts", "worker_id", "submitted_at", "started_at", "finished_at", "error", "result", "cancel_requested", "timeout_seconds", "max_retries", "direct", "output")
+    __slots__ = ("task_id", "name", "state", "attempts", "worker_id", "submitted_at", "started_at", "finished_at", "error", "result", "cancel_requested", "timeout_seconds", "max_retries", "direct", "output", "requirements", "pending_reason")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +153,8 @@ class Task(_message.Message):
     MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
     DIRECT_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    REQUIREMENTS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_REASON_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     name: str
     state: TaskState
@@ -129,7 +170,9 @@ class Task(_message.Message):
     max_retries: int
     direct: bool
     output: TaskOutput
-    def __init__(self, task_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., attempts: _Optional[int] = ..., worker_id: _Optional[str] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., result: _Optional[bytes] = ..., cancel_requested: _Optional[bool] = ..., timeout_seconds: _Optional[float] = ..., max_retries: _Optional[int] = ..., direct: _Optional[bool] = ..., output: _Optional[_Union[TaskOutput, _Mapping]] = ...) -> None: ...
+    requirements: Requirements
+    pending_reason: str
+    def __init__(self, task_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., attempts: _Optional[int] = ..., worker_id: _Optional[str] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., result: _Optional[bytes] = ..., cancel_requested: _Optional[bool] = ..., timeout_seconds: _Optional[float] = ..., max_retries: _Optional[int] = ..., direct: _Optional[bool] = ..., output: _Optional[_Union[TaskOutput, _Mapping]] = ..., requirements: _Optional[_Union[Requirements, _Mapping]] = ..., pending_reason: _Optional[str] = ...) -> None: ...
 
 class SubmitTasksRequest(_message.Message):
     __slots__ = ("tasks",)
@@ -274,7 +317,7 @@ class DeleteObjectsResponse(_message.Message):
     def __init__(self, deleted: _Optional[int] = ...) -> None: ...
 
 class Resources(_message.Message):
-    __slots__ = ("cpus", "memory_bytes", "labels")
+    __slots__ = ("cpus", "memory_bytes", "labels", "capacities")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -282,16 +325,32 @@ class Resources(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class CapacitiesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     CPUS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    CAPACITIES_FIELD_NUMBER: _ClassVar[int]
     cpus: float
     memory_bytes: int
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, cpus: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    capacities: _containers.ScalarMap[str, float]
+    def __init__(self, cpus: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., capacities: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Worker(_message.Message):
-    __slots__ = ("worker_id", "address", "resources", "slots", "registered_at", "last_heartbeat", "task_ids", "tasks_completed", "tasks_failed", "draining", "direct_running", "busy_slots")
+    __slots__ = ("worker_id", "address", "resources", "slots", "registered_at", "last_heartbeat", "task_ids", "tasks_completed", "tasks_failed", "draining", "direct_running", "busy_slots", "free", "job_replicas")
+    class FreeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
@@ -304,6 +363,8 @@ class Worker(_message.Message):
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     DIRECT_RUNNING_FIELD_NUMBER: _ClassVar[int]
     BUSY_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    FREE_FIELD_NUMBER: _ClassVar[int]
+    JOB_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     address: str
     resources: Resources
@@ -316,7 +377,9 @@ class Worker(_message.Message):
     draining: bool
     direct_running: int
     busy_slots: int
-    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., slots: _Optional[int] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., task_ids: _Optional[_Iterable[str]] = ..., tasks_completed: _Optional[int] = ..., tasks_failed: _Optional[int] = ..., draining: _Optional[bool] = ..., direct_running: _Optional[int] = ..., busy_slots: _Optional[int] = ...) -> None: ...
+    free: _containers.ScalarMap[str, float]
+    job_replicas: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., slots: _Optional[int] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., task_ids: _Optional[_Iterable[str]] = ..., tasks_completed: _Optional[int] = ..., tasks_failed: _Optional[int] = ..., draining: _Optional[bool] = ..., direct_running: _Optional[int] = ..., busy_slots: _Optional[int] = ..., free: _Optional[_Mapping[str, float]] = ..., job_replicas: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RegisterWorkerRequest(_message.Message):
     __slots__ = ("worker_id", "address", "resources", "slots", "prefetch", "instance")
@@ -375,7 +438,7 @@ class UnregisterWorkerResponse(_message.Message):
     def __init__(self, requeued_task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LeaseTasksRequest(_message.Message):
-    __slots__ = ("worker_id", "wait_ms", "held_task_ids", "reports_held", "prefetch", "hosted_actors", "reports_actors", "cached_object_ids", "reports_started")
+    __slots__ = ("worker_id", "wait_ms", "held_task_ids", "reports_held", "prefetch", "hosted_actors", "reports_actors", "cached_object_ids", "job_replicas", "reports_jobs", "reports_started")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     HELD_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -384,6 +447,8 @@ class LeaseTasksRequest(_message.Message):
     HOSTED_ACTORS_FIELD_NUMBER: _ClassVar[int]
     REPORTS_ACTORS_FIELD_NUMBER: _ClassVar[int]
     CACHED_OBJECT_IDS_FIELD_NUMBER: _ClassVar[int]
+    JOB_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_JOBS_FIELD_NUMBER: _ClassVar[int]
     REPORTS_STARTED_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     wait_ms: int
@@ -393,8 +458,10 @@ class LeaseTasksRequest(_message.Message):
     hosted_actors: _containers.RepeatedCompositeFieldContainer[ActorUpdate]
     reports_actors: bool
     cached_object_ids: _containers.RepeatedScalarFieldContainer[str]
+    job_replicas: _containers.RepeatedScalarFieldContainer[str]
+    reports_jobs: bool
     reports_started: bool
-    def __init__(self, worker_id: _Optional[str] = ..., wait_ms: _Optional[int] = ..., held_task_ids: _Optional[_Iterable[str]] = ..., reports_held: _Optional[bool] = ..., prefetch: _Optional[int] = ..., hosted_actors: _Optional[_Iterable[_Union[ActorUpdate, _Mapping]]] = ..., reports_actors: _Optional[bool] = ..., cached_object_ids: _Optional[_Iterable[str]] = ..., reports_started: _Optional[bool] = ...) -> None: ...
+    def __init__(self, worker_id: _Optional[str] = ..., wait_ms: _Optional[int] = ..., held_task_ids: _Optional[_Iterable[str]] = ..., reports_held: _Optional[bool] = ..., prefetch: _Optional[int] = ..., hosted_actors: _Optional[_Iterable[_Union[ActorUpdate, _Mapping]]] = ..., reports_actors: _Optional[bool] = ..., cached_object_ids: _Optional[_Iterable[str]] = ..., job_replicas: _Optional[_Iterable[str]] = ..., reports_jobs: _Optional[bool] = ..., reports_started: _Optional[bool] = ...) -> None: ...
 
 class LeasedTask(_message.Message):
     __slots__ = ("task_id", "attempt", "name", "function", "args", "object_ids", "timeout_seconds")
@@ -415,18 +482,22 @@ class LeasedTask(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., name: _Optional[str] = ..., function: _Optional[bytes] = ..., args: _Optional[bytes] = ..., object_ids: _Optional[_Iterable[str]] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class LeaseTasksResponse(_message.Message):
-    __slots__ = ("tasks", "cancel_task_ids", "start_actors", "stop_actor_ids", "freed_object_ids")
+    __slots__ = ("tasks", "cancel_task_ids", "start_actors", "stop_actor_ids", "freed_object_ids", "start_jobs", "stop_job_replicas")
     TASKS_FIELD_NUMBER: _ClassVar[int]
     CANCEL_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
     START_ACTORS_FIELD_NUMBER: _ClassVar[int]
     STOP_ACTOR_IDS_FIELD_NUMBER: _ClassVar[int]
     FREED_OBJECT_IDS_FIELD_NUMBER: _ClassVar[int]
+    START_JOBS_FIELD_NUMBER: _ClassVar[int]
+    STOP_JOB_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     tasks: _containers.RepeatedCompositeFieldContainer[LeasedTask]
     cancel_task_ids: _containers.RepeatedScalarFieldContainer[str]
     start_actors: _containers.RepeatedCompositeFieldContainer[ActorSpec]
     stop_actor_ids: _containers.RepeatedScalarFieldContainer[str]
     freed_object_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, tasks: _Optional[_Iterable[_Union[LeasedTask, _Mapping]]] = ..., cancel_task_ids: _Optional[_Iterable[str]] = ..., start_actors: _Optional[_Iterable[_Union[ActorSpec, _Mapping]]] = ..., stop_actor_ids: _Optional[_Iterable[str]] = ..., freed_object_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    start_jobs: _containers.RepeatedCompositeFieldContainer[JobLaunch]
+    stop_job_replicas: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[LeasedTask, _Mapping]]] = ..., cancel_task_ids: _Optional[_Iterable[str]] = ..., start_actors: _Optional[_Iterable[_Union[ActorSpec, _Mapping]]] = ..., stop_actor_ids: _Optional[_Iterable[str]] = ..., freed_object_ids: _Optional[_Iterable[str]] = ..., start_jobs: _Optional[_Iterable[_Union[JobLaunch, _Mapping]]] = ..., stop_job_replicas: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TaskResult(_message.Message):
     __slots__ = ("task_id", "attempt", "value", "error", "handed_back", "output")
@@ -537,8 +608,22 @@ class GetClusterSummaryRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetClusterSummaryResponse(_message.Message):
-    __slots__ = ("queue_depth", "tasks_by_state", "workers", "total_slots", "busy_slots", "objects", "object_bytes", "controller_id", "active_clients")
+    __slots__ = ("queue_depth", "tasks_by_state", "workers", "total_slots", "busy_slots", "objects", "object_bytes", "controller_id", "active_clients", "unplaceable", "jobs_by_state")
     class TasksByStateEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class UnplaceableEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class JobsByStateEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -554,6 +639,8 @@ class GetClusterSummaryResponse(_message.Message):
     OBJECT_BYTES_FIELD_NUMBER: _ClassVar[int]
     CONTROLLER_ID_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    UNPLACEABLE_FIELD_NUMBER: _ClassVar[int]
+    JOBS_BY_STATE_FIELD_NUMBER: _ClassVar[int]
     queue_depth: int
     tasks_by_state: _containers.ScalarMap[str, int]
     workers: int
@@ -563,10 +650,12 @@ class GetClusterSummaryResponse(_message.Message):
     object_bytes: int
     controller_id: str
     active_clients: int
-    def __init__(self, queue_depth: _Optional[int] = ..., tasks_by_state: _Optional[_Mapping[str, int]] = ..., workers: _Optional[int] = ..., total_slots: _Optional[int] = ..., busy_slots: _Optional[int] = ..., objects: _Optional[int] = ..., object_bytes: _Optional[int] = ..., controller_id: _Optional[str] = ..., active_clients: _Optional[int] = ...) -> None: ...
+    unplaceable: _containers.ScalarMap[str, int]
+    jobs_by_state: _containers.ScalarMap[str, int]
+    def __init__(self, queue_depth: _Optional[int] = ..., tasks_by_state: _Optional[_Mapping[str, int]] = ..., workers: _Optional[int] = ..., total_slots: _Optional[int] = ..., busy_slots: _Optional[int] = ..., objects: _Optional[int] = ..., object_bytes: _Optional[int] = ..., controller_id: _Optional[str] = ..., active_clients: _Optional[int] = ..., unplaceable: _Optional[_Mapping[str, int]] = ..., jobs_by_state: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ActorSpec(_message.Message):
-    __slots__ = ("actor_id", "name", "class_name", "cls", "args", "object_ids", "max_restarts", "owner", "detached", "incarnation")
+    __slots__ = ("actor_id", "name", "class_name", "cls", "args", "object_ids", "max_restarts", "owner", "detached", "incarnation", "requirements")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -577,6 +666,7 @@ class ActorSpec(_message.Message):
     OWNER_FIELD_NUMBER: _ClassVar[int]
     DETACHED_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    REQUIREMENTS_FIELD_NUMBER: _ClassVar[int]
     actor_id: str
     name: str
     class_name: str
@@ -587,10 +677,11 @@ class ActorSpec(_message.Message):
     owner: str
     detached: bool
     incarnation: int
-    def __init__(self, actor_id: _Optional[str] = ..., name: _Optional[str] = ..., class_name: _Optional[str] = ..., cls: _Optional[bytes] = ..., args: _Optional[bytes] = ..., object_ids: _Optional[_Iterable[str]] = ..., max_restarts: _Optional[int] = ..., owner: _Optional[str] = ..., detached: _Optional[bool] = ..., incarnation: _Optional[int] = ...) -> None: ...
+    requirements: Requirements
+    def __init__(self, actor_id: _Optional[str] = ..., name: _Optional[str] = ..., class_name: _Optional[str] = ..., cls: _Optional[bytes] = ..., args: _Optional[bytes] = ..., object_ids: _Optional[_Iterable[str]] = ..., max_restarts: _Optional[int] = ..., owner: _Optional[str] = ..., detached: _Optional[bool] = ..., incarnation: _Optional[int] = ..., requirements: _Optional[_Union[Requirements, _Mapping]] = ...) -> None: ...
 
 class Actor(_message.Message):
-    __slots__ = ("actor_id", "name", "class_name", "state", "worker_id", "address", "incarnation", "restarts", "max_restarts", "created_at", "error", "detached", "owner")
+    __slots__ = ("actor_id", "name", "class_name", "state", "worker_id", "address", "incarnation", "restarts", "max_restarts", "created_at", "error", "detached", "owner", "requirements", "pending_reason")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -604,6 +695,8 @@ class Actor(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     DETACHED_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
+    REQUIREMENTS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_REASON_FIELD_NUMBER: _ClassVar[int]
     actor_id: str
     name: str
     class_name: str
@@ -617,7 +710,9 @@ class Actor(_message.Message):
     error: TaskError
     detached: bool
     owner: str
-    def __init__(self, actor_id: _Optional[str] = ..., name: _Optional[str] = ..., class_name: _Optional[str] = ..., state: _Optional[_Union[ActorState, str]] = ..., worker_id: _Optional[str] = ..., address: _Optional[str] = ..., incarnation: _Optional[int] = ..., restarts: _Optional[int] = ..., max_restarts: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., detached: _Optional[bool] = ..., owner: _Optional[str] = ...) -> None: ...
+    requirements: Requirements
+    pending_reason: str
+    def __init__(self, actor_id: _Optional[str] = ..., name: _Optional[str] = ..., class_name: _Optional[str] = ..., state: _Optional[_Union[ActorState, str]] = ..., worker_id: _Optional[str] = ..., address: _Optional[str] = ..., incarnation: _Optional[int] = ..., restarts: _Optional[int] = ..., max_restarts: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., detached: _Optional[bool] = ..., owner: _Optional[str] = ..., requirements: _Optional[_Union[Requirements, _Mapping]] = ..., pending_reason: _Optional[str] = ...) -> None: ...
 
 class CreateActorRequest(_message.Message):
     __slots__ = ("actor", "get_if_exists")
@@ -654,10 +749,12 @@ class GetActorResponse(_message.Message):
     def __init__(self, actor: _Optional[_Union[Actor, _Mapping]] = ...) -> None: ...
 
 class ListActorsRequest(_message.Message):
-    __slots__ = ("state",)
+    __slots__ = ("state", "name_prefix")
     STATE_FIELD_NUMBER: _ClassVar[int]
+    NAME_PREFIX_FIELD_NUMBER: _ClassVar[int]
     state: ActorState
-    def __init__(self, state: _Optional[_Union[ActorState, str]] = ...) -> None: ...
+    name_prefix: str
+    def __init__(self, state: _Optional[_Union[ActorState, str]] = ..., name_prefix: _Optional[str] = ...) -> None: ...
 
 class ListActorsResponse(_message.Message):
     __slots__ = ("actors",)
@@ -700,3 +797,215 @@ class ReportActorsRequest(_message.Message):
 class ReportActorsResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class JobSpec(_message.Message):
+    __slots__ = ("job_id", "name", "replicas", "requirements", "entrypoint", "command", "env", "working_dir", "owner")
+    class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    REQUIREMENTS_FIELD_NUMBER: _ClassVar[int]
+    ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    WORKING_DIR_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    name: str
+    replicas: int
+    requirements: Requirements
+    entrypoint: bytes
+    command: _containers.RepeatedScalarFieldContainer[str]
+    env: _containers.ScalarMap[str, str]
+    working_dir: str
+    owner: str
+    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., replicas: _Optional[int] = ..., requirements: _Optional[_Union[Requirements, _Mapping]] = ..., entrypoint: _Optional[bytes] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., working_dir: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
+
+class JobReplica(_message.Message):
+    __slots__ = ("index", "state", "worker_id", "pid", "exit_code", "error", "started_at", "finished_at")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    state: JobState
+    worker_id: str
+    pid: int
+    exit_code: int
+    error: str
+    started_at: _timestamp_pb2.Timestamp
+    finished_at: _timestamp_pb2.Timestamp
+    def __init__(self, index: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., worker_id: _Optional[str] = ..., pid: _Optional[int] = ..., exit_code: _Optional[int] = ..., error: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Job(_message.Message):
+    __slots__ = ("job_id", "name", "state", "replicas", "requirements", "replica_states", "submitted_at", "started_at", "finished_at", "error", "pending_reason", "owner", "command")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    REQUIREMENTS_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_STATES_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    PENDING_REASON_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    name: str
+    state: JobState
+    replicas: int
+    requirements: Requirements
+    replica_states: _containers.RepeatedCompositeFieldContainer[JobReplica]
+    submitted_at: _timestamp_pb2.Timestamp
+    started_at: _timestamp_pb2.Timestamp
+    finished_at: _timestamp_pb2.Timestamp
+    error: str
+    pending_reason: str
+    owner: str
+    command: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., replicas: _Optional[int] = ..., requirements: _Optional[_Union[Requirements, _Mapping]] = ..., replica_states: _Optional[_Iterable[_Union[JobReplica, _Mapping]]] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., pending_reason: _Optional[str] = ..., owner: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SubmitJobRequest(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: JobSpec
+    def __init__(self, job: _Optional[_Union[JobSpec, _Mapping]] = ...) -> None: ...
+
+class SubmitJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("job_id", "wait_ms")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    wait_ms: int
+    def __init__(self, job_id: _Optional[str] = ..., wait_ms: _Optional[int] = ...) -> None: ...
+
+class GetJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("state",)
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    state: JobState
+    def __init__(self, state: _Optional[_Union[JobState, str]] = ...) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+
+class StopJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class StopJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class GetJobLogsRequest(_message.Message):
+    __slots__ = ("job_id", "replica", "offset", "wait_ms")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    replica: int
+    offset: int
+    wait_ms: int
+    def __init__(self, job_id: _Optional[str] = ..., replica: _Optional[int] = ..., offset: _Optional[int] = ..., wait_ms: _Optional[int] = ...) -> None: ...
+
+class GetJobLogsResponse(_message.Message):
+    __slots__ = ("data", "next_offset", "finished", "dropped_bytes")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    NEXT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    next_offset: int
+    finished: bool
+    dropped_bytes: int
+    def __init__(self, data: _Optional[bytes] = ..., next_offset: _Optional[int] = ..., finished: _Optional[bool] = ..., dropped_bytes: _Optional[int] = ...) -> None: ...
+
+class JobLaunch(_message.Message):
+    __slots__ = ("job_id", "index", "replicas", "entrypoint", "command", "env", "working_dir")
+    class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    ENTRYPOINT_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    WORKING_DIR_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    index: int
+    replicas: int
+    entrypoint: bytes
+    command: _containers.RepeatedScalarFieldContainer[str]
+    env: _containers.ScalarMap[str, str]
+    working_dir: str
+    def __init__(self, job_id: _Optional[str] = ..., index: _Optional[int] = ..., replicas: _Optional[int] = ..., entrypoint: _Optional[bytes] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., working_dir: _Optional[str] = ...) -> None: ...
+
+class JobReplicaUpdate(_message.Message):
+    __slots__ = ("job_id", "index", "state", "pid", "exit_code", "error", "output", "output_offset")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    index: int
+    state: JobState
+    pid: int
+    exit_code: int
+    error: str
+    output: bytes
+    output_offset: int
+    def __init__(self, job_id: _Optional[str] = ..., index: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., pid: _Optional[int] = ..., exit_code: _Optional[int] = ..., error: _Optional[str] = ..., output: _Optional[bytes] = ..., output_offset: _Optional[int] = ...) -> None: ...
+
+class ReportJobsRequest(_message.Message):
+    __slots__ = ("worker_id", "updates")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    updates: _containers.RepeatedCompositeFieldContainer[JobReplicaUpdate]
+    def __init__(self, worker_id: _Optional[str] = ..., updates: _Optional[_Iterable[_Union[JobReplicaUpdate, _Mapping]]] = ...) -> None: ...
+
+class ReportJobsResponse(_message.Message):
+    __slots__ = ("stop_job_replicas",)
+    STOP_JOB_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    stop_job_replicas: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, stop_job_replicas: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -3,7 +3,8 @@
 A worker offers *capacities* (numbers: ``cpus``, ``memory`` in bytes, ``gpus``, any other
 amount) and *labels* (strings: ``gpu_type``, ``zone``, ...). A task, actor or job replica
 asks for a :class:`Need`: amounts it holds on its worker while it lives, and labels the worker
-must carry with those values (a value ``"a|b"`` accepts either: fray.v2's ``regions``). A worker can take it *now* when its free capacities
+must carry with those values (a value ``"a|b"`` accepts either: fray.v2's ``regions``).
+A worker can take it *now* when its free capacities
 (offered minus what its current work holds) cover every amount and every label matches; it
 could *ever* take it when its offered capacities do. Work that asks for nothing needs only a
 free slot (tasks) or a live worker (actors, jobs): the default, so plain tasks cost nothing

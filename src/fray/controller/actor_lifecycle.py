@@ -1,7 +1,11 @@
 """The rules of an actor's life at the controller: registering it, placing it on a worker,
 the worker's reports, restarts after a loss, killing it, and repairing lost messages.
 
-An actor is placed on the live worker hosting the fewest actors (actors do not take task slots).
+An actor is placed on a live worker whose free capacities and labels fit its need (see
+`placement`; an actor asking for nothing fits any), hosting the fewest actors (actors do not
+take task slots); it holds its need there while placed (CREATING, READY). One that fits no
+worker now waits (PENDING, RESTARTING) and is tried again when capacity may have appeared
+(`retry`).
 The worker learns what to start and stop with its next lease (`take_orders`); it reports what
 happened (`report`), and every lease lists what it hosts, so that a lost message is repaired
 (`reconcile`). A lost actor is re-created elsewhere, with fresh state, up to `max_restarts`
@@ -15,6 +19,7 @@ from collections.abc import Callable, Iterable
 
 from fray.controller.actors import ActorRegistry
 from fray.controller.objects import ObjectStore
+from fray.controller.placement import fits_now
 from fray.controller.records import (
     ActorRecord,
     ActorSpec,
@@ -46,6 +51,8 @@ class ActorLifecycle:
         self._actors, self._workers, self._objects = actors, workers, objects
         self._move = transitions.move_actor
         self._clock = clock
+        self._stuck = False  # actors were left waiting by the last `place`
+        self._tried_at = -1  # `WorkerRegistry.freed` as of the last `place`
 
     # ---------------------------------------------------------------- clients
 
@@ -93,23 +100,40 @@ class ActorLifecycle:
                     worker.actor_stops.append(actor.actor_id)
             actor.error = TaskFailure(ErrorKind.CANCELLED, "ActorDiedError", "killed")
             self._move(actor, ActorState.DEAD)
+            self.retry()  # what it held may fit a waiting actor
         return actor
 
     # ---------------------------------------------------------------- workers
 
-    def place(self) -> None:
-        """Put waiting actors on the live workers hosting the fewest actors (then the most
-        free slots)."""
+    def place(self) -> int:
+        """Put waiting actors, oldest first, on the live workers where their need fits now,
+        hosting the fewest actors (then the most free slots). One that fits nowhere waits,
+        without holding up the others. Returns how many were placed."""
+        self._tried_at = self._workers.freed
+        stuck = False
+        placed = 0
         for actor in self._actors.waiting():
-            candidates = [w for w in self._workers.by_id.values() if not w.draining]
+            need = actor.spec.need
+            candidates = [w for w in self._workers.by_id.values() if fits_now(w, need)]
             if not candidates:
-                return
+                stuck = True
+                continue
             worker = min(candidates, key=lambda w: (len(w.actor_ids), len(w.task_ids) - w.slots))
             self._move(actor, ActorState.CREATING)
             actor.worker_id = worker.worker_id
             actor.incarnation += 1
-            worker.actor_ids[actor.actor_id] = None
+            self._workers.hold_actor(worker, actor.actor_id, need)
             worker.actor_starts.append(actor.actor_id)
+            placed += 1
+        self._stuck = stuck
+        return placed
+
+    def retry(self) -> bool:
+        """Place waiting actors again if capacity may have appeared since the last try (cheap
+        otherwise); True if any was placed."""
+        if not self._stuck or self._workers.freed == self._tried_at:
+            return False
+        return self.place() > 0
 
     def take_orders(self, worker_id: str) -> tuple[list[ActorRecord], list[str]]:
         """The actors a worker must start and the ids it must stop (sent with its lease)."""
@@ -155,6 +179,7 @@ class ActorLifecycle:
             )
         else:
             raise InvalidRequest(f"actor {actor_id}: cannot report {state.value} now")
+        self.retry()  # a failed or dead actor's capacity may fit a waiting one
         return True
 
     def reconcile(self, worker_id: str, hosted: Iterable[tuple[str, int, ActorState]]) -> bool:

@@ -24,6 +24,8 @@ class Changes:
         "objects",
         "owners",
         "gone_rows",
+        "new_jobs",
+        "jobs",
     )
 
     def __init__(self, enabled: bool = False) -> None:
@@ -36,6 +38,8 @@ class Changes:
         self.objects: dict[str, None] = {}
         self.owners: dict[str, None] = {}  # finished logs appended to, read or expired
         self.gone_rows: list[int] = []  # saved rows of tasks forgotten (evicted, replaced)
+        self.new_jobs: dict[str, None] = {}  # added since the last save (also in `jobs`)
+        self.jobs: dict[str, None] = {}  # added, changed or forgotten
 
     def new_task(self, task_id: str) -> None:
         if self.enabled:
@@ -71,6 +75,15 @@ class Changes:
         if self.enabled:
             self.owners[owner] = None
 
+    def new_job(self, job_id: str) -> None:
+        if self.enabled:
+            self.new_jobs[job_id] = None
+            self.jobs[job_id] = None
+
+    def job(self, job_id: str) -> None:
+        if self.enabled:
+            self.jobs[job_id] = None
+
     def __bool__(self) -> bool:
         return bool(
             self.tasks
@@ -79,6 +92,7 @@ class Changes:
             or self.objects
             or self.owners
             or self.gone_rows
+            or self.jobs
         )
 
     def take(self) -> Changes:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from fray.controller import placement
 from fray.controller import records as rec
+from fray.controller.placement import NOTHING, Need
 from fray.wire.pb import controller_pb2 as pb
 
 STATE_TO_PB = {s: pb.TaskState.Value(f"TASK_STATE_{s.value}") for s in rec.TaskState}
@@ -21,6 +25,24 @@ def _timestamp(seconds: float | None) -> Timestamp | None:
     ts = Timestamp()
     ts.FromNanoseconds(int(seconds * 1e9))
     return ts
+
+
+def need_from_pb(requirements: pb.Requirements, where: str) -> Need:
+    """A need from a request's Requirements (`NOTHING` when it asks for nothing);
+    `InvalidRequest` naming `where` (e.g. "task 3 (abc)") when it is malformed."""
+    if not requirements.resources and not requirements.labels:
+        return NOTHING
+    try:
+        need = Need.of(dict(requirements.resources), dict(requirements.labels))
+    except ValueError as exc:
+        raise rec.InvalidRequest(f"{where}: requirements: {exc}") from None
+    return NOTHING if need.empty else need
+
+
+def need_to_pb(need: Need) -> pb.Requirements | None:
+    if need is NOTHING or need.empty:
+        return None
+    return pb.Requirements(resources=dict(need.resources), labels=dict(need.labels))
 
 
 def failure_to_pb(failure: rec.TaskFailure) -> pb.TaskError:
@@ -48,7 +70,9 @@ def failure_from_pb(error: pb.TaskError) -> rec.TaskFailure:
     )
 
 
-def task_to_pb(task: rec.TaskRecord, include_result: bool = False) -> pb.Task:
+def task_to_pb(
+    task: rec.TaskRecord, include_result: bool = False, pending_reason: str = ""
+) -> pb.Task:
     return pb.Task(
         task_id=task.task_id,
         name=task.spec.name,
@@ -64,16 +88,25 @@ def task_to_pb(task: rec.TaskRecord, include_result: bool = False) -> pb.Task:
         timeout_seconds=task.spec.timeout_seconds,
         max_retries=task.spec.max_retries,
         direct=task.direct,
+        requirements=need_to_pb(task.spec.need),
+        pending_reason=pending_reason,
     )
 
 
-def worker_to_pb(worker: rec.WorkerRecord, busy_slots: int = 0) -> pb.Worker:
+def worker_to_pb(
+    worker: rec.WorkerRecord, busy_slots: int = 0, job_replicas: Iterable[str] = ()
+) -> pb.Worker:
     return pb.Worker(
         worker_id=worker.worker_id,
         address=worker.address,
         resources=pb.Resources(
-            cpus=worker.cpus, memory_bytes=worker.memory_bytes, labels=worker.labels
+            cpus=worker.cpus,
+            memory_bytes=worker.memory_bytes,
+            labels=worker.labels,
+            capacities=worker.capacities,
         ),
+        free=placement.free(worker),
+        job_replicas=job_replicas,
         draining=worker.draining,
         slots=worker.slots,
         registered_at=_timestamp(worker.registered_at),
@@ -87,6 +120,10 @@ def worker_to_pb(worker: rec.WorkerRecord, busy_slots: int = 0) -> pb.Worker:
 
 
 def task_spec_from_pb(spec: pb.TaskSpec) -> rec.TaskSpec:
+    need = NOTHING
+    if spec.HasField("requirements"):
+        where = f"task {spec.task_id or spec.name or '(no id)'}"
+        need = need_from_pb(spec.requirements, where)
     return rec.TaskSpec(
         function=spec.function,
         args=spec.args,
@@ -97,6 +134,7 @@ def task_spec_from_pb(spec: pb.TaskSpec) -> rec.TaskSpec:
         max_retries=spec.max_retries,
         owner=spec.owner,
         infra_failures=spec.infra_failures,
+        need=need,
     )
 
 
@@ -146,6 +184,9 @@ def direct_from_pb(task: pb.DirectTask) -> rec.DirectTaskRecord:
 
 
 def actor_spec_from_pb(spec: pb.ActorSpec) -> rec.ActorSpec:
+    need = NOTHING
+    if spec.HasField("requirements"):
+        need = need_from_pb(spec.requirements, f"actor {spec.actor_id or spec.name or '(new)'}")
     return rec.ActorSpec(
         cls=spec.cls,
         args=spec.args,
@@ -156,6 +197,7 @@ def actor_spec_from_pb(spec: pb.ActorSpec) -> rec.ActorSpec:
         max_restarts=spec.max_restarts,
         owner=spec.owner,
         detached=spec.detached,
+        need=need,
     )
 
 
@@ -172,10 +214,11 @@ def actor_start_to_pb(actor: rec.ActorRecord) -> pb.ActorSpec:
         owner=spec.owner,
         detached=spec.detached,
         incarnation=actor.incarnation,
+        requirements=need_to_pb(spec.need),
     )
 
 
-def actor_to_pb(actor: rec.ActorRecord, address: str) -> pb.Actor:
+def actor_to_pb(actor: rec.ActorRecord, address: str, pending_reason: str = "") -> pb.Actor:
     return pb.Actor(
         actor_id=actor.actor_id,
         name=actor.spec.name,
@@ -190,4 +233,6 @@ def actor_to_pb(actor: rec.ActorRecord, address: str) -> pb.Actor:
         error=failure_to_pb(actor.error) if actor.error is not None else None,
         detached=actor.spec.detached,
         owner=actor.spec.owner,
+        requirements=need_to_pb(actor.spec.need),
+        pending_reason=pending_reason,
     )

@@ -29,7 +29,7 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from fray.controller import convert
+from fray.controller import convert, job_convert
 from fray.controller.metrics import ControllerMetrics
 from fray.controller.records import TaskRecord
 from fray.controller.service import ControllerService
@@ -46,6 +46,7 @@ from fray.wire.pb import controller_pb2 as pb
 RUNNING_SHOWN = 50
 LATEST_SHOWN = 20
 ACTORS_SHOWN = 200
+JOBS_SHOWN = 50  # the newest
 MAX_TRACEBACK = 8000  # characters of each failure's traceback sent to the page
 THROUGHPUT_WINDOW = 300  # seconds
 THROUGHPUT_BIN = 10  # seconds
@@ -165,5 +166,19 @@ async def snapshot(service: ControllerService, metrics: ControllerMetrics) -> di
             "bin_seconds": THROUGHPUT_BIN,
             "by_state": metrics.throughput(THROUGHPUT_WINDOW, THROUGHPUT_BIN),
         },
-        "jobs": [],
+        "jobs": _jobs(service),
+        "jobs_total": len(state.jobs),
     }
+
+
+def _jobs(service: ControllerService) -> list[dict[str, Any]]:
+    """The newest jobs, newest first, with where their replicas run (not their full state)."""
+    state, out = service.state, []
+    for job in reversed(state.jobs.values()):  # type: ignore[call-overload]  # a dict view
+        entry = _dict(job_convert.job_to_pb(job, state.job_pending_reason(job)))
+        entry.pop("replica_states", None)
+        entry["workers"] = sorted({r.worker_id for r in job.replicas if r.worker_id})
+        out.append(entry)
+        if len(out) >= JOBS_SHOWN:
+            break
+    return out

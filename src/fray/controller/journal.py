@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from fray.controller import rows
+from fray.controller import job_convert, rows
 from fray.controller.changes import Changes
 from fray.controller.records import StateError
 from fray.controller.state import ControllerState
@@ -216,4 +216,13 @@ class Journal:
             batch.logs.append((owner, base, dropped_until))
             batch.entries += [(owner, position, task_id) for position, task_id in entries]
             self._log_ends[owner] = max(saved_end, base, entries[-1][0] + 1 if entries else 0)
+        for job_id in changes.jobs:
+            job = state.jobs.get(job_id)
+            if job is None:  # forgotten (a finished job past the bound)
+                if job_id not in changes.new_jobs:
+                    batch.gone_jobs.append(job_id)
+            elif job_id in changes.new_jobs:
+                batch.new_jobs.append(job_convert.job_row(job))
+            else:
+                batch.job_progress.append(job_convert.job_progress_row(job))
         return batch

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from fray.wire.limits import MAX_ID_LENGTH
 
@@ -27,6 +27,7 @@ __all__ = [
     "NOTHING",
     "Need",
     "Offer",
+    "Reasons",
     "could_fit",
     "fits_now",
     "free",
@@ -52,11 +53,22 @@ class Offer(Protocol):
 class Need:
     """What one piece of work asks of its worker: amounts (sorted, all > 0) and labels.
 
-    Hashable, so the task queue keeps one FIFO per distinct need (few in practice).
+    Hashable, so the task queue keeps one FIFO per distinct need (few in practice); the hash
+    is computed once (a lease looks needs up in dicts several times per task).
     """
 
     resources: tuple[tuple[str, float], ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.resources, self.labels)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[type[Need], tuple[Any, ...]]:  # the hash is per process
+        return (Need, (self.resources, self.labels))
 
     @classmethod
     def of(
@@ -184,6 +196,23 @@ def unplaceable_reason(need: Need, offers: Iterable[Offer]) -> str:
                 _where(need)
             )
     return f"no single worker offers {need.describe()}"
+
+
+class Reasons:
+    """`unplaceable_reason` over one set of workers, memoised by need: listing many waiting
+    tasks costs O(distinct needs x workers), not O(tasks x workers)."""
+
+    def __init__(self, offers: Iterable[Offer]) -> None:
+        self._offers = list(offers)
+        self._memo: dict[Need, str] = {}
+
+    def of(self, need: Need) -> str:
+        if need.empty:
+            return ""
+        reason = self._memo.get(need)
+        if reason is None:
+            reason = self._memo[need] = unplaceable_reason(need, self._offers)
+        return reason
 
 
 def _where(need: Need) -> str:

@@ -191,6 +191,7 @@ class WorkerRecord:
     actor_starts: list[str] = field(default_factory=list)  # to send with the next lease
     actor_stops: list[str] = field(default_factory=list)
     direct_running: int = 0  # direct tasks running or about to, as of its last heartbeat
+    runs_jobs: bool = False  # its leases list job replicas (reports_jobs): jobs go only there
     instance: str = ""  # the worker process's RegisterWorker nonce (not saved: a repeat across
     # a controller restart counts as a re-registration)
 
@@ -229,3 +230,90 @@ class ActorRecord:
     @property
     def actor_id(self) -> str:
         return self.spec.actor_id
+
+
+# ---------------------------------------------------------------------- jobs
+
+
+class JobState(enum.Enum):
+    """A job's state, and each of its replicas' (see `transitions.JOB_TRANSITIONS`)."""
+
+    PENDING = "PENDING"  # waiting until every replica can be placed at once
+    RUNNING = "RUNNING"  # placed: starting (pid 0) or running
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
+    @property
+    def final(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.KILLED)
+
+
+def replica_key(job_id: str, index: int) -> str:
+    """How the wire names a replica: "JOB_ID/INDEX" (job ids hold no "/")."""
+    return f"{job_id}/{index}"
+
+
+@dataclass
+class JobSpec:
+    """What a client submits in SubmitJob (checked by `job_lifecycle`)."""
+
+    name: str
+    job_id: str = ""
+    replicas: int = 1
+    need: Need = NOTHING  # what each replica holds on its worker for its life
+    entrypoint: bytes = b""  # cloudpickled (fn, args, kwargs)...
+    command: tuple[str, ...] = ()  # ...or an argv
+    env: dict[str, str] = field(default_factory=dict)
+    working_dir: str = ""
+    owner: str = ""
+
+
+@dataclass
+class ReplicaRecord:
+    """One process of a job. `held`: its need is held on `worker_id` (from its placement until
+    its worker reports its end or is lost); a final replica may still be held while the worker
+    has not confirmed a stop."""
+
+    index: int
+    state: JobState = JobState.PENDING
+    worker_id: str = ""
+    pid: int = 0  # 0 until its worker reports the start
+    exit_code: int = 0
+    error: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+    held: bool = False
+
+
+@dataclass
+class JobRecord:
+    """The controller's record of one job: its spec, state and replicas."""
+
+    spec: JobSpec
+    submitted_at: float
+    replicas: list[ReplicaRecord] = field(default_factory=list)
+    state: JobState = JobState.PENDING
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str = ""  # the first failed replica's error
+    seq: int = 0  # submission order (kept across restarts)
+
+    @property
+    def job_id(self) -> str:
+        return self.spec.job_id
+
+
+@dataclass
+class ReplicaUpdate:
+    """A worker's report on one replica (`ReportJobs`): started (RUNNING, pid), output, or its
+    end (SUCCEEDED, FAILED, KILLED)."""
+
+    job_id: str
+    index: int
+    state: JobState
+    pid: int = 0
+    exit_code: int = 0
+    error: str = ""
+    output: bytes = b""
+    output_offset: int = 0

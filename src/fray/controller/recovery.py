@@ -12,6 +12,9 @@ the rules that reconcile it with a world that went on without the controller.
   if the worker does not list them (the usual repair of a lost lease answer), PENDING and
   RESTARTING ones are placed.
 - Finished logs keep their positions, so clients' cursors stay valid.
+- What work holds on its worker (`WorkerRecord.used`) is never saved: it is rebuilt here from
+  the held tasks and placed actors, plus whatever else holds (`holds`: job replicas), before
+  any waiting actor is placed.
 
 A saved RUNNING task or placed actor whose worker was not saved cannot happen (a worker leaves
 the registry in the same step as its tasks and actors); it is handled anyway, as a loss.
@@ -19,16 +22,19 @@ the registry in the same step as its tasks and actors); it is handled anyway, as
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from fray.controller.actor_lifecycle import ActorLifecycle
 from fray.controller.actors import ActorRegistry
 from fray.controller.finished_log import FinishedLogs
 from fray.controller.objects import ObjectStore
+from fray.controller.placement import Need
 from fray.controller.records import (
     ActorRecord,
     ActorState,
     ErrorKind,
+    JobRecord,
     TaskFailure,
     TaskRecord,
     WorkerRecord,
@@ -58,6 +64,7 @@ class SavedState:
     actors: list[ActorRecord] = field(default_factory=list)
     objects: dict[str, bytes] = field(default_factory=dict)
     logs: list[SavedLog] = field(default_factory=list)
+    jobs: list[JobRecord] = field(default_factory=list)  # in submission order
 
 
 def restore(
@@ -70,10 +77,16 @@ def restore(
     actors: ActorRegistry,
     task_rules: TaskLifecycle,
     actor_rules: ActorLifecycle,
+    holds: Iterable[tuple[str, Need]] = (),
 ) -> None:
-    """Put `saved` into empty registries and reconcile it (see the module docstring)."""
+    """Put `saved` into empty registries and reconcile it (see the module docstring).
+
+    `holds`: (worker id, need) of other work that holds capacity on its worker (running job
+    replicas), held again before waiting actors are placed."""
     for worker in saved.workers:
         workers.restore(worker)
+    for worker_id, need in holds:
+        workers.hold(worker_id, need)
     objects.by_id.update(saved.objects)
     unfinished = [t for t in saved.tasks if not t.state.finished]
     finished = sorted((t for t in saved.tasks if t.state.finished), key=_finished_at)
@@ -85,7 +98,7 @@ def restore(
             if holder is None:
                 orphans.append(task)
                 continue
-            holder.task_ids[task.task_id] = None
+            workers.hold_task(holder, task)
             if task.cancel_requested:
                 holder.pending_cancels.add(task.task_id)
     for task in reversed(orphans):  # each goes to the front of the queue: keep their order
@@ -99,7 +112,7 @@ def restore(
             if host is None:
                 lost.append(actor)
             else:
-                host.actor_ids[actor.actor_id] = None
+                workers.hold_actor(host, actor.actor_id, actor.spec.need)
     for actor in lost:
         failure = TaskFailure(
             ErrorKind.WORKER_LOST,

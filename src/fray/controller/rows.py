@@ -3,7 +3,8 @@ SQL) and the conversions, kept side by side so that what is written is what is r
 
 A row is a plain tuple of SQLite values; booleans go as ints (`sqlite3` binds exact ints,
 floats and strings without looking for an adapter). Failures (`TaskFailure`) are stored as
-serialized `fray.v1.TaskError` messages, lists and labels as JSON. Rows are built on the event
+serialized `fray.v1.TaskError` messages, lists, labels, capacities and needs as JSON (a need of
+nothing as NULL). Rows are built on the event
 loop (from records the loop owns) and written by the journal's thread; nothing here touches the
 database.
 """
@@ -14,6 +15,7 @@ import json
 from typing import Any
 
 from fray.controller import convert
+from fray.controller.placement import NOTHING, Need
 from fray.controller.records import (
     ActorRecord,
     ActorSpec,
@@ -53,6 +55,7 @@ TASK_COLUMNS = (
     "error",
     "cancel_requested",
     "direct",
+    "need",
 )
 # What changes while a task is unfinished, and what its end adds (its function and args are
 # dropped then, as in memory); the row number comes last, for the WHERE clause.
@@ -81,6 +84,7 @@ WORKER_COLUMNS = (
     "tasks_completed",
     "tasks_failed",
     "draining",
+    "capacities",
 )
 ACTOR_COLUMNS = (
     "actor_id",
@@ -93,6 +97,7 @@ ACTOR_COLUMNS = (
     "owner",
     "detached",
     "created_at",
+    "need",
     "state",
     "worker_id",
     "incarnation",
@@ -109,6 +114,20 @@ def _failure(failure: TaskFailure | None) -> bytes | None:
 
 def _failure_back(data: bytes | None) -> TaskFailure | None:
     return None if data is None else convert.failure_from_pb(pb.TaskError.FromString(data))
+
+
+def _need(need: Need) -> str | None:
+    if need is NOTHING or need.empty:
+        return None
+    return json.dumps([need.resources, need.labels])
+
+
+def _need_back(data: str | None) -> Need:
+    """A need as `_need` saved it (NULL, also in rows from before needs existed: nothing)."""
+    if not data:
+        return NOTHING
+    resources, labels = json.loads(data)
+    return Need(tuple((k, float(v)) for k, v in resources), tuple((k, v) for k, v in labels))
 
 
 # ---------------------------------------------------------------------- tasks
@@ -139,6 +158,7 @@ def task_row(task: TaskRecord) -> Row:
         _failure(task.error),
         int(task.cancel_requested),
         int(task.direct),
+        None if spec.need is NOTHING else _need(spec.need),
     )
 
 
@@ -188,6 +208,7 @@ def task_from_row(row: Row) -> TaskRecord:
         error,
         cancel_requested,
         direct,
+        need,
     ) = row
     spec = TaskSpec(
         function=function or b"",
@@ -199,6 +220,7 @@ def task_from_row(row: Row) -> TaskRecord:
         max_retries=max_retries,
         owner=owner,
         infra_failures=spec_infra_failures,
+        need=_need_back(need),
     )
     return TaskRecord(
         spec=spec,
@@ -234,6 +256,7 @@ def worker_row(worker: WorkerRecord) -> Row:
         worker.tasks_completed,
         worker.tasks_failed,
         int(worker.draining),
+        json.dumps(worker.capacities),
     )
 
 
@@ -250,6 +273,7 @@ def worker_from_row(row: Row) -> WorkerRecord:
         tasks_completed,
         tasks_failed,
         draining,
+        capacities,
     ) = row
     return WorkerRecord(
         worker_id=worker_id,
@@ -264,7 +288,16 @@ def worker_from_row(row: Row) -> WorkerRecord:
         tasks_completed=tasks_completed,
         tasks_failed=tasks_failed,
         draining=bool(draining),
+        # A row from before capacities were saved: what the registration offered then.
+        capacities=json.loads(capacities) if capacities else _offered(cpus, memory_bytes),
     )
+
+
+def _offered(cpus: float, memory_bytes: int) -> dict[str, float]:
+    offered = {"cpus": float(cpus)}
+    if memory_bytes > 0:
+        offered["memory"] = float(memory_bytes)
+    return offered
 
 
 # ---------------------------------------------------------------------- actors
@@ -283,6 +316,7 @@ def actor_row(actor: ActorRecord) -> Row:
         spec.owner,
         int(spec.detached),
         actor.created_at,
+        _need(spec.need),
         *_actor_progress(actor),
     )
 
@@ -313,6 +347,7 @@ def actor_from_row(row: Row) -> ActorRecord:
         owner,
         detached,
         created_at,
+        need,
         state,
         worker_id,
         incarnation,
@@ -329,6 +364,7 @@ def actor_from_row(row: Row) -> ActorRecord:
         max_restarts=max_restarts,
         owner=owner,
         detached=bool(detached),
+        need=_need_back(need),
     )
     return ActorRecord(
         spec=spec,

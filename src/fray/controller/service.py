@@ -2,8 +2,9 @@
 
 Each RPC turns its request message into calls on the state machine and the answer back into a
 message (`convert`); request errors raised by the state become Connect codes in the server's
-interceptor (`server`). The long polls (LeaseTasks, WaitTasks, WatchFinished, GetActor) sleep
-on broadcast signals that the mutating RPCs fire. A background reaper expires silent workers.
+interceptor (`server`). The long polls (LeaseTasks, WaitTasks, WatchFinished, GetActor; GetJob
+and GetJobLogs, whose RPCs are in `job_service`) sleep on broadcast signals that the mutating
+RPCs fire. A background reaper expires silent workers.
 
 With durable state (a `journal.Journal`), an RPC that changed the state, or that answers with
 what others changed (finished tasks, leases), awaits `journal.durable()` before answering: what
@@ -25,14 +26,17 @@ from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 from connectrpc.request import RequestContext
 
-from fray.controller import convert, long_poll
+from fray.controller import convert, job_convert, long_poll
+from fray.controller.job_service import JobRpcs
 from fray.controller.journal import Journal
 from fray.controller.long_poll import Signal
 from fray.controller.metrics import ControllerMetrics
+from fray.controller.placement import Reasons
 from fray.controller.records import (
     ActorRecord,
     ActorState,
     InvalidRequest,
+    JobState,
     StateError,
     TaskRecord,
     TaskSpec,
@@ -50,7 +54,7 @@ FINISHED_LOG_IDLE_SECONDS = 3600.0  # a client silent this long is gone: forget 
 _T = TypeVar("_T")
 
 
-class ControllerService(FrayController):
+class ControllerService(JobRpcs, FrayController):
     """The FrayController RPCs over one `ControllerState`."""
 
     def __init__(
@@ -77,6 +81,7 @@ class ControllerService(FrayController):
         self._work = Signal()
         self._finished = Signal()
         self._actors = Signal()  # for GetActor waits
+        self._job_changes = Signal()  # for GetJob and GetJobLogs waits
         # Counted around the RPCs that may finish tasks: `unfinished` before, `settle` after.
         self.metrics = ControllerMetrics(state)
         self.task_logs = TaskLogs()  # what tasks printed: in memory only, not journaled
@@ -136,7 +141,10 @@ class ControllerService(FrayController):
             raise ConnectError(Code.UNAVAILABLE, "controller is shutting down")
 
     def _mutated(self, *, finished: bool = True) -> None:
-        """Wake the long polls so they look again (`finished=False`: no task can have ended)."""
+        """Wake the long polls so they look again (`finished=False`: no task can have ended).
+        Pending jobs (and waiting actors) are placed first if capacity may have appeared."""
+        self.state.place_jobs()
+        self._job_changes.fire()
         self._work.fire()
         self._actors.fire()
         if finished:
@@ -194,7 +202,8 @@ class ControllerService(FrayController):
         self, request: pb.GetTaskRequest, ctx: RequestContext[Any, Any]
     ) -> pb.GetTaskResponse:
         task = self.state.get_task(request.task_id)
-        return pb.GetTaskResponse(task=convert.task_to_pb(task, request.include_result))
+        reason = self.state.pending_reason(task)
+        return pb.GetTaskResponse(task=convert.task_to_pb(task, request.include_result, reason))
 
     async def wait_tasks(
         self, request: pb.WaitTasksRequest, ctx: RequestContext[Any, Any]
@@ -285,7 +294,11 @@ class ControllerService(FrayController):
         if state is None and request.state != pb.TASK_STATE_UNSPECIFIED:
             raise InvalidRequest(f"unknown task state {request.state}")
         tasks = self.state.list_tasks(state, request.worker_id, request.limit or 1000)
-        return pb.ListTasksResponse(tasks=[convert.task_to_pb(t) for t in tasks])
+        reasons = self.state.reasons()  # per distinct need, not per task
+        why = self.state.pending_reason
+        return pb.ListTasksResponse(
+            tasks=[convert.task_to_pb(t, False, why(t, reasons)) for t in tasks]
+        )
 
     async def put_object(
         self, request: pb.PutObjectRequest, ctx: RequestContext[Any, Any]
@@ -327,6 +340,7 @@ class ControllerService(FrayController):
             memory_bytes=request.resources.memory_bytes,
             labels=dict(request.resources.labels),
             instance=request.instance,
+            capacities=dict(request.resources.capacities),
         )
         self._mutated()
         await self._durable()
@@ -381,6 +395,10 @@ class ControllerService(FrayController):
                 hosted.append((update.actor_id, update.incarnation, state))
             if self.state.reconcile_actors(request.worker_id, hosted):
                 self._mutated(finished=False)
+        if request.reports_jobs and self.state.reconcile_jobs(
+            request.worker_id, request.job_replicas
+        ):
+            self._mutated(finished=False)
 
         def check() -> pb.LeaseTasksResponse | None:
             nonlocal held
@@ -393,7 +411,11 @@ class ControllerService(FrayController):
             held = None  # reconciled once per call
             starts, stops = self.state.take_actor_orders(request.worker_id)
             freed = self.state.missing_objects(cached)  # the worker drops its copies
-            if not (leased or cancels or starts or stops or freed):
+            if self.state.lease_touched_others:  # wake the polls that may now have an answer
+                self.state.lease_touched_others = False
+                self._mutated()
+            launches, job_stops = self.state.take_job_orders(request.worker_id)
+            if not (leased or cancels or starts or stops or freed or launches or job_stops):
                 return None
             return pb.LeaseTasksResponse(
                 tasks=[convert.leased_to_pb(t) for t in leased],
@@ -401,6 +423,8 @@ class ControllerService(FrayController):
                 start_actors=[convert.actor_start_to_pb(a) for a in starts],
                 stop_actor_ids=stops,
                 freed_object_ids=freed,
+                start_jobs=[job_convert.launch_to_pb(j, i) for j, i in launches],
+                stop_job_replicas=job_stops,
             )
 
         found = await self._poll(
@@ -451,9 +475,10 @@ class ControllerService(FrayController):
 
     # ------------------------------------------------------------------ actors
 
-    def _actor_pb(self, actor: ActorRecord) -> pb.Actor:
+    def _actor_pb(self, actor: ActorRecord, reasons: Reasons | None = None) -> pb.Actor:
         worker = self.state.workers.get(actor.worker_id)
-        return convert.actor_to_pb(actor, worker.address if worker is not None else "")
+        address = worker.address if worker is not None else ""
+        return convert.actor_to_pb(actor, address, self.state.actor_pending_reason(actor, reasons))
 
     async def create_actor(
         self, request: pb.CreateActorRequest, ctx: RequestContext[Any, Any]
@@ -488,8 +513,9 @@ class ControllerService(FrayController):
         self, request: pb.ListActorsRequest, ctx: RequestContext[Any, Any]
     ) -> pb.ListActorsResponse:
         state = convert.PB_TO_ACTOR_STATE.get(request.state) if request.state else None
-        actors = self.state.list_actors(state)
-        return pb.ListActorsResponse(actors=[self._actor_pb(a) for a in actors])
+        actors = self.state.list_actors(state, request.name_prefix)
+        reasons = self.state.reasons()
+        return pb.ListActorsResponse(actors=[self._actor_pb(a, reasons) for a in actors])
 
     async def kill_actor(
         self, request: pb.KillActorRequest, ctx: RequestContext[Any, Any]
@@ -504,12 +530,12 @@ class ControllerService(FrayController):
     async def list_workers(
         self, request: pb.ListWorkersRequest, ctx: RequestContext[Any, Any]
     ) -> pb.ListWorkersResponse:
-        return pb.ListWorkersResponse(
-            workers=[
-                convert.worker_to_pb(w, self.state.worker_busy_slots(w))
-                for w in self.state.workers.values()
-            ]
-        )
+        workers = []
+        for w in self.state.workers.values():
+            worker = convert.worker_to_pb(w, self.state.worker_busy_slots(w))
+            worker.job_replicas.extend(self.state.job_replicas_on(w.worker_id))
+            workers.append(worker)
+        return pb.ListWorkersResponse(workers=workers)
 
     async def get_cluster_summary(
         self, request: pb.GetClusterSummaryRequest, ctx: RequestContext[Any, Any]
@@ -525,4 +551,6 @@ class ControllerService(FrayController):
             object_bytes=sum(len(b) for b in s.objects.values()),
             controller_id=self.controller_id,
             active_clients=s.active_clients(),
+            unplaceable=s.unplaceable() + s.unplaceable_jobs(),
+            jobs_by_state={state.value: s.job_counts.get(state, 0) for state in JobState},
         )

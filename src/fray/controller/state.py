@@ -25,24 +25,34 @@ worker that registers, leaves or is lost.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 
 from fray.controller.actor_lifecycle import ActorLifecycle
 from fray.controller.actors import ActorRegistry
 from fray.controller.changes import Changes
 from fray.controller.finished_log import FinishedLogs
+from fray.controller.job_lifecycle import JobLifecycle
+from fray.controller.jobs import DEFAULT_MAX_FINISHED_JOBS, JobTable
 from fray.controller.objects import ObjectStore
+from fray.controller.placement import NOTHING, Reasons
 from fray.controller.records import (
     ActorRecord,
     ActorSpec,
     ActorState,
     DirectTaskRecord,
+    InvalidRequest,
+    JobRecord,
+    JobSpec,
+    JobState,
+    ReplicaUpdate,
     TaskFailure,
     TaskOutcome,
     TaskRecord,
     TaskSpec,
     TaskState,
     WorkerRecord,
+    replica_key,
 )
 from fray.controller.recovery import SavedState, restore
 from fray.controller.task_lifecycle import TaskLifecycle
@@ -69,6 +79,7 @@ class ControllerState:
         max_infra_attempts: int = 3,
         max_finished_tasks: int = 100_000,
         clock: Callable[[], float] = time.time,
+        max_finished_jobs: int = DEFAULT_MAX_FINISHED_JOBS,
     ) -> None:
         if heartbeat_timeout <= 0 or max_infra_attempts < 1 or max_finished_tasks < 1:
             raise ValueError("heartbeat_timeout, max_infra_attempts and max_finished_tasks > 0")
@@ -100,11 +111,19 @@ class ControllerState:
             transitions=self.transitions,
             clock=clock,
         )
+        self._jobs = JobTable(max_finished_jobs, self.changes)
+        self._job_rules = JobLifecycle(
+            jobs=self._jobs, workers=self._workers, transitions=self.transitions, clock=clock
+        )
+        # Set by `lease` when it changed what other workers or clients wait for (tasks handed
+        # back, actors or jobs placed): the service then wakes every long poll.
+        self.lease_touched_others = False
 
     def restore(self, saved: SavedState) -> None:
         """Put back what a controller saved, into this new state, and reconcile it (the rules
         are in `recovery`). Only what reconciling changes is marked."""
-        if self._tasks.by_id or self._workers.by_id or self._actors.by_id or self._objects.by_id:
+        registries = (self._tasks, self._workers, self._actors, self._objects, self._jobs)
+        if any(r.by_id for r in registries):
             raise RuntimeError("restore() needs a new ControllerState")
         restore(
             saved,
@@ -115,7 +134,9 @@ class ControllerState:
             actors=self._actors,
             task_rules=self._task_rules,
             actor_rules=self._actor_rules,
+            holds=self._job_rules.restore(saved.jobs),
         )
+        self._job_rules.restored()
 
     def saved_log(self, owner: str, since: int) -> tuple[int, int, list[tuple[int, str]]]:
         """An owner's finished log as the journal saves it (see `FinishedLogs.saved_view`)."""
@@ -157,6 +178,38 @@ class ControllerState:
         """Slots running a task now, over all workers (tasks ASSIGNED to a worker and waiting
         in its local queue do not count)."""
         return sum(self.worker_busy_slots(w) for w in self._workers.by_id.values())
+
+    # ------------------------------------------------------------------ placement
+
+    def reasons(self) -> Reasons:
+        """Why waiting work waits, per need, over the workers now (memoised: build one per
+        request; see `placement.unplaceable_reason`)."""
+        return Reasons(self._workers.by_id.values())
+
+    def pending_reason(self, task: TaskRecord, reasons: Reasons | None = None) -> str:
+        """Why a PENDING task waits when no worker could ever take it ("" otherwise)."""
+        if task.state is not TaskState.PENDING or task.spec.need is NOTHING:
+            return ""
+        return (reasons or self.reasons()).of(task.spec.need)
+
+    def actor_pending_reason(self, actor: ActorRecord, reasons: Reasons | None = None) -> str:
+        """Why a PENDING or RESTARTING actor waits when no worker could ever host it."""
+        if actor.state not in (ActorState.PENDING, ActorState.RESTARTING):
+            return ""
+        return (reasons or self.reasons()).of(actor.spec.need)
+
+    def unplaceable(self, reasons: Reasons | None = None) -> Counter[str]:
+        """Reason -> how many PENDING tasks and waiting actors no worker could ever take; over
+        the queues' distinct needs, not every task."""
+        reasons = reasons or self.reasons()
+        out: Counter[str] = Counter()
+        for need, count in self._tasks.pending_needs().items():
+            if (reason := reasons.of(need)) != "":
+                out[reason] += count
+        for actor in self._actors.waiting():
+            if (reason := reasons.of(actor.spec.need)) != "":
+                out[reason] += 1
+        return out
 
     # ------------------------------------------------------------------ clients
 
@@ -247,9 +300,11 @@ class ControllerState:
         memory_bytes: int = 0,
         labels: dict[str, str] | None = None,
         instance: str = "",
+        capacities: Mapping[str, float] | None = None,
     ) -> WorkerRecord:
         """Add a worker. Re-registering an id replaces it; tasks it held are treated as lost,
-        unless it is the same process again (`instance`): a retry whose answer was lost."""
+        unless it is the same process again (`instance`): a retry whose answer was lost.
+        `capacities`: what it offers (empty: ``cpus`` and ``memory`` from the arguments)."""
         known = self._workers.by_id.get(worker_id)
         if known is not None and instance and known.instance == instance:
             return self._workers.alive(worker_id)
@@ -261,12 +316,14 @@ class ControllerState:
             cpus=cpus,
             memory_bytes=memory_bytes,
             labels=labels,
+            capacities=capacities,
         )
         worker.instance = instance
         if worker_id in self._workers.by_id:
             self._drop_worker(self._workers.by_id[worker_id], "re-registered")
         self._workers.add(worker)
         self._actor_rules.place()  # actors waiting for a worker
+        self._job_rules.place()
         return worker
 
     def heartbeat(
@@ -288,7 +345,19 @@ class ControllerState:
     ) -> tuple[list[TaskRecord], list[str]]:
         """Hand a worker the tasks it has room for, and its pending cancellations; requeue the
         tasks it should hold but does not list in `held` (see `TaskLifecycle.lease`)."""
-        return self._task_rules.lease(worker_id, held, prefetch, reports_started)
+        queued = self._tasks.queued
+        cancelled = self._tasks.counts[TaskState.CANCELLED]
+        leased = self._task_rules.lease(worker_id, held, prefetch, reports_started)
+        # Tasks handed back (queued again or, cancelled, finished) may have freed room for
+        # waiting actors and jobs; all of that may concern other workers and clients.
+        placed = self._actor_rules.retry()
+        placed = self._job_rules.retry() or placed
+        self.lease_touched_others = (
+            placed
+            or self._tasks.queued > queued - len(leased[0])
+            or self._tasks.counts[TaskState.CANCELLED] != cancelled
+        )
+        return leased
 
     def started(self, worker_id: str, starts: Iterable[tuple[str, int, float]]) -> int:
         """The worker's slots started these ASSIGNED tasks (id, attempt, seconds running):
@@ -298,7 +367,10 @@ class ControllerState:
 
     def report(self, worker_id: str, outcomes: Iterable[TaskOutcome]) -> int:
         """Apply a worker's results; returns how many applied (stale reports are ignored)."""
-        return self._task_rules.report(worker_id, outcomes)
+        accepted = self._task_rules.report(worker_id, outcomes)
+        self._actor_rules.retry()  # finished tasks may have freed room for waiting actors
+        self._job_rules.retry()
+        return accepted
 
     def record_direct(self, worker_id: str, records: Iterable[DirectTaskRecord]) -> int:
         """Keep finished direct tasks for ListTasks/GetTask; returns how many were new."""
@@ -310,6 +382,7 @@ class ControllerState:
         held = self._task_rules.hand_back_all(worker)
         self._workers.remove(worker_id)
         self._actor_rules.lose(worker, "left (shut down)")
+        self._job_rules.lose_worker(worker_id, "left (shut down)")
         return held
 
     def expire_workers(self) -> list[str]:
@@ -327,6 +400,7 @@ class ControllerState:
         self._task_rules.lose_all(worker, reason)
         self._workers.remove(worker.worker_id)
         self._actor_rules.lose(worker, reason)
+        self._job_rules.lose_worker(worker.worker_id, reason)
 
     # ------------------------------------------------------------------ actors
 
@@ -340,8 +414,14 @@ class ControllerState:
         """An actor by id, or (without an id) the live actor called `name`."""
         return self._actors.get(actor_id, name)
 
-    def list_actors(self, state: ActorState | None = None) -> list[ActorRecord]:
-        return self._actors.select(state)
+    def list_actors(
+        self, state: ActorState | None = None, name_prefix: str = ""
+    ) -> list[ActorRecord]:
+        """Actors in `state` (None: any) whose name starts with `name_prefix`."""
+        actors = self._actors.select(state)
+        if name_prefix:
+            actors = [a for a in actors if a.spec.name.startswith(name_prefix)]
+        return actors
 
     def kill_actor(self, actor_id: str) -> ActorRecord:
         """Stop an actor for good (its worker is told with its next lease)."""
@@ -369,3 +449,80 @@ class ControllerState:
     def take_actor_orders(self, worker_id: str) -> tuple[list[ActorRecord], list[str]]:
         """The actors a worker must start and the ids it must stop (sent with its lease)."""
         return self._actor_rules.take_orders(worker_id)
+
+    # ------------------------------------------------------------------ jobs (job_lifecycle)
+
+    @property
+    def jobs(self) -> Mapping[str, JobRecord]:
+        """Jobs by id, in submission order."""
+        return self._jobs.by_id
+
+    @property
+    def job_counts(self) -> Mapping[JobState, int]:
+        return self._jobs.counts
+
+    def submit_job(self, spec: JobSpec) -> tuple[JobRecord, bool]:
+        """Register a job (placed at once if it fits); returns it and whether it existed (a
+        repeat by the same owner)."""
+        return self._job_rules.submit(spec)
+
+    def get_job(self, job_id: str) -> JobRecord:
+        return self._jobs.get(job_id)
+
+    def list_jobs(self, state: JobState | None = None) -> list[JobRecord]:
+        return [j for j in self._jobs.by_id.values() if state is None or j.state is state]
+
+    def stop_job(self, job_id: str) -> JobRecord:
+        """KILL a job at once; its placed replicas are ordered stopped."""
+        return self._job_rules.stop(job_id)
+
+    def job_pending_reason(self, job: JobRecord) -> str:
+        """Why a PENDING job waits when the workers could never hold it ("" otherwise)."""
+        return self._job_rules.pending_reason(job)
+
+    def unplaceable_jobs(self) -> Counter[str]:
+        """Reason -> how many replicas of PENDING jobs the workers could never hold."""
+        out: Counter[str] = Counter()
+        for job_id in self._jobs.pending:
+            job = self._jobs.by_id[job_id]
+            if reason := self._job_rules.pending_reason(job):
+                out[reason] += len(job.replicas)
+        return out
+
+    def place_jobs(self) -> bool:
+        """Place pending jobs (and waiting actors) if capacity appeared since the last try."""
+        placed = self._job_rules.retry()
+        return self._actor_rules.retry() or placed
+
+    def report_jobs(self, worker_id: str, updates: Iterable[ReplicaUpdate]) -> list[str]:
+        """Apply a worker's replica reports; returns the replicas it must stop."""
+        stops = self._job_rules.report(worker_id, updates)
+        self._actor_rules.retry()  # ended replicas may have freed room for waiting actors
+        return stops
+
+    def reconcile_jobs(self, worker_id: str, listed: Iterable[str]) -> bool:
+        """Repair lost job messages from the replicas a worker lists; True if anything
+        changed (see `JobLifecycle.reconcile`)."""
+        self._workers.runs_jobs(worker_id)
+        changed = self._job_rules.reconcile(worker_id, listed)
+        return self._job_rules.retry() or changed
+
+    def take_job_orders(self, worker_id: str) -> tuple[list[tuple[JobRecord, int]], list[str]]:
+        """The replicas (job, index) a worker must start and those it must stop."""
+        return self._job_rules.take_orders(worker_id)
+
+    def job_replicas_on(self, worker_id: str) -> list[str]:
+        """The replicas ("JOB_ID/INDEX") holding capacity on a worker."""
+        return list(self._jobs.on_worker.get(worker_id, ()))
+
+    def read_job_logs(self, job_id: str, index: int, offset: int) -> tuple[bytes, int, int, bool]:
+        """A replica's output from `offset`: (data, next offset, dropped bytes before the
+        data, finished: the replica ended and its output is complete)."""
+        job = self._jobs.get(job_id)
+        if not 0 <= index < len(job.replicas):
+            raise InvalidRequest(f"job {job_id} has replicas 0 to {len(job.replicas) - 1}")
+        if offset < 0:
+            raise InvalidRequest("offset must be >= 0")
+        replica = job.replicas[index]
+        data, next_offset, dropped = self._jobs.logs.read(replica_key(job_id, index), offset)
+        return data, next_offset, dropped, replica.state.final and not replica.held

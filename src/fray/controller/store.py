@@ -3,8 +3,8 @@
 `StateStore` opens (or creates) the database, loads it (`load`, at start-up) and writes the
 journal's batches (`write`, each one transaction, from the journal's thread). Tables: `meta`
 (the controller's id, the schema version), `tasks`, `workers`, `actors`, `objects`,
-`finished_logs` (per client: the position of the first unread entry) and `finished_entries`
-(the unread entries). Columns are listed in `rows`.
+`finished_logs` (per client: the position of the first unread entry), `finished_entries`
+(the unread entries) and `jobs` (`job_convert`). Columns are listed in `rows`.
 
 - WAL mode with ``synchronous=NORMAL``: a commit survives the controller's process dying at any
   moment (even SIGKILL); a power loss or an OS crash may lose the last commits.
@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fray.controller import rows
+from fray.controller import job_convert, rows
 from fray.controller.recovery import SavedLog, SavedState
 from fray.controller.rows import Row
 
@@ -44,22 +44,40 @@ CREATE TABLE IF NOT EXISTS tasks (
     object_ids TEXT, timeout_seconds REAL, max_retries INTEGER, spec_infra_failures INTEGER,
     state TEXT, attempts INTEGER, user_failures INTEGER, infra_failures INTEGER, worker_id TEXT,
     submitted_at REAL, started_at REAL, finished_at REAL, result, error BLOB,
-    cancel_requested INTEGER, direct INTEGER);
+    cancel_requested INTEGER, direct INTEGER, need TEXT);
 CREATE TABLE IF NOT EXISTS workers (
     worker_id TEXT PRIMARY KEY, address TEXT, slots INTEGER, prefetch INTEGER,
     registered_at REAL, cpus REAL, memory_bytes INTEGER, labels TEXT, tasks_completed INTEGER,
-    tasks_failed INTEGER, draining INTEGER);
+    tasks_failed INTEGER, draining INTEGER, capacities TEXT);
 CREATE TABLE IF NOT EXISTS actors (
     actor_id TEXT PRIMARY KEY, name TEXT, class_name TEXT, cls, args, object_ids TEXT,
     max_restarts INTEGER, owner TEXT, detached INTEGER, created_at REAL, state TEXT,
-    worker_id TEXT, incarnation INTEGER, restarts INTEGER, error BLOB);
+    worker_id TEXT, incarnation INTEGER, restarts INTEGER, error BLOB, need TEXT);
 CREATE TABLE IF NOT EXISTS objects (object_id TEXT PRIMARY KEY, data);
 CREATE TABLE IF NOT EXISTS finished_logs (
     owner TEXT PRIMARY KEY, base INTEGER NOT NULL, dropped_until INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS finished_entries (
     owner TEXT NOT NULL, pos INTEGER NOT NULL, task_id TEXT NOT NULL,
     PRIMARY KEY (owner, pos)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS jobs (job_id TEXT PRIMARY KEY, seq INTEGER, spec BLOB, progress TEXT);
 """
+
+
+# Columns added since schema 1 was first written: a file that lacks them gets them (NULL: a
+# task or actor that asks for nothing; a worker offering its cpus and memory).
+_ADDED_COLUMNS = {
+    "tasks": (("need", "TEXT"),),
+    "workers": (("capacities", "TEXT"),),
+    "actors": (("need", "TEXT"),),
+}
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    for table, columns in _ADDED_COLUMNS.items():
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for name, kind in columns:
+            if name not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
 
 def _insert(table: str, columns: Sequence[str], verb: str = "INSERT OR REPLACE") -> str:
@@ -79,6 +97,8 @@ _ACTOR_PROGRESS = _update("actors", rows.ACTOR_PROGRESS_COLUMNS, "actor_id")
 _TASK_BLOBS = [rows.TASK_COLUMNS.index(c) for c in rows.TASK_BLOBS]
 _TASK_END_RESULT = rows.TASK_END_COLUMNS.index("result")
 _ACTOR_BLOBS = [rows.ACTOR_COLUMNS.index(c) for c in rows.ACTOR_BLOBS]
+_INSERT_JOB = _insert("jobs", job_convert.JOB_COLUMNS)
+_JOB_PROGRESS = _update("jobs", job_convert.JOB_PROGRESS_COLUMNS, "job_id")
 
 
 class StoreError(OSError):
@@ -102,6 +122,9 @@ class Batch:
     gone_objects: list[str] = field(default_factory=list)
     logs: list[tuple[str, int, int]] = field(default_factory=list)  # owner, base, dropped_until
     entries: list[tuple[str, int, str]] = field(default_factory=list)  # owner, position, task
+    new_jobs: list[Row] = field(default_factory=list)  # job_convert.JOB_COLUMNS
+    job_progress: list[Row] = field(default_factory=list)  # job_convert.job_progress_row
+    gone_jobs: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return sum(len(v) for v in vars(self).values())
@@ -133,6 +156,7 @@ class StateStore:
             self._db.execute("PRAGMA cache_size = -32768")  # 32 MiB
             self._db.execute("BEGIN IMMEDIATE")  # takes the lock, for as long as we run
             self._db.executescript(_SCHEMA)  # (commits)
+            _add_missing_columns(self._db)
             self.controller_id = self._meta()
         except sqlite3.Error as exc:
             self._db.close()
@@ -191,6 +215,9 @@ class StateStore:
             if log is not None and pos == log.base + len(log.ids):  # contiguous from base
                 log.ids.append(task_id)
         saved.logs = list(logs.values())
+        columns = ", ".join(job_convert.JOB_COLUMNS)
+        for row in db.execute(f"SELECT {columns} FROM jobs ORDER BY seq"):
+            saved.jobs.append(job_convert.job_from_row(row))
         self._remove_stray_files()
         return saved
 
@@ -280,6 +307,12 @@ class StateStore:
                     "DELETE FROM finished_entries WHERE owner = ? AND pos < ?",
                     [(owner, base) for owner, base, _ in batch.logs],
                 )
+            if batch.new_jobs:
+                db.executemany(_INSERT_JOB, batch.new_jobs)
+            if batch.job_progress:
+                db.executemany(_JOB_PROGRESS, batch.job_progress)
+            if batch.gone_jobs:
+                db.executemany("DELETE FROM jobs WHERE job_id = ?", _keys(batch.gone_jobs))
             if spilled:
                 _fsync_dir(self.blob_dir)
             db.execute("COMMIT")

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterable
 
 from fray.controller.objects import ObjectStore
+from fray.controller.placement import NOTHING, Need, fits_now, hold
 from fray.controller.records import (
     AlreadyExists,
     DirectTaskRecord,
@@ -130,7 +131,9 @@ class TaskLifecycle:
         it leased to the worker but the worker does not have (a lost lease response) go back to
         the queue. A worker holds at most `slots + prefetch` tasks (`prefetch`: what it asks for
         now, capped by what it registered), and beyond its free slots gets no more than its fair
-        share of the queue, so that long tasks spread over the workers.
+        share of the queue (the tasks it could take), so that long tasks spread over the
+        workers. Only tasks whose need fits the worker now are taken (oldest first, whatever
+        waits in other queues), and each holds its need there until it leaves the worker.
 
         Leased tasks are ASSIGNED until the worker reports that a slot started them (`started`);
         for a worker that does not report starts (`reports_started` false), RUNNING at once.
@@ -141,20 +144,37 @@ class TaskLifecycle:
             held_set = set(held)
             for task_id in reversed([t for t in worker.task_ids if t not in held_set]):
                 self.hand_back(self._tasks.by_id[task_id])
-        queued = self._tasks.queued
         extra = worker.prefetch if prefetch is None else max(0, min(prefetch, worker.prefetch))
         room = worker.slots + extra - len(worker.task_ids)
-        if room <= 0 or queued == 0 or worker.draining:
+        if room <= 0 or self._tasks.queued == 0 or worker.draining:
+            return [], cancels
+        # Whether each need fits, as of the last hold: a refusal stands for the whole call
+        # (holding more never helps), a fit until the next task with a need is held.
+        fitting: dict[Need, bool] = {}
+
+        def fits(need: Need) -> bool:
+            fit = fitting.get(need)
+            if fit is None:
+                fit = fitting[need] = fits_now(worker, need)
+            return fit
+
+        queued = self._tasks.queued_fitting(fits)  # the tasks this worker could take
+        if queued == 0:
             return [], cancels
         free_slots = max(0, worker.slots - len(worker.task_ids))
         fair_share = math.ceil(queued / max(1, len(self._workers.by_id)))
         grant = min(room, max(free_slots, fair_share))
         leased: list[TaskRecord] = []
-        while len(leased) < grant and (task := self._tasks.next_pending()) is not None:
+        next_pending, task_ids = self._tasks.next_pending, worker.task_ids
+        while len(leased) < grant and (task := next_pending(fits)) is not None:
             self._move(task, TaskState.ASSIGNED)
             task.attempts += 1
             task.worker_id = worker_id
-            worker.task_ids[task.task_id] = None
+            task_ids[task.task_id] = None  # it holds its slot and its need there
+            if task.spec.need is not NOTHING:
+                hold(worker, task.spec.need)
+                for need in [n for n, fit in fitting.items() if fit]:
+                    del fitting[need]
             if not reports_started:
                 self._move(task, TaskState.RUNNING)
             leased.append(task)

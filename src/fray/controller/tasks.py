@@ -1,18 +1,27 @@
-"""The task table: every task the controller knows, by id; how many are in each state; the FIFO
-queue of PENDING tasks; and the bounded memory of finished ones.
+"""The task table: every task the controller knows, by id; how many are in each state; the
+PENDING queues; and the bounded memory of finished ones.
 
 Bookkeeping only, no decisions: `Transitions.move` tells the table when a task changes state
 (`recount`, `requeue_front`, `retire`), and `task_lifecycle` adds tasks and takes them off the
-queue. Finished tasks are kept up to a limit; past it the oldest are forgotten (evicted).
+queues. Finished tasks are kept up to a limit; past it the oldest are forgotten (evicted).
 What it adds and forgets is marked in `changes`, for the journal.
+
+The PENDING queue is one FIFO per distinct `placement.Need` (few in practice), so that a task
+no worker can take now blocks nobody behind it: a lease takes the oldest task among the
+queues whose need fits the worker (`next_pending`). Queued tasks carry a submission number,
+which orders the queues' heads; a task back from a worker keeps its number (its place).
+Tasks that ask for nothing (the usual case) live in a queue of bare ids at no extra cost: one
+queued while no other queue exists is older than every task in the other queues to come, so
+it needs no number (0), and while no other queue exists a lease pops it as a plain FIFO.
 """
 
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from fray.controller.changes import Changes
+from fray.controller.placement import NOTHING, Need
 from fray.controller.records import (
     ErrorKind,
     NotFound,
@@ -22,16 +31,24 @@ from fray.controller.records import (
     TaskState,
 )
 
+_Queue = deque[tuple[int, str]]  # (submission number, task id), oldest first; may hold stale ids
+
 
 class TaskTable:
-    """Tasks by id, counts by state, the PENDING queue, and eviction of the oldest finished."""
+    """Tasks by id, counts by state, the PENDING queues, and eviction of the oldest finished."""
 
     def __init__(self, max_finished: int, changes: Changes | None = None) -> None:
         self.max_finished = max_finished
         self.changes = Changes() if changes is None else changes
         self.by_id: dict[str, TaskRecord] = {}
         self.counts: dict[TaskState, int] = {s: 0 for s in TaskState}
-        self._queue: deque[str] = deque()  # PENDING task ids, oldest first (may hold stale ids)
+        self._plain: deque[str] = deque()  # PENDING tasks asking for nothing (may be stale)
+        self._plain_seq: dict[str, int] = {}  # numbers of those queued beside other queues
+        self._queues: dict[Need, _Queue] = {}  # the others, one FIFO per need (while any
+        # of its tasks is PENDING)
+        self._need_counts: dict[Need, int] = {}  # PENDING tasks per need (not NOTHING)
+        self._seq = 0  # the last submission number given
+        self._held_seq: dict[str, int] = {}  # leased tasks' numbers (not NOTHING ones)
         self._finished: deque[str] = deque()  # finished task ids, oldest first, for eviction
         # Queued tasks not finished yet, by owner (the service caps them per client).
         self.unfinished_by_owner: Counter[str] = Counter()
@@ -47,7 +64,7 @@ class TaskTable:
         return task
 
     def add_pending(self, task: TaskRecord) -> None:
-        """A new PENDING task, at the back of the queue. It may replace the record of a direct
+        """A new PENDING task, at the back of its queue. It may replace the record of a direct
         task with its id (the client queues a task whose worker's answer it lost)."""
         replaced = self.by_id.get(task.task_id)
         if replaced is not None:
@@ -57,9 +74,31 @@ class TaskTable:
             self.changes.gone_row(replaced.saved_row)
         self.by_id[task.task_id] = task
         self.counts[TaskState.PENDING] += 1
-        self._queue.append(task.task_id)
+        self._seq += 1
+        self._enqueue(task, self._seq)
         self.unfinished_by_owner[task.spec.owner] += 1
         self.changes.new_task(task.task_id)
+
+    def _enqueue(self, task: TaskRecord, seq: int, front: bool = False) -> None:
+        need = task.spec.need
+        if need is not NOTHING and need.empty:
+            need = task.spec.need = NOTHING  # one queue for "nothing", however it was built
+        if need is NOTHING:
+            if front:  # back from a worker: older than anything queued (number 0)
+                self._plain.appendleft(task.task_id)
+            else:
+                self._plain.append(task.task_id)
+                if self._queues or self._held_seq:  # a task with a need may come back
+                    self._plain_seq[task.task_id] = seq
+            return
+        queue = self._queues.get(need)
+        if queue is None:
+            queue = self._queues[need] = deque()
+        self._need_counts[need] = self._need_counts.get(need, 0) + 1
+        if front:
+            queue.appendleft((seq, task.task_id))
+        else:
+            queue.append((seq, task.task_id))
 
     def add_finished(self, task: TaskRecord) -> None:
         """A task that arrives finished (a direct task's record); `evict` afterwards."""
@@ -69,40 +108,111 @@ class TaskTable:
         self.changes.new_task(task.task_id)
 
     def restore(self, task: TaskRecord) -> None:
-        """A task as it was saved (at a restart): PENDING ones join the back of the queue,
-        finished ones the back of the eviction order (give them oldest first)."""
+        """A task as it was saved (at a restart): PENDING ones join the back of their queue,
+        finished ones the back of the eviction order (give unfinished ones in submission order,
+        finished ones oldest first)."""
         self.by_id[task.task_id] = task
         self.counts[task.state] += 1
         if task.state is TaskState.PENDING:
-            self._queue.append(task.task_id)
+            self._seq += 1
+            self._enqueue(task, self._seq)
+        elif task.state.held:
+            self._seq += 1
+            if task.spec.need is not NOTHING:
+                self._held_seq[task.task_id] = self._seq
         elif task.state.finished:
             self._finished.append(task.task_id)
         if not task.state.finished and not task.direct:
             self.unfinished_by_owner[task.spec.owner] += 1
 
-    def next_pending(self) -> TaskRecord | None:
-        """Take the oldest PENDING task off the queue (None: the queue is empty)."""
-        while self._queue:
-            task = self.by_id.get(self._queue.popleft())
+    def next_pending(self, fits: Callable[[Need], bool] | None = None) -> TaskRecord | None:
+        """Take the oldest PENDING task whose need `fits` (None: any) off its queue (None:
+        nothing queued fits). Tasks that ask for nothing always fit."""
+        if not self._queues:  # only plain tasks queued: a FIFO, as cheap as can be
+            plain, by_id = self._plain, self.by_id
+            while plain:
+                task_id = plain.popleft()
+                if self._plain_seq:
+                    self._plain_seq.pop(task_id, None)
+                task = by_id.get(task_id)
+                if task is not None and task.state is TaskState.PENDING:
+                    return task
+                # cancelled or evicted while queued: a stale id
+            return None
+        by_id, plain, plain_seq = self.by_id, self._plain, self._plain_seq
+        while True:  # again after a stale id (cancelled while queued)
+            best: _Queue | None = None
+            best_seq = 0
+            for need, queue in self._queues.items():  # each holds a PENDING task
+                if (
+                    queue
+                    and (best is None or queue[0][0] < best_seq)
+                    and (fits is None or fits(need))
+                ):
+                    best, best_seq = queue, queue[0][0]
+            if plain and (best is None or plain_seq.get(plain[0], 0) < best_seq):
+                task_id = plain.popleft()
+                plain_seq.pop(task_id, None)
+                task = by_id.get(task_id)
+                if task is not None and task.state is TaskState.PENDING:
+                    return task
+                continue
+            if best is None:
+                return None
+            seq, task_id = best.popleft()
+            task = by_id.get(task_id)
             if task is not None and task.state is TaskState.PENDING:
+                self._held_seq[task_id] = seq
                 return task
-            # cancelled or evicted while queued: a stale id
-        return None
+
+    def pending_needs(self) -> dict[Need, int]:
+        """How many PENDING tasks ask for each need (NOTHING included when any)."""
+        out = {n: c for n, c in self._need_counts.items() if c > 0}
+        plain = self.counts[TaskState.PENDING] - sum(out.values())
+        if plain > 0:
+            out[NOTHING] = plain
+        return out
+
+    def queued_fitting(self, fits: Callable[[Need], bool]) -> int:
+        """How many PENDING tasks a worker could take now (their need `fits`): its share of
+        the queue is counted over these."""
+        pending = self.counts[TaskState.PENDING]
+        if not self._need_counts:
+            return pending
+        others = 0
+        for need, count in self._need_counts.items():
+            pending -= count
+            if count and fits(need):
+                others += count
+        return pending + others
 
     # ---------------------------------------------------------------- called by Transitions
 
-    def recount(self, was: TaskState, to: TaskState) -> None:
+    def recount(self, task: TaskRecord, to: TaskState) -> None:
+        """The task moves from its state to `to` (it is still in its old state)."""
+        was = task.state
         self.counts[was] -= 1
         self.counts[to] += 1
+        if was is TaskState.PENDING and (need := task.spec.need) is not NOTHING:
+            left = self._need_counts[need] - 1
+            if left:
+                self._need_counts[need] = left
+            else:  # its queue holds nothing but stale ids now
+                del self._need_counts[need]
+                del self._queues[need]
 
     def requeue_front(self, task_id: str) -> None:
-        """A task back from a worker is older than anything queued after it."""
-        self._queue.appendleft(task_id)
+        """A task back from a worker: ahead of everything in its queue, with its old number
+        (its place among the other queues; a task asking for nothing: ahead of all)."""
+        self._enqueue(self.by_id[task_id], self._held_seq.pop(task_id, 0), front=True)
 
     def retire(self, task_id: str) -> None:
         """Note a task finished; forget the oldest finished tasks past the limit."""
         self._finished.append(task_id)
-        owner = self.by_id[task_id].spec.owner
+        spec = self.by_id[task_id].spec
+        if spec.need is not NOTHING:
+            self._held_seq.pop(task_id, None)
+        owner = spec.owner
         self.unfinished_by_owner[owner] -= 1
         if self.unfinished_by_owner[owner] <= 0:
             del self.unfinished_by_owner[owner]

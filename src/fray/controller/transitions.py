@@ -22,12 +22,22 @@ worker reports that a slot started it (`ReportResults.started`); `started_at` is
 the slot started it. A worker that does not report starts (`LeaseTasks.reports_started` false,
 e.g. a curl user) has its leased tasks moved to RUNNING at the lease.
 
+What work holds of its worker (`placement`): a task its need from the lease until it leaves
+the worker, an actor its need while CREATING or READY; every move off the worker gives it back
+(`WorkerRegistry.release_task`, `release_actor`), whatever the reason.
+
 Actors::
 
     PENDING --placed--> CREATING --constructed--> READY --killed--> DEAD
                            |--constructor raised--> FAILED
     CREATING/READY --worker or process lost, restarts left--> RESTARTING --placed--> CREATING
                    --lost, no restarts left--> DEAD
+
+Jobs (and each of their replicas; the rules are in `job_lifecycle`)::
+
+    PENDING --every replica placed at once--> RUNNING --all replicas exit 0--> SUCCEEDED
+       |                                         |--a replica failed, its worker lost--> FAILED
+       +--StopJob--> KILLED <--StopJob-----------+
 """
 
 from __future__ import annotations
@@ -37,7 +47,15 @@ from collections.abc import Callable
 from fray.controller.actors import ActorRegistry
 from fray.controller.changes import Changes
 from fray.controller.finished_log import FinishedLogs
-from fray.controller.records import ActorRecord, ActorState, TaskRecord, TaskState
+from fray.controller.records import (
+    ActorRecord,
+    ActorState,
+    JobRecord,
+    JobState,
+    ReplicaRecord,
+    TaskRecord,
+    TaskState,
+)
 from fray.controller.tasks import TaskTable
 from fray.controller.workers import WorkerRegistry
 
@@ -65,6 +83,14 @@ ACTOR_TRANSITIONS: dict[ActorState, frozenset[ActorState]] = {
     ActorState.FAILED: frozenset(),
     ActorState.DEAD: frozenset(),
 }
+_JOB_ENDS = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.KILLED})
+JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {  # jobs and replicas alike
+    JobState.PENDING: frozenset({JobState.RUNNING, JobState.KILLED}),
+    JobState.RUNNING: _JOB_ENDS,
+    JobState.SUCCEEDED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.KILLED: frozenset(),
+}
 
 
 class Transitions:
@@ -86,10 +112,10 @@ class Transitions:
     def move(self, task: TaskRecord, to: TaskState) -> None:
         if to not in TASK_TRANSITIONS[task.state]:
             raise AssertionError(f"illegal move of task {task.task_id}: {task.state} -> {to}")
-        self._tasks.recount(task.state, to)
+        self._tasks.recount(task, to)
         self._changes.task(task.task_id)
-        if task.state.held and not to.held:  # off its worker (and any cancel it was to do)
-            self._workers.release_task(task.worker_id, task.task_id)
+        if task.state.held and not to.held:  # off its worker (any cancel, what it held)
+            self._workers.release_task(task.worker_id, task.task_id, task.spec.need)
         task.state = to
         now = self._clock()
         if to is TaskState.PENDING:
@@ -111,10 +137,23 @@ class Transitions:
             raise AssertionError(f"illegal move of actor {actor.actor_id}: {actor.state} -> {to}")
         self._changes.actor(actor.actor_id)
         placed = actor.state in (ActorState.CREATING, ActorState.READY)
-        if placed and to is not ActorState.READY:  # off its worker
-            self._workers.release_actor(actor.worker_id, actor.actor_id)
+        if placed and to is not ActorState.READY:  # off its worker (and what it held)
+            self._workers.release_actor(actor.worker_id, actor.actor_id, actor.spec.need)
         actor.state = to
         if to in (ActorState.PENDING, ActorState.RESTARTING) or not to.live:
             actor.worker_id = ""
         if not to.live:  # its name can be taken again
             self._actors.release_name(actor)
+
+    def move_job(self, job: JobRecord, to: JobState, replica: ReplicaRecord | None = None) -> None:
+        """Move a job (or, given `replica`, one of its replicas) to `to`; stamps the time."""
+        record = job if replica is None else replica
+        if to not in JOB_TRANSITIONS[record.state]:
+            what = job.job_id if replica is None else f"{job.job_id}/{replica.index}"
+            raise AssertionError(f"illegal move of job {what}: {record.state} -> {to}")
+        self._changes.job(job.job_id)
+        record.state = to
+        if to is JobState.RUNNING and replica is None:
+            job.started_at = self._clock()
+        elif to.final:
+            record.finished_at = self._clock()

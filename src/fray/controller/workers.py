@@ -1,5 +1,6 @@
-"""The worker registry: the workers that registered, by id, with their slots, heartbeats, the
-tasks leased to them, and the orders (cancellations, actor starts and stops) waiting for them.
+"""The worker registry: the workers that registered, by id, with their slots, what they offer
+(capacities and labels) and what their work holds of it, heartbeats, the tasks leased to them,
+and the orders (cancellations, actor starts and stops) waiting for them.
 
 Bookkeeping only: what happens to a lost worker's tasks and actors is decided by the lifecycle
 modules and `ControllerState`; `Transitions` tells the registry when a task or actor leaves a
@@ -9,12 +10,17 @@ are not saved: a restarted controller gives every worker a full heartbeat timeou
 
 from __future__ import annotations
 
+import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+from fray.controller import placement
 from fray.controller.changes import Changes
-from fray.controller.records import InvalidRequest, NotFound, WorkerRecord
+from fray.controller.placement import NOTHING, Need
+from fray.controller.records import InvalidRequest, NotFound, TaskRecord, WorkerRecord
 from fray.wire.limits import MAX_ID_LENGTH
+
+_MAX_CAPACITIES = 64
 
 
 class WorkerRegistry:
@@ -24,6 +30,9 @@ class WorkerRegistry:
         self.by_id: dict[str, WorkerRecord] = {}
         self._clock = clock
         self.changes = Changes() if changes is None else changes
+        # Goes up whenever capacity may have appeared (a worker registered, work released what
+        # it held): waiting actors and jobs look again when it moved since their last try.
+        self.freed = 0
 
     def get(self, worker_id: str) -> WorkerRecord:
         worker = self.by_id.get(worker_id)
@@ -41,14 +50,19 @@ class WorkerRegistry:
         cpus: float,
         memory_bytes: int,
         labels: dict[str, str] | None,
+        capacities: Mapping[str, float] | None = None,
     ) -> WorkerRecord:
-        """Check a registration and make its record (not added yet: see `add`)."""
+        """Check a registration and make its record (not added yet: see `add`).
+
+        Without `capacities` (an old client, curl) the worker offers ``cpus`` (and ``memory``
+        when `memory_bytes` > 0)."""
         if slots < 1:
             raise InvalidRequest("slots must be >= 1")
         if prefetch < 0:
             raise InvalidRequest("prefetch must be >= 0")
         if len(worker_id) > MAX_ID_LENGTH:
             raise InvalidRequest(f"worker_id longer than {MAX_ID_LENGTH} characters")
+        offered = _capacities(capacities, cpus, memory_bytes)
         now = self._clock()
         return WorkerRecord(
             worker_id=worker_id or uuid.uuid4().hex[:12],
@@ -57,9 +71,10 @@ class WorkerRegistry:
             prefetch=prefetch,
             registered_at=now,
             last_heartbeat=now,
-            cpus=cpus,
-            memory_bytes=memory_bytes,
+            cpus=offered.get("cpus", cpus),
+            memory_bytes=int(offered.get("memory", memory_bytes)),
             labels=dict(labels or {}),
+            capacities=offered,
         )
 
     def restore(self, worker: WorkerRecord) -> None:
@@ -71,10 +86,19 @@ class WorkerRegistry:
     def add(self, worker: WorkerRecord) -> None:
         self.by_id[worker.worker_id] = worker
         self.changes.worker(worker.worker_id)
+        self.freed += 1
 
     def remove(self, worker_id: str) -> None:
         del self.by_id[worker_id]
         self.changes.worker(worker_id)
+
+    def runs_jobs(self, worker_id: str) -> None:
+        """The worker's leases list its job replicas: job replicas may be placed on it (a
+        worker that does not, such as a curl user, would never start them)."""
+        worker = self.by_id.get(worker_id)
+        if worker is not None and not worker.runs_jobs:
+            worker.runs_jobs = True
+            self.freed += 1  # room for pending jobs
 
     def touch(self, worker_id: str) -> None:
         """Its counters changed (to be saved)."""
@@ -112,17 +136,77 @@ class WorkerRegistry:
         started = sum(1 for task_id in worker.task_ids if running(task_id))
         return min(started + worker.direct_running, worker.slots)
 
+    # ---------------------------------------------------------------- what work holds
+
+    def hold_task(self, worker: WorkerRecord, task: TaskRecord) -> None:
+        """A task leased to the worker: it holds its need there until it leaves."""
+        worker.task_ids[task.task_id] = None
+        need = task.spec.need
+        if need is not NOTHING:
+            placement.hold(worker, need)
+
+    def hold_actor(self, worker: WorkerRecord, actor_id: str, need: Need) -> None:
+        """An actor placed on the worker: it holds its need there while placed."""
+        worker.actor_ids[actor_id] = None
+        if need is not NOTHING:
+            placement.hold(worker, need)
+
+    def hold(self, worker_id: str, need: Need) -> bool:
+        """Other work (a job replica) holds `need` on the worker; False if it is not known."""
+        worker = self.by_id.get(worker_id)
+        if worker is None:
+            return False
+        placement.hold(worker, need)
+        return True
+
+    def release(self, worker_id: str, need: Need) -> None:
+        """What `hold` took is given back (a no-op for a worker that is gone)."""
+        worker = self.by_id.get(worker_id)
+        if worker is not None and not need.empty:
+            placement.release(worker, need)
+            self.freed += 1
+
     # ---------------------------------------------------------------- called by Transitions
 
-    def release_task(self, worker_id: str, task_id: str) -> None:
-        """A task left the worker (finished, requeued): forget it and any cancel for it."""
+    def release_task(self, worker_id: str, task_id: str, need: Need = NOTHING) -> None:
+        """A task left the worker (finished, requeued, lost, handed back, cancelled): forget
+        it and any cancel for it, and give back what it held."""
         worker = self.by_id.get(worker_id)
         if worker is not None:
             worker.task_ids.pop(task_id, None)
             worker.pending_cancels.discard(task_id)
+            if need is not NOTHING:
+                placement.release(worker, need)
+                self.freed += 1
 
-    def release_actor(self, worker_id: str, actor_id: str) -> None:
-        """An actor no longer counts as placed on the worker."""
+    def release_actor(self, worker_id: str, actor_id: str, need: Need = NOTHING) -> None:
+        """An actor no longer counts as placed on the worker; what it held is given back."""
         worker = self.by_id.get(worker_id)
-        if worker is not None:
-            worker.actor_ids.pop(actor_id, None)
+        if worker is not None and actor_id in worker.actor_ids:
+            del worker.actor_ids[actor_id]
+            if need is not NOTHING:
+                placement.release(worker, need)
+                self.freed += 1
+
+
+def _capacities(
+    capacities: Mapping[str, float] | None, cpus: float, memory_bytes: int
+) -> dict[str, float]:
+    """A worker's offered capacities, checked (InvalidRequest), or derived from cpus/memory."""
+    if not capacities:
+        if not math.isfinite(cpus) or cpus < 0 or memory_bytes < 0:
+            raise InvalidRequest("cpus and memory_bytes must be finite and >= 0")
+        derived = {"cpus": float(cpus)}
+        if memory_bytes > 0:
+            derived["memory"] = float(memory_bytes)
+        return derived
+    if len(capacities) > _MAX_CAPACITIES:
+        raise InvalidRequest(f"at most {_MAX_CAPACITIES} capacities")
+    out: dict[str, float] = {}
+    for key, amount in capacities.items():
+        if not key or len(key) > MAX_ID_LENGTH:
+            raise InvalidRequest(f"capacity names must be 1 to {MAX_ID_LENGTH} long")
+        if not math.isfinite(amount) or amount < 0:
+            raise InvalidRequest(f"capacity {key}={amount!r} must be a finite amount >= 0")
+        out[key] = float(amount)
+    return out

@@ -9,19 +9,13 @@ task. :class:`TaskJob` turns a list of task runners into a :class:`fray.v2.clust
 
 from __future__ import annotations
 
-import os
-import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-import cloudpickle
-
-from fray.common import watchdog
-from fray.common.processes import start_python, stop_process
+from fray.common import job_process
 from fray.errors import JobFailedError, UnknownJobError
 from fray.v2.cluster import CLUSTER_SPEC_ENV, Job
 from fray.v2.types import Entrypoint, JobId, JobStatus
@@ -37,44 +31,7 @@ __all__ = [
     "job_env",
 ]
 
-# The job's process runs fray.common.watchdog's source, then the script below (``python -c``):
-# it needs only cloudpickle and the standard library, as the job may run where fray is not
-# installed (a Ray node). argv is (payload, error file, launcher pid, cleanup dir).
-# ``payload`` is a file holding the cloudpickled ``(fn, args, kwargs)``, or ``module:NAME``
-# for the ``entrypoint.pkl`` inside the importable package NAME. An error file of ``-`` means
-# none; a launcher pid of ``0`` means no launcher to watch. When its launcher dies, nobody can
-# read its files any more: it deletes the cleanup dir and exits (``exit_when_gone``).
-_BOOTSTRAP_MAIN = """
-import os, shutil, sys, traceback
-if sys.argv[3] != "0":
-    exit_when_gone(
-        int(sys.argv[3]), before_exit=lambda: shutil.rmtree(sys.argv[4], ignore_errors=True)
-    )
-try:
-    import cloudpickle
-    path = sys.argv[1]
-    if path.startswith("module:"):
-        import importlib
-        package = importlib.import_module(path[len("module:"):])
-        path = os.path.join(os.path.dirname(package.__file__), "entrypoint.pkl")
-    with open(path, "rb") as f:
-        fn, args, kwargs = cloudpickle.load(f)
-    del f, path
-    fn(*args, **kwargs)
-except SystemExit:
-    raise
-except BaseException:
-    text = traceback.format_exc()
-    if sys.argv[2] != "-":
-        with open(sys.argv[2], "w") as f:
-            f.write(text)
-    sys.stderr.write(text)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(1)
-"""
-_BOOTSTRAP = Path(watchdog.__file__).read_text() + _BOOTSTRAP_MAIN
-_STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
+bootstrap_args = job_process.bootstrap_args  # (the bootstrap lives in fray.common.job_process)
 
 
 def check_job_name(name: str) -> None:
@@ -83,17 +40,6 @@ def check_job_name(name: str) -> None:
         raise ValueError(f"a job name must be a non-empty string, got {name!r}")
     if "/" in name:
         raise ValueError(f"job names cannot contain '/', got {name!r}")
-
-
-def bootstrap_args(
-    payload: str, error_file: str = "-", launcher_pid: int = 0, cleanup_dir: str = "-"
-) -> list[str]:
-    """The arguments after ``python`` that run a dumped entrypoint (see ``_BOOTSTRAP``).
-
-    ``payload`` is the payload file, or ``module:NAME`` for ``entrypoint.pkl`` inside the
-    importable package NAME.
-    """
-    return ["-c", _BOOTSTRAP, payload, error_file, str(launcher_pid), cleanup_dir]
 
 
 def job_env(cluster_spec: str, job_id: JobId, num_tasks: int, index: int) -> dict[str, str]:
@@ -109,99 +55,16 @@ def job_env(cluster_spec: str, job_id: JobId, num_tasks: int, index: int) -> dic
 
 def dump_entrypoint(entrypoint: Entrypoint) -> bytes:
     """Cloudpickle an entrypoint as ``(fn, args, kwargs)`` (the process needs no fray)."""
-    return cloudpickle.dumps((entrypoint.callable, tuple(entrypoint.args), dict(entrypoint.kwargs)))
+    return job_process.dump_call(entrypoint.callable, entrypoint.args, entrypoint.kwargs)
 
 
-class JobProcess:
-    """One task of a job: ``python -c BOOTSTRAP`` with its output in ``workdir/output.log``.
-
-    ``cwd`` is the process's working directory; ``env`` its whole environment (to which
-    ``PYTHONUNBUFFERED=1`` is added, so output reaches the log as it is printed). The
-    process gets its own session, so :meth:`stop` kills everything it started. If the
-    launching process dies first, the job deletes ``cleanup_dir`` (default ``workdir``)
-    and exits.
-    """
-
-    def __init__(
-        self,
-        payload: bytes,
-        workdir: str,
-        env: Mapping[str, str],
-        cwd: str | None = None,
-        cleanup_dir: str | None = None,
-    ) -> None:
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.workdir / "output.log"
-        self._error_path = self.workdir / "error.txt"
-        payload_path = self.workdir / "entrypoint.pkl"
-        payload_path.write_bytes(payload)
-        self._stopped = False
-        self._lock = threading.Lock()
-        with open(self.log_path, "wb") as log:
-            self._proc = start_python(
-                *bootstrap_args(
-                    str(payload_path),
-                    str(self._error_path),
-                    os.getpid(),
-                    cleanup_dir or str(self.workdir),
-                ),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**env, "PYTHONUNBUFFERED": "1"},
-                cwd=cwd,
-                new_session=True,
-            )
-
-    @property
-    def pid(self) -> int:
-        return self._proc.pid
+class JobProcess(job_process.JobProcess):
+    """One task of a job (:class:`fray.common.job_process.JobProcess`), its status a
+    :class:`JobStatus`."""
 
     def status(self) -> JobStatus:
         """``running`` while the process lives, then how it ended."""
-        code = self._proc.poll()
-        if code is None:
-            return JobStatus.RUNNING
-        if self._stopped:
-            return JobStatus.KILLED
-        return JobStatus.SUCCEEDED if code == 0 else JobStatus.FAILED
-
-    def wait(self, timeout: float | None) -> bool:
-        """Wait up to ``timeout`` seconds for the process to end; True if it has."""
-        try:
-            self._proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return False
-        return True
-
-    def error(self) -> str | None:
-        """The traceback of a failed task (or how its process ended); else ``None``."""
-        if self.status() != JobStatus.FAILED:
-            return None
-        try:
-            return self._error_path.read_text()
-        except FileNotFoundError:
-            code = self._proc.returncode
-            if code < 0:
-                return f"the job's process was killed by signal {-code}"
-            return f"the job's process exited with code {code}"
-
-    def read_log(self, offset: int) -> bytes:
-        """The log's bytes from ``offset`` on."""
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(offset)
-                return f.read()
-        except FileNotFoundError:
-            return b""
-
-    def stop(self) -> None:
-        """SIGTERM the process's session, SIGKILL after a grace period; then reap it."""
-        with self._lock:
-            if self._proc.poll() is not None:
-                return
-            self._stopped = True
-            stop_process(self._proc, _STOP_GRACE, group=True)
+        return JobStatus(super().status())
 
 
 class TaskRunner(Protocol):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NewType
 
+from fray.common.job_process import run_command
 from fray.common.sizes import parse_bytes
 
 __all__ = [
@@ -176,19 +177,37 @@ class EnvironmentSpec:
         object.__setattr__(self, "env_vars", env)
 
 
+def _check_args(args: Any, where: str) -> tuple[Any, ...]:
+    """``args`` as a tuple; a ``str`` or ``bytes`` (a classic slip for one argument) is a
+    TypeError naming the mistake."""
+    if isinstance(args, str | bytes | bytearray):
+        raise TypeError(
+            f"{where} takes args as a sequence of arguments, got the {type(args).__name__} "
+            f"{args!r}: write ({args!r},) or [{args!r}] to pass it as one argument"
+        )
+    return tuple(args)
+
+
 @dataclass(frozen=True)
 class Entrypoint:
-    """A job's code: ``callable(*args, **kwargs)``, run in the job's own process."""
+    """A job's code: ``callable(*args, **kwargs)``, run in the job's own process.
+
+    :meth:`from_binary` makes one that runs a program (``command`` is then its argv; it is
+    ``None`` for other entrypoints).
+    """
 
     callable: Callable[..., Any]
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
+    command: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.callable):
             raise TypeError(f"an Entrypoint needs a callable, got {self.callable!r}")
-        object.__setattr__(self, "args", tuple(self.args))
+        object.__setattr__(self, "args", _check_args(self.args, "Entrypoint"))
         object.__setattr__(self, "kwargs", dict(self.kwargs))
+        if self.command is not None:
+            object.__setattr__(self, "command", tuple(self.command))
 
     @classmethod
     def from_callable(
@@ -198,4 +217,16 @@ class Entrypoint:
         kwargs: Mapping[str, Any] | None = None,
     ) -> Entrypoint:
         """An entrypoint calling ``fn(*args, **kwargs)``."""
-        return cls(callable=fn, args=tuple(args), kwargs=dict(kwargs or {}))
+        return cls(
+            callable=fn, args=_check_args(args, "Entrypoint.from_callable"), kwargs=kwargs or {}
+        )
+
+    @classmethod
+    def from_binary(cls, command: str, args: Sequence[str] = ()) -> Entrypoint:
+        """An entrypoint running the program ``command`` with ``args`` (searched on the job's
+        PATH unless it names a path); the job exits as the program does
+        (:func:`fray.common.job_process.run_command`)."""
+        if not isinstance(command, str) or not command:
+            raise TypeError(f"from_binary needs a program name or path, got {command!r}")
+        argv = (command, *(str(a) for a in _check_args(args, "Entrypoint.from_binary")))
+        return cls(callable=run_command, args=(list(argv),), command=argv)

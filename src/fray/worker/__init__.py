@@ -10,6 +10,8 @@
   freed at the controller are dropped, as each LeaseTasks answer says);
 - ``results``: the error results the worker makes itself (lost executor, handed back);
 - ``actor_host``: the actors this worker hosts, each in a process of its own;
+- ``jobs``: job replicas (``JobLaunch``), each a process of its own, tailed and reported
+  (``ReportJobs``); ``resources``: what the worker offers (defaults: the machine's cpus, memory);
 - ``service``: the ``fray.v1.FrayWorker`` Connect service (direct tasks, actor calls, /healthz,
   /metrics); ``metrics``: what the worker's /metrics counts;
 - ``executor``: what runs inside an executor or actor process (kept light: a forkserver child);

@@ -1,12 +1,13 @@
 """The lease loop: the worker's one `LeaseTasks` long poll, and the leases it holds.
 
-Each poll lists the tasks the worker holds (leased and not yet reported), the actors it hosts
-and the objects it caches, so the controller repairs a lost answer and names the objects freed
-since (the cache drops them), and asks for `prefetch` tasks beyond the free slots. The prefetch
-adapts: about `PREFETCH_SECONDS` of work at the recent pace of tasks, so tiny tasks hide the
-lease round trip and long ones spread over all the workers. An answer brings tasks (queued for
-the slots, or given back if the worker began draining meanwhile), cancellations, actors to
-start or stop, and the objects to drop.
+Each poll lists the tasks the worker holds (leased and not yet reported), the actors it hosts,
+the job replicas it runs (until their end was reported) and the objects it caches, so the
+controller repairs a lost answer and names the objects freed since (the cache drops them), and
+asks for `prefetch` tasks beyond the free slots. The prefetch adapts: about `PREFETCH_SECONDS`
+of work at the recent pace of tasks, so tiny tasks hide the lease round trip and long ones
+spread over all the workers. An answer brings tasks (queued for the slots, or given back if the
+worker began draining meanwhile), cancellations, actors and job replicas to start or stop, and
+the objects to drop.
 
 When the controller answers that it does not know this worker (it restarted without its
 state, or dropped us), the worker forgets its leased work (the controller has requeued it) and
@@ -29,6 +30,7 @@ from fray.errors import ControllerUnavailableError
 from fray.wire.controller_client import ControllerClient
 from fray.wire.pb import controller_pb2 as pb
 from fray.worker.actor_host import ActorHost
+from fray.worker.jobs import JobReplicas
 from fray.worker.objects import ObjectCache
 from fray.worker.registration import Registration
 from fray.worker.task_queue import TaskQueue
@@ -64,6 +66,7 @@ class Leaser:
         cancel: Callable[[str], bool],
         forget_leased_work: Callable[[], None],
         objects: ObjectCache | None = None,
+        jobs: JobReplicas | None = None,
     ) -> None:
         self._client = client
         self._registration = registration
@@ -77,6 +80,7 @@ class Leaser:
         self._cancel = cancel
         self._forget_leased_work = forget_leased_work
         self._objects = objects
+        self._jobs = jobs
         self._held: dict[str, pb.LeasedTask] = {}  # leased and not yet reported
 
     def loop(self) -> None:
@@ -101,6 +105,8 @@ class Leaser:
             hosted_actors=self._actors.hosted(),
             reports_actors=True,
             cached_object_ids=self._objects.ids() if self._objects is not None else (),
+            job_replicas=self._jobs.listed() if self._jobs is not None else (),
+            reports_jobs=self._jobs is not None,
         )
         try:
             response = self._client.call(
@@ -129,6 +135,10 @@ class Leaser:
             self._actors.stop(actor_id)
         for spec in response.start_actors:
             self._actors.start(spec)
+        if self._jobs is not None:
+            self._jobs.stop(response.stop_job_replicas)
+            for launch in response.start_jobs:
+                self._jobs.launch(launch)  # refused (FAILED) once the worker stops
 
     def wanted_prefetch(self) -> int:
         """Tasks to hold beyond the slots: ~PREFETCH_SECONDS of work at the recent pace."""

@@ -13,6 +13,8 @@ and routes what crosses them:
   (ReportResults);
 - `objects`: the cache of objects from `ctx.put`;
 - `actor_host`: the actors hosted here, each in a process of its own;
+- `jobs`: the job replicas run here (processes of their own, their output streamed to the
+  controller); `resources`: what the worker offers (cpus and memory default to the machine's);
 - `service`: the FrayWorker RPCs and GET /healthz, served by uvicorn in a thread.
 
 A task's outcome goes to its direct caller if it has one, else to the reporter (`_deliver`).
@@ -20,8 +22,9 @@ The queue, the direct calls, the reporter and the held leases share one mutex (w
 stays atomic), each with a Condition per kind of waiter: a task that arrives wakes one slot
 thread, not every thread of the worker.
 
-Shutdown (SIGTERM, Ctrl-C or `stop()`): stop leasing, let running tasks finish for up to
-`shutdown_grace` seconds, stop the rest, report what finished, then unregister: the controller
+Shutdown (SIGTERM, Ctrl-C or `stop()`): stop leasing, stop the job replicas, let running tasks
+finish for up to `shutdown_grace` seconds, stop the rest, report what finished (and the
+replicas' ends), then unregister: the controller
 puts every task the worker still held back in the queue. A second signal skips the grace period.
 """
 
@@ -44,11 +47,13 @@ from fray.wire.pb import controller_pb2 as pb
 from fray.worker import service
 from fray.worker.actor_host import ActorHost
 from fray.worker.direct_calls import DirectCalls
+from fray.worker.jobs import JobReplicas
 from fray.worker.leasing import DEFAULT_MAX_PREFETCH, Leaser
 from fray.worker.metrics import WorkerMetrics
 from fray.worker.objects import ObjectCache
 from fray.worker.registration import Registration
 from fray.worker.reporter import Reporter
+from fray.worker.resources import offered_resources
 from fray.worker.results import DIRECT_ATTEMPT, failed, handed_back
 from fray.worker.slots import SlotDuties, Slots
 from fray.worker.task_queue import TaskQueue
@@ -57,6 +62,8 @@ logger = logging.getLogger(__name__)
 
 # At shutdown, how long finished direct results wait for their clients to collect them.
 _DELIVERY_GRACE = 2.0
+# At shutdown, how long stopped job replicas have to end and be reported.
+_JOBS_GRACE = 10.0
 
 
 class Worker:
@@ -93,9 +100,8 @@ class Worker:
         self.prefetch = DEFAULT_MAX_PREFETCH if prefetch is None else prefetch
         if self.prefetch < 0:
             raise ValueError("prefetch must be >= 0")
-        self.resources = (
-            pb.Resources(cpus=float(self.concurrency)) if resources is None else resources
-        )
+        # cpus and memory default to the machine's (slots stay `concurrency`)
+        self.resources = offered_resources(resources)
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:8]}"
         # Tasks can tell where they run; executors inherit the environment.
         os.environ["FRAY_WORKER_ID"] = self.worker_id
@@ -108,6 +114,8 @@ class Worker:
         )
         # Code running here (tasks, actors) finds the same controller: get_default_job_ctx().
         os.environ["FRAY_CONTROLLER_ADDRESS"] = self.client.address
+        # ... and so does fray.v2.current_cluster() (executors and actor processes inherit it).
+        os.environ.setdefault("FRAY_CLUSTER_SPEC", f"fray?address={self.client.address}")
         if token:
             os.environ["FRAY_TOKEN"] = token
         if self.client.tls_ca:
@@ -119,6 +127,7 @@ class Worker:
         self._mutex = threading.RLock()  # see the module docstring
         self.objects = ObjectCache(self.client)
         self.actors = ActorHost(self.worker_id, self.client, self.objects.get)
+        self.jobs = JobReplicas(self.client, self.worker_id, self.client.address, token=token)
         self.queue = TaskQueue(self._mutex, self.concurrency, self.stopping)
         self.slots = Slots(
             self.concurrency,
@@ -175,6 +184,7 @@ class Worker:
             hand_back=self._hand_back,
             cancel=self._cancel,
             forget_leased_work=self._forget_leased_work,
+            jobs=self.jobs,
             objects=self.objects,
         )
         self.reporter = Reporter(
@@ -199,6 +209,7 @@ class Worker:
                 (self.leaser.loop, "lease"),
                 (self.reporter.loop, "report"),
                 (self._heartbeat_loop, "heartbeat"),
+                (self.jobs.loop, "jobs"),
             ):
                 threading.Thread(target=target, name=f"fray-{name}", daemon=True).start()
             logger.info(
@@ -216,6 +227,7 @@ class Worker:
             self.stopped.set()
             self._server.stop()
             self.actors.stop_all()
+            self.jobs.close()
             self.slots.stop_processes()
             self.client.close()
             if in_main:
@@ -244,6 +256,7 @@ class Worker:
     def _drain(self) -> None:
         deadline = time.monotonic() + self.shutdown_grace
         self._heartbeat()  # tells the controller we are draining: no more leases for us
+        self.jobs.stop_all(refuse=f"worker {self.worker_id} is shutting down")
         with self._mutex:
             self._hand_back(self.queue.take_all())  # unstarted tasks: others can run them now
             self.queue.wait_idle(deadline, self.stopping_hard)
@@ -253,6 +266,7 @@ class Worker:
         self.slots.kill_running(pb.ERROR_KIND_UNSPECIFIED)
         self.slots.join_threads(10)
         self.reporter.flush()
+        self.jobs.shutdown(_JOBS_GRACE)  # their ends reported before we leave
         self.registration.unregister()
 
     def _heartbeat_loop(self) -> None:
@@ -327,6 +341,7 @@ class Worker:
             pb.ERROR_KIND_UNSPECIFIED, only=lambda task: not self.direct.has(task.task_id)
         )
         self.actors.stop_all()
+        self.jobs.stop_all()
 
     # ------------------------------------------------------------------ health
 
@@ -347,6 +362,7 @@ class Worker:
             "queued": queued,
             "direct": direct,
             "actors": len(self.actors),
+            "job_replicas": len(self.jobs),
             "tasks_done": self.tasks_done,
             "cached_objects": len(self.objects.ids()),
             "cached_object_bytes": self.objects.size_bytes,

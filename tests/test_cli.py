@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from fray_fixtures import list_workers, stop_process, wait_for
 
-from fray.cli import build_parser, parse_resources
+from fray.cli import build_parser
+from fray.cli_args import ResourceArgs, parse_resources, requirements, worker_resources
 from fray.common.net import free_port
 from fray.common.processes import read_line, start_python
 from fray.local_cluster import READY_PREFIX
@@ -173,6 +174,8 @@ def test_status_of_an_unreachable_controller_exits_1() -> None:
     [
         (("--help",), ("controller", "worker", "status", "demo")),
         (("worker", "--help"), ("--controller", "--resources", "--shutdown-grace", "--token")),
+        (("job", "--help"), ("submit", "list", "status", "logs", "stop")),
+        (("job", "submit", "--help"), ("--wait", "--replicas", "--resources", "exit status")),
     ],
 )
 def test_help_exits_0(args: tuple[str, ...], expected: tuple[str, ...]) -> None:
@@ -197,56 +200,89 @@ def test_help_exits_0(args: tuple[str, ...], expected: tuple[str, ...]) -> None:
 def test_resources_memory_is_read_like_resource_spec_memory(memory: str, expected: int) -> None:
     from fray.v2 import ResourceSpec
 
-    assert parse_resources(f"memory={memory}") == {"memory": memory}
+    assert parse_resources(f"memory={memory}").amounts == {"memory": expected}
+    assert parse_resources(f"disk={memory}").amounts == {"disk": expected}
     assert ResourceSpec(memory=memory).memory_bytes == expected
 
 
 @pytest.mark.parametrize("memory", ["", "GiB", "lots", "1XiB", "1.2.3G", "nan", "inf", "1e400"])
 def test_resources_memory_rejects_bad_sizes_naming_them(memory: str) -> None:
+    if not memory:  # "memory=" has no value at all
+        with pytest.raises(argparse.ArgumentTypeError, match="key=value"):
+            parse_resources("memory=")
+        return
     with pytest.raises(argparse.ArgumentTypeError, match=f"memory: .*{re.escape(repr(memory))}"):
         parse_resources(f"memory={memory}")
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"),
+    ("text", "amounts", "labels"),
     [
-        ("", {}),
-        ("cpus=2", {"cpus": "2"}),
+        ("", {}, {}),
+        ("cpus=2", {"cpus": 2.0}, {}),
         (
-            "cpus=4,memory=8GiB,zone=us-east",
-            {"cpus": "4", "memory": "8GiB", "zone": "us-east"},
+            "cpus=8,memory=32GiB,gpus=2,gpu_type=H100,tpu=v5litepod-4,zone=us-east1",
+            {"cpus": 8.0, "memory": 32.0 * GIB, "gpus": 2.0},
+            {"gpu_type": "H100", "tpu": "v5litepod-4", "zone": "us-east1"},
         ),
-        (" cpus = 0.5 , gpu=a100 ,", {"cpus": "0.5", "gpu": "a100"}),
-        ("zone=a,zone=b", {"zone": "b"}),
+        (" cpus = 0.5 , gpu=a100 ,", {"cpus": 0.5}, {"gpu": "a100"}),
+        ("zone=a,zone=b", {}, {"zone": "b"}),
+        ("zone=a|b", {}, {"zone": "a|b"}),
+        ("x=a,x=3", {"x": 3.0}, {}),  # the last value wins, whatever its kind
+        ("widgets=1e3,foo=.5,bar=+2", {"widgets": 1000.0, "foo": 0.5, "bar": 2.0}, {}),
+        ("cpus=0", {"cpus": 0.0}, {}),
+        ("flavor=inf,mode=nan", {}, {"flavor": "inf", "mode": "nan"}),  # words, not numbers
+        ("disk=1T", {"disk": float(1024**4)}, {}),
     ],
 )
-def test_parse_resources(text: str, expected: dict[str, str]) -> None:
-    assert parse_resources(text) == expected
+def test_parse_resources(text: str, amounts: dict[str, float], labels: dict[str, str]) -> None:
+    assert parse_resources(text) == ResourceArgs(amounts, labels)
 
 
 @pytest.mark.parametrize(
-    "text", ["cpus", "=4", "cpus=abc", "cpus=", "memory=lots", "memory=1XiB", "zone=a,memory"]
+    "text",
+    ["cpus", "=4", "cpus=abc", "cpus=", "memory=lots", "memory=1XiB", "zone=a,memory"]
+    + ["gpus=one", "tpus=v4", "zone=", "cpus=inf", "x=1e400"],
 )
 def test_parse_resources_rejects_bad_input(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         parse_resources(text)
 
 
-@pytest.mark.parametrize("text", ["cpus=-1", "memory=-1GiB"])
+@pytest.mark.parametrize("text", ["cpus=-1", "memory=-1GiB", "gpus=-0.5", "widgets=-2"])
 def test_parse_resources_rejects_negative_amounts(text: str) -> None:
-    with pytest.raises(argparse.ArgumentTypeError):
+    with pytest.raises(argparse.ArgumentTypeError, match="-"):
         parse_resources(text)
+
+
+def test_worker_resources_on_the_wire() -> None:
+    full = worker_resources(parse_resources("cpus=8,memory=32GiB,gpus=2,gpu_type=H100"))
+    assert dict(full.capacities) == {"cpus": 8.0, "memory": 32.0 * GIB, "gpus": 2.0}
+    assert dict(full.labels) == {"gpu_type": "H100"}
+    assert full.cpus == 8.0 and full.memory_bytes == 32 * GIB
+    # cpus and memory not given: left out, for the worker to fill in the machine's
+    partial = worker_resources(parse_resources("gpus=1,zone=a"))
+    assert dict(partial.capacities) == {"gpus": 1.0} and dict(partial.labels) == {"zone": "a"}
+    assert partial.cpus == 0.0 and partial.memory_bytes == 0
+
+
+def test_job_requirements_on_the_wire() -> None:
+    need = requirements(parse_resources("cpus=2,memory=512m,gpus=1,gpu_type=H100|A100"))
+    assert dict(need.resources) == {"cpus": 2.0, "memory": 512.0 * 1024**2, "gpus": 1.0}
+    assert dict(need.labels) == {"gpu_type": "H100|A100"}
 
 
 @pytest.mark.parametrize(
     ("resources", "message"),
-    [("cpus=abc", "cpus must be a number"), ("memory=inf", "inf")],
+    [("cpus=abc", "cpus must be a number"), ("memory=inf", "inf"), ("gpus=-1", "gpus")],
 )
+@pytest.mark.parametrize("command", [("worker",), ("job", "submit")])
 def test_bad_resources_are_a_usage_error(
-    resources: str, message: str, capsys: pytest.CaptureFixture[str]
+    resources: str, message: str, command: tuple[str, ...], capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as info:
-        build_parser().parse_args(["worker", "--resources", resources])
+        cmd = ["--", "true"] if command[0] == "job" else []
+        build_parser().parse_args([*command, "--resources", resources, *cmd])
     assert info.value.code == 2
     error_line = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--resources" in error_line
@@ -270,10 +306,25 @@ def test_worker_arguments_reach_the_parser() -> None:
         ]
     )
     assert args.controller == "http://h:1"
-    assert args.resources == {"cpus": "2", "memory": "1GiB", "zone": "test"}
+    assert args.resources == ResourceArgs({"cpus": 2.0, "memory": float(GIB)}, {"zone": "test"})
     assert args.concurrency == 2
     assert args.shutdown_grace == 0.5
     assert args.worker_id == "w1"
+
+
+def test_job_submit_arguments_reach_the_parser() -> None:
+    args = build_parser().parse_args(
+        ["job", "submit", "--name", "train", "--replicas", "3", "--env", "A=1", "--env", "B=x=y"]
+        + ["--resources", "gpus=1,zone=a", "--wait", "--", "python", "-c", "print(1)", "--wait"]
+    )
+    assert args.cmd == ["python", "-c", "print(1)", "--wait"]  # CMD's options stay CMD's
+    assert (args.name, args.replicas, args.wait) == ("train", 3, True)
+    assert args.env == [("A", "1"), ("B", "x=y")]
+    assert args.resources == ResourceArgs({"gpus": 1.0}, {"zone": "a"})
+    plain = build_parser().parse_args(["job", "submit", "sleep", "10"])
+    assert plain.cmd == ["sleep", "10"] and plain.replicas == 1 and plain.env is None
+    logs = build_parser().parse_args(["job", "logs", "j-1", "--replica", "2", "-f"])
+    assert (logs.job_id, logs.replica, logs.follow) == ("j-1", 2, True)
 
 
 def test_demo_runs_the_main_job_end_to_end() -> None:
@@ -313,6 +364,15 @@ def test_fray_alone_prints_help_and_version_prints_the_version() -> None:
         (("status", "--log-level", "verbose"), ("--log-level", "verbose")),
         (("tasks", "--state", "sleeping"), ("--state", "SLEEPING", "ASSIGNED")),
         (("controller", "--heartbeat-timeout", "0"), ("--heartbeat-timeout", "> 0")),
+        (("job", "submit", "--replicas", "0", "--", "true"), ("--replicas", ">= 1")),
+        (("job", "submit", "--replicas", "1001", "--", "true"), ("--replicas", "<= 1000")),
+        (("job", "submit", "--env", "NOVALUE", "--", "true"), ("--env", "KEY=VALUE")),
+        (("job", "submit", "--name", "a/b", "--", "true"), ("--name", "'/'")),
+        (("job", "submit", "--name", "x"), ("CMD",)),
+        (("job", "list", "--state", "asleep"), ("--state", "ASLEEP", "KILLED")),
+        (("job", "logs", "j", "--replica", "-1"), ("--replica", ">= 0")),
+        (("job",), ("ACTION",)),
+        (("job", "status"), ("JOB_ID",)),
     ],
 )
 def test_bad_values_are_usage_errors(args: tuple[str, ...], words: tuple[str, ...]) -> None:

@@ -5,6 +5,7 @@ are ASSIGNED, without `startedAt`), busy slots are slots running something, and 
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 import time
@@ -14,7 +15,9 @@ from pathlib import Path
 import pytest
 from fray_fixtures import get_task, wait_for
 from fray_tasks import wait_for_file
+from google.protobuf.timestamp_pb2 import Timestamp
 
+from fray.cli_status import job_text, jobs_text, render_status, tasks_text
 from fray.client.context import FrayContext
 from fray.controller.records import TaskSpec, TaskState
 from fray.controller.state import ControllerState
@@ -157,19 +160,22 @@ def test_fray_status_and_tasks_on_an_idle_cluster(two_slots: LocalFrayCluster) -
     lines = text.stdout.splitlines()
     assert lines[0].startswith(f"controller {two_slots.address} (id ")
     assert lines[1] == "workers: 1, slots busy 0/2"
-    assert "HEARTBEAT" in lines[2] and "cpus=" in lines[3] and "ago" in lines[3]
+    assert "HEARTBEAT" in lines[2] and "FREE/TOTAL" in lines[2]
+    assert re.search(r"cpus [\d.]+/[\d.]+", lines[3]) and "ago" in lines[3]
     assert any(
         line.startswith("tasks: pending 0, assigned 0, running 0, completed") for line in lines
     )
-    assert "actors: 0 live" in lines and "jobs: 0 with unfinished tasks" in lines
+    assert "actors: 0 live" in lines and "clients: 0 with unfinished tasks" in lines
+    assert "jobs: pending 0, running 0, succeeded 0, failed 0, killed 0" in lines
+    assert not any(line.startswith("waiting:") for line in lines)
 
     listed = fray(
         "tasks", "--controller", two_slots.address, "--state", "COMPLETED", "--limit", "1"
     )
     assert listed.returncode == 0, listed.stderr
     header, row = listed.stdout.splitlines()
-    assert header.split() == ["TASK", "NAME", "STATE", "WORKER", "ATTEMPTS", "AGE"]
-    assert row.split()[2] == "COMPLETED"
+    assert header.split() == ["TASK", "NAME", "STATE", "WORKER", "ATTEMPTS", "AGE", "NEEDS"]
+    assert row.split()[2] == "COMPLETED" and row.split()[-1] == "-"
 
 
 def test_fray_status_into_a_closed_pipe_ends_quietly(two_slots: LocalFrayCluster) -> None:
@@ -207,3 +213,201 @@ def test_a_client_whose_tasks_wait_with_no_worker_is_warned(
         assert record.getMessage().startswith("1 task(s) have waited ")
         assert f"start one with `fray worker --controller {server.address}`" in record.getMessage()
         assert not future.done()
+
+
+# ---------------------------------------------------------------------- rendering
+
+
+GIB = 1024**3
+NOW = 1_000_000.0
+
+
+def stamp(seconds_ago: float) -> Timestamp:
+    out = Timestamp()
+    out.FromNanoseconds(int((NOW - seconds_ago) * 1e9))
+    return out
+
+
+def test_status_shows_free_and_total_capacities_labels_waiting_work_and_jobs() -> None:
+    gpu = pb.Worker(
+        worker_id="w-gpu",
+        slots=2,
+        busy_slots=1,
+        last_heartbeat=stamp(1),
+        resources=pb.Resources(
+            cpus=2,
+            memory_bytes=8 * GIB,
+            capacities={"cpus": 2, "memory": 8 * GIB, "gpus": 1},
+            labels={"gpu_type": "H100", "zone": "a"},
+        ),
+        free={"cpus": 1.5, "memory": 7 * GIB, "gpus": 0},
+        job_replicas=["train-1/0"],
+    )
+    old = pb.Worker(  # from a controller that knows only cpus and memory_bytes
+        worker_id="w-old", slots=1, last_heartbeat=stamp(2), resources=pb.Resources(cpus=4)
+    )
+    summary = pb.GetClusterSummaryResponse(
+        controller_id="c1",
+        workers=2,
+        total_slots=3,
+        busy_slots=1,
+        unplaceable={"no worker offers gpus=4 (the most is 1)": 1, "no worker offers tpus=8": 3},
+        jobs_by_state={"RUNNING": 1, "PENDING": 1, "SUCCEEDED": 4},
+    )
+    running = pb.Job(
+        job_id="train-1",
+        name="train",
+        state=pb.JOB_STATE_RUNNING,
+        replicas=1,
+        submitted_at=stamp(30),
+        replica_states=[pb.JobReplica(index=0, state=pb.JOB_STATE_RUNNING, worker_id="w-gpu")],
+    )
+    pending = pb.Job(
+        job_id="big-2",
+        name="big",
+        state=pb.JOB_STATE_PENDING,
+        replicas=2,
+        submitted_at=stamp(5),
+        pending_reason="no worker offers tpus=8",
+    )
+    text = render_status(
+        "http://c:1",
+        summary,
+        pb.ListWorkersResponse(workers=[gpu, old]),
+        pb.ListActorsResponse(),
+        [pending, running],
+        now=NOW,
+    )
+    lines = text.splitlines()
+    assert lines[0] == "controller http://c:1 (id c1)"
+    (gpu_line,) = [line for line in lines if "w-gpu" in line and "ago" in line]
+    assert "cpus 1.5/2, memory 7GiB/8GiB, gpus 0/1" in gpu_line
+    assert "gpu_type=H100,zone=a" in gpu_line
+    (old_line,) = [line for line in lines if "w-old" in line]
+    assert "cpus 4/4" in old_line and " - " in old_line  # no labels
+    assert "waiting: 3 (tasks, actors, job replicas): no worker offers tpus=8" in lines
+    assert "waiting: 1 (tasks, actors, job replicas): no worker offers gpus=4 (the most is 1)" in (
+        lines
+    )
+    assert "jobs: pending 1, running 1, succeeded 4, failed 0, killed 0" in lines
+    job_lines = lines[lines.index("jobs: pending 1, running 1, succeeded 4, failed 0, killed 0") :]
+    assert job_lines[1].split() == ["JOB", "NAME", "STATE", "REPLICAS", "AGE", "WHERE/WHY"]
+    assert job_lines[2].split()[:5] == ["train-1", "train", "RUNNING", "1", "30s"]
+    assert job_lines[2].endswith("on w-gpu")
+    assert job_lines[3].split()[:3] == ["big-2", "big", "PENDING"]
+    assert job_lines[3].endswith("no worker offers tpus=8")
+
+
+def test_status_of_a_controller_without_jobs_leaves_the_table_out() -> None:
+    text = render_status(
+        "http://c:1",
+        pb.GetClusterSummaryResponse(controller_id="c1"),
+        pb.ListWorkersResponse(),
+        pb.ListActorsResponse(),
+        None,
+        now=NOW,
+    )
+    assert "jobs: pending 0, running 0, succeeded 0, failed 0, killed 0" in text.splitlines()
+    assert "JOB" not in text
+
+
+def test_tasks_show_what_they_need_and_why_a_pending_one_waits() -> None:
+    waiting = pb.Task(
+        task_id="t1",
+        name="train",
+        state=pb.TASK_STATE_PENDING,
+        submitted_at=stamp(3),
+        requirements=pb.Requirements(
+            resources={"gpus": 1, "cpus": 2, "memory": 512 * 1024**2}, labels={"zone": "a|b"}
+        ),
+        pending_reason="no worker offers gpus=1",
+    )
+    plain = pb.Task(task_id="t2", state=pb.TASK_STATE_COMPLETED, submitted_at=stamp(1))
+    header, first, second = tasks_text([waiting, plain], now=NOW).splitlines()
+    assert header.split()[-1] == "NEEDS"
+    assert first.endswith("cpus=2,memory=512MiB,gpus=1,zone=a|b (waiting: no worker offers gpus=1)")
+    assert second.split()[2] == "COMPLETED" and second.endswith("-")
+
+
+def test_jobs_table_and_one_job_in_words() -> None:
+    failed = pb.Job(
+        job_id="j-1",
+        name="j",
+        state=pb.JOB_STATE_FAILED,
+        replicas=2,
+        command=["python", "-c", "import sys; sys.exit(3)"],
+        requirements=pb.Requirements(resources={"cpus": 1}),
+        submitted_at=stamp(100),
+        started_at=stamp(90),
+        finished_at=stamp(80),
+        owner="me",
+        error="the job's process exited with code 3",
+        replica_states=[
+            pb.JobReplica(
+                index=0,
+                state=pb.JOB_STATE_FAILED,
+                worker_id="w1",
+                pid=42,
+                exit_code=3,
+                error="the job's process exited with code 3",
+            ),
+            pb.JobReplica(
+                index=1, state=pb.JOB_STATE_KILLED, worker_id="w2", pid=43, exit_code=-15
+            ),
+        ],
+    )
+    header, row = jobs_text([failed], now=NOW).splitlines()
+    assert row.split()[:5] == ["j-1", "j", "FAILED", "2", "1m40s"]
+    assert row.endswith("the job's process exited with code 3")
+    assert jobs_text([], now=NOW) == "no jobs"
+    text = job_text(failed, now=NOW).splitlines()
+    assert text[0] == "job j-1 (j): FAILED"
+    assert text[1] == "command: python -c 'import sys; sys.exit(3)'"
+    assert text[2] == "replicas: 2, each needs: cpus=1"
+    assert text[3] == "submitted 1m40s ago, started 1m30s ago, finished 1m20s ago (owner me)"
+    assert "error: the job's process exited with code 3" in text
+    assert "replica 0: FAILED on w1, pid 42, exit code 3: the job's process exited with code 3" in (
+        text
+    )
+    assert "replica 1: KILLED on w2, pid 43, exit code -15" in text
+    pending = pb.Job(
+        job_id="p-1",
+        name="p",
+        state=pb.JOB_STATE_PENDING,
+        replicas=1,
+        pending_reason="no worker has label zone=mars",
+    )
+    assert "waiting: no worker has label zone=mars" in job_text(pending, now=NOW).splitlines()
+
+
+def test_worker_resources_and_a_task_nothing_can_run_in_status_and_tasks() -> None:
+    """`fray worker --resources` reaches the controller as capacities and labels; `fray status`
+    shows them free/total, `fray tasks` and `fray status` why a task waits."""
+    with LocalFrayCluster(workers=0) as cluster:
+        cluster.add_worker(
+            "--resources", "cpus=2,memory=1GiB,gpus=1,gpu_type=T4,zone=z1", "--worker-id", "w-gpu"
+        )
+        cluster.wait_for_workers(1)
+        with FrayContext(cluster.address) as ctx:
+            future = ctx.options(resources={"gpus": 2}, name="greedy").run(sum, [1])
+
+            def status() -> list[str]:
+                done = fray("status", "--controller", cluster.address)
+                assert done.returncode == 0, done.stderr
+                return done.stdout.splitlines()
+
+            reason = "no worker offers gpus=2 (the most is 1)"
+            wait_for(
+                lambda: f"waiting: 1 (tasks, actors, job replicas): {reason}" in status(),
+                30,
+                "the reason",
+            )
+            (worker_line,) = [line for line in status() if "w-gpu" in line]
+            assert "cpus 2/2, memory 1GiB/1GiB, gpus 1/1" in worker_line
+            assert "gpu_type=T4,zone=z1" in worker_line
+            listed = fray("tasks", "--controller", cluster.address, "--state", "pending")
+            assert listed.returncode == 0, listed.stderr
+            (row,) = listed.stdout.splitlines()[1:]
+            assert row.split()[1:3] == ["greedy", "PENDING"]
+            assert row.endswith(f"gpus=2 (waiting: {reason})")
+            future.cancel()

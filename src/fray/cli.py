@@ -1,4 +1,4 @@
-"""The `fray` command line: controller, worker, status, tasks and demo."""
+"""The `fray` command line: controller, worker, status, tasks, logs, job and demo."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fray.cli_args import (
     LOG_LEVELS,
+    RESOURCES_SYNTAX,
     HelpFormatter,
     add_client_args,
     add_controller_arg,
@@ -24,13 +24,15 @@ from fray.cli_args import (
     parse_resources,
     port_number,
     seconds,
+    worker_resources,
 )
+from fray.cli_client import talking_to_controller, with_client
+from fray.cli_job import add_job_command
 from fray.cli_status import TASK_STATES
 from fray.common.net import (
     DEFAULT_CONTROLLER_ADDRESS,
     DEFAULT_CONTROLLER_PORT,
 )
-from fray.common.sizes import parse_bytes
 
 if TYPE_CHECKING:
     from fray.wire.controller_client import ControllerClient
@@ -91,36 +93,16 @@ def _controller(args: argparse.Namespace) -> int:
     return 1 if server.failed is not None else 0
 
 
-def _talking_to_controller(command: str, run: Callable[[], int]) -> int:
-    """``run()``; exit code 1, with the reason on stderr, when the controller cannot be
-    reached or refuses."""
-    from connectrpc.errors import ConnectError
-
-    from fray.errors import ControllerUnavailableError
-
-    try:
-        return run()
-    except ControllerUnavailableError as exc:
-        print(f"fray {command}: {exc}", file=sys.stderr)
-    except ConnectError as exc:
-        said = f"the controller said {exc.code.name}: {exc.message}"
-        print(f"fray {command}: {said}", file=sys.stderr)
-    return 1
-
-
 def _worker(args: argparse.Namespace) -> int:
-    from fray.wire.pb import controller_pb2 as pb
     from fray.worker.worker import Worker
 
-    resources = dict(args.resources or {})
-    cpus = float(resources.pop("cpus", args.concurrency or os.cpu_count() or 1))
-    memory = parse_bytes(resources.pop("memory")) if "memory" in resources else 0
     try:
         worker = Worker(
             args.controller or DEFAULT_CONTROLLER,
             concurrency=args.concurrency,
             prefetch=args.prefetch,
-            resources=pb.Resources(cpus=cpus, memory_bytes=memory, labels=resources),
+            # None: the worker offers the machine's cpus and memory
+            resources=worker_resources(args.resources) if args.resources else None,
             worker_id=args.worker_id or "",
             token=args.token,
             host=args.host,
@@ -139,34 +121,7 @@ def _worker(args: argparse.Namespace) -> int:
     except ValueError as exc:  # e.g. no token off loopback
         print(f"fray worker: {exc}", file=sys.stderr)
         return 2
-    return _talking_to_controller("worker", worker.run)
-
-
-def _with_client(command: str, args: argparse.Namespace, use: Callable[[Any], int]) -> int:
-    """`use(client)` with a ControllerClient for --controller; errors as `fray COMMAND: ...`."""
-    from fray.wire.controller_client import ControllerClient
-
-    try:
-        client = ControllerClient(
-            args.controller or DEFAULT_CONTROLLER,
-            token=args.token,
-            tls_ca=args.tls_ca,
-            retry_timeout=args.connect_timeout,
-        )
-    except ValueError as exc:  # e.g. a malformed address, an unreadable --tls-ca
-        print(f"fray {command}: {exc}", file=sys.stderr)
-        return 2
-
-    def probed() -> int:
-        from fray.wire.probe import probe
-
-        probe(client, args.connect_timeout)  # "no fray controller at ...", not a raw error
-        return use(client)
-
-    try:
-        return _talking_to_controller(command, probed)
-    finally:
-        client.close()
+    return talking_to_controller("worker", worker.run)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -179,7 +134,7 @@ def _status(args: argparse.Namespace) -> int:
             print(status_text(client))
         return 0
 
-    return _with_client("status", args, show)
+    return with_client("status", args, show)
 
 
 def _tasks(args: argparse.Namespace) -> int:
@@ -198,7 +153,7 @@ def _tasks(args: argparse.Namespace) -> int:
             print(tasks_text(answer.tasks))
         return 0
 
-    return _with_client("tasks", args, show)
+    return with_client("tasks", args, show)
 
 
 def _logs(args: argparse.Namespace) -> int:
@@ -216,7 +171,7 @@ def _logs(args: argparse.Namespace) -> int:
         print(f"fray logs: {exc}", file=sys.stderr)
         return 2
     try:
-        return _talking_to_controller(
+        return talking_to_controller(
             "logs", lambda: print_task_logs(client, args.task_id, sys.stdout, follow=args.follow)
         )
     finally:
@@ -318,7 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--resources",
         type=parse_resources,
         default=None,
-        help="e.g. cpus=4,memory=8GiB,zone=us-east (other keys become labels)",
+        metavar="KEY=VALUE,...",
+        help="what this worker offers to tasks, actors and job replicas, e.g. "
+        "cpus=8,memory=32GiB,gpus=2,gpu_type=H100,zone=us-east1: "
+        f"{RESOURCES_SYNTAX}. Work that asks for amounts holds them here while it runs; "
+        "labels must match what it asks. cpus defaults to the machine's CPU count and memory "
+        "to its physical memory; slots (--concurrency) are separate",
     )
     p.add_argument("--worker-id", default=None, help="its id (default: a random one)")
     p.add_argument("--token", default=None, help="bearer token (default: $FRAY_TOKEN)")
@@ -362,8 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add_command(
         "status",
-        "print a summary of the cluster: workers (slots used/total, resources, heartbeat age), "
-        "queue depth, tasks by state, live actors, jobs",
+        "print a summary of the cluster: workers (slots used/total, free/total resources, "
+        "labels, heartbeat age), work waiting for resources no worker offers, queue depth, "
+        "tasks by state, live actors, jobs (by state; the running and pending ones)",
     )
     add_client_args(p)
     p.add_argument(
@@ -371,7 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_status)
 
-    p = add_command("tasks", "list tasks: id, name, state, worker, attempts, age (oldest first)")
+    p = add_command(
+        "tasks",
+        "list tasks: id, name, state, worker, attempts, age (oldest first), what each needs of "
+        "its worker and, when no worker could run it, why it waits",
+    )
     add_client_args(p)
     p.add_argument(
         "--state",
@@ -394,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connect-timeout", type=float, default=5.0)
     add_tls_ca_arg(p)
     p.set_defaults(func=_logs)
+
+    add_job_command(add_command, [common])
 
     p = add_command("demo", "run fray's main job end to end on a local cluster")
     p.add_argument("--workers", type=at_least(0), default=2, help="workers to start")

@@ -6,25 +6,36 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Callable
+from typing import NamedTuple
 
 from fray.common.net import CONTROLLER_ADDRESS_ENV, DEFAULT_CONTROLLER_ADDRESS
 from fray.common.sizes import parse_bytes
+from fray.wire.pb import controller_pb2 as pb
 
 __all__ = [
+    "AMOUNT_KEYS",
     "LOG_LEVELS",
+    "RESOURCES_SYNTAX",
+    "SIZE_KEYS",
     "HelpFormatter",
+    "ResourceArgs",
     "add_client_args",
     "add_controller_arg",
     "add_limit_args",
     "add_tls_ca_arg",
     "add_tls_server_args",
     "at_least",
+    "env_pair",
+    "job_name",
     "log_level",
     "parse_resources",
     "port_number",
     "request_size",
+    "requirements",
     "seconds",
+    "worker_resources",
 ]
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -88,28 +99,90 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return text
 
 
-def parse_resources(text: str) -> dict[str, str]:
-    """'cpus=4,memory=8GiB,zone=us-east' -> a dict; cpus and memory are checked (memory as
-    :func:`fray.common.sizes.parse_bytes` reads sizes: units are powers of 1024)."""
-    out: dict[str, str] = {}
+# --resources: keys whose values must be numbers (sizes for SIZE_KEYS), whatever they look like.
+SIZE_KEYS = ("memory", "disk")
+AMOUNT_KEYS = ("cpus", "gpus", "tpus", *SIZE_KEYS)
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+RESOURCES_SYNTAX = (
+    "numbers are amounts (cpus=8, gpus=2; memory and disk are sizes in bytes such as 32GiB or "
+    "512m, powers of 1024), any other value is a label (gpu_type=H100, tpu=v5litepod-4, "
+    "zone=us-east1)"
+)
+
+
+class ResourceArgs(NamedTuple):
+    """A parsed --resources value: amounts (numbers; memory and disk in bytes) and labels."""
+
+    amounts: dict[str, float]
+    labels: dict[str, str]
+
+
+def parse_resources(text: str) -> ResourceArgs:
+    """'cpus=8,memory=32GiB,gpu_type=H100' -> amounts {cpus: 8, memory: 34359738368} and labels
+    {gpu_type: H100}.
+
+    A value that reads as a number is an amount (finite, >= 0); ``memory`` and ``disk`` are sizes
+    (:func:`fray.common.sizes.parse_bytes`: units are powers of 1024); ``cpus``, ``gpus``,
+    ``tpus``, ``memory`` and ``disk`` must be amounts; anything else is a label. A key given
+    twice keeps its last value. Bad input is an ``argparse.ArgumentTypeError`` naming it.
+    """
+    amounts: dict[str, float] = {}
+    labels: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not key or not value:
             raise argparse.ArgumentTypeError(f"resources need key=value, got {item!r}")
-        out[key.strip()] = value.strip()
-    if "cpus" in out:
-        try:
-            cpus = float(out["cpus"])
-        except ValueError:
-            cpus = float("nan")
-        if not 0 <= cpus < float("inf"):
-            raise argparse.ArgumentTypeError(f"cpus must be a number >= 0, got {out['cpus']!r}")
-    if "memory" in out:
-        try:
-            parse_bytes(out["memory"])
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"memory: {exc}") from None
-    return out
+        amounts.pop(key, None)
+        labels.pop(key, None)
+        if key in SIZE_KEYS:
+            try:
+                amounts[key] = float(parse_bytes(value))
+            except ValueError as exc:
+                raise argparse.ArgumentTypeError(f"{key}: {exc}") from None
+        elif _NUMBER.fullmatch(value):
+            amount = float(value)
+            if not 0 <= amount < float("inf"):
+                raise argparse.ArgumentTypeError(f"{key} must be a number >= 0, got {value!r}")
+            amounts[key] = amount
+        elif key in AMOUNT_KEYS:
+            raise argparse.ArgumentTypeError(f"{key} must be a number >= 0, got {value!r}")
+        else:
+            labels[key] = value
+    return ResourceArgs(amounts, labels)
+
+
+def worker_resources(parsed: ResourceArgs) -> pb.Resources:
+    """What `fray worker --resources` offers on the wire: every amount as a capacity, the labels,
+    and ``cpus``/``memory_bytes`` mirrored when given (left out otherwise: the worker fills in
+    the machine's)."""
+    resources = pb.Resources(capacities=parsed.amounts, labels=parsed.labels)
+    if "cpus" in parsed.amounts:
+        resources.cpus = parsed.amounts["cpus"]
+    if "memory" in parsed.amounts:
+        resources.memory_bytes = int(parsed.amounts["memory"])
+    return resources
+
+
+def requirements(parsed: ResourceArgs) -> pb.Requirements:
+    """What `fray job submit --resources` asks of each replica's worker."""
+    return pb.Requirements(resources=parsed.amounts, labels=parsed.labels)
+
+
+def env_pair(text: str) -> tuple[str, str]:
+    """An --env value: KEY=VALUE (the value may be empty or hold '=')."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"needs KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def job_name(text: str) -> str:
+    """A --name value: 1 to 100 characters, no '/'."""
+    if not text or "/" in text or len(text) > 100:
+        raise argparse.ArgumentTypeError(
+            f"a job name is 1-100 characters without '/', got {text!r}"
+        )
+    return text
 
 
 def request_size(text: str) -> int:

@@ -638,6 +638,19 @@ def test_options_timeout_ends_the_future(job_ctx: JobContext, backend: str, tmp_
         gate.write_text("open")
 
 
+def test_options_and_actors_accept_resources_and_labels(job_ctx: JobContext) -> None:
+    # What every backend's workers offer (one CPU); the local backends ignore it (documented).
+    future = job_ctx.options(resources={"cpus": 1, "gpus": 0}, labels={}).run(square, 4)
+    assert job_ctx.get(future, timeout=60) == 16
+    counter = job_ctx.create_actor(Counter, 2, resources={"cpus": 0.5}, labels=None)
+    assert job_ctx.get(counter.add.remote(1), timeout=60) == 3
+    for bad in ({"resources": {"gpus": -1}}, {"labels": {"zone": 1}}):
+        with pytest.raises(ValueError):
+            job_ctx.options(**bad)
+        with pytest.raises(ValueError):
+            job_ctx.create_actor(Counter, **bad)
+
+
 @pytest.mark.parametrize("kind", ["sync", "threadpool"])
 def test_local_contexts_close_and_work_as_context_managers(kind: str) -> None:
     with create_job_ctx(kind) as ctx:

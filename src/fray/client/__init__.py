@@ -4,10 +4,12 @@ Tasks:
 - ``context``: ``FrayContext``, the API, wiring the pieces below together;
 - ``futures``: ``FrayFuture`` and ``TaskOptions``;
 - ``tasks``: the table of unfinished tasks and the controller's identity (restarts);
-- ``routing``: where a task goes (direct or queued), cancelling and helping it;
+- ``routing``: where a task goes (direct or queued: always queued when it asks for resources
+  or labels), cancelling and helping it;
 - ``submitter``: the thread queuing tasks at the controller in batches (SubmitTasks);
 - ``collector``: the thread resolving queued tasks (WatchFinished), and recovery;
-- ``no_workers``: the warning for tasks waiting at a controller that has no worker;
+- ``no_workers``: the warnings for tasks waiting at a controller that has no worker, or for
+  work that no worker offers what it asks for (``unplaceable``);
 - ``direct``: the direct path, tasks sent straight to a worker's free slot.
 
 Actors:

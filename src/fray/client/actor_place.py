@@ -92,6 +92,8 @@ class ActorLocator:
                 raise self.final
             if time.monotonic() > deadline:
                 state = pb.ActorState.Name(actor.state)
+                if actor.pending_reason:  # e.g. "no worker offers gpus=1"
+                    state = f"{state}: {actor.pending_reason}"
                 raise errors.ActorError(
                     f"{self._what} is not ready after {READY_TIMEOUT:g}s ({state})",
                     actor_id=self._actor_id,

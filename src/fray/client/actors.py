@@ -113,9 +113,11 @@ class ActorDirectory:
         get_if_exists: bool,
         detached: bool,
         max_restarts: int,
+        requirements: pb.Requirements | None = None,
     ) -> FrayActorHandle:
         """Register `cls(*args, **kwargs)` with the controller (futures among the arguments
-        are waited for); ValueError when `name` is taken, unless `get_if_exists`."""
+        are waited for); ValueError when `name` is taken, unless `get_if_exists`.
+        `requirements` (checked already): what the actor holds on its worker."""
         class_name = getattr(cls, "__qualname__", type(cls).__qualname__)
         args = tuple(future_value(a) for a in args)
         kwargs = {k: future_value(v) for k, v in kwargs.items()}
@@ -129,6 +131,7 @@ class ActorDirectory:
             max_restarts=max_restarts,
             owner=self._link.owner,
             detached=detached,
+            requirements=requirements,
         )
         request = pb.CreateActorRequest(actor=spec, get_if_exists=get_if_exists)
         controller = self._link.controller

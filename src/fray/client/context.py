@@ -21,7 +21,7 @@ import itertools
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from connectrpc.errors import ConnectError
@@ -37,7 +37,7 @@ from fray.client.routing import TaskRouter
 from fray.client.submitter import Submitter
 from fray.client.tasks import FutureTable
 from fray.common.deadlines import deadline_after, time_left
-from fray.job.context import validate_actor_args, validate_wait_args
+from fray.job.context import validate_actor_args, validate_requirements, validate_wait_args
 from fray.wire import auth, payload
 from fray.wire.controller_client import DEFAULT_RETRY_TIMEOUT, ControllerClient
 from fray.wire.payload import ObjectRef
@@ -147,14 +147,39 @@ class FrayContext:
         return self._submit(fn, args, kwargs, None)
 
     def options(
-        self, *, timeout: float | None = None, max_retries: int = 0, name: str | None = None
+        self,
+        *,
+        timeout: float | None = None,
+        max_retries: int = 0,
+        name: str | None = None,
+        resources: Mapping[str, float | str] | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> TaskOptions:
-        """Settings for the next `run`: execution timeout (s), retries of user errors, a name."""
+        """Settings for the next `run`: execution timeout (s), retries of user errors, a name,
+        and what the task needs of its worker.
+
+        `resources` (``{"cpus": 2, "gpus": 1, "memory": "8GiB"}``) are held on the worker
+        while the task runs; `labels` (``{"gpu_type": "T4"}``; ``"a|b"`` accepts either) must
+        match the worker's. Both are checked here (ValueError, see
+        `fray.job.context.validate_requirements`). A task that asks for something always goes
+        through the controller's queue, which leases it only to a worker where it fits now; one
+        that no worker could ever run stays PENDING with a `pending_reason`, and this context
+        logs a warning naming the reason (`fray.client.no_workers`).
+        """
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be > 0")
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
-        return TaskOptions(self._submit, timeout, max_retries, name)
+        amounts, wanted = validate_requirements(resources, labels)
+        return TaskOptions(
+            self._submit,
+            timeout,
+            max_retries,
+            name,
+            amounts,
+            wanted,
+            _requirements(amounts, wanted),
+        )
 
     def wait(
         self, futures: Sequence[Any], num_returns: int = 1, timeout: float | None = None
@@ -214,6 +239,8 @@ class FrayContext:
         lifetime: str = "non_detached",
         preemptible: bool = True,
         max_restarts: int = 0,
+        resources: Mapping[str, float | str] | None = None,
+        labels: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> FrayActorHandle:
         """Start `cls(*args, **kwargs)` on a worker; see `fray.client.actors`.
@@ -222,11 +249,14 @@ class FrayContext:
         returns the live actor of that name. Non-detached actors are killed when this context
         closes; `lifetime="detached"` ones live until killed. `max_restarts`: times the actor
         is re-created, with fresh state, after its worker or process dies. `preemptible` is
-        accepted for compatibility: fray workers have no preemptible kind.
+        accepted for compatibility: fray workers have no preemptible kind. `resources` and
+        `labels`, as for `options`, are held on the actor's worker for its whole life (checked
+        here, ValueError); the actor waits PENDING until a worker where they fit is free.
         """
         validate_actor_args(name or None, get_if_exists, lifetime)  # "" is no name either
         if max_restarts < 0:
             raise ValueError("max_restarts must be >= 0")
+        amounts, wanted = validate_requirements(resources, labels)
         return self._actors.create(
             cls,
             args,
@@ -235,6 +265,7 @@ class FrayContext:
             get_if_exists=get_if_exists,
             detached=lifetime == "detached",
             max_restarts=max_restarts,
+            requirements=_requirements(amounts, wanted),
         )
 
     def kill_actor(self, handle: FrayActorHandle) -> None:
@@ -373,6 +404,7 @@ class FrayContext:
             timeout_seconds=(options.timeout or 0.0) if options else 0.0,
             max_retries=options.max_retries if options else 0,
             owner=self.owner,
+            requirements=options.requirements if options else None,
         )
         self._router.send(spec, future)
 
@@ -408,6 +440,13 @@ def _close_open_contexts() -> None:
     for ctx in list(_open_contexts):
         with contextlib.suppress(Exception):
             ctx.close()
+
+
+def _requirements(resources: dict[str, float], labels: dict[str, str]) -> pb.Requirements | None:
+    """The wire form of checked resources and labels; None when they ask for nothing."""
+    if not resources and not labels:
+        return None
+    return pb.Requirements(resources=resources, labels=labels)
 
 
 def _is_done(x: Any) -> bool:

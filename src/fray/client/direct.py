@@ -1,6 +1,8 @@
 """The client end of the direct path: tasks sent straight to a worker with a free slot.
 
-`FrayContext` offers every task to `DirectPath.try_send` before queuing it at the controller.
+`FrayContext` offers every task to `DirectPath.try_send` before queuing it at the controller,
+except those with requirements (resources, labels), which only the controller places
+(`fray.client.routing`): a free slot says nothing of a worker's free GPUs.
 When a worker seems to have a free slot (the controller's ListWorkers, refreshed at most every
 `REFRESH_SECONDS`, minus this client's own calls in flight), the task goes to that worker in one
 RPC (`FrayWorker.RunTask`), made from a small pool of daemon threads; the answer carries the

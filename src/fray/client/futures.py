@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,6 +18,7 @@ from connectrpc.errors import ConnectError
 
 from fray import errors
 from fray.wire import payload
+from fray.wire.pb import controller_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
@@ -71,12 +72,19 @@ Submit = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any], "TaskOpt
 
 @dataclass(frozen=True)
 class TaskOptions:
-    """Per-task settings: `ctx.options(timeout=5, max_retries=2).run(fn, x)`."""
+    """Per-task settings: `ctx.options(timeout=5, max_retries=2).run(fn, x)`.
+
+    `resources` and `labels` are checked already (`fray.job.context.validate_requirements`);
+    `requirements` is their wire form, None when the task asks for nothing.
+    """
 
     submit: Submit = field(repr=False, compare=False)
     timeout: float | None = None
     max_retries: int = 0
     name: str | None = None
+    resources: Mapping[str, float] = field(default_factory=dict, hash=False)
+    labels: Mapping[str, str] = field(default_factory=dict, hash=False)
+    requirements: pb.Requirements | None = field(default=None, repr=False, compare=False)
 
     def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> FrayFuture:
         return self.submit(fn, args, kwargs, self)

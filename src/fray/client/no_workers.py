@@ -1,10 +1,20 @@
-"""A warning for a client whose tasks wait at a controller with no worker: without it, a job
-sent to a cluster whose workers are missing (`fray demo --workers 0`, a worker that failed to
-start) just sits there.
+"""Warnings for a client whose tasks wait at a controller that cannot run them: without them, a
+job sent to a cluster whose workers are missing (`fray demo --workers 0`, a worker that failed to
+start), or whose tasks ask for what no worker offers (`gpus=4` on one-GPU workers), just sits
+there.
 
 `NoWorkerWarning` runs a thread (started with the collector) that looks every `CHECK_SECONDS`:
-when this client has had tasks waiting at the controller for that long and the controller has
-no worker registered, it logs one WARNING; once workers are back, it may warn again later.
+when this client has had tasks waiting at the controller for that long, it reads the cluster
+summary and
+
+- when the controller has no worker registered, logs one WARNING; once workers are back, it may
+  warn again later;
+- for each reason the summary lists in `unplaceable` ("no worker offers gpus=4": the pending
+  tasks, actors and job replicas that no registered worker could ever run), logs one WARNING the
+  first time it sees it; a reason that goes away (a worker that offers it registered) may be
+  warned of again when it comes back.
+
+The reasons are the cluster's: they may concern another client's work as well as ours.
 """
 
 from __future__ import annotations
@@ -23,8 +33,8 @@ CHECK_SECONDS = 5.0
 
 class NoWorkerWarning:
     """Warns (once per stretch without workers) that this client's queued tasks have no
-    worker to run them. `waiting()` counts the client's tasks queued at the controller;
-    `closed()` ends the thread."""
+    worker to run them, and once per unplaceable reason. `waiting()` counts the client's tasks
+    queued at the controller; `closed()` ends the thread."""
 
     def __init__(
         self,
@@ -40,6 +50,8 @@ class NoWorkerWarning:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="fray-no-workers", daemon=True)
         self.warned = False  # in the current stretch without workers
+        self.warned_reasons: set[str] = set()  # unplaceable reasons warned of, still listed
+        self.summaries = 0  # summaries read (tests wait on it instead of sleeping)
 
     def start(self) -> None:
         self._thread.start()
@@ -63,15 +75,31 @@ class NoWorkerWarning:
                 )
             except Exception:  # e.g. unreachable: the other threads report outages
                 continue
-            if summary.workers:
-                self.warned = False
-            elif not self.warned:
-                self.warned = True
-                logger.warning(
-                    "%d task(s) have waited %gs and no fray worker is registered at %s; "
-                    "start one with `fray worker --controller %s`",
-                    count,
-                    waited * self._check_seconds,
-                    self._controller.address,
-                    self._controller.address,
-                )
+            self._check(summary, count, waited * self._check_seconds)
+            self.summaries += 1
+
+    def _check(self, summary: pb.GetClusterSummaryResponse, count: int, seconds: float) -> None:
+        """Warn about what `summary` shows, for `count` of our tasks waiting `seconds`."""
+        if summary.workers:
+            self.warned = False
+        elif not self.warned:
+            self.warned = True
+            logger.warning(
+                "%d task(s) have waited %gs and no fray worker is registered at %s; "
+                "start one with `fray worker --controller %s`",
+                count,
+                seconds,
+                self._controller.address,
+                self._controller.address,
+            )
+        unplaceable = summary.unplaceable
+        self.warned_reasons &= set(unplaceable)  # gone ones may be warned of again
+        for reason in sorted(set(unplaceable) - self.warned_reasons):
+            self.warned_reasons.add(reason)
+            logger.warning(
+                "%d task(s), actor(s) or job replica(s) wait at %s: %s; they stay pending "
+                "until a worker that offers it registers (`fray worker --resources ...`)",
+                unplaceable[reason],
+                self._controller.address,
+                reason,
+            )

@@ -2,8 +2,9 @@
 
 `TaskRouter.send` tracks a new task in the table and offers it to the direct path (a worker's
 free slot) unless tasks are already waiting to be queued (a backlog is served better by the
-controller's batches) or it has `max_retries` (user-error retries stay with the controller);
-otherwise, or when the direct path has no free slot, it queues it at the controller.
+controller's batches), it has `max_retries` (user-error retries stay with the controller) or it
+has requirements (resources, labels: only the controller knows where they fit now); otherwise,
+or when the direct path has no free slot, it queues it at the controller.
 
 It is also what futures call back (`TaskControl`): `cancel` stops a task on the direct path,
 waiting to be queued, or at the controller (it may be moving from the first to the others),
@@ -55,6 +56,7 @@ class TaskRouter:
             direct is None
             or self._submitter.has_backlog()
             or spec.max_retries
+            or spec.HasField("requirements")  # placed by the controller
             or not direct.try_send(spec, future)
         ):
             self._submitter.queue(spec, future)

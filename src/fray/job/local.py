@@ -3,6 +3,9 @@
 Both return ``concurrent.futures.Future`` objects from ``run`` and :class:`LocalRef` objects
 from ``put``. Tasks run in a copy of the caller's ``contextvars`` context, so they see the
 caller's default job context.
+
+``resources`` and ``labels`` (of ``options`` and ``create_actor``) are checked as on every
+backend, then ignored: everything runs in this process, which has whatever it has.
 """
 
 from __future__ import annotations
@@ -11,13 +14,18 @@ import concurrent.futures as cf
 import contextvars
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 from fray.common.deadlines import deadline_after, time_left
 from fray.errors import ActorCreationError
-from fray.job.context import ActorLifetime, validate_actor_args, validate_wait_args
+from fray.job.context import (
+    ActorLifetime,
+    validate_actor_args,
+    validate_requirements,
+    validate_wait_args,
+)
 from fray.job.options import LocalTaskOptions, check_options
 
 __all__ = ["LocalActorHandle", "LocalRef", "SyncContext", "ThreadPoolContext"]
@@ -163,11 +171,19 @@ class _LocalContext:
         raise NotImplementedError
 
     def options(
-        self, *, timeout: float | None = None, max_retries: int = 0, name: str | None = None
+        self,
+        *,
+        timeout: float | None = None,
+        max_retries: int = 0,
+        name: str | None = None,
+        resources: Mapping[str, float | str] | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> LocalTaskOptions:
-        """Settings for the next ``run``, as on fray (see :mod:`fray.job.options`)."""
+        """Settings for the next ``run``, as on fray (see :mod:`fray.job.options`);
+        ``resources`` and ``labels`` are checked, then ignored."""
         check_options(timeout, max_retries)
-        return LocalTaskOptions(self.run, timeout, max_retries, name)
+        amounts, wanted = validate_requirements(resources, labels)
+        return LocalTaskOptions(self.run, timeout, max_retries, name, amounts, wanted)
 
     def close(self) -> None:
         """Release the context (``shutdown()``); also what ``with ctx:`` does at the end."""
@@ -219,16 +235,20 @@ class _LocalContext:
         lifetime: ActorLifetime = "non_detached",
         preemptible: bool = True,
         max_restarts: int = 0,
+        resources: Mapping[str, float | str] | None = None,
+        labels: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> LocalActorHandle:
         """Start ``actor_class(*args, **kwargs)`` as an actor (see ``JobContext.create_actor``).
 
         Names are unique within this context; ``get_if_exists`` returns the handle of the
-        actor already holding the name. ``lifetime``, ``preemptible`` and ``max_restarts`` are
-        no-ops here (``lifetime`` is still checked): local actors live in this process as long
-        as this context, and are never restarted.
+        actor already holding the name. ``lifetime``, ``preemptible``, ``max_restarts``,
+        ``resources`` and ``labels`` are no-ops here (``lifetime``, ``resources`` and
+        ``labels`` are still checked): local actors live in this process as long as this
+        context, and are never restarted.
         """
         validate_actor_args(name, get_if_exists, lifetime)
+        validate_requirements(resources, labels)
         if name is None:
             return LocalActorHandle(actor_class, self._actor_executor(actor_class), args, kwargs)
         # Held while the handle is made, so a racing get_if_exists finds the one actor. A sync

@@ -8,13 +8,15 @@ returns an object whose ``run`` submits like ``ctx.run`` with those settings, as
   (on ``SyncContext``, where it runs in the caller, the check happens when it returns); fray
   kills the task's process instead.
 - ``name`` is only a label (fray shows it in ``fray tasks``).
+- ``resources`` and ``labels`` (checked by ``fray.job.context.validate_requirements``) are kept
+  but ignored: a local task runs in this process, whatever it asks for.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +42,8 @@ class LocalTaskOptions:
     timeout: float | None = None
     max_retries: int = 0
     name: str | None = None
+    resources: Mapping[str, float] = field(default_factory=dict, hash=False)  # ignored
+    labels: Mapping[str, str] = field(default_factory=dict, hash=False)  # ignored
 
     def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         retries, timeout = self.max_retries, self.timeout

@@ -3,6 +3,12 @@
 This module imports Ray; ``fray.job`` imports it only when a Ray context is asked for.
 ``RayContext`` does not start Ray itself: call ``ray.init`` first, or let Ray start a local
 instance on first use as it normally does.
+
+``resources`` and ``labels`` (of ``options`` and ``create_actor``) become Ray options
+(:func:`ray_requirements`): ``cpus`` -> ``num_cpus``, ``gpus`` -> ``num_gpus``, ``memory`` ->
+``memory`` (bytes), any other amount (``disk`` too) -> ``resources={name: amount}`` (a custom
+Ray resource, which some node must declare); labels -> ``label_selector`` (Ray matches node
+labels, e.g. ``ray start --labels``), ``"a|b"`` as ``"in(a,b)"``.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import inspect
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -19,14 +25,52 @@ import ray
 from fray.common.deadlines import deadline_after, time_left
 from fray.common.remote_errors import with_remote_traceback
 from fray.errors import ActorCreationError
-from fray.job.context import ActorLifetime, validate_actor_args, validate_wait_args
+from fray.job.context import (
+    ActorLifetime,
+    validate_actor_args,
+    validate_requirements,
+    validate_wait_args,
+)
 from fray.job.options import check_options
 
-__all__ = ["RayContext"]
+__all__ = ["RayContext", "ray_requirements"]
 
 _CACHE_SIZE = 1024
 # The node label Ray sets from RAY_NODE_MARKET_TYPE: "spot" or "on-demand".
 _MARKET_TYPE_LABEL = "ray.io/market-type"
+
+
+def ray_requirements(resources: Mapping[str, float], labels: Mapping[str, str]) -> dict[str, Any]:
+    """Ray options asking for checked ``resources`` and ``labels`` (see the module docstring)."""
+    options: dict[str, Any] = {}
+    custom: dict[str, float] = {}
+    for key, amount in resources.items():
+        if key == "cpus":
+            options["num_cpus"] = amount
+        elif key == "gpus":
+            options["num_gpus"] = amount
+        elif key == "memory":
+            options["memory"] = int(amount)
+        else:
+            custom[key] = amount
+    if custom:
+        options["resources"] = custom
+    if labels:
+        options["label_selector"] = {
+            key: f"in({','.join(value.split('|'))})" if "|" in value else value
+            for key, value in labels.items()
+        }
+    return options
+
+
+def _merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` Ray options with ``extra`` on top; ``resources`` and ``label_selector`` are
+    merged key by key."""
+    merged = {**base, **extra}
+    for key in ("resources", "label_selector"):
+        if key in base and key in extra:
+            merged[key] = {**base[key], **extra[key]}
+    return merged
 
 
 def _make_invoker() -> Callable[..., Any]:
@@ -136,6 +180,8 @@ class RayContext:
         lifetime: ActorLifetime = "non_detached",
         preemptible: bool = True,
         max_restarts: int = 0,
+        resources: Mapping[str, float | str] | None = None,
+        labels: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> Any:
         """Start a Ray actor; the handle is Ray's own (``handle.method.remote()`` gives refs).
@@ -152,17 +198,18 @@ class RayContext:
           Ray labels a node from its ``RAY_NODE_MARKET_TYPE`` environment variable (e.g.
           ``spot``, ``on-demand``); nodes without the label, such as a local single-node
           Ray, qualify.
+        * ``resources``, ``labels``: :func:`ray_requirements` (``num_cpus``, ``num_gpus``,
+          ``memory``, ``resources``, ``label_selector``), on top of ``actor_options``.
 
         If the constructor raises, ``get`` on any call raises ``ActorCreationError``, whose
         ``__cause__`` is a ``RemoteTraceback`` with Ray's message and the constructor's
         traceback (Ray keeps only that text, not the exception object).
         """
         validate_actor_args(name, get_if_exists, lifetime)
-        options: dict[str, Any] = {
-            **self.actor_options,
-            "lifetime": lifetime,
-            "max_restarts": max_restarts,
-        }
+        options = _merged(
+            self.actor_options, ray_requirements(*validate_requirements(resources, labels))
+        )
+        options.update(lifetime=lifetime, max_restarts=max_restarts)
         if name is not None:
             options.update(name=name, get_if_exists=get_if_exists)
         if not preemptible:
@@ -171,15 +218,23 @@ class RayContext:
         return ray.remote(actor_class).options(**options).remote(*args, **kwargs)
 
     def options(
-        self, *, timeout: float | None = None, max_retries: int = 0, name: str | None = None
+        self,
+        *,
+        timeout: float | None = None,
+        max_retries: int = 0,
+        name: str | None = None,
+        resources: Mapping[str, float | str] | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> RayTaskOptions:
         """Settings for the next ``run``, as on fray: ``max_retries`` becomes Ray's
         ``max_retries`` with ``retry_exceptions=True`` (a raising function is run again);
         ``name`` Ray's task name; ``timeout`` (seconds) cancels the task with
         ``ray.cancel(force=True)`` when it has not finished by then (its ``get`` then raises
-        Ray's ``TaskCancelledError``)."""
+        Ray's ``TaskCancelledError``); ``resources`` and ``labels``: :func:`ray_requirements`,
+        on top of ``ray_options``."""
         check_options(timeout, max_retries)
-        return RayTaskOptions(self, timeout, max_retries, name)
+        requirements = ray_requirements(*validate_requirements(resources, labels))
+        return RayTaskOptions(self, timeout, max_retries, name, requirements)
 
     def close(self) -> None:
         """Nothing to release (this process stays connected to Ray; ``ray.shutdown()`` ends
@@ -199,16 +254,19 @@ class RayTaskOptions:
     """What ``RayContext.options`` returns: ``run`` submits one task with those settings."""
 
     def __init__(
-        self, ctx: RayContext, timeout: float | None, max_retries: int, name: str | None
+        self,
+        ctx: RayContext,
+        timeout: float | None,
+        max_retries: int,
+        name: str | None,
+        requirements: dict[str, Any] | None = None,
     ) -> None:
         self._ctx, self.timeout, self.max_retries, self.name = ctx, timeout, max_retries, name
+        self.requirements = dict(requirements or {})  # Ray options: ray_requirements(...)
 
     def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ray.ObjectRef:
-        options: dict[str, Any] = {
-            **self._ctx.ray_options,
-            "max_retries": self.max_retries,
-            "retry_exceptions": self.max_retries > 0,
-        }
+        options = _merged(self._ctx.ray_options, self.requirements)
+        options.update(max_retries=self.max_retries, retry_exceptions=self.max_retries > 0)
         if self.name:
             options["name"] = self.name
         if inspect.isfunction(fn):

@@ -8,9 +8,11 @@ send in `ReportJobs`) and acknowledge them themselves. Real processes throughout
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -435,18 +437,25 @@ def test_binary_job_on_the_local_backend(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------- resources
 
 
-def test_worker_offers_the_machines_cpus_and_memory_by_default() -> None:
+def test_worker_offers_the_machines_cpus_memory_and_disk_by_default() -> None:
     offer = offered_resources(None)
     assert offer.capacities["cpus"] == float(os.cpu_count() or 1) == offer.cpus
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     assert offer.capacities["memory"] == float(memory) and offer.memory_bytes == memory
+    disk = float(shutil.disk_usage(tempfile.gettempdir()).total)
+    assert offer.capacities["disk"] == disk
     given = offered_resources(
-        pb.Resources(capacities={"gpus": 2.0, "cpus": 3.0}, labels={"zone": "a"})
+        pb.Resources(capacities={"gpus": 2.0, "cpus": 3.0, "disk": 5.0}, labels={"zone": "a"})
     )
-    assert dict(given.capacities) == {"gpus": 2.0, "cpus": 3.0, "memory": float(memory)}
+    assert dict(given.capacities) == {
+        "gpus": 2.0,
+        "cpus": 3.0,
+        "memory": float(memory),
+        "disk": 5.0,
+    }
     assert given.cpus == 3.0 and dict(given.labels) == {"zone": "a"}
     old = offered_resources(pb.Resources(cpus=2, memory_bytes=1 << 30))
-    assert dict(old.capacities) == {"cpus": 2.0, "memory": float(1 << 30)}
+    assert dict(old.capacities) == {"cpus": 2.0, "memory": float(1 << 30), "disk": disk}
 
 
 NO_FRAY = """

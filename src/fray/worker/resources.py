@@ -1,18 +1,21 @@
 """What a worker offers (`pb.Resources`): its capacities, with the machine's as defaults.
 
 Capacities are numbers (`cpus`, `memory` in bytes, `gpus`, ...), labels are strings. A worker
-always offers `cpus` (default: `os.cpu_count()`) and `memory` (default: the machine's physical
-memory), and mirrors them in the old `cpus` and `memory_bytes` fields. Slots (`--concurrency`)
+always offers `cpus` (default: `os.cpu_count()`), `memory` (default: the machine's physical
+memory) and `disk` (default: the size of the file system holding its temp dir), and mirrors
+the first two in the old `cpus` and `memory_bytes` fields. Slots (`--concurrency`)
 are separate: how many tasks run at once.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 from fray.wire.pb import controller_pb2 as pb
 
-__all__ = ["offered_resources", "physical_memory"]
+__all__ = ["disk_size", "offered_resources", "physical_memory"]
 
 
 def physical_memory() -> int:
@@ -23,8 +26,16 @@ def physical_memory() -> int:
         return 0
 
 
+def disk_size() -> int:
+    """The size in bytes of the file system holding the temp dir (0 when unknown)."""
+    try:
+        return shutil.disk_usage(tempfile.gettempdir()).total
+    except OSError:
+        return 0
+
+
 def offered_resources(resources: pb.Resources | None) -> pb.Resources:
-    """`resources` with `cpus` and `memory` capacities filled in when missing (from the old
+    """`resources` with `cpus`, `memory` and `disk` capacities filled in when missing (from the old
     `cpus`/`memory_bytes` fields if set, else the machine's), and the mirrors set."""
     offer = pb.Resources()
     if resources is not None:
@@ -36,6 +47,8 @@ def offered_resources(resources: pb.Resources | None) -> pb.Resources:
         memory = offer.memory_bytes if offer.memory_bytes > 0 else physical_memory()
         if memory > 0:
             capacities["memory"] = float(memory)
+    if "disk" not in capacities and (disk := disk_size()) > 0:
+        capacities["disk"] = float(disk)
     offer.cpus = capacities["cpus"]
     offer.memory_bytes = int(capacities.get("memory", 0))
     return offer

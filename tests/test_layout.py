@@ -26,6 +26,8 @@ ALLOWED = {
     "fray.job": {"fray.common"},
     "fray.job.factory": {"fray.common", "fray.client"},  # for create_job_ctx("fray")
     "fray.v2": {"fray.common"},
+    # the fray backend of fray.v2: a client of fray's controller
+    "fray.v2.backends.fray": {"fray.common", "fray.client", "fray.wire"},
 }
 
 

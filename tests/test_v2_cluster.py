@@ -1,8 +1,10 @@
-"""The fray.v2 cluster contract, run against every backend (local and Ray).
+"""The fray.v2 cluster contract, run against every backend (local, Ray and fray).
 
 Jobs, worker pools and actors all run for real: jobs in their own processes, pool work in
-worker processes (local) or Ray actors, actors behind cloudpickle (local) or as named Ray
-actors. The module is pickled by value so job processes and Ray workers need not import it.
+worker processes (local), Ray actors or fray actors, actors behind cloudpickle (local), as
+named Ray actors or as named fray actors. The fray backend runs on a controller and two worker
+processes started by this module (:class:`fray.local_cluster.LocalFrayCluster`). The module is
+pickled by value so job processes, Ray workers and fray workers need not import it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 from fray_fixtures import process_gone, wait_for
 from fray_tasks import square
 
+from fray.local_cluster import LocalFrayCluster
 from fray.v2 import (
     ActorPool,
     ActorServer,
@@ -43,7 +46,7 @@ from fray.v2 import (
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-BACKENDS = ["local", "ray"]
+BACKENDS = ["local", "ray", "fray"]
 SMALL = ResourceSpec(cpu=0.25)  # leaves room on the 2-CPU test Ray instance
 
 
@@ -138,9 +141,25 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(scope="module")
+def fray_controller() -> Iterator[LocalFrayCluster]:
+    """A fray controller with two workers, shared by the module's fray-backend tests."""
+    with LocalFrayCluster(workers=2, concurrency=2, heartbeat_timeout=5.0) as cluster:
+        yield cluster
+
+
 @pytest.fixture
-def v2_cluster(backend: str, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+def v2_cluster(
+    backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Cluster]:
     namespace = f"test-{uuid.uuid4().hex[:8]}"
+    if backend == "fray":
+        controller: LocalFrayCluster = request.getfixturevalue("fray_controller")
+        # create_cluster("fray?namespace=...") (no address) finds the same controller.
+        monkeypatch.setenv("FRAY_CONTROLLER_ADDRESS", controller.address)
+        with create_cluster(f"fray?namespace={namespace}") as cluster:  # type: ignore[attr-defined]
+            yield cluster
+        return
     if backend == "ray":
         ray = request.getfixturevalue("ray_session")
         ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -151,11 +151,14 @@ class Cluster(Protocol):
         ...
 
     def terminate(self, job_id: JobId) -> None:
-        """Terminate the job with this id (``KeyError`` if unknown)."""
+        """Terminate the job with this id (:class:`~fray.errors.UnknownJobError`, a
+        ``KeyError``, if unknown)."""
         ...
 
     def list_jobs(self) -> list[Job]:
-        """The jobs submitted through this cluster object, oldest first."""
+        """The jobs submitted through this cluster object, oldest first (on the fray
+        backend, whose jobs live in its controller: every job of the controller in this
+        cluster's namespace, whoever submitted it)."""
         ...
 
     def resolver(self) -> Resolver:

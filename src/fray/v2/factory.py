@@ -7,6 +7,9 @@ the one in force: a context-local override (:func:`use_cluster`) first, then
 * ``""`` or ``"local"`` (optionally ``"local?namespace=NAME"``): :mod:`fray.v2.backends.local`
 * ``"ray"``, ``"ray?namespace=NAME"``, ``"ray?address=ADDRESS"`` (both may be combined):
   :mod:`fray.v2.backends.ray`
+* ``"fray?address=URL"``, ``"fray?namespace=NAME&address=URL"`` (``address`` defaults to
+  ``$FRAY_CONTROLLER_ADDRESS``; the token comes from ``$FRAY_TOKEN``): fray's own controller,
+  :mod:`fray.v2.backends.fray`
 * ``"iris..."``: needs Marin's ``iris`` package.
 
 Backends are imported only when chosen, so ``import fray.v2`` does not import Ray; no
@@ -23,6 +26,7 @@ from collections.abc import Iterator
 from contextvars import ContextVar, Token
 from urllib.parse import parse_qsl
 
+from fray.common.net import CONTROLLER_ADDRESS_ENV
 from fray.v2.cluster import CLUSTER_SPEC_ENV, DEFAULT_NAMESPACE, Cluster
 from fray.v2.types import Namespace
 
@@ -42,9 +46,16 @@ SPEC_FORMS = (
     '"ray?namespace=NAME"',
     '"ray?address=ADDRESS"',
     '"ray?namespace=NAME&address=ADDRESS"',
+    '"fray" (with $FRAY_CONTROLLER_ADDRESS set)',
+    '"fray?address=URL"',
+    '"fray?namespace=NAME&address=URL"',
     '"iris..." (needs Marin\'s iris package)',
 )
-_OPTIONS = {"local": ("namespace",), "ray": ("namespace", "address")}
+_OPTIONS = {
+    "local": ("namespace",),
+    "ray": ("namespace", "address"),
+    "fray": ("namespace", "address"),
+}
 
 
 def _bad_spec(spec: str, why: str) -> ValueError:
@@ -90,6 +101,18 @@ def create_cluster(spec: str = "local") -> Cluster:
         return RayCluster(
             namespace=Namespace(options.get("namespace", DEFAULT_NAMESPACE)),
             address=options.get("address"),
+        )
+    if backend == "fray":
+        address = options.get("address") or os.environ.get(CONTROLLER_ADDRESS_ENV)
+        if not address:
+            raise ValueError(
+                f"cluster spec {spec!r} names no controller: give one as "
+                f'"fray?address=http://HOST:PORT" or set ${CONTROLLER_ADDRESS_ENV}'
+            )
+        from fray.v2.backends.fray.cluster import FrayCluster
+
+        return FrayCluster(
+            address, namespace=Namespace(options.get("namespace", DEFAULT_NAMESPACE))
         )
     if importlib.util.find_spec("iris") is None:
         raise ValueError(

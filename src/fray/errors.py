@@ -146,14 +146,15 @@ class JobFailedError(FrayError, RuntimeError):
 
 
 class UnknownJobError(FrayError, KeyError):
-    """`terminate` (or a lookup) named a job the fray.v2 cluster object did not submit."""
+    """`terminate` (or a lookup) named a job the fray.v2 cluster does not know (local and Ray:
+    not submitted through that cluster object; fray: not known to the controller)."""
 
     def __init__(self, job_id: str) -> None:
         super().__init__(job_id)
         self.job_id = job_id
 
     def __str__(self) -> str:
-        return f"no job {self.job_id!r} was submitted through this cluster object"
+        return f"no job {self.job_id!r} in this cluster"
 
 
 class NoActorError(FrayError, LookupError):

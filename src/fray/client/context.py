@@ -268,6 +268,11 @@ class FrayContext:
             requirements=_requirements(amounts, wanted),
         )
 
+    def actor_handle(self, actor: pb.Actor, methods: frozenset[str]) -> FrayActorHandle:
+        """A handle, on this context, to an actor someone created (found with `ListActors` or
+        `GetActor`); `methods` are the method names it may call."""
+        return FrayActorHandle(self._link, actor, methods)
+
     def kill_actor(self, handle: FrayActorHandle) -> None:
         """Stop an actor for good; its pending and later calls fail with ActorDiedError."""
         self._actors.kill(handle)

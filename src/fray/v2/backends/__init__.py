@@ -1,1 +1,2 @@
-"""fray.v2 backends: ``local`` (this machine) and ``ray`` (imports Ray; loaded on demand)."""
+"""fray.v2 backends: ``local`` (this machine), ``ray`` (imports Ray) and ``fray`` (fray's own
+controller and workers); each is loaded on demand by :func:`fray.v2.create_cluster`."""

@@ -129,7 +129,7 @@ class FrayActorDirectory:
                 handle = self._handles.get(actor.actor_id)
                 if handle is None:
                     # A handle for an actor created elsewhere, on this cluster's context.
-                    handle = FrayActorHandle(context()._link, actor, _HOST_METHODS)
+                    handle = context().actor_handle(actor, _HOST_METHODS)
                     self._handles[actor.actor_id] = handle
                 endpoints.append(FrayEndpoint(handle))
             listed = {actor.actor_id for actor in actors}

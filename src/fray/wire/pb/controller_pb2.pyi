@@ -223,30 +223,38 @@ class WaitTasksResponse(_message.Message):
     def __init__(self, finished: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., pending_count: _Optional[int] = ...) -> None: ...
 
 class WatchFinishedRequest(_message.Message):
-    __slots__ = ("owner", "cursor", "wait_ms", "limit", "controller_id")
+    __slots__ = ("owner", "cursor", "wait_ms", "limit", "controller_id", "watch_output", "output_cursor")
     OWNER_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     CONTROLLER_ID_FIELD_NUMBER: _ClassVar[int]
+    WATCH_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_CURSOR_FIELD_NUMBER: _ClassVar[int]
     owner: str
     cursor: int
     wait_ms: int
     limit: int
     controller_id: str
-    def __init__(self, owner: _Optional[str] = ..., cursor: _Optional[int] = ..., wait_ms: _Optional[int] = ..., limit: _Optional[int] = ..., controller_id: _Optional[str] = ...) -> None: ...
+    watch_output: bool
+    output_cursor: int
+    def __init__(self, owner: _Optional[str] = ..., cursor: _Optional[int] = ..., wait_ms: _Optional[int] = ..., limit: _Optional[int] = ..., controller_id: _Optional[str] = ..., watch_output: _Optional[bool] = ..., output_cursor: _Optional[int] = ...) -> None: ...
 
 class WatchFinishedResponse(_message.Message):
-    __slots__ = ("finished", "next_cursor", "controller_id", "dropped")
+    __slots__ = ("finished", "next_cursor", "controller_id", "dropped", "output", "next_output_cursor")
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
     CONTROLLER_ID_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    NEXT_OUTPUT_CURSOR_FIELD_NUMBER: _ClassVar[int]
     finished: _containers.RepeatedCompositeFieldContainer[Task]
     next_cursor: int
     controller_id: str
     dropped: bool
-    def __init__(self, finished: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., next_cursor: _Optional[int] = ..., controller_id: _Optional[str] = ..., dropped: _Optional[bool] = ...) -> None: ...
+    output: _containers.RepeatedCompositeFieldContainer[TaskOutputChunk]
+    next_output_cursor: int
+    def __init__(self, finished: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., next_cursor: _Optional[int] = ..., controller_id: _Optional[str] = ..., dropped: _Optional[bool] = ..., output: _Optional[_Iterable[_Union[TaskOutputChunk, _Mapping]]] = ..., next_output_cursor: _Optional[int] = ...) -> None: ...
 
 class CancelTasksRequest(_message.Message):
     __slots__ = ("task_ids",)
@@ -528,32 +536,60 @@ class TaskOutput(_message.Message):
     def __init__(self, text: _Optional[str] = ..., dropped_bytes: _Optional[int] = ..., pid: _Optional[int] = ..., worker_id: _Optional[str] = ...) -> None: ...
 
 class GetTaskLogsRequest(_message.Message):
-    __slots__ = ("task_id", "wait_ms")
+    __slots__ = ("task_id", "wait_ms", "follow", "offset")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     wait_ms: int
-    def __init__(self, task_id: _Optional[str] = ..., wait_ms: _Optional[int] = ...) -> None: ...
+    follow: bool
+    offset: int
+    def __init__(self, task_id: _Optional[str] = ..., wait_ms: _Optional[int] = ..., follow: _Optional[bool] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class GetTaskLogsResponse(_message.Message):
-    __slots__ = ("finished", "output")
+    __slots__ = ("finished", "output", "next_offset")
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    NEXT_OFFSET_FIELD_NUMBER: _ClassVar[int]
     finished: bool
     output: TaskOutput
-    def __init__(self, finished: _Optional[bool] = ..., output: _Optional[_Union[TaskOutput, _Mapping]] = ...) -> None: ...
+    next_offset: int
+    def __init__(self, finished: _Optional[bool] = ..., output: _Optional[_Union[TaskOutput, _Mapping]] = ..., next_offset: _Optional[int] = ...) -> None: ...
+
+class TaskOutputChunk(_message.Message):
+    __slots__ = ("task_id", "attempt", "offset", "text", "owner", "name", "pid", "worker_id")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    attempt: int
+    offset: int
+    text: str
+    owner: str
+    name: str
+    pid: int
+    worker_id: str
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., offset: _Optional[int] = ..., text: _Optional[str] = ..., owner: _Optional[str] = ..., name: _Optional[str] = ..., pid: _Optional[int] = ..., worker_id: _Optional[str] = ...) -> None: ...
 
 class ReportResultsRequest(_message.Message):
-    __slots__ = ("worker_id", "results", "direct_tasks", "started")
+    __slots__ = ("worker_id", "results", "direct_tasks", "started", "output_chunks")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     DIRECT_TASKS_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     results: _containers.RepeatedCompositeFieldContainer[TaskResult]
     direct_tasks: _containers.RepeatedCompositeFieldContainer[DirectTask]
     started: _containers.RepeatedCompositeFieldContainer[TaskStarted]
-    def __init__(self, worker_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ..., direct_tasks: _Optional[_Iterable[_Union[DirectTask, _Mapping]]] = ..., started: _Optional[_Iterable[_Union[TaskStarted, _Mapping]]] = ...) -> None: ...
+    output_chunks: _containers.RepeatedCompositeFieldContainer[TaskOutputChunk]
+    def __init__(self, worker_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ..., direct_tasks: _Optional[_Iterable[_Union[DirectTask, _Mapping]]] = ..., started: _Optional[_Iterable[_Union[TaskStarted, _Mapping]]] = ..., output_chunks: _Optional[_Iterable[_Union[TaskOutputChunk, _Mapping]]] = ...) -> None: ...
 
 class TaskStarted(_message.Message):
     __slots__ = ("task_id", "attempt", "running_for_ms")

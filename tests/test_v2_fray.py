@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -379,3 +380,64 @@ def test_an_unfittable_job_waits_and_can_be_stopped(fray_cluster: FrayCluster) -
     assert "cpus" in job.describe().pending_reason
     job.terminate()
     assert job.wait(timeout=10) == "killed"
+
+
+def test_leaving_a_pool_runs_the_work_whose_actors_are_placed_late(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`with pool:` waits for submitted work (concurrent.futures semantics) even when no
+    actor was placed yet; the pool says once why its actor waits."""
+    from fray.v2.backends.fray import pool as pool_module
+
+    monkeypatch.setattr(pool_module, "_WARN_AFTER", 1.0)
+    with (
+        LocalFrayCluster(workers=1, worker_args=("--resources", "cpus=2")) as cluster,
+        FrayCluster(cluster.address) as fray_cluster,
+    ):
+        with caplog.at_level("WARNING", logger="fray.v2.backends.fray.pool"):
+            with fray_cluster.worker_pool(1, ResourceSpec(cpu=1, regions=("mars",))) as pool:
+                futures = [pool.submit(square, i) for i in range(3)]
+                wait_for(lambda: "region=mars" in caplog.text, 30, "the pool's warning")
+                # The worker that fits joins only after the pool is left.
+                joiner = threading.Timer(
+                    1.0, cluster.add_worker, args=("--resources", "cpus=2,region=mars")
+                )
+                joiner.start()
+            assert [f.result(timeout=0) for f in futures] == [0, 1, 4]  # done when `with` ends
+            joiner.join()
+        assert caplog.text.count("no worker has label region=mars") == 1
+
+
+def test_a_call_after_an_idle_pool_actor_died_runs_on_its_replacement(
+    fray_cluster: FrayCluster, controller: LocalFrayCluster
+) -> None:
+    with fray_cluster.worker_pool(1, SMALL) as pool:
+        first = pool.submit(os.getpid).result(timeout=60)
+        os.kill(first, signal.SIGKILL)  # idle: no call is running
+        client = ControllerClient(controller.address)
+        try:
+
+            def dead() -> bool:
+                request = pb.ListActorsRequest(state=pb.ACTOR_STATE_DEAD)
+                actors = client.call(client.rpc.list_actors, request).actors
+                return any(a.class_name.endswith("PoolWorker") for a in actors)
+
+            wait_for(dead, 30, "the controller to see the pool actor dead")
+        finally:
+            client.close()
+        second = pool.submit(os.getpid).result(timeout=60)  # not failed: it never ran before
+        assert second != first
+
+
+def test_current_cluster_after_leaving_it(
+    controller: LocalFrayCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fray.v2 import current_cluster
+
+    monkeypatch.setenv("FRAY_CLUSTER_SPEC", f"fray?address={controller.address}")
+    with current_cluster() as cluster:  # type: ignore[attr-defined]
+        assert cluster.list_jobs() is not None
+    again = current_cluster()
+    assert again is not cluster and isinstance(again, FrayCluster)
+    assert again.list_jobs() is not None
+    again.shutdown()

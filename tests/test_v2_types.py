@@ -282,3 +282,22 @@ def test_ray_runtime_env() -> None:
     assert ray_runtime_env(EnvironmentSpec()) == {}
     env = EnvironmentSpec(workspace="/w", pip_packages=["a==1"], env_vars={"K": "v"}, extras=["x"])
     assert ray_runtime_env(env) == {"env_vars": {"K": "v"}, "working_dir": "/w", "pip": ["a==1"]}
+
+
+def test_resource_spec_and_binary_entrypoints_refuse_what_cannot_be_placed() -> None:
+    with pytest.raises(ValueError, match="finite"):
+        ResourceSpec(cpu=float("nan"))
+    for regions in ([""], ["a|b"]):
+        with pytest.raises(ValueError, match="region"):
+            ResourceSpec(regions=regions)
+    with pytest.raises(TypeError, match="strings"):
+        Entrypoint.from_binary("sh", ["-c", None])  # type: ignore[list-item]
+
+
+def test_a_tpu_labelled_worker_offers_its_hosts_chips() -> None:
+    from fray.wire.pb import controller_pb2 as pb
+    from fray.worker.resources import offered_resources
+
+    offer = offered_resources(pb.Resources(labels={"tpu": "v5litepod-4"}))
+    assert offer.capacities["tpus"] == ResourceSpec.with_tpu("v5litepod-4").device_count == 4
+    assert "tpus" not in offered_resources(pb.Resources(labels={"tpu": "nonsense"})).capacities

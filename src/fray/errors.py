@@ -128,7 +128,12 @@ class ActorCreationError(ActorError):
 
 class ActorDiedError(ActorError):
     """The actor is gone: killed, or its process or worker died. A call that was in flight
-    may or may not have run (actor calls run at most once)."""
+    may or may not have run (actor calls run at most once); `call_sent` is False when the
+    actor was known dead before the call was sent (so it surely did not run)."""
+
+    def __init__(self, message: str, *, actor_id: str = "", call_sent: bool = True) -> None:
+        super().__init__(message, actor_id=actor_id)
+        self.call_sent = call_sent
 
 
 # ---------------------------------------------------------------------- fray.v2

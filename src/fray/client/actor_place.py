@@ -52,7 +52,9 @@ class ActorLocator:
 
     def killed(self) -> BaseException:
         """The actor was killed through this handle: later calls fail at once."""
-        self.final = errors.ActorDiedError(f"{self._what} is dead: killed", actor_id=self._actor_id)
+        self.final = errors.ActorDiedError(
+            f"{self._what} is dead: killed", actor_id=self._actor_id, call_sent=False
+        )
         return self.final
 
     def resolve(self) -> tuple[str, int]:
@@ -88,6 +90,7 @@ class ActorLocator:
                 self.final = errors.ActorDiedError(
                     f"{self._what} is dead: {actor.error.message or 'killed'}",
                     actor_id=self._actor_id,
+                    call_sent=False,  # found dead before sending: the call did not run
                 )
                 raise self.final
             if time.monotonic() > deadline:

@@ -139,7 +139,7 @@ def current_cluster() -> Cluster:
     spec = os.environ.get(CLUSTER_SPEC_ENV, "")
     with _cache_lock:
         cluster = _cache.get(spec)
-        if cluster is None:
+        if cluster is None or getattr(cluster, "is_shut_down", False):  # e.g. left a `with`
             cluster = _cache[spec] = create_cluster(spec)
         return cluster
 

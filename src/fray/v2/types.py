@@ -6,12 +6,14 @@ can schedule (see :mod:`fray.v2.backends.ray_resources` for Ray).
 
 from __future__ import annotations
 
-import re
+import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NewType
 
+from fray.common.accelerators import tpu_chips_per_host
 from fray.common.job_process import run_command
 from fray.common.sizes import parse_bytes
 
@@ -47,28 +49,6 @@ class JobStatus(StrEnum):
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.KILLED)
 
 
-# Chips in one host of a TPU slice, by generation: v2-v5p count TensorCores in the slice name
-# (two per chip), v5e/v6e count chips. Hosts hold 4 chips, except single-host v5e/v6e
-# slices of up to 8 chips.
-_TPU_VARIANT = re.compile(r"^(v2|v3|v4|v5p|v5litepod|v5e|v6e)-(\d+)$")
-
-
-def tpu_chips_per_host(variant: str) -> int:
-    """Chips a single host of a TPU slice ``variant`` (e.g. ``"v4-8"``, ``"v6e-4"``) holds."""
-    match = _TPU_VARIANT.match(variant)
-    if match is None:
-        raise ValueError(
-            f"unknown TPU variant {variant!r}; expected GENERATION-SIZE with a generation of "
-            "v2, v3, v4, v5p, v5litepod, v5e or v6e (e.g. 'v4-8', 'v5litepod-16', 'v6e-4')"
-        )
-    generation, size = match.group(1), int(match.group(2))
-    if size < 1:
-        raise ValueError(f"TPU variant {variant!r} has no chips")
-    if generation in ("v5litepod", "v5e", "v6e"):
-        return size if size <= 8 else 4
-    return max(1, min(size // 2, 4))
-
-
 @dataclass(frozen=True)
 class ResourceSpec:
     """What one replica of a job (or one pool worker) needs.
@@ -98,8 +78,11 @@ class ResourceSpec:
         if isinstance(self.regions, str):
             raise ValueError("regions must be a sequence of region names, not a string")
         object.__setattr__(self, "regions", tuple(self.regions))
-        if self.cpu < 0:
-            raise ValueError(f"cpu cannot be negative, got {self.cpu}")
+        for region in self.regions:
+            if not isinstance(region, str) or not region or "|" in region:
+                raise ValueError(f"a region must be a non-empty name without '|', got {region!r}")
+        if not math.isfinite(self.cpu) or self.cpu < 0:
+            raise ValueError(f"cpu must be a finite number >= 0, got {self.cpu}")
         if self.replicas < 1:
             raise ValueError(f"replicas must be at least 1, got {self.replicas}")
         if self.device_type not in DEVICE_TYPES:
@@ -228,5 +211,9 @@ class Entrypoint:
         (:func:`fray.common.job_process.run_command`)."""
         if not isinstance(command, str) or not command:
             raise TypeError(f"from_binary needs a program name or path, got {command!r}")
-        argv = (command, *(str(a) for a in _check_args(args, "Entrypoint.from_binary")))
+        args = _check_args(args, "Entrypoint.from_binary")
+        for arg in args:
+            if not isinstance(arg, str | os.PathLike):
+                raise TypeError(f"from_binary's args must be strings, got {arg!r}")
+        argv = (command, *(os.fspath(a) for a in args))
         return cls(callable=run_command, args=(list(argv),), command=argv)

@@ -3,16 +3,19 @@
 Capacities are numbers (`cpus`, `memory` in bytes, `gpus`, ...), labels are strings. A worker
 always offers `cpus` (default: `os.cpu_count()`), `memory` (default: the machine's physical
 memory) and `disk` (default: the size of the file system holding its temp dir), and mirrors
-the first two in the old `cpus` and `memory_bytes` fields. Slots (`--concurrency`)
+the first two; a `tpu=VARIANT` label (`v5litepod-4`) offers that host's chips as `tpus` unless
+given in the old `cpus` and `memory_bytes` fields. Slots (`--concurrency`)
 are separate: how many tasks run at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 
+from fray.common.accelerators import tpu_chips_per_host
 from fray.wire.pb import controller_pb2 as pb
 
 __all__ = ["disk_size", "offered_resources", "physical_memory"]
@@ -47,6 +50,9 @@ def offered_resources(resources: pb.Resources | None) -> pb.Resources:
         memory = offer.memory_bytes if offer.memory_bytes > 0 else physical_memory()
         if memory > 0:
             capacities["memory"] = float(memory)
+    if "tpus" not in capacities and "tpu" in offer.labels:
+        with contextlib.suppress(ValueError):  # an unknown variant is just a label
+            capacities["tpus"] = float(tpu_chips_per_host(offer.labels["tpu"]))
     if "disk" not in capacities and (disk := disk_size()) > 0:
         capacities["disk"] = float(disk)
     offer.cpus = capacities["cpus"]

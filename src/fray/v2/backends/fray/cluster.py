@@ -200,7 +200,14 @@ class FrayCluster:
             env_spec.workspace,
             capacities,
             labels,
+            why_waiting=self._actor_pending_reason,
         )
+
+    def _actor_pending_reason(self, actor_id: str) -> str:
+        """Why the controller has not placed an actor ("" when it is just busy)."""
+        client = self._conn.controller()
+        request = pb.GetActorRequest(actor_id=actor_id)
+        return call_controller(client, client.rpc.get_actor, request).actor.pending_reason
 
     # --- lifetime --------------------------------------------------------------------------
 
@@ -208,6 +215,11 @@ class FrayCluster:
         """Close this cluster object's connections; its pools' and actors' actors are killed
         (jobs keep running: they belong to the controller)."""
         self._finalizer()
+
+    @property
+    def is_shut_down(self) -> bool:
+        """True after :meth:`shutdown` (``current_cluster()`` then makes a new one)."""
+        return self._conn.closed
 
     def __enter__(self) -> FrayCluster:
         return self

@@ -34,6 +34,17 @@ __all__ = ["FrayWorkerPool", "PoolWorker"]
 logger = logging.getLogger(__name__)
 
 _READY_POLL = 1.0  # seconds between checks for a shutdown while an actor is not placed yet
+_WARN_AFTER = 5.0  # seconds an actor waits to be placed before the pool says why
+
+
+def _copy(source: Future[Any], target: Future[Any]) -> None:
+    """Settle ``target`` (already running) as ``source`` was settled."""
+    if source.cancelled():
+        target.set_exception(RuntimeError("the pool was shut down before the call ran"))
+    elif (error := source.exception()) is not None:
+        target.set_exception(error)
+    else:
+        target.set_result(source.result())
 
 
 class PoolWorker:
@@ -67,9 +78,16 @@ class FrayWorkerPool(FutureWorkerPool):
         workspace: str | None,
         resources: Mapping[str, float],
         labels: Mapping[str, str],
+        why_waiting: Callable[[str], str] | None = None,
     ) -> None:
         super().__init__(num_workers)
         self._ctx = ctx
+        # The controller's reason an actor waits (its pending_reason), for one warning.
+        self._why_waiting = why_waiting
+        self._warned = False
+        self._queued = 0  # calls submitted and not taken yet
+        self._cancelling = False  # shutdown(cancel_futures=True)
+        self._unstartable: BaseException | None = None
         self._args = (dict(env_vars), workspace)
         self._resources = dict(resources)
         self._labels = dict(labels)
@@ -107,6 +125,8 @@ class FrayWorkerPool(FutureWorkerPool):
             item = self._queue.get()
             if item is None:
                 return
+            with self._lock:
+                self._queued -= 1
             future, payload = item
             if not future.set_running_or_notify_cancel():
                 continue
@@ -118,6 +138,12 @@ class FrayWorkerPool(FutureWorkerPool):
                 if handle is None or exc.actor_id != handle.actor_id:  # the function's own
                     future.set_exception(exc)
                     continue
+                if not exc.call_sent:  # it died while idle: the call never ran, retry it
+                    handle = self._replace(handle)
+                    with self._lock:
+                        self._queued += 1
+                    self._requeue(future, payload)
+                    continue
                 future.set_exception(RuntimeError(f"the pool's worker actor died: {exc}"))
                 handle = self._replace(handle)
             except BaseException as exc:
@@ -127,23 +153,52 @@ class FrayWorkerPool(FutureWorkerPool):
 
     def _await_ready(self, handle: FrayActorHandle) -> bool:
         """Wait until the actor takes calls (placed where its resources fit, constructed);
-        False if the pool is shut down first. An actor that cannot start is "ready": its
-        calls fail with the reason (or it is replaced, if it died)."""
+        False once the pool is shut down with nothing left for it to run (or cancelling). An
+        actor that cannot start is "ready": its calls fail with the reason (or it is replaced,
+        if it died). Logs the controller's reason once when the actor waits for long."""
         ready = handle.ready.remote()
+        waited = 0.0
         while True:
             try:
                 ready.result(timeout=_READY_POLL)
                 return True
             except TimeoutError:
-                pass
+                waited += _READY_POLL
+                if waited >= _WARN_AFTER:
+                    self._warn_waiting(handle)
             except (ActorCreationError, ActorDiedError):
                 return True
-            except ActorError:  # not placed within the client's wait: ask again
+            except ActorError as exc:  # not placed within the client's wait
+                if self._closed:  # nothing will place it for the calls left: fail them
+                    self._unstartable = exc
+                    return False
                 ready = handle.ready.remote()
             except FrayError:  # its context was closed
                 return not self._closed
-            if self._closed:
+            if self._closed and (self._cancelling or not self._queued):
                 return False
+
+    def _warn_waiting(self, handle: FrayActorHandle) -> None:
+        with self._lock:
+            if self._warned or self._why_waiting is None:
+                return
+            self._warned = True
+        try:
+            reason = self._why_waiting(handle.actor_id)
+        except Exception:  # only a warning
+            return
+        logger.warning(
+            "worker pool actor %s is not placed after %.0fs%s",
+            handle.actor_id,
+            _WARN_AFTER,
+            f": {reason}" if reason else " (every worker that fits is busy)",
+        )
+
+    def _requeue(self, future: Future[Any], payload: bytes) -> None:
+        """Run a call that never reached its actor again (a fresh future state)."""
+        retry: Future[Any] = Future()
+        retry.add_done_callback(lambda f: _copy(f, future))
+        self._queue.put((retry, payload))
 
     def _replace(self, dead: FrayActorHandle) -> FrayActorHandle | None:
         """A new actor for one that died (None once the pool is shut down, or if it cannot
@@ -168,10 +223,13 @@ class FrayWorkerPool(FutureWorkerPool):
     ) -> Future[Any]:
         payload = cloudpickle.dumps((fn, args, kwargs))  # pickling errors surface here
         future: Future[Any] = Future()
+        with self._lock:
+            self._queued += 1
         self._queue.put((future, payload))
         return future
 
     def _shutdown(self, wait: bool, cancel_futures: bool) -> None:
+        self._cancelling = cancel_futures
         if cancel_futures:
             while True:
                 try:
@@ -192,7 +250,13 @@ class FrayWorkerPool(FutureWorkerPool):
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if item is not None:
+                if item is None:
+                    continue
+                if self._unstartable is not None and item[0].set_running_or_notify_cancel():
+                    item[0].set_exception(
+                        RuntimeError(f"no pool worker actor could start: {self._unstartable}")
+                    )
+                else:
                     item[0].cancel()
 
         if wait:

@@ -403,7 +403,8 @@ def test_worker_resources_and_a_task_nothing_can_run_in_status_and_tasks() -> No
                 "the reason",
             )
             (worker_line,) = [line for line in status() if "w-gpu" in line]
-            assert "cpus 2/2, memory 1GiB/1GiB, gpus 1/1" in worker_line
+            assert "cpus 2/2, memory 1GiB/1GiB, disk " in worker_line  # disk: the machine's
+            assert ", gpus 1/1" in worker_line
             assert "gpu_type=T4,zone=z1" in worker_line
             listed = fray("tasks", "--controller", cluster.address, "--state", "pending")
             assert listed.returncode == 0, listed.stderr

@@ -351,7 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add_command("logs", "print what a task printed (stdout, stderr, logging)")
     p.add_argument("task_id")
-    p.add_argument("--follow", "-f", action="store_true", help="wait for the task to finish")
+    p.add_argument(
+        "--follow", "-f", action="store_true", help="print its output as it comes, until it ends"
+    )
     p.add_argument(
         "--controller", default=os.environ.get("FRAY_CONTROLLER_ADDRESS", DEFAULT_CONTROLLER)
     )

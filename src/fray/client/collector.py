@@ -8,6 +8,9 @@ futures through the task table. Recovery, when the controller lost state:
   absence (`dropped`): ask about each outstanding task (GetTask), failing the unknown ones with
   `TaskLostError`.
 An unreachable controller fails the outstanding queued tasks with ControllerUnavailableError.
+With a `DriverLog` (log_to_driver), the same long poll also asks for the live output of the
+owner's running tasks, queued and direct (`watch_output`, from our output cursor), and prints it
+as it comes; the collector then also runs while only direct tasks are outstanding.
 `wait_for` is `FrayContext.wait`'s long poll on the controller (WaitTasks), resolved the same way.
 """
 
@@ -24,6 +27,7 @@ from fray import errors
 from fray.client.connections import refused
 from fray.client.futures import FrayFuture
 from fray.client.no_workers import NoWorkerWarning
+from fray.client.output import DriverLog
 from fray.client.tasks import FutureTable
 from fray.wire.controller_client import ControllerClient
 from fray.wire.pb import controller_pb2 as pb
@@ -31,16 +35,27 @@ from fray.wire.pb import controller_pb2 as pb
 logger = logging.getLogger(__name__)
 
 WATCH_WAIT_MS = 10_000
+LIVE_WATCH_DELAY = 0.25  # seconds: see _loop
 _FINISHED_STATES = (pb.TASK_STATE_COMPLETED, pb.TASK_STATE_FAILED, pb.TASK_STATE_CANCELLED)
 
 
 class Collector:
     """Long-polls WatchFinished for `owner`'s tasks and settles their futures in `table`."""
 
-    def __init__(self, controller: ControllerClient, owner: str, table: FutureTable) -> None:
+    def __init__(
+        self,
+        controller: ControllerClient,
+        owner: str,
+        table: FutureTable,
+        driver_log: DriverLog | None = None,
+    ) -> None:
         self._controller = controller
         self._owner = owner
         self._table = table
+        self._driver_log = driver_log
+        self._output_cursor = 0  # in the controller's stream of our tasks' live output
+        self._queued = threading.Event()  # a task was queued (start() was called)
+        self._warning = False  # no_workers started
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         # Warns when our queued tasks wait at a controller that has no worker.
@@ -49,21 +64,69 @@ class Collector:
         )
 
     def start(self) -> None:
-        """Start the collecting thread (once); it ends when the table closes."""
+        """Start the collecting thread (once), for queued tasks; it ends when the table closes."""
+        self._queued.set()
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="fray-collect", daemon=True)
-                self._thread.start()
+                self._start_locked()
+            if not self._warning:
+                self._warning = True
                 self.no_workers.start()
+
+    def _start_locked(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="fray-collect", daemon=True)
+        self._thread.start()
+
+    def task_sent(self) -> None:
+        """A task was sent (queued or direct): with log_to_driver, watch its live output."""
+        if self._driver_log is not None:
+            self._table.accepted([], "")  # wakes a watch_request waiting for a task to watch
+
+    def watch_output(self) -> None:
+        """With log_to_driver: start the collecting thread now (not when the first task is
+        sent, which must not wait for a thread to start), so that direct tasks' output is
+        watched too."""
+        if self._driver_log is None:
+            return
+        with self._lock:
+            if self._thread is None:
+                self._start_locked()
 
     def on_own_thread(self) -> bool:
         return threading.current_thread() is self._thread
 
+    def _learn_controller(self) -> None:
+        """Learn the controller's id (watch requests name it) when no queued task told us:
+        a client with only direct tasks watches their output too."""
+        controller = self._controller
+        while not self._table.closed:
+            try:
+                summary = controller.call(
+                    controller.rpc.get_cluster_summary, pb.GetClusterSummaryRequest()
+                )
+            except Exception:
+                if self._table.closed:
+                    return
+                logger.warning("could not reach the controller to watch task output; retrying")
+                time.sleep(0.5)
+                continue
+            self._table.accepted([], summary.controller_id)
+            return
+
     def _loop(self) -> None:
+        if self._driver_log is not None:
+            # Started with the context: leave its first moments to its first tasks' calls
+            # (output comes every half second at the earliest, and the controller keeps what
+            # came before we watch). A queued task ends the wait.
+            self._queued.wait(LIVE_WATCH_DELAY)
+            self._learn_controller()
         while True:
             request = self._table.watch_request(self._owner, WATCH_WAIT_MS)
             if request is None:
                 return
+            if self._driver_log is not None:
+                request.watch_output = True
+                request.output_cursor = self._output_cursor
             try:
                 self._collect(request)
             except Exception:  # the collector must not die: every future would hang
@@ -87,10 +150,26 @@ class Collector:
             self.check_lost()  # our cursor is past its end: it lost state we could not see
             return
         self._table.watched(request, response)
+        self._print_output(request, response)
         for task in response.finished:
             self._table.resolve(task)
         if response.dropped:  # we were away so long that unread results were dropped
             self._ask_each()
+
+    def _print_output(
+        self, request: pb.WatchFinishedRequest, response: pb.WatchFinishedResponse
+    ) -> None:
+        """Print the live output in an answer (before the finished tasks' rest of it)."""
+        log = self._driver_log
+        if log is None or not request.watch_output:
+            return
+        if request.controller_id and response.controller_id != request.controller_id:
+            self._output_cursor = 0  # another controller: its stream starts over
+            return
+        self._output_cursor = response.next_output_cursor
+        for chunk in response.output:
+            if chunk.owner in ("", self._owner):
+                log.chunk(chunk)
 
     def wait_for(self, futures: list[FrayFuture], min_finished: int, wait_ms: int) -> None:
         """Wait on the controller (WaitTasks) until `min_finished` of these accepted tasks

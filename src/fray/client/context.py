@@ -66,8 +66,9 @@ class FrayContext:
     a malformed address raises ValueError at once. A controller that goes away later is retried
     for `retry_timeout` as usual.
     `log_to_driver` (default True) prints what each task and actor call printed (stdout,
-    stderr, logging) to this process's stderr when it finishes, each line prefixed with the
-    task's name, pid, worker and id (`fray.client.output`).
+    stderr, logging) to this process's stderr, each line prefixed with the task's name, pid,
+    worker and id (`fray.client.output`): a task's output as it runs (about every half second),
+    an actor call's when it finishes.
     """
 
     def __init__(
@@ -97,7 +98,9 @@ class FrayContext:
         self._driver_log = DriverLog() if log_to_driver else None
         if self._driver_log is not None:
             self._table.on_output = self._driver_log.task
-        self._collector = Collector(self._client, self.owner, self._table)
+        self._collector = Collector(self._client, self.owner, self._table, self._driver_log)
+        if direct:
+            self._collector.watch_output()  # direct tasks' live output too (log_to_driver)
         self._submitter = Submitter(self._client, self._table, on_start=self._collector.start)
         self._direct = (
             DirectPath(
@@ -412,6 +415,7 @@ class FrayContext:
             requirements=options.requirements if options else None,
         )
         self._router.send(spec, future)
+        self._collector.task_sent()  # log_to_driver: print its output while it runs
 
 
 _shared: dict[str, FrayContext] = {}

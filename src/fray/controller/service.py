@@ -42,7 +42,7 @@ from fray.controller.records import (
     TaskSpec,
 )
 from fray.controller.state import ControllerState
-from fray.controller.task_logs import TaskLogs
+from fray.controller.task_logs import TaskLogs, TaskText
 from fray.wire.limits import DEFAULT_MAX_QUEUED_TASKS_PER_CLIENT
 from fray.wire.pb import controller_pb2 as pb
 from fray.wire.pb.controller_connect import FrayController
@@ -233,16 +233,28 @@ class ControllerService(JobRpcs, FrayController):
         owner, cursor = request.owner, request.cursor
         limit = request.limit or 1000
 
+        streams = self.task_logs.streams
+
         def check() -> bool | None:  # something new, or a cursor that is not ours
-            return True if self.state.finished_count(owner) != cursor else None
+            if self.state.finished_count(owner) != cursor:
+                return True
+            if request.watch_output and streams.has_new(owner, request.output_cursor):
+                return True  # live output of a running task
+            return None
 
         if not owner:
             raise InvalidRequest("owner is empty")
         if request.controller_id and request.controller_id != self.controller_id:
             # The cursor belongs to a controller before a restart: say who we are, start over.
             return pb.WatchFinishedResponse(next_cursor=0, controller_id=self.controller_id)
+        if request.watch_output:
+            self.task_logs.watch(owner)  # keep its tasks' output from now on
         await self._poll(request.wait_ms, ctx, check, self._finished)
         tasks, next_cursor, dropped = self.state.read_finished(owner, cursor, limit)
+        output: list[pb.TaskOutputChunk] = []
+        next_output_cursor = 0
+        if request.watch_output:
+            output, next_output_cursor = streams.read(owner, request.output_cursor)
         await self._durable()  # the entries, their results and the acknowledgement are saved
         return pb.WatchFinishedResponse(
             finished=self.task_logs.fill(
@@ -251,6 +263,8 @@ class ControllerService(JobRpcs, FrayController):
             next_cursor=next_cursor,
             controller_id=self.controller_id,
             dropped=dropped,
+            output=output,
+            next_output_cursor=next_output_cursor,
         )
 
     async def get_task_logs(
@@ -259,6 +273,8 @@ class ControllerService(JobRpcs, FrayController):
         """A task's output; with wait_ms, once it has finished (or at the deadline). A task not
         known (yet: a direct task is reported after it ends) is waited for, then not_found."""
         task_id = request.task_id
+        if request.follow:
+            return await self._follow_task_logs(request, ctx)
 
         def finished() -> bool | None:
             if self.task_logs.get(task_id) is not None:
@@ -273,6 +289,44 @@ class ControllerService(JobRpcs, FrayController):
         if not done and self.task_logs.get(task_id) is None:
             self.state.get_task(task_id)  # not_found for a task the controller does not know
         return pb.GetTaskLogsResponse(finished=bool(done), output=self.task_logs.get(task_id))
+
+    async def _follow_task_logs(
+        self, request: pb.GetTaskLogsRequest, ctx: RequestContext[Any, Any]
+    ) -> pb.GetTaskLogsResponse:
+        """GetTaskLogs with `follow`: once there is output past `offset` (or the task ended),
+        the text from `offset` on (from the oldest byte kept: `dropped_bytes` is where the text
+        starts) and where to ask next."""
+        task_id, offset = request.task_id, request.offset
+
+        def finished(text: TaskText | None) -> bool:
+            task = self.state.tasks.get(task_id)  # the record decides: a task may be retried
+            if task is not None:
+                return task.state.finished
+            return text is not None and text.finished  # a direct task: known once it ended
+
+        def ready() -> bool | None:
+            text = self.task_logs.text_from(task_id, offset)
+            if finished(text) or (text is not None and text.end != offset):
+                return True
+            return None
+
+        done = ready()
+        if not done and request.wait_ms:
+            done = await self._poll(request.wait_ms, ctx, ready, self._finished)
+        text = self.task_logs.text_from(task_id, offset)
+        if text is None and task_id not in self.state.tasks:
+            self.state.get_task(task_id)  # not_found for a task the controller does not know
+        if text is None or (not text.text and not text.start):
+            return pb.GetTaskLogsResponse(
+                finished=finished(text), next_offset=offset if text is None else text.end
+            )
+        return pb.GetTaskLogsResponse(
+            finished=finished(text),
+            output=pb.TaskOutput(
+                text=text.text, dropped_bytes=text.start, pid=text.pid, worker_id=text.worker_id
+            ),
+            next_offset=text.end,
+        )
 
     async def cancel_tasks(
         self, request: pb.CancelTasksRequest, ctx: RequestContext[Any, Any]
@@ -438,7 +492,7 @@ class ControllerService(JobRpcs, FrayController):
     ) -> pb.ReportResultsResponse:
         outcomes = [convert.outcome_from_pb(r) for r in request.results]
         direct = [convert.direct_from_pb(t) for t in request.direct_tasks]
-        self.task_logs.add_reported(request)
+        self.task_logs.add_reported(request, self._task_owner)
         watched = self.metrics.unfinished(o.task_id for o in outcomes)
         known = self.metrics.finished_ids(t.task_id for t in request.direct_tasks)
         self.state.record_direct(request.worker_id, direct)  # kept even from a forgotten worker
@@ -453,6 +507,11 @@ class ControllerService(JobRpcs, FrayController):
         self._mutated()
         await self._durable()
         return pb.ReportResultsResponse(accepted=accepted)
+
+    def _task_owner(self, task_id: str) -> tuple[str, str] | None:
+        """A known task's owner and name (for its live output)."""
+        task = self.state.tasks.get(task_id)
+        return None if task is None else (task.spec.owner, task.spec.name)
 
     async def report_actors(
         self, request: pb.ReportActorsRequest, ctx: RequestContext[Any, Any]

@@ -9,6 +9,11 @@ Bounded: a task keeps its last `OUTPUT_LIMIT` bytes; what came before is counted
 Output written below Python's `sys.stdout` (C extensions, subprocesses writing to fd 1/2) is
 not captured: it goes to the worker's own stdout/stderr, as before.
 A task that prints nothing costs two attribute swaps and no allocation for the result.
+
+Live output (`fray.worker.executor`): a buffer given a `notify` callable calls it on the first
+write since the last `take_new`, and `take_new` gives what was written since the previous take
+with its exact offset in everything the task printed (kept bytes start at `dropped`), so that
+a reader (the executor's live-output thread) sends only new text, and only when there is some.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from __future__ import annotations
 import io
 import logging
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from fray.wire.pb import controller_pb2 as pb
@@ -30,12 +36,27 @@ Output = tuple[bytes, int] | None
 
 
 class TaskBuffer(io.TextIOBase):
-    """A text stream keeping the last OUTPUT_LIMIT bytes written to it."""
+    """A text stream keeping the last OUTPUT_LIMIT bytes written to it.
 
-    def __init__(self) -> None:
+    Thread-safe (a task may print from threads of its own, and the executor's live-output
+    thread takes new text while the task writes). `notify`, if given, is called (under the
+    buffer's lock: it must be quick) on the first write since the last `take_new`."""
+
+    # Defaults that a silent task's buffer never changes (cheaper than setting them each time).
+    dropped = 0  # bytes written before the kept ones
+    _taken = 0  # the offset up to which `take_new` gave the text
+    _armed = False  # notified since the last take_new
+
+    def __init__(
+        self,
+        notify: Callable[[], None] | None = None,
+        lock: threading.Lock | None = None,
+    ) -> None:
+        """`lock`: one to share with other buffers (an executor's, made once), else a new one."""
         self._chunks: list[bytes] = []
         self._size = 0
-        self.dropped = 0
+        self._lock = threading.Lock() if lock is None else lock
+        self._notify = notify
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -51,10 +72,14 @@ class TaskBuffer(io.TextIOBase):
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         data = text.encode("utf-8", "backslashreplace")
-        self._chunks.append(data)
-        self._size += len(data)
-        if self._size > 2 * OUTPUT_LIMIT:  # amortized trim: keep memory bounded
-            self._trim()
+        with self._lock:
+            self._chunks.append(data)
+            self._size += len(data)
+            if self._size > 2 * OUTPUT_LIMIT:  # amortized trim: keep memory bounded
+                self._trim()
+            if not self._armed and self._notify is not None and data:
+                self._armed = True
+                self._notify()
         return len(text)
 
     def _trim(self) -> None:
@@ -69,10 +94,28 @@ class TaskBuffer(io.TextIOBase):
 
     def output(self) -> Output:
         """What was written (the last OUTPUT_LIMIT bytes), or None if nothing was."""
-        if not self._size:
+        if not self._size:  # a silent task's (no lock needed to see that)
             return None
-        self._trim()
-        return self._chunks[0], self.dropped
+        with self._lock:
+            self._trim()
+            return self._chunks[0], self.dropped
+
+    def take_new(self) -> tuple[int, bytes] | None:
+        """What was written since the last take, as (offset in everything written, UTF-8
+        bytes), or None if nothing was. At most the last OUTPUT_LIMIT bytes: when more came
+        since the last take, the text starts at the kept bytes' offset (the gap is what was
+        dropped). The next write notifies again."""
+        with self._lock:
+            self._armed = False
+            end = self.dropped + self._size
+            if end <= self._taken:
+                return None
+            if self._size > OUTPUT_LIMIT:
+                self._trim()
+            (kept,) = self._chunks = [b"".join(self._chunks)]
+            start = max(self._taken, self.dropped)
+            self._taken = end
+            return start, kept[start - self.dropped :]
 
 
 class _TaskLogHandler(logging.Handler):
@@ -98,9 +141,11 @@ def install_logging() -> None:
 
 
 @contextmanager
-def captured() -> Iterator[TaskBuffer]:
-    """Point sys.stdout/sys.stderr at a fresh TaskBuffer while the block runs."""
-    buffer = TaskBuffer()
+def captured(buffer: TaskBuffer | None = None) -> Iterator[TaskBuffer]:
+    """Point sys.stdout/sys.stderr at `buffer` (a fresh TaskBuffer by default) while the block
+    runs."""
+    if buffer is None:
+        buffer = TaskBuffer()
     saved = sys.stdout, sys.stderr
     sys.stdout = sys.stderr = buffer
     try:

@@ -174,6 +174,13 @@ class DirectCalls:
             raise UnknownTask(f"worker {self._worker_id} has no task {task_id}")
         return call
 
+    def describe(self, chunk: pb.TaskOutputChunk) -> None:
+        """Fill in the owner and name of a direct task's output chunk."""
+        with self._mutex:
+            call = self._calls.get(chunk.task_id)
+        if call is not None:
+            chunk.owner, chunk.name = call.spec.owner, call.spec.name
+
     def complete(self, result: pb.TaskResult) -> bool:
         """Give a result to its direct call; False if it is not one (a leased task's, or a
         call that already has its result)."""

@@ -7,8 +7,21 @@ a segfault) cannot take the worker down.
 Wire format over the pipe:
     worker -> executor: pickle of (function_bytes, args_bytes, [object_id, ...]), then one raw
                         message per object (its pickled bytes, sent as they are)
-    executor -> worker: pickle of ("ok", result_bytes, output) | ("error", TaskError bytes,
-                        output), output being what the task printed (`fray.worker.capture`)
+    executor -> worker: zero or more pickles of ("out", offset, text_bytes) while the task runs
+                        (live output, below), then one pickle of ("ok", result_bytes, output) |
+                        ("error", TaskError bytes, output), output being the last 64 KiB the
+                        task printed and the bytes dropped before them (`fray.worker.capture`)
+
+Live output: while a task runs, what it prints is also sent as it comes, at most every
+LIVE_INTERVAL: ("out", offset, text_bytes) is the UTF-8 text written since the previous "out",
+`offset` being where it starts in everything the task printed (when more than 64 KiB came in
+between, the kept part is sent and the gap is what was dropped). The first write after a send
+wakes a thread of the executor (`_LiveOutput`), which waits LIVE_INTERVAL and sends what is new;
+a silent task costs it nothing, and a task ending within LIVE_INTERVAL of its first print sends
+no "out" (its output goes with its reply only). "out" and the final reply are sent under one
+lock, the reply last: no "out" of a task follows its reply. The final reply still carries the
+task's output (the last 64 KiB), whether or not parts of it went live.
+Actor calls (`actor_main`, batches of calls) send their output with their outcomes only.
 
 An actor process (`actor_main`) is the same kind of child, hosting one actor instance:
     worker -> actor: pickle of (class_bytes, args_bytes, {object_id: bytes}) once, then
@@ -25,6 +38,8 @@ import multiprocessing.connection
 import pickle
 import signal
 import sys
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +56,8 @@ _FUNCTION_CACHE_SIZE = 256
 # Larger pickled functions (closures over big data) are not cached: the cache must not keep
 # the data after the task.
 _FUNCTION_CACHE_MAX_BYTES = 1 << 20
+# While a task runs, what it printed is sent to the worker at most this often (seconds).
+LIVE_INTERVAL = 0.5
 
 
 class _FunctionCache:
@@ -65,17 +82,82 @@ class _FunctionCache:
 Outcome = tuple[str, bytes, capture.Output]
 
 
+class _LiveOutput:
+    """Sends what the running task prints to the worker while it runs, at most every
+    LIVE_INTERVAL (see the module docstring). One per executor process; its thread starts at
+    the first print and sleeps while nothing is printed. `lock` guards the connection's
+    sending side: the final reply is sent under it too (`answer`)."""
+
+    def __init__(self, conn: multiprocessing.connection.Connection) -> None:
+        self._conn = conn
+        self.lock = threading.Lock()
+        self._buffer: capture.TaskBuffer | None = None  # the running task's
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._notify = self._printed  # made once, not per task
+        self._buffer_lock = threading.Lock()  # the tasks' buffers' (one task at a time)
+
+    def start_task(self) -> capture.TaskBuffer:
+        """A buffer for the task about to run, whose output goes live."""
+        buffer = capture.TaskBuffer(self._notify, self._buffer_lock)
+        self._buffer = buffer
+        return buffer
+
+    def _printed(self) -> None:
+        """The running task printed after a send (or for the first time): send within
+        LIVE_INTERVAL. Called under the buffer's lock."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="fray-live", daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait()
+            time.sleep(LIVE_INTERVAL)  # gather what comes in the meantime
+            self._wake.clear()  # before the take: a write after it sets it again
+            with self.lock:
+                buffer = self._buffer
+                new = buffer.take_new() if buffer is not None else None
+                if new is None:
+                    continue
+                offset, data = new
+                try:
+                    message = pickle.dumps(("out", offset, data), protocol=payload.PROTOCOL)
+                    self._conn.send_bytes(message)
+                except OSError:  # the worker is gone; the main thread will notice
+                    self._buffer = None
+
+    def answer(self, outcome: Outcome) -> bool:
+        """Send the task's reply (after any "out" of it); no more "out" until the next task."""
+        with self.lock:
+            self._buffer = None
+            return _answer(self._conn, outcome)
+
+
 def run_one(
-    functions: _FunctionCache, function: bytes, args: bytes, objects: dict[str, bytes]
+    functions: _FunctionCache,
+    function: bytes,
+    args: bytes,
+    objects: dict[str, bytes],
+    live: _LiveOutput | None = None,
 ) -> Outcome:
-    """Unpickle and run one task; never raises."""
-    return _run(lambda: functions.load(function), args, objects)
+    """Unpickle and run one task (its output going live through `live`, if given); never
+    raises."""
+    buffer = live.start_task() if live is not None else capture.TaskBuffer()
+    return _run(lambda: functions.load(function), args, objects, buffer)
 
 
-def _run(find: Callable[[], Callable[..., Any]], args: bytes, objects: dict[str, bytes]) -> Outcome:
-    """Call what `find` gives with the unpickled arguments, capturing what it prints:
-    ("ok", pickled value, output) or ("error", pickled TaskError, output); never raises."""
-    with capture.captured() as buffer:
+def _run(
+    find: Callable[[], Callable[..., Any]],
+    args: bytes,
+    objects: dict[str, bytes],
+    buffer: capture.TaskBuffer | None = None,
+) -> Outcome:
+    """Call what `find` gives with the unpickled arguments, capturing what it prints (into
+    `buffer`, or a new one): ("ok", pickled value, output) or ("error", pickled TaskError,
+    output); never raises."""
+    with capture.captured(buffer) as buffer:
         status, data = _call(find, args, objects)
     return status, data, buffer.output()
 
@@ -125,11 +207,14 @@ def main(conn: multiprocessing.connection.Connection, worker_pid: int) -> None:
     exit_when_gone(worker_pid, interval=1.0)
     capture.install_logging()
     functions = _FunctionCache()
-    while _serve_task(conn, functions):
+    live = _LiveOutput(conn)
+    while _serve_task(conn, functions, live):
         pass
 
 
-def _serve_task(conn: multiprocessing.connection.Connection, functions: _FunctionCache) -> bool:
+def _serve_task(
+    conn: multiprocessing.connection.Connection, functions: _FunctionCache, live: _LiveOutput
+) -> bool:
     """Receive, run and answer one task; False once the pipe is closed. Its arguments, objects
     and result are let go when this returns, not kept until the next task arrives."""
     try:
@@ -141,10 +226,10 @@ def _serve_task(conn: multiprocessing.connection.Connection, functions: _Functio
         objects = {object_id: conn.recv_bytes() for object_id in object_ids}
     except (EOFError, OSError):
         return False
-    outcome = run_one(functions, function, args, objects)
+    outcome = run_one(functions, function, args, objects, live)
     sys.stdout.flush()
     sys.stderr.flush()
-    return _answer(conn, outcome)
+    return live.answer(outcome)
 
 
 def actor_main(

@@ -8,6 +8,15 @@ docs/design.md, "Measured choices"). With them go the leased tasks a slot has st
 last batch (`add_started`, sent at once like results): the controller moves those from ASSIGNED
 to RUNNING, so that RUNNING means running. One batch is in flight at a time.
 
+What running tasks print comes as `pb.TaskOutputChunk`s (`add_output`, from the slots); they go
+within `OUTPUT_REPORT_DELAY` of the first one waiting, with the next batch, whether or not
+results wait. A task's chunks always go before its result or in the same request (a batch of
+results takes the chunks of its tasks along). Chunk text per request is bounded
+(`OUTPUT_REQUEST_BYTES`, besides the chunks of the batch's results), and so is what waits while
+the controller is away: past `OUTPUT_TASK_BACKLOG` bytes of a task or `OUTPUT_BACKLOG` in all,
+the oldest chunks (of that task, or of the task waiting longest) are dropped; the task's result
+still carries the last 64 KiB it printed.
+
 The outboxes live under the worker's one mutex, with a Condition of their own that only the
 reporter thread waits on.
 """
@@ -17,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +44,11 @@ REPORT_BATCH = 1000
 REPORT_BATCH_BYTES = 16 << 20  # results per ReportResults, by size (at least one)
 # Finished direct tasks are reported to the controller in batches gathered this long.
 DIRECT_REPORT_DELAY = 0.5
+# What running tasks print is sent this long after the first chunk waiting.
+OUTPUT_REPORT_DELAY = 0.25
+OUTPUT_REQUEST_BYTES = 1 << 20  # chunks per request, by size (besides the results' own)
+OUTPUT_TASK_BACKLOG = 256 << 10  # chunks of one task kept while they cannot be sent
+OUTPUT_BACKLOG = 4 << 20  # chunks of all tasks kept while they cannot be sent
 
 
 class Reporter:
@@ -64,6 +78,12 @@ class Reporter:
         self._direct_due = 0.0  # when the oldest of them should be sent
         # Leased tasks a slot started: (task id, attempt, time.monotonic() at the start).
         self._started: list[tuple[str, int, float]] = []
+        # What running tasks printed, by task id (oldest first), and their sizes.
+        self._output: OrderedDict[str, deque[pb.TaskOutputChunk]] = OrderedDict()
+        self._output_bytes: dict[str, int] = {}
+        self._output_total = 0
+        self._output_due = 0.0  # when the oldest chunk waiting should be sent
+        self.output_dropped = 0  # chunks dropped to bound the backlog
         self._send_lock = threading.Lock()
 
     def add(self, result: pb.TaskResult) -> None:
@@ -87,6 +107,88 @@ class Reporter:
                 self._wake.notify()
             self._direct_outbox.append(record)
 
+    def add_output(self, chunk: pb.TaskOutputChunk) -> None:
+        """Queue what a running task printed, to go within OUTPUT_REPORT_DELAY."""
+        with self._mutex:
+            if not self._output:
+                self._output_due = time.monotonic() + OUTPUT_REPORT_DELAY
+                self._wake.notify()
+            self._keep_output([chunk], front=False)
+
+    def _keep_output(self, chunks: list[pb.TaskOutputChunk], front: bool) -> None:
+        """Queue chunks (in their order) after a task's others, or before them (chunks given
+        back); then drop the oldest past the backlog bounds. Holds the mutex."""
+        touched = []
+        for chunk in reversed(chunks) if front else chunks:
+            task_id = chunk.task_id
+            queue = self._output.get(task_id)
+            if queue is None:
+                queue = self._output[task_id] = deque()
+                if front:
+                    self._output.move_to_end(task_id, last=False)
+            if front:
+                queue.appendleft(chunk)
+            else:
+                queue.append(chunk)
+            size = chunk.ByteSize()
+            self._output_bytes[task_id] = self._output_bytes.get(task_id, 0) + size
+            self._output_total += size
+            touched.append(task_id)
+        for task_id in touched:
+            while self._output_bytes.get(task_id, 0) > OUTPUT_TASK_BACKLOG:
+                if len(self._output[task_id]) == 1:
+                    break  # the newest stays
+                self._drop_oldest(task_id)
+        while self._output_total > OUTPUT_BACKLOG and self._output:
+            self._drop_oldest(next(iter(self._output)))
+
+    def _drop_oldest(self, task_id: str) -> None:
+        queue = self._output[task_id]
+        self._forget_output(queue.popleft())
+        if not queue:
+            del self._output[task_id]
+        self.output_dropped += 1
+        if self.output_dropped == 1 or self.output_dropped % 1000 == 0:
+            logger.warning(
+                "output of running tasks piles up (the controller is slow or away): %d "
+                "chunks dropped so far (results still carry each task's last 64 KiB)",
+                self.output_dropped,
+            )
+
+    def _forget_output(self, chunk: pb.TaskOutputChunk) -> None:
+        """Account for a chunk taken out of the backlog. Holds the mutex."""
+        size = chunk.ByteSize()
+        self._output_total -= size
+        left = self._output_bytes[chunk.task_id] - size
+        if left > 0:
+            self._output_bytes[chunk.task_id] = left
+        else:
+            del self._output_bytes[chunk.task_id]
+
+    def _take_output(self, task_ids: set[str]) -> list[pb.TaskOutputChunk]:
+        """The chunks of the next request: all those of `task_ids` (whose results or records
+        go in it), then others up to OUTPUT_REQUEST_BYTES. Holds the mutex."""
+        taken: list[pb.TaskOutputChunk] = []
+        for task_id in task_ids:
+            queue = self._output.pop(task_id, None)
+            if queue is not None:
+                for chunk in queue:
+                    self._forget_output(chunk)
+                taken.extend(queue)
+        budget = OUTPUT_REQUEST_BYTES
+        while self._output:
+            task_id, queue = next(iter(self._output.items()))
+            size = queue[0].ByteSize()
+            if size > budget and taken:
+                break
+            budget -= size
+            chunk = queue.popleft()
+            self._forget_output(chunk)
+            taken.append(chunk)
+            if not queue:
+                del self._output[task_id]
+        return taken
+
     def has_results(self) -> bool:
         """Whether leased results wait to be sent."""
         return bool(self._outbox)
@@ -98,25 +200,43 @@ class Reporter:
 
     def loop(self) -> None:
         """The reporter thread: until `stopping_hard` is set and nothing is left to send."""
-        while (
-            not self._stopping_hard.is_set() or self._outbox or self._direct_outbox or self._started
-        ):
+        while not self._stopping_hard.is_set() or self._pending():
             with self._mutex:
                 while not self._outbox and not self._started and not self._stopping_hard.is_set():
-                    if not self._direct_outbox:
+                    due = self._due()
+                    if due is None:
                         self._wake.wait()
                         continue
-                    # Records of direct tasks are for the record only: gather them a while.
-                    left = self._direct_due - time.monotonic()
-                    if left <= 0 or len(self._direct_outbox) >= REPORT_BATCH:
+                    left = due - time.monotonic()
+                    if left <= 0:
                         break
                     self._wake.wait(left)
             self.send()
 
+    def _pending(self) -> bool:
+        """Whether anything waits to be sent."""
+        return bool(self._outbox or self._direct_outbox or self._started or self._output)
+
+    def _due(self) -> float | None:
+        """When what waits without hurry should go (None: nothing does). Records of direct
+        tasks are for the record only: they are gathered a while; so are output chunks, for
+        less. Holds the mutex."""
+        dues = []
+        if self._direct_outbox:
+            full = len(self._direct_outbox) >= REPORT_BATCH
+            dues.append(0.0 if full else self._direct_due)
+        if self._output:
+            dues.append(self._output_due)
+        return min(dues) if dues else None
+
     def _take_results(self) -> list[pb.TaskResult]:
-        """The next batch of results: up to REPORT_BATCH of them and REPORT_BATCH_BYTES
-        (at least one). Holds the mutex."""
-        sizes = (result.ByteSize() for result in self._outbox)
+        """The next batch of results: up to REPORT_BATCH of them and REPORT_BATCH_BYTES with
+        the output chunks of their tasks (at least one). Holds the mutex."""
+        waiting = self._output_bytes
+        if waiting:
+            sizes = (result.ByteSize() + waiting.get(result.task_id, 0) for result in self._outbox)
+        else:
+            sizes = (result.ByteSize() for result in self._outbox)
         count = batch_length(sizes, REPORT_BATCH, self._batch_bytes)
         return [self._outbox.popleft() for _ in range(count)]
 
@@ -126,11 +246,20 @@ class Reporter:
             self._outbox.extendleft(reversed(batch))
             self._wake.notify()
 
-    def _keep_records(self, direct: list[pb.DirectTask], started: list[Any]) -> None:
-        """Put direct-task records and start notes back, for the next batch."""
+    def _keep_records(
+        self,
+        direct: list[pb.DirectTask],
+        started: list[Any],
+        output: list[pb.TaskOutputChunk],
+    ) -> None:
+        """Put direct-task records, start notes and output chunks back, for the next batch."""
         with self._mutex:
             self._direct_outbox.extendleft(reversed(direct))
             self._started[:0] = started
+            if output:
+                if not self._output:
+                    self._output_due = time.monotonic()
+                self._keep_output(output, front=True)
 
     def _too_large(self, batch: list[pb.TaskResult], why: str) -> None:
         """The controller refused a batch as too large: send fewer results at a time, and a
@@ -162,7 +291,7 @@ class Reporter:
         while True:
             self.send()
             with self._mutex:
-                if not self._outbox and not self._direct_outbox and not self._started:
+                if not self._pending():
                     return
 
     def send(self, blocking: bool = True) -> None:
@@ -178,7 +307,12 @@ class Reporter:
                     for _ in range(min(len(self._direct_outbox), REPORT_BATCH))
                 ]
                 started, self._started = self._started, []
-            if not batch and not direct and not started:
+                output = self._take_output(
+                    {r.task_id for r in batch} | {r.task_id for r in direct}
+                    if self._output
+                    else set()
+                )
+            if not batch and not direct and not started and not output:
                 return
             now = time.monotonic()
             request = pb.ReportResultsRequest(
@@ -191,12 +325,13 @@ class Reporter:
                     )
                     for task_id, attempt, t0 in started
                 ],
+                output_chunks=output,
             )
             try:
                 self._client.call(self._client.rpc.report_results, request)
             except ConnectError as exc:
                 if exc.code == Code.RESOURCE_EXHAUSTED and batch:
-                    self._keep_records(direct, started)
+                    self._keep_records(direct, started, output)
                     self._too_large(batch, exc.message)  # smaller batches, or an error result
                     return
                 logger.warning(
@@ -207,7 +342,7 @@ class Reporter:
             except ControllerUnavailableError as exc:
                 if not self._stopping_hard.is_set():  # keep them: the controller may come back
                     logger.warning("controller unreachable; %d results kept: %s", len(batch), exc)
-                    self._keep_records(direct, started)
+                    self._keep_records(direct, started, output)
                     self._give_back(batch)
                     return
                 logger.error("results of %d tasks could not be delivered: %s", len(batch), exc)

@@ -2,9 +2,11 @@
 
 A slot thread takes the next task from the `TaskQueue`, fetches the objects it names, sends it
 to its executor process over a pipe (`fray.worker.executor`) and waits for the outcome, which it
-hands to `finished`. A timeout or a cancellation (`kill`) kills the executor; the slot then says
-why the task ended and starts a new executor. A slot that keeps failing to run tasks at all
-stops the worker rather than eat the cluster's tasks.
+hands to `finished`. What the task prints while it runs comes before the outcome, as "out"
+messages (`fray.worker.executor`): each goes to `printed` as a `pb.TaskOutputChunk`. A timeout
+or a cancellation (`kill`) kills the executor; the slot then says why the task ended and starts
+a new executor. A slot that keeps failing to run tasks at all stops the worker rather than eat
+the cluster's tasks.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from connectrpc.errors import ConnectError
 
 from fray.wire.pb import controller_pb2 as pb
 from fray.worker import capture, executor
-from fray.worker.results import failed
+from fray.worker.results import DIRECT_ATTEMPT, failed
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,8 @@ class SlotDuties:
     fetch_object: Callable[[str], bytes]
     stopping_hard: threading.Event  # no grace left: executors are not restarted
     give_up: Callable[[], None]  # stop the worker (a slot keeps failing)
+    # What a running task printed (its task, and the chunk with what the slot knows of it).
+    printed: Callable[[pb.LeasedTask, pb.TaskOutputChunk], None] = lambda task, chunk: None
 
 
 class Slot:
@@ -147,10 +151,7 @@ class Slot:
             self.conn.send_bytes(pickle.dumps(header, protocol=5))
             for data in objects.values():  # large objects go as they are, not re-pickled
                 self.conn.send_bytes(data)
-            timeout = task.timeout_seconds or None
-            if timeout is not None and not self.conn.poll(timeout):
-                self.kill(task.task_id, pb.ERROR_KIND_TIMEOUT)
-            status, data, output = pickle.loads(self.conn.recv_bytes())
+            status, data, output = self._await_outcome(task)
         except (EOFError, OSError):
             return self._after_death(task, result)
         with self.lock:
@@ -167,6 +168,35 @@ class Slot:
         if printed is not None:
             result.output.CopyFrom(printed)
         return result
+
+    def _await_outcome(self, task: pb.LeasedTask) -> tuple[str, bytes, capture.Output]:
+        """The executor's reply, the task's "out" messages before it handed to `printed`; the
+        executor is killed at the task's timeout (EOFError or OSError then)."""
+        timeout = task.timeout_seconds or None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if deadline is not None and not self.conn.poll(max(0.0, deadline - time.monotonic())):
+                self.kill(task.task_id, pb.ERROR_KIND_TIMEOUT)
+                deadline = None  # read what it sent before it died, then EOFError
+            kind, first, second = pickle.loads(self.conn.recv_bytes())
+            if kind != "out":
+                return kind, first, second
+            self._printed(task, first, second)
+
+    def _printed(self, task: pb.LeasedTask, offset: int, data: bytes) -> None:
+        worker_id = self._duties.worker_id
+        chunk = pb.TaskOutputChunk(
+            task_id=task.task_id,
+            attempt=1 if task.attempt == DIRECT_ATTEMPT else task.attempt,
+            offset=offset,
+            text=data.decode("utf-8", "replace"),
+            pid=self.process.pid or 0,
+            worker_id=worker_id,
+        )
+        try:
+            self._duties.printed(task, chunk)
+        except Exception:  # output is diagnostic: never let it fail the task
+            logger.exception("slot %d could not forward output of %s", self.index, task.task_id)
 
     def _after_death(self, task: pb.LeasedTask, result: pb.TaskResult) -> pb.TaskResult:
         """The executor died: say why, and start a new one."""

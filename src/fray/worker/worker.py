@@ -9,8 +9,8 @@ and routes what crosses them:
   or a cancellation kills the executor, and a new one starts;
 - `direct_calls`: tasks that clients sent straight to a free slot (the direct path): their
   results go back in the RPC's answer and the controller hears of them afterwards;
-- `reporter`: results (and slots' starts of leased tasks) for the controller, in batches
-  (ReportResults);
+- `reporter`: results (and slots' starts of leased tasks, and what running tasks print) for
+  the controller, in batches (ReportResults);
 - `objects`: the cache of objects from `ctx.put`;
 - `actor_host`: the actors hosted here, each in a process of its own;
 - `jobs`: the job replicas run here (processes of their own, their output streamed to the
@@ -138,6 +138,7 @@ class Worker:
                 fetch_object=self.objects.get,
                 stopping_hard=self.stopping_hard,
                 give_up=self.stop,
+                printed=self._printed,
             ),
         )
         self.direct = DirectCalls(
@@ -307,6 +308,13 @@ class Worker:
         with self._mutex:
             if not self.direct.complete(result):
                 self.reporter.add(result)
+
+    def _printed(self, task: pb.LeasedTask, chunk: pb.TaskOutputChunk) -> None:
+        """A running task printed: the chunk goes to the controller (a direct task's with its
+        owner and name, which the controller does not know until it ends)."""
+        if task.attempt == DIRECT_ATTEMPT:
+            self.direct.describe(chunk)
+        self.reporter.add_output(chunk)
 
     def _report_direct(self, record: pb.DirectTask) -> None:
         self.reporter.add_direct(record)

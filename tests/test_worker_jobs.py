@@ -609,6 +609,11 @@ def cluster_spec() -> str | None:
     return os.environ.get("FRAY_CLUSTER_SPEC")
 
 
+def slow_cluster_spec() -> str | None:
+    time.sleep(0.3)
+    return cluster_spec()
+
+
 def test_tasks_see_the_cluster_spec_and_workers_offer_the_machine(
     fray_cluster: LocalFrayCluster,
 ) -> None:
@@ -649,3 +654,25 @@ def test_a_stopping_worker_stops_its_replicas_and_reports_them(
         assert done.replica_states[0].state == pb.JOB_STATE_KILLED  # reported before it left
     finally:
         processes.stop_process(worker, grace=(1.0,))
+
+
+def test_a_workers_tasks_reach_its_own_controller_whatever_spec_the_shell_had() -> None:
+    """A worker started where FRAY_CLUSTER_SPEC names another cluster (a shell's "local")
+    gives its tasks its own controller; a spec naming its controller (a namespace) is kept."""
+    with LocalFrayCluster(workers=1, env={**os.environ, "FRAY_CLUSTER_SPEC": "local"}) as cluster:
+        ctx = FrayContext(cluster.address, retry_timeout=10)
+        try:
+            assert ctx.get(ctx.run(cluster_spec)) == f"fray?address={cluster.address}"
+        finally:
+            ctx.close()
+        own = f"fray?address={cluster.address}&namespace=team"
+        cluster.env["FRAY_CLUSTER_SPEC"] = own
+        cluster.add_worker("--worker-id", "namespaced", "--concurrency", "4")
+        cluster.wait_for_workers(2)
+        ctx = FrayContext(cluster.address, retry_timeout=10)
+        try:
+            # 10 at once on 1 + 4 slots: the namespaced worker runs some of them.
+            seen = set(ctx.get([ctx.run(slow_cluster_spec) for _ in range(10)]))
+        finally:
+            ctx.close()
+        assert own in seen

@@ -115,7 +115,11 @@ class Worker:
         # Code running here (tasks, actors) finds the same controller: get_default_job_ctx().
         os.environ["FRAY_CONTROLLER_ADDRESS"] = self.client.address
         # ... and so does fray.v2.current_cluster() (executors and actor processes inherit it).
-        os.environ.setdefault("FRAY_CLUSTER_SPEC", f"fray?address={self.client.address}")
+        # A spec naming this controller (say, with a namespace) is kept; any other (a shell's
+        # "local", an earlier controller's) would send that code elsewhere.
+        spec = os.environ.get("FRAY_CLUSTER_SPEC", "")
+        if not (spec.startswith("fray?") and f"address={self.client.address}" in spec):
+            os.environ["FRAY_CLUSTER_SPEC"] = f"fray?address={self.client.address}"
         if token:
             os.environ["FRAY_TOKEN"] = token
         if self.client.tls_ca:

@@ -20,6 +20,8 @@ from typing import Any
 
 import cloudpickle
 import pytest
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
 from fray_fixtures import get_task, list_workers, wait_for
 from fray_tasks import wait_for_file
 
@@ -287,7 +289,12 @@ def test_unplaceable_work_waits_with_its_reason_and_is_warned_of_once(
         zone_reason = "no worker has label zone=mars"
 
         def reason(task_id: str) -> str:
-            return get_task(cluster.address, task_id).pending_reason
+            try:
+                return get_task(cluster.address, task_id).pending_reason
+            except ConnectError as exc:  # not sent by the submitter thread yet
+                if exc.code != Code.NOT_FOUND:
+                    raise
+                return ""
 
         wait_for(lambda: reason(too_big.task_id) == gpus_reason, 30, "the gpus reason")
         wait_for(lambda: reason(elsewhere.task_id) == zone_reason, 30, "the zone reason")

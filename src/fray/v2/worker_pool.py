@@ -7,12 +7,13 @@ this class adds the shutdown check, ``map`` and the context manager (from ``Exec
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, InvalidStateError
 from typing import Any
 
-__all__ = ["FutureWorkerPool", "chain_future"]
+__all__ = ["FutureWorkerPool", "chain_future", "drain_calls"]
 
 
 class FutureWorkerPool(Executor):
@@ -83,3 +84,16 @@ def chain_future(
     result.add_done_callback(cancelled)
     inner.add_done_callback(done)
     return result
+
+
+def drain_calls(calls: queue.SimpleQueue[tuple[Future[Any], Any] | None]) -> list[Future[Any]]:
+    """Take every call still queued (``(future, payload)``; ``None`` stop marks are
+    skipped) and return their futures, oldest first: what a pool's shutdown settles."""
+    futures: list[Future[Any]] = []
+    while True:
+        try:
+            item = calls.get_nowait()
+        except queue.Empty:
+            return futures
+        if item is not None:
+            futures.append(item[0])

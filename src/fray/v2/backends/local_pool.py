@@ -26,7 +26,7 @@ from fray.common.processes import start_python
 from fray.common.remote_errors import pack_exception, rebuild_exception
 from fray.common.watchdog import exit_when_gone
 from fray.v2.types import EnvironmentSpec
-from fray.v2.worker_pool import FutureWorkerPool
+from fray.v2.worker_pool import FutureWorkerPool, drain_calls
 
 __all__ = ["LocalWorkerPool", "child_env", "warn_ignored"]
 
@@ -185,13 +185,8 @@ class LocalWorkerPool(FutureWorkerPool):
 
     def _shutdown(self, wait: bool, cancel_futures: bool) -> None:
         if cancel_futures:
-            while True:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is not None:
-                    item[0].cancel()
+            for future in drain_calls(self._queue):
+                future.cancel()
         for _ in self._threads:
             self._queue.put(None)
         if wait:

@@ -27,7 +27,7 @@ import cloudpickle
 from fray.client.actors import FrayActorHandle
 from fray.client.context import FrayContext
 from fray.errors import ActorCreationError, ActorDiedError, ActorError, FrayError
-from fray.v2.worker_pool import FutureWorkerPool
+from fray.v2.worker_pool import FutureWorkerPool, drain_calls
 
 __all__ = ["FrayWorkerPool", "PoolWorker"]
 
@@ -231,13 +231,8 @@ class FrayWorkerPool(FutureWorkerPool):
     def _shutdown(self, wait: bool, cancel_futures: bool) -> None:
         self._cancelling = cancel_futures
         if cancel_futures:
-            while True:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is not None:
-                    item[0].cancel()
+            for future in drain_calls(self._queue):
+                future.cancel()
         for _ in self._threads:
             self._queue.put(None)
 
@@ -245,19 +240,14 @@ class FrayWorkerPool(FutureWorkerPool):
             for thread in self._threads:
                 thread.join()
             self._kill_actors()
-            while True:  # calls no actor could take (none started before the shutdown)
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    continue
-                if self._unstartable is not None and item[0].set_running_or_notify_cancel():
-                    item[0].set_exception(
+            # Calls no actor could take (none started before the shutdown).
+            for future in drain_calls(self._queue):
+                if self._unstartable is not None and future.set_running_or_notify_cancel():
+                    future.set_exception(
                         RuntimeError(f"no pool worker actor could start: {self._unstartable}")
                     )
                 else:
-                    item[0].cancel()
+                    future.cancel()
 
         if wait:
             release()

@@ -21,6 +21,7 @@ __all__ = [
     "FrayError",
     "JobFailedError",
     "NoActorError",
+    "ObjectLostError",
     "RemoteTaskError",
     "RemoteTraceback",
     "SerializationError",
@@ -51,6 +52,15 @@ class ControllerError(FrayError):
     def __init__(self, message: str, *, code: str = "") -> None:
         super().__init__(message)
         self.code = code
+
+
+class ObjectLostError(FrayError, LookupError):
+    """An object's bytes cannot be read any more: it was freed, or the process that held it
+    (its owner) went away. `object_id` names it."""
+
+    def __init__(self, message: str, *, object_id: str = "") -> None:
+        super().__init__(message)
+        self.object_id = object_id
 
 
 class RemoteTraceback(Exception):

@@ -284,13 +284,33 @@ class ListTasksResponse(_message.Message):
     tasks: _containers.RepeatedCompositeFieldContainer[Task]
     def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ...) -> None: ...
 
+class ObjectLocation(_message.Message):
+    __slots__ = ("size_bytes", "owner", "host", "path", "url", "pid", "pid_start")
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    PID_START_FIELD_NUMBER: _ClassVar[int]
+    size_bytes: int
+    owner: str
+    host: str
+    path: str
+    url: str
+    pid: int
+    pid_start: int
+    def __init__(self, size_bytes: _Optional[int] = ..., owner: _Optional[str] = ..., host: _Optional[str] = ..., path: _Optional[str] = ..., url: _Optional[str] = ..., pid: _Optional[int] = ..., pid_start: _Optional[int] = ...) -> None: ...
+
 class PutObjectRequest(_message.Message):
-    __slots__ = ("data", "object_id")
+    __slots__ = ("data", "object_id", "location")
     DATA_FIELD_NUMBER: _ClassVar[int]
     OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     object_id: str
-    def __init__(self, data: _Optional[bytes] = ..., object_id: _Optional[str] = ...) -> None: ...
+    location: ObjectLocation
+    def __init__(self, data: _Optional[bytes] = ..., object_id: _Optional[str] = ..., location: _Optional[_Union[ObjectLocation, _Mapping]] = ...) -> None: ...
 
 class PutObjectResponse(_message.Message):
     __slots__ = ("object_id", "size_bytes")
@@ -307,10 +327,12 @@ class GetObjectRequest(_message.Message):
     def __init__(self, object_id: _Optional[str] = ...) -> None: ...
 
 class GetObjectResponse(_message.Message):
-    __slots__ = ("data",)
+    __slots__ = ("data", "location")
     DATA_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
     data: bytes
-    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+    location: ObjectLocation
+    def __init__(self, data: _Optional[bytes] = ..., location: _Optional[_Union[ObjectLocation, _Mapping]] = ...) -> None: ...
 
 class DeleteObjectsRequest(_message.Message):
     __slots__ = ("object_ids",)

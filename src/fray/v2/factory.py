@@ -10,7 +10,9 @@ the one in force: a context-local override (:func:`use_cluster`) first, then
 * ``"fray?address=URL"``, ``"fray?namespace=NAME&address=URL"`` (``address`` defaults to
   ``$FRAY_CONTROLLER_ADDRESS``; the token comes from ``$FRAY_TOKEN``): fray's own controller,
   :mod:`fray.v2.backends.fray`
-* ``"iris..."``: needs Marin's ``iris`` package.
+* ``"iris"`` (a local Iris), ``"iris?address=URL"`` (an Iris controller), with
+  ``&namespace=NAME`` and ``&workspace=DIR`` (the directory Iris bundles for the jobs):
+  :mod:`fray.v2.backends.iris`; needs Marin's ``iris`` package.
 
 Backends are imported only when chosen, so ``import fray.v2`` does not import Ray; no
 backend imports this module.
@@ -49,12 +51,13 @@ SPEC_FORMS = (
     '"fray" (with $FRAY_CONTROLLER_ADDRESS set)',
     '"fray?address=URL"',
     '"fray?namespace=NAME&address=URL"',
-    '"iris..." (needs Marin\'s iris package)',
+    '"iris" or "iris?address=URL&namespace=NAME" (needs Marin\'s iris package)',
 )
 _OPTIONS = {
     "local": ("namespace",),
     "ray": ("namespace", "address"),
     "fray": ("namespace", "address"),
+    "iris": ("namespace", "address", "workspace"),
 }
 
 
@@ -66,8 +69,6 @@ def parse_cluster_spec(spec: str) -> tuple[str, dict[str, str]]:
     """Split a spec into ``(backend, options)``; ``ValueError`` naming the accepted forms."""
     backend, sep, query = spec.strip().partition("?")
     backend = backend or "local"
-    if backend.startswith("iris"):
-        return "iris", {"spec": spec}
     if backend not in _OPTIONS:
         raise _bad_spec(spec, f"unknown backend {backend!r}")
     if sep and not query:
@@ -119,9 +120,12 @@ def create_cluster(spec: str = "local") -> Cluster:
             f"cluster spec {spec!r} needs Marin's 'iris' package, which is not installed; "
             f"use one of: {', '.join(SPEC_FORMS[:-1])}"
         )
-    raise NotImplementedError(
-        f"cluster spec {spec!r}: the 'iris' package is installed, but this fray has no Iris "
-        "adapter yet"
+    from fray.v2.backends.iris import IrisCluster
+
+    return IrisCluster(
+        namespace=Namespace(options.get("namespace", DEFAULT_NAMESPACE)),
+        address=options.get("address"),
+        workspace=options.get("workspace"),
     )
 
 

@@ -1,0 +1,1 @@
+"""Actors: ``iris.actor.server``, ``iris.actor.client``, ``iris.actor.resolver``."""

@@ -1,0 +1,1 @@
+"""The cluster layer: types and the low-level cluster client."""

@@ -1,0 +1,1 @@
+"""Wire types (Iris generates them from protobuf; here they are plain Python)."""

@@ -27,6 +27,7 @@ import pytest
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
+from fray.controller.long_poll import LeasePoll
 from fray.controller.records import StateError
 from fray.controller.server import ControllerServer
 from fray.wire.pb import controller_pb2 as pb
@@ -438,15 +439,14 @@ def test_long_poll_answers_before_the_client_timeout(monkeypatch: pytest.MonkeyP
         # The margin before the client's deadline is a fraction of a second: too little to
         # check with a wall clock on a loaded machine. Read the poll's own deadline instead:
         # the time left that it waits for (`remaining`) when it first finds nothing to do.
-        signal = server.service._work
         waits: list[float] = []
-        real_wait = signal.wait
+        real_wait = LeasePoll.wait
 
-        async def recording_wait(timeout: float) -> None:
+        async def recording_wait(self: LeasePoll, timeout: float) -> None:
             waits.append(timeout)
-            await real_wait(timeout)
+            await real_wait(self, timeout)
 
-        monkeypatch.setattr(signal, "wait", recording_wait)
+        monkeypatch.setattr(LeasePoll, "wait", recording_wait)
         register(http, "w1")
         start = time.monotonic()
         response = http.post(

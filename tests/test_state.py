@@ -932,7 +932,7 @@ def test_objects_put_get_delete(state: ControllerState) -> None:
     with pytest.raises(NotFound):
         state.get_object(a)
     assert state.delete_objects([b]) == 1
-    assert state.objects == {}
+    assert len(state.objects) == 0
 
 
 # ---------------------------------------------------------------------- transitions
@@ -1234,3 +1234,57 @@ def test_a_repeated_registration_of_the_same_process_changes_nothing(
     state.register_worker(worker_id="w", instance="two")  # restarted: what it held is lost
     assert actor.state is ActorState.DEAD
     assert state.get_task("a").state is TaskState.PENDING
+
+
+def test_located_objects_keep_only_where_they_are_and_go_with_their_owner(
+    state: ControllerState,
+) -> None:
+    from fray.controller.objects import owner_key
+    from fray.wire.pb import controller_pb2 as pb
+
+    def where(owner: str, size: int = 10) -> pb.ObjectLocation:
+        return pb.ObjectLocation(size_bytes=size, owner=owner, host="h", path="/p", pid=1)
+
+    a = state.put_object(b"", "a", where("client"))
+    state.put_object(b"", "b", where("client", 20))
+    state.put_object(b"", "c", where("worker"))
+    assert state.put_object(b"", "a", where("client")) == a  # a repeated put
+    with pytest.raises(AlreadyExists):
+        state.put_object(b"", "a", where("client", 11))
+    with pytest.raises(InvalidRequest, match="either data or a location"):
+        state.put_object(b"x", "d", where("client"))
+    with pytest.raises(InvalidRequest, match="size_bytes"):
+        state.put_object(b"", "d", where("client", 0))
+    assert state.get_object("a") == where("client")
+    assert state.objects.size_bytes == 40 and state.objects.held_bytes == 0
+    owners = state.object_owners()
+    assert sorted(k[0] for k in owners) == ["client", "worker"]
+    assert sorted(state.drop_object_owner(owner_key(where("client")))) == ["a", "b"]
+    assert state.missing_objects(["a", "b", "c"]) == ["a", "b"]
+
+
+def test_a_large_result_nobody_will_read_is_freed(state: ControllerState) -> None:
+    """A value standing for a large object the worker holds (stored_object_id): a stale
+    attempt's, or one of a task cancelled as it finished, frees that object; a kept one not."""
+    from fray.wire.pb import controller_pb2 as pb
+
+    def stored(object_id: str) -> str:
+        where = pb.ObjectLocation(size_bytes=9, owner="w", host="h", path="/p", pid=1)
+        return state.put_object(b"", object_id, where)
+
+    state.register_worker(worker_id="w", slots=3)
+    state.submit([spec("kept"), spec("cancelled"), spec("stale")])
+    assert lease_ids(state, "w") == ["kept", "cancelled", "stale"]
+    state.cancel(["cancelled"])  # running: asked of the worker, which finishes it meanwhile
+    state.report(
+        "w",
+        [
+            TaskOutcome("kept", 1, value=b"v", stored_object_id=stored("o-kept")),
+            TaskOutcome("cancelled", 1, value=b"v", stored_object_id=stored("o-cancelled")),
+            TaskOutcome("stale", 7, value=b"v", stored_object_id=stored("o-stale")),
+        ],
+    )
+    assert state.missing_objects(["o-kept", "o-cancelled", "o-stale"]) == [
+        "o-cancelled",
+        "o-stale",
+    ]

@@ -154,7 +154,7 @@ def test_everything_saved_comes_back_the_same(files: Files, now: list[float]) ->
             )
             for i, w in state.workers.items()
         },
-        "objects": dict(state.objects),
+        "objects": dict(state.objects.by_id),
         "log": state.read_finished("client", 1, 10)[:2],
     }
     controller_id = journal.controller_id
@@ -178,7 +178,7 @@ def test_everything_saved_comes_back_the_same(files: Files, now: list[float]) ->
         )
         for i, w in state.workers.items()
     } == before["workers"]
-    assert dict(state.objects) == before["objects"]
+    assert dict(state.objects.by_id) == before["objects"]
     assert state.read_finished("client", 1, 10)[:2] == before["log"]
     assert state.tasks["done"].result == b"the value"
     error = state.tasks["failed"].error
@@ -350,7 +350,7 @@ def test_big_values_live_in_files_that_go_with_their_rows(
     assert len(list(blobs.iterdir())) == 3  # the object, the function, the arguments
     (blobs / "stray").write_bytes(b"written, never committed")
     state, journal = files.reopen(journal, max_finished_tasks=1)
-    assert state.tasks["t"].spec.function == big and state.objects[object_id] == big
+    assert state.tasks["t"].spec.function == big and state.objects.by_id[object_id] == big
     assert not (blobs / "stray").exists()
     lease(state, "w")
     state.report("w", [TaskOutcome("t", 1, value=big)])
@@ -408,3 +408,42 @@ def test_a_failed_write_refuses_every_later_call(
 
     asyncio.run(main())
     assert len(failures) == 1
+
+
+# ---------------------------------------------------------------------- located objects
+
+
+def test_a_large_objects_location_survives_a_restart_and_its_deletion_too(
+    files: Files,
+) -> None:
+    from fray.wire.pb import controller_pb2 as pb
+
+    state, journal = files.open()
+    where = pb.ObjectLocation(
+        size_bytes=5 << 20, owner="client-1", host="h", path="/dev/shm/x/o1", pid=7, pid_start=9
+    )
+    kept = state.put_object(b"", "o1", where)
+    freed = state.put_object(
+        b"", "o2", pb.ObjectLocation(size_bytes=1, owner="c", host="h", url="u")
+    )
+    small = state.put_object(b"inline")
+    state, journal = files.reopen(journal)
+    assert state.get_object(kept) == where
+    assert state.get_object(small) == b"inline"
+    assert state.objects.size_bytes == (5 << 20) + 1 + len(b"inline")
+    assert state.delete_objects([freed]) == 1
+    state, journal = files.reopen(journal)
+    assert sorted(state.objects.located) == [kept]
+    assert state.missing_objects([kept, freed, small]) == [freed]
+
+
+def test_a_state_file_without_the_location_column_gets_it(files: Files) -> None:
+    state, journal = files.open()
+    object_id = state.put_object(b"old")
+    journal.save_now()
+    journal.close_now()
+    with contextlib.closing(sqlite3.connect(files.path)) as db:  # as files before locations
+        db.execute("ALTER TABLE objects DROP COLUMN location")
+        db.commit()
+    state, journal = files.open()
+    assert state.get_object(object_id) == b"old"

@@ -160,6 +160,7 @@ def outcome_from_pb(result: pb.TaskResult) -> rec.TaskOutcome:
         value=result.value if which == "value" else None,
         error=failure_from_pb(result.error) if which == "error" else None,
         handed_back=which == "handed_back",
+        stored_object_id=result.stored_object_id,
     )
 
 

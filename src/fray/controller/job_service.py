@@ -3,7 +3,8 @@ ReportJobs), mixed into `service.ControllerService`.
 
 Thin, like the rest of the service: messages in and out (`job_convert`), the rules in
 `job_lifecycle` (through `ControllerState`). GetJob and GetJobLogs long-poll on the service's
-"jobs changed" signal, fired by every change (`ControllerService._mutated`) and by new output.
+"jobs changed" signal, fired when jobs change (and with new output): by the job RPCs, and by
+other changes when the state notes that actors or jobs changed (`ControllerService._changed`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 
 from connectrpc.request import RequestContext
 
-from fray.controller import job_convert
+from fray.controller import job_convert, long_poll
 from fray.controller.long_poll import Signal
 from fray.controller.records import JobRecord
 from fray.controller.state import ControllerState
@@ -42,7 +43,7 @@ class JobRpcs:
         wait_ms: int,
         ctx: RequestContext[Any, Any],
         check: Callable[[], _T | None],
-        signal: Signal,
+        signal: long_poll.Waitable,
         cap_seconds: float | None = None,
     ) -> _T | None:
         raise NotImplementedError

@@ -205,11 +205,14 @@ class Journal:
             else:
                 batch.actor_progress.append(rows.actor_progress_row(actor))
         for object_id in changes.objects:
-            data = state.objects.get(object_id)
-            if data is None:
-                batch.gone_objects.append(object_id)
+            data = state.objects.by_id.get(object_id)
+            location = state.objects.located.get(object_id)
+            if data is not None:
+                batch.objects.append((object_id, data, None))
+            elif location is not None:
+                batch.objects.append((object_id, b"", location.SerializeToString()))
             else:
-                batch.objects.append((object_id, data))
+                batch.gone_objects.append(object_id)
         for owner in changes.owners:
             saved_end = self._log_ends.get(owner, 0)
             base, dropped_until, entries = state.saved_log(owner, saved_end)

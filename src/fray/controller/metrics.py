@@ -184,10 +184,11 @@ class _StateCollector(Collector):
         slots.add_metric(["total"], sum(w.slots for w in workers))
         slots.add_metric(["busy"], s.busy_slots())
         yield slots
-        objects = s.objects.values()
         yield GaugeMetricFamily("fray_objects", "Objects stored (ctx.put).", len(s.objects))
         yield GaugeMetricFamily(
-            "fray_object_bytes", "Bytes of the objects stored.", sum(len(b) for b in objects)
+            "fray_object_bytes",
+            "Bytes of the objects stored (large ones in their owners' files).",
+            s.objects.size_bytes,
         )
         actors = GaugeMetricFamily("fray_actors", "Actors, by state.", labels=["state"])
         by_state: dict[str, int] = {}

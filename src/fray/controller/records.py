@@ -82,7 +82,7 @@ class AlreadyExists(StateError):
 # ---------------------------------------------------------------------- tasks
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskFailure:
     """Why a task (or an actor) failed, as its worker or the controller saw it."""
 
@@ -99,7 +99,7 @@ def cancelled_failure() -> TaskFailure:
     return TaskFailure(ErrorKind.CANCELLED, "TaskCancelledError", "cancelled")
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskSpec:
     """What a client submits."""
 
@@ -115,7 +115,7 @@ class TaskSpec:
     need: Need = NOTHING  # what it holds on its worker from lease to end (placement)
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskRecord:
     """The controller's record of one task: its spec, where it is in its life, and its end."""
 
@@ -139,7 +139,7 @@ class TaskRecord:
         return self.spec.task_id
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskOutcome:
     """A worker's report for one task: exactly one of value, error or handed_back."""
 
@@ -148,9 +148,10 @@ class TaskOutcome:
     value: bytes | None = None
     error: TaskFailure | None = None
     handed_back: bool = False
+    stored_object_id: str = ""  # the value stands for this large object (freed if not kept)
 
 
-@dataclass
+@dataclass(slots=True)
 class DirectTaskRecord:
     """A finished task that went straight from a client to a worker, as the worker reports it."""
 
@@ -164,7 +165,7 @@ class DirectTaskRecord:
 # ---------------------------------------------------------------------- workers
 
 
-@dataclass
+@dataclass(slots=True)
 class WorkerRecord:
     """The controller's record of one registered worker: its capacity, leases and orders."""
 
@@ -199,7 +200,7 @@ class WorkerRecord:
 # ---------------------------------------------------------------------- actors
 
 
-@dataclass
+@dataclass(slots=True)
 class ActorSpec:
     """What a client asks for in CreateActor."""
 
@@ -215,7 +216,7 @@ class ActorSpec:
     need: Need = NOTHING  # what it holds on its worker for its life (placement)
 
 
-@dataclass
+@dataclass(slots=True)
 class ActorRecord:
     """The controller's record of one actor: its spec, state and current placement."""
 
@@ -254,7 +255,7 @@ def replica_key(job_id: str, index: int) -> str:
     return f"{job_id}/{index}"
 
 
-@dataclass
+@dataclass(slots=True)
 class JobSpec:
     """What a client submits in SubmitJob (checked by `job_lifecycle`)."""
 
@@ -269,7 +270,7 @@ class JobSpec:
     owner: str = ""
 
 
-@dataclass
+@dataclass(slots=True)
 class ReplicaRecord:
     """One process of a job. `held`: its need is held on `worker_id` (from its placement until
     its worker reports its end or is lost); a final replica may still be held while the worker
@@ -286,7 +287,7 @@ class ReplicaRecord:
     held: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class JobRecord:
     """The controller's record of one job: its spec, state and replicas."""
 
@@ -304,7 +305,7 @@ class JobRecord:
         return self.spec.job_id
 
 
-@dataclass
+@dataclass(slots=True)
 class ReplicaUpdate:
     """A worker's report on one replica (`ReportJobs`): started (RUNNING, pid), output, or its
     end (SUCCEEDED, FAILED, KILLED)."""

@@ -42,6 +42,7 @@ from fray.controller.records import (
 from fray.controller.task_lifecycle import TaskLifecycle
 from fray.controller.tasks import TaskTable
 from fray.controller.workers import WorkerRegistry
+from fray.wire.pb import controller_pb2 as pb
 
 
 @dataclass
@@ -63,6 +64,7 @@ class SavedState:
     tasks: list[TaskRecord] = field(default_factory=list)
     actors: list[ActorRecord] = field(default_factory=list)
     objects: dict[str, bytes] = field(default_factory=dict)
+    located: dict[str, pb.ObjectLocation] = field(default_factory=dict)
     logs: list[SavedLog] = field(default_factory=list)
     jobs: list[JobRecord] = field(default_factory=list)  # in submission order
 
@@ -88,6 +90,7 @@ def restore(
     for worker_id, need in holds:
         workers.hold(worker_id, need)
     objects.by_id.update(saved.objects)
+    objects.located.update(saved.located)  # owners gone meanwhile are dropped by their check
     unfinished = [t for t in saved.tasks if not t.state.finished]
     finished = sorted((t for t in saved.tasks if t.state.finished), key=_finished_at)
     orphans: list[TaskRecord] = []

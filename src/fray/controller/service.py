@@ -3,8 +3,10 @@
 Each RPC turns its request message into calls on the state machine and the answer back into a
 message (`convert`); request errors raised by the state become Connect codes in the server's
 interceptor (`server`). The long polls (LeaseTasks, WaitTasks, WatchFinished, GetActor; GetJob
-and GetJobLogs, whose RPCs are in `job_service`) sleep on broadcast signals that the mutating
-RPCs fire. A background reaper expires silent workers.
+and GetJobLogs, whose RPCs are in `job_service`) sleep until a mutating RPC wakes them: clients'
+polls on broadcast signals, workers' lease polls one by one, only those a change concerns
+(`long_poll.LeasePolls`). A background reaper expires silent workers; another forgets the
+large objects of processes that went away (`object_owners`).
 
 With durable state (a `journal.Journal`), an RPC that changed the state, or that answers with
 what others changed (finished tasks, leases), awaits `journal.durable()` before answering: what
@@ -26,10 +28,10 @@ from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 from connectrpc.request import RequestContext
 
-from fray.controller import convert, job_convert, long_poll
+from fray.controller import convert, job_convert, long_poll, object_owners
 from fray.controller.job_service import JobRpcs
 from fray.controller.journal import Journal
-from fray.controller.long_poll import Signal
+from fray.controller.long_poll import LeasePolls, Signal
 from fray.controller.metrics import ControllerMetrics
 from fray.controller.placement import Reasons
 from fray.controller.records import (
@@ -75,11 +77,12 @@ class ControllerService(JobRpcs, FrayController):
         self.heartbeat_interval = state.heartbeat_timeout / 3
         self.max_wait_seconds = max_wait_seconds
         self.closing = False
-        # Long polls sleep on one of three signals: workers wait for work (or cancellations or
-        # actor orders), clients for finished tasks or actors. A mutation fires the ones it may
-        # concern.
-        self._work = Signal()
+        # Workers' lease polls are woken one by one, only by the changes that concern them
+        # (`long_poll.LeasePolls`); clients' polls sleep on broadcast signals: finished tasks
+        # (and tasks' output), actors, jobs. A mutation wakes the ones it may concern.
+        self._lease_polls = LeasePolls(state)
         self._finished = Signal()
+        self._finished_seen = state.finished_total  # as of the last fire of `_finished`
         self._actors = Signal()  # for GetActor waits
         self._job_changes = Signal()  # for GetJob and GetJobLogs waits
         # Counted around the RPCs that may finish tasks: `unfinished` before, `settle` after.
@@ -87,15 +90,17 @@ class ControllerService(JobRpcs, FrayController):
         self.task_logs = TaskLogs()  # what tasks printed: in memory only, not journaled
 
     async def lifespan(self) -> AsyncGenerator[ControllerService]:
-        """Runs the worker reaper for as long as the server runs."""
+        """Runs the worker reaper and the object owners check for as long as the server runs."""
         reaper = asyncio.create_task(self._reap_workers())
+        owners = asyncio.create_task(object_owners.watch(self.state, self._objects_dropped))
         try:
             yield self
         finally:
             self.begin_shutdown()
-            reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reaper
+            for task in (reaper, owners):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if self.journal is not None:
                 await self.journal.close()
 
@@ -105,6 +110,7 @@ class ControllerService(JobRpcs, FrayController):
             logger.info("controller %s shutting down", self.controller_id)
         self.closing = True
         self._mutated()
+        self._lease_polls.wake_all()
 
     async def _reap_workers(self) -> None:
         """Expire silent workers (and the finished logs of clients gone for an hour)."""
@@ -131,6 +137,10 @@ class ControllerService(JobRpcs, FrayController):
             with contextlib.suppress(StateError):  # a failed journal: logged there
                 await self._durable()  # whatever changed, whoever forgot to save it
 
+    def _objects_dropped(self) -> None:
+        """Objects whose owner went away were forgotten: workers holding copies hear it."""
+        self._mutated(finished=False)
+
     async def _durable(self) -> None:
         """Return once every change so far is saved (at once without durable state)."""
         if self.journal is not None:
@@ -141,13 +151,28 @@ class ControllerService(JobRpcs, FrayController):
             raise ConnectError(Code.UNAVAILABLE, "controller is shutting down")
 
     def _mutated(self, *, finished: bool = True) -> None:
-        """Wake the long polls so they look again (`finished=False`: no task can have ended).
-        Pending jobs (and waiting actors) are placed first if capacity may have appeared."""
-        self.state.place_jobs()
+        """Anything may have changed: wake the long polls it may concern. Workers' lease polls
+        as the state noted (`_changed`), and those caching objects that are gone (call this,
+        not `_changed`, after freeing objects); every client signal (`finished=False`: not the
+        finished tasks' one, unless tasks did finish). Pending jobs (and waiting actors) are
+        placed first if capacity may have appeared."""
+        self._changed(finished=finished)
+        self._lease_polls.wake_freed(self.state.missing_objects)
         self._job_changes.fire()
-        self._work.fire()
         self._actors.fire()
-        if finished:
+
+    def _changed(self, *, finished: bool = False) -> None:
+        """Tasks, workers, actors or jobs changed: wake the lease polls that can use what the
+        state noted (`long_poll.LeasePolls.wake_changes`), clients waiting for actors and jobs
+        if those changed, and clients waiting for finished tasks if any finished (or
+        `finished`: e.g. new output)."""
+        self.state.place_jobs()
+        if self._lease_polls.wake_changes():
+            self._job_changes.fire()
+            self._actors.fire()
+        total = self.state.finished_total
+        if finished or total != self._finished_seen:
+            self._finished_seen = total
             self._finished.fire()
 
     async def _poll(
@@ -155,7 +180,7 @@ class ControllerService(JobRpcs, FrayController):
         wait_ms: int,
         ctx: RequestContext[Any, Any],
         check: Callable[[], _T | None],
-        signal: Signal,
+        signal: long_poll.Waitable,
         cap_seconds: float | None = None,
     ) -> _T | None:
         """Call `check` now and after every change until it returns non-None or time is up."""
@@ -178,7 +203,7 @@ class ControllerService(JobRpcs, FrayController):
             await self._durable()
             raise
         self.metrics.submitted(len(ids))
-        self._mutated(finished=False)
+        self._changed()
         await self._durable()
         return pb.SubmitTasksResponse(task_ids=ids, controller_id=self.controller_id)
 
@@ -214,13 +239,14 @@ class ControllerService(JobRpcs, FrayController):
         if request.min_finished < 0:
             raise InvalidRequest("min_finished must be >= 0")
         wanted = min(request.min_finished or len(ids), len(ids))
+        among = self.state.watch_finished_among(ids)  # each look: what finished since the last
 
-        def check() -> tuple[list[TaskRecord], int] | None:
-            finished, pending = self.state.finished_among(ids)
-            return (finished, pending) if len(finished) >= wanted else None
+        def check() -> bool | None:
+            return True if among.update() >= wanted else None
 
         await self._poll(request.wait_ms, ctx, check, self._finished)
-        finished, pending = self.state.finished_among(ids)
+        among.update()
+        finished, pending = among.answer()
         await self._durable()  # answer with results that are saved
         return pb.WaitTasksResponse(
             finished=[convert.task_to_pb(t, request.include_results) for t in finished],
@@ -335,7 +361,7 @@ class ControllerService(JobRpcs, FrayController):
         watched = self.metrics.unfinished(request.task_ids)
         tasks = self.state.cancel(request.task_ids)
         self.metrics.settle(watched)
-        self._mutated()
+        self._changed()  # the holders of running ones hear it; clients if some finished
         await self._durable()
         return pb.CancelTasksResponse(tasks=[convert.task_to_pb(t) for t in tasks])
 
@@ -359,16 +385,21 @@ class ControllerService(JobRpcs, FrayController):
     ) -> pb.PutObjectResponse:
         self._check_open()
         data = request.data  # each access to a bytes field copies it: once only
+        location = request.location if request.HasField("location") else None
         try:
-            object_id = self.state.put_object(data, request.object_id)
+            object_id = self.state.put_object(data, request.object_id, location)
         finally:
             await self._durable()  # a repeat is answered once the first put is saved
-        return pb.PutObjectResponse(object_id=object_id, size_bytes=len(data))
+        size = self.state.objects.size_of(object_id)
+        return pb.PutObjectResponse(object_id=object_id, size_bytes=size)
 
     async def get_object(
         self, request: pb.GetObjectRequest, ctx: RequestContext[Any, Any]
     ) -> pb.GetObjectResponse:
-        return pb.GetObjectResponse(data=self.state.get_object(request.object_id))
+        found = self.state.get_object(request.object_id)
+        if isinstance(found, bytes):
+            return pb.GetObjectResponse(data=found)
+        return pb.GetObjectResponse(location=found)
 
     async def delete_objects(
         self, request: pb.DeleteObjectsRequest, ctx: RequestContext[Any, Any]
@@ -396,7 +427,7 @@ class ControllerService(JobRpcs, FrayController):
             instance=request.instance,
             capacities=dict(request.resources.capacities),
         )
-        self._mutated()
+        self._changed()
         await self._durable()
         logger.info(
             "worker %s registered (%d slots) at %s",
@@ -416,7 +447,7 @@ class ControllerService(JobRpcs, FrayController):
     ) -> pb.HeartbeatResponse:
         cancels = self.state.heartbeat(request.worker_id, request.draining, request.direct_running)
         if request.draining:
-            self._mutated(finished=False)  # its lease poll returns; others may take its work
+            self._changed()  # its lease poll hears it
             await self._durable()
         return pb.HeartbeatResponse(cancel_task_ids=cancels)
 
@@ -426,7 +457,7 @@ class ControllerService(JobRpcs, FrayController):
         watched = self.metrics.unfinished_on_workers([request.worker_id])
         requeued = self.state.unregister_worker(request.worker_id)
         self.metrics.settle(watched)
-        self._mutated()
+        self._changed()
         await self._durable()
         logger.info("worker %s unregistered; requeued %d tasks", request.worker_id, len(requeued))
         return pb.UnregisterWorkerResponse(requeued_task_ids=requeued)
@@ -454,20 +485,26 @@ class ControllerService(JobRpcs, FrayController):
         ):
             self._mutated(finished=False)
 
+        polls = self._lease_polls
+        poll = polls.new(request.worker_id, prefetch, cached)
+
         def check() -> pb.LeaseTasksResponse | None:
             nonlocal held
-            watched = self.metrics.unfinished_on_workers([request.worker_id]) if held else []
-            leased, cancels = self.state.lease(
-                request.worker_id, held, prefetch, request.reports_started
-            )
+            cover, poll.cover = poll.cover, None  # woken for new tasks: expected to take some
+            leased: list[TaskRecord] = []
+            try:
+                watched = self.metrics.unfinished_on_workers([request.worker_id]) if held else []
+                leased, cancels = self.state.lease(
+                    request.worker_id, held, prefetch, request.reports_started
+                )
+            finally:
+                polls.ran(poll, cover, leased)  # fewer than expected: others take the rest
             self.metrics.settle(watched)
             self.metrics.leased(leased)
             held = None  # reconciled once per call
             starts, stops = self.state.take_actor_orders(request.worker_id)
             freed = self.state.missing_objects(cached)  # the worker drops its copies
-            if self.state.lease_touched_others:  # wake the polls that may now have an answer
-                self.state.lease_touched_others = False
-                self._mutated()
+            self._changed()  # what this lease handed back or placed may concern others
             launches, job_stops = self.state.take_job_orders(request.worker_id)
             if not (leased or cancels or starts or stops or freed or launches or job_stops):
                 return None
@@ -481,9 +518,12 @@ class ControllerService(JobRpcs, FrayController):
                 stop_job_replicas=job_stops,
             )
 
-        found = await self._poll(
-            request.wait_ms, ctx, check, self._work, cap_seconds=self.heartbeat_interval
-        )
+        try:
+            found = await self._poll(
+                request.wait_ms, ctx, check, poll, cap_seconds=self.heartbeat_interval
+            )
+        finally:
+            polls.done(poll)  # woken for new tasks but never looked: others take them
         await self._durable()  # the leases (and repairs) are saved before the worker hears
         return found or pb.LeaseTasksResponse()
 
@@ -504,7 +544,11 @@ class ControllerService(JobRpcs, FrayController):
         accepted = self.state.report(request.worker_id, outcomes)
         self.metrics.settle(watched)
         self.metrics.settle_new((t.task_id for t in request.direct_tasks), known)
-        self._mutated()
+        # The reporting worker has room again; retried tasks are queued again; the owners of
+        # finished tasks (and of output) hear it.
+        self._changed(
+            finished=bool(request.results or request.output_chunks or request.direct_tasks)
+        )
         await self._durable()
         return pb.ReportResultsResponse(accepted=accepted)
 
@@ -607,7 +651,7 @@ class ControllerService(JobRpcs, FrayController):
             total_slots=sum(w.slots for w in s.workers.values()),
             busy_slots=s.busy_slots(),
             objects=len(s.objects),
-            object_bytes=sum(len(b) for b in s.objects.values()),
+            object_bytes=s.objects.size_bytes,
             controller_id=self.controller_id,
             active_clients=s.active_clients(),
             unplaceable=s.unplaceable() + s.unplaceable_jobs(),

@@ -34,8 +34,8 @@ from fray.controller.changes import Changes
 from fray.controller.finished_log import FinishedLogs
 from fray.controller.job_lifecycle import JobLifecycle
 from fray.controller.jobs import DEFAULT_MAX_FINISHED_JOBS, JobTable
-from fray.controller.objects import ObjectStore
-from fray.controller.placement import NOTHING, Reasons
+from fray.controller.objects import ObjectStore, OwnerKey
+from fray.controller.placement import NOTHING, Need, Reasons
 from fray.controller.records import (
     ActorRecord,
     ActorSpec,
@@ -56,9 +56,10 @@ from fray.controller.records import (
 )
 from fray.controller.recovery import SavedState, restore
 from fray.controller.task_lifecycle import TaskLifecycle
-from fray.controller.tasks import TaskTable
+from fray.controller.tasks import FinishedAmong, TaskTable
 from fray.controller.transitions import Transitions
 from fray.controller.workers import WorkerRegistry
+from fray.wire.pb import controller_pb2 as pb
 
 
 class ControllerState:
@@ -115,9 +116,9 @@ class ControllerState:
         self._job_rules = JobLifecycle(
             jobs=self._jobs, workers=self._workers, transitions=self.transitions, clock=clock
         )
-        # Set by `lease` when it changed what other workers or clients wait for (tasks handed
-        # back, actors or jobs placed): the service then wakes every long poll.
-        self.lease_touched_others = False
+        # Set when actors or jobs may have changed (placed, started, stopped, lost): orders may
+        # wait for workers, and GetActor/GetJob polls may have an answer (see `take_wakes`).
+        self.orders_changed = False
 
     def restore(self, saved: SavedState) -> None:
         """Put back what a controller saved, into this new state, and reconcile it (the rules
@@ -162,8 +163,9 @@ class ControllerState:
         return self._workers.by_id
 
     @property
-    def objects(self) -> Mapping[str, bytes]:
-        return self._objects.by_id
+    def objects(self) -> ObjectStore:
+        """The object registry (read only: change it through the methods below)."""
+        return self._objects
 
     @property
     def actors(self) -> Mapping[str, ActorRecord]:
@@ -231,6 +233,30 @@ class ControllerState:
                 pending += 1
         return finished, pending
 
+    def watch_finished_among(self, task_ids: list[str]) -> FinishedAmong:
+        """`finished_among` kept up to date incrementally, for a poll that looks again and
+        again (WaitTasks): each look costs the tasks that finished since the last one."""
+        return FinishedAmong(self._tasks, task_ids)
+
+    # ------------------------------------------------------------------ wake-ups
+
+    @property
+    def finished_total(self) -> int:
+        """How many tasks ever finished here (it moves when any does)."""
+        return self._tasks.finished_total
+
+    def pending_of(self, need: Need) -> int:
+        """How many PENDING tasks ask for exactly `need`."""
+        return self._tasks.pending_of(need)
+
+    def take_wakes(self) -> tuple[dict[Need, int], set[str], bool]:
+        """What changed for the workers' lease polls since the last call: tasks queued (new or
+        again) by need, the workers with news of their own (room or capacity freed,
+        cancellations, draining, gone), and whether actors or jobs changed (orders for
+        workers may be waiting). The service wakes only the polls these concern."""
+        orders, self.orders_changed = self.orders_changed, False
+        return self._tasks.take_new_pending(), self._workers.take_news(), orders
+
     def read_finished(
         self, owner: str, cursor: int, limit: int
     ) -> tuple[list[TaskRecord], int, bool]:
@@ -257,7 +283,7 @@ class ControllerState:
 
     def missing_objects(self, object_ids: Iterable[str]) -> list[str]:
         """The objects among `object_ids` that are not stored (freed, or never were)."""
-        return [o for o in object_ids if o not in self._objects.by_id]
+        return [o for o in object_ids if not self._objects.contains(o)]
 
     def expire_finished_logs(self, max_idle: float) -> int:
         """Drop the unread ids of owners silent for `max_idle` seconds (clients that went away);
@@ -278,14 +304,26 @@ class ControllerState:
 
     # ------------------------------------------------------------------ objects
 
-    def put_object(self, data: bytes, object_id: str = "") -> str:
-        return self._objects.put(data, object_id)
+    def put_object(
+        self, data: bytes, object_id: str = "", location: pb.ObjectLocation | None = None
+    ) -> str:
+        """Store a small object's bytes or a large one's location; returns its id."""
+        return self._objects.put(data, object_id, location)[0]
 
-    def get_object(self, object_id: str) -> bytes:
+    def get_object(self, object_id: str) -> bytes | pb.ObjectLocation:
         return self._objects.get(object_id)
 
     def delete_objects(self, object_ids: Iterable[str]) -> int:
         return self._objects.delete(object_ids)
+
+    def object_owners(self) -> dict[OwnerKey, pb.ObjectLocation]:
+        """The processes holding located objects (one location each)."""
+        return self._objects.owners()
+
+    def drop_object_owner(self, key: OwnerKey) -> list[str]:
+        """Forget the objects of a process that went away (their workers' copies are freed
+        at their next lease); returns their ids."""
+        return self._objects.drop_owner(key)
 
     # ------------------------------------------------------------------ workers
 
@@ -322,8 +360,9 @@ class ControllerState:
         if worker_id in self._workers.by_id:
             self._drop_worker(self._workers.by_id[worker_id], "re-registered")
         self._workers.add(worker)
-        self._actor_rules.place()  # actors waiting for a worker
-        self._job_rules.place()
+        placed = self._actor_rules.place()  # actors waiting for a worker
+        if self._job_rules.place() or placed:
+            self.orders_changed = True
         return worker
 
     def heartbeat(
@@ -345,18 +384,12 @@ class ControllerState:
     ) -> tuple[list[TaskRecord], list[str]]:
         """Hand a worker the tasks it has room for, and its pending cancellations; requeue the
         tasks it should hold but does not list in `held` (see `TaskLifecycle.lease`)."""
-        queued = self._tasks.queued
-        cancelled = self._tasks.counts[TaskState.CANCELLED]
         leased = self._task_rules.lease(worker_id, held, prefetch, reports_started)
         # Tasks handed back (queued again or, cancelled, finished) may have freed room for
-        # waiting actors and jobs; all of that may concern other workers and clients.
+        # waiting actors and jobs (what concerns other workers is noted for `take_wakes`).
         placed = self._actor_rules.retry()
-        placed = self._job_rules.retry() or placed
-        self.lease_touched_others = (
-            placed
-            or self._tasks.queued > queued - len(leased[0])
-            or self._tasks.counts[TaskState.CANCELLED] != cancelled
-        )
+        if self._job_rules.retry() or placed:
+            self.orders_changed = True
         return leased
 
     def started(self, worker_id: str, starts: Iterable[tuple[str, int, float]]) -> int:
@@ -368,8 +401,9 @@ class ControllerState:
     def report(self, worker_id: str, outcomes: Iterable[TaskOutcome]) -> int:
         """Apply a worker's results; returns how many applied (stale reports are ignored)."""
         accepted = self._task_rules.report(worker_id, outcomes)
-        self._actor_rules.retry()  # finished tasks may have freed room for waiting actors
-        self._job_rules.retry()
+        placed = self._actor_rules.retry()  # finished tasks may have freed room for actors
+        if self._job_rules.retry() or placed:
+            self.orders_changed = True
         return accepted
 
     def record_direct(self, worker_id: str, records: Iterable[DirectTaskRecord]) -> int:
@@ -383,6 +417,7 @@ class ControllerState:
         self._workers.remove(worker_id)
         self._actor_rules.lose(worker, "left (shut down)")
         self._job_rules.lose_worker(worker_id, "left (shut down)")
+        self.orders_changed = True
         return held
 
     def expire_workers(self) -> list[str]:
@@ -401,6 +436,7 @@ class ControllerState:
         self._workers.remove(worker.worker_id)
         self._actor_rules.lose(worker, reason)
         self._job_rules.lose_worker(worker.worker_id, reason)
+        self.orders_changed = True
 
     # ------------------------------------------------------------------ actors
 
@@ -408,6 +444,7 @@ class ControllerState:
         self, spec: ActorSpec, get_if_exists: bool = False
     ) -> tuple[ActorRecord, bool]:
         """Register an actor and place it; returns it and whether it existed (get_if_exists)."""
+        self.orders_changed = True
         return self._actor_rules.create(spec, get_if_exists)
 
     def get_actor(self, actor_id: str = "", name: str = "") -> ActorRecord:
@@ -425,6 +462,7 @@ class ControllerState:
 
     def kill_actor(self, actor_id: str) -> ActorRecord:
         """Stop an actor for good (its worker is told with its next lease)."""
+        self.orders_changed = True
         return self._actor_rules.kill(actor_id)
 
     def report_actor(
@@ -437,6 +475,7 @@ class ControllerState:
     ) -> bool:
         """A worker says it started (READY), could not construct (FAILED) or lost (DEAD) an
         actor. Stale reports (another incarnation, another worker) are ignored."""
+        self.orders_changed = True
         return self._actor_rules.report(worker_id, actor_id, incarnation, state, error)
 
     def reconcile_actors(
@@ -444,7 +483,22 @@ class ControllerState:
     ) -> bool:
         """Repair lost actor messages from what a worker says it hosts, as (id, incarnation,
         CREATING or READY); True if anything changed (see `ActorLifecycle.reconcile`)."""
-        return self._actor_rules.reconcile(worker_id, hosted)
+        changed = self._actor_rules.reconcile(worker_id, hosted)
+        self.orders_changed = self.orders_changed or changed
+        return changed
+
+    def has_orders(self, worker_id: str) -> bool:
+        """Actor or job orders wait for the worker's next lease (or it is gone)."""
+        worker = self._workers.by_id.get(worker_id)
+        if worker is None:
+            return True
+        jobs = self._jobs
+        return bool(
+            worker.actor_starts
+            or worker.actor_stops
+            or jobs.launches.get(worker_id)
+            or jobs.stops.get(worker_id)
+        )
 
     def take_actor_orders(self, worker_id: str) -> tuple[list[ActorRecord], list[str]]:
         """The actors a worker must start and the ids it must stop (sent with its lease)."""
@@ -464,6 +518,7 @@ class ControllerState:
     def submit_job(self, spec: JobSpec) -> tuple[JobRecord, bool]:
         """Register a job (placed at once if it fits); returns it and whether it existed (a
         repeat by the same owner)."""
+        self.orders_changed = True
         return self._job_rules.submit(spec)
 
     def get_job(self, job_id: str) -> JobRecord:
@@ -474,6 +529,7 @@ class ControllerState:
 
     def stop_job(self, job_id: str) -> JobRecord:
         """KILL a job at once; its placed replicas are ordered stopped."""
+        self.orders_changed = True
         return self._job_rules.stop(job_id)
 
     def job_pending_reason(self, job: JobRecord) -> str:
@@ -492,12 +548,15 @@ class ControllerState:
     def place_jobs(self) -> bool:
         """Place pending jobs (and waiting actors) if capacity appeared since the last try."""
         placed = self._job_rules.retry()
-        return self._actor_rules.retry() or placed
+        placed = self._actor_rules.retry() or placed
+        self.orders_changed = self.orders_changed or placed
+        return placed
 
     def report_jobs(self, worker_id: str, updates: Iterable[ReplicaUpdate]) -> list[str]:
         """Apply a worker's replica reports; returns the replicas it must stop."""
         stops = self._job_rules.report(worker_id, updates)
         self._actor_rules.retry()  # ended replicas may have freed room for waiting actors
+        self.orders_changed = True
         return stops
 
     def reconcile_jobs(self, worker_id: str, listed: Iterable[str]) -> bool:
@@ -505,7 +564,9 @@ class ControllerState:
         changed (see `JobLifecycle.reconcile`)."""
         self._workers.runs_jobs(worker_id)
         changed = self._job_rules.reconcile(worker_id, listed)
-        return self._job_rules.retry() or changed
+        changed = self._job_rules.retry() or changed
+        self.orders_changed = self.orders_changed or changed
+        return changed
 
     def take_job_orders(self, worker_id: str) -> tuple[list[tuple[JobRecord, int]], list[str]]:
         """The replicas (job, index) a worker must start and those it must stop."""

@@ -31,6 +31,7 @@ from pathlib import Path
 from fray.controller import job_convert, rows
 from fray.controller.recovery import SavedLog, SavedState
 from fray.controller.rows import Row
+from fray.wire.pb import controller_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ _ADDED_COLUMNS = {
     "tasks": (("need", "TEXT"),),
     "workers": (("capacities", "TEXT"),),
     "actors": (("need", "TEXT"),),
+    "objects": (("location", "BLOB"),),  # a large object's pb.ObjectLocation (data empty)
 }
 
 
@@ -118,7 +120,7 @@ class Batch:
     gone_workers: list[str] = field(default_factory=list)
     new_actors: list[Row] = field(default_factory=list)
     actor_progress: list[Row] = field(default_factory=list)
-    objects: list[tuple[str, bytes]] = field(default_factory=list)
+    objects: list[tuple[str, bytes, bytes | None]] = field(default_factory=list)
     gone_objects: list[str] = field(default_factory=list)
     logs: list[tuple[str, int, int]] = field(default_factory=list)  # owner, base, dropped_until
     entries: list[tuple[str, int, str]] = field(default_factory=list)  # owner, position, task
@@ -203,8 +205,13 @@ class StateStore:
             saved.actors.append(
                 rows.actor_from_row(self._read_blobs("a:" + row[0], row, _ACTOR_BLOBS))
             )
-        for object_id, data in db.execute("SELECT object_id, data FROM objects"):
-            saved.objects[object_id] = self._read_blobs("o:" + object_id, (data,), [0])[0]
+        for object_id, data, location in db.execute(
+            "SELECT object_id, data, location FROM objects"
+        ):
+            if location is not None:
+                saved.located[object_id] = pb.ObjectLocation.FromString(location)
+            else:
+                saved.objects[object_id] = self._read_blobs("o:" + object_id, (data,), [0])[0]
         logs = {
             owner: SavedLog(owner, base, dropped_until, [])
             for owner, base, dropped_until in db.execute("SELECT * FROM finished_logs")
@@ -292,7 +299,10 @@ class StateStore:
                 db.executemany(_ACTOR_PROGRESS, batch.actor_progress)
             if batch.objects:
                 new = [spill("o:", 0, r, [1]) for r in batch.objects]
-                db.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?)", new)
+                query = (
+                    "INSERT OR REPLACE INTO objects (object_id, data, location) VALUES (?, ?, ?)"
+                )
+                db.executemany(query, new)
             if batch.gone_objects:
                 stale += self._gone("o:", batch.gone_objects)
                 query = "DELETE FROM objects WHERE object_id = ?"

@@ -39,6 +39,29 @@ from fray.controller.workers import WorkerRegistry
 from fray.wire.limits import MAX_ID_LENGTH, MAX_TIMEOUT_SECONDS
 
 
+def prefetch_of(worker: WorkerRecord, asked: int | None) -> int:
+    """The tasks a worker may hold beyond its slots: what it asks for now (None: what it
+    registered), at most what it registered."""
+    return worker.prefetch if asked is None else max(0, min(asked, worker.prefetch))
+
+
+def grant_size(worker: WorkerRecord, prefetch: int, queued: int, workers: int) -> int:
+    """How many tasks one lease hands a worker that could take `queued` of the queued tasks.
+
+    Its free slots, always; beyond them (prefetch) its fair share of those tasks over all the
+    workers, so that long tasks spread over the workers. No minimum beyond that: a worker's
+    prefetch follows its recent pace, which says nothing of the next tasks (a burst of tiny
+    tasks, then long ones), and a minimum of N would queue N long tasks behind one worker
+    while others idle. With many workers and a shallow queue leases are small; targeted
+    wake-ups keep that cheap (only as many polls as the new tasks need look).
+    """
+    held = len(worker.task_ids)
+    room = worker.slots + prefetch - held
+    free_slots = max(0, worker.slots - held)
+    fair_share = math.ceil(queued / max(1, workers))
+    return max(0, min(room, max(free_slots, fair_share)))
+
+
 class TaskLifecycle:
     """Submits, leases, finishes, retries and cancels tasks."""
 
@@ -114,6 +137,7 @@ class TaskLifecycle:
                 task.cancel_requested = True
                 self._tasks.changes.task(task.task_id)
                 self._workers.by_id[task.worker_id].pending_cancels.add(task.task_id)
+                self._workers.news.add(task.worker_id)
         return tasks
 
     # ---------------------------------------------------------------- workers
@@ -144,7 +168,7 @@ class TaskLifecycle:
             held_set = set(held)
             for task_id in reversed([t for t in worker.task_ids if t not in held_set]):
                 self.hand_back(self._tasks.by_id[task_id])
-        extra = worker.prefetch if prefetch is None else max(0, min(prefetch, worker.prefetch))
+        extra = prefetch_of(worker, prefetch)
         room = worker.slots + extra - len(worker.task_ids)
         if room <= 0 or self._tasks.queued == 0 or worker.draining:
             return [], cancels
@@ -161,9 +185,7 @@ class TaskLifecycle:
         queued = self._tasks.queued_fitting(fits)  # the tasks this worker could take
         if queued == 0:
             return [], cancels
-        free_slots = max(0, worker.slots - len(worker.task_ids))
-        fair_share = math.ceil(queued / max(1, len(self._workers.by_id)))
-        grant = min(room, max(free_slots, fair_share))
+        grant = grant_size(worker, extra, queued, len(self._workers.by_id))
         leased: list[TaskRecord] = []
         next_pending, task_ids = self._tasks.next_pending, worker.task_ids
         while len(leased) < grant and (task := next_pending(fits)) is not None:
@@ -212,6 +234,7 @@ class TaskLifecycle:
                 or task.worker_id != worker_id
                 or task.attempts != outcome.attempt
             ):
+                self._drop_stored(outcome)  # a stale attempt's value: nobody will read it
                 continue
             accepted += 1
             if outcome.handed_back:
@@ -221,6 +244,7 @@ class TaskLifecycle:
                 outcome.error.worker_id = outcome.error.worker_id or worker_id
                 self._apply_error(task, outcome.error)
             elif task.cancel_requested:
+                self._drop_stored(outcome)
                 task.error = cancelled_failure()
                 self._move(task, TaskState.CANCELLED)
             else:
@@ -231,6 +255,11 @@ class TaskLifecycle:
         if accepted:
             self._workers.touch(worker_id)  # its counters
         return accepted
+
+    def _drop_stored(self, outcome: TaskOutcome) -> None:
+        """Free the large object an unkept value stands for (its worker then deletes it)."""
+        if outcome.stored_object_id and outcome.value is not None:
+            self._objects.delete([outcome.stored_object_id])
 
     def record_direct(self, worker_id: str, records: Iterable[DirectTaskRecord]) -> int:
         """Keep finished direct tasks for ListTasks/GetTask; returns how many were new.

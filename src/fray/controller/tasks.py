@@ -13,12 +13,20 @@ which orders the queues' heads; a task back from a worker keeps its number (its 
 Tasks that ask for nothing (the usual case) live in a queue of bare ids at no extra cost: one
 queued while no other queue exists is older than every task in the other queues to come, so
 it needs no number (0), and while no other queue exists a lease pops it as a plain FIFO.
+
+Memory: a function pickle is kept once per distinct content, shared by the unfinished tasks that
+carry it (counted; forgotten with the last). For the service's wake-ups the table notes the
+tasks queued since it last looked (`take_new_pending`) and counts finishes (`finished_total`,
+which `FinishedAmong` uses to look only at what finished since).
 """
 
 from __future__ import annotations
 
+import itertools
+import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from fray.controller.changes import Changes
 from fray.controller.placement import NOTHING, Need
@@ -52,6 +60,14 @@ class TaskTable:
         self._finished: deque[str] = deque()  # finished task ids, oldest first, for eviction
         # Queued tasks not finished yet, by owner (the service caps them per client).
         self.unfinished_by_owner: Counter[str] = Counter()
+        # Each distinct function pickle is kept once (its content is the key), with the number
+        # of unfinished tasks holding it; forgotten when none does (a finished task drops its
+        # function). Tasks of one client mostly share a handful of functions.
+        self._functions: dict[bytes, list[Any]] = {}  # pickle -> [the one copy, tasks]
+        # For the service's wake-ups: tasks queued (again) since it last looked, by need, and
+        # how many tasks ever finished (the newest ids are at the end of `_finished`).
+        self.new_pending: dict[Need, int] = {}
+        self.finished_total = 0
 
     @property
     def queued(self) -> int:
@@ -72,6 +88,7 @@ class TaskTable:
             self.counts[replaced.state] -= 1
             self._finished.remove(task.task_id)
             self.changes.gone_row(replaced.saved_row)
+        self._intern(task.spec)
         self.by_id[task.task_id] = task
         self.counts[TaskState.PENDING] += 1
         self._seq += 1
@@ -79,10 +96,36 @@ class TaskTable:
         self.unfinished_by_owner[task.spec.owner] += 1
         self.changes.new_task(task.task_id)
 
+    def _intern(self, spec: TaskSpec) -> None:
+        """Share the spec's function pickle (and owner and name) with the tasks that have the
+        same: each task's message brought its own copy."""
+        entry = self._functions.get(spec.function)
+        if entry is None:
+            self._functions[spec.function] = [spec.function, 1]
+        else:
+            entry[1] += 1
+            spec.function = entry[0]
+        spec.owner = sys.intern(spec.owner)
+        spec.name = sys.intern(spec.name)
+
+    def _release_function(self, spec: TaskSpec) -> None:
+        """An unfinished task finishes: its function's count goes down (forgotten at 0)."""
+        entry = self._functions.get(spec.function)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del self._functions[spec.function]
+
+    @property
+    def distinct_functions(self) -> int:
+        """Function pickles held (once each) for unfinished tasks."""
+        return len(self._functions)
+
     def _enqueue(self, task: TaskRecord, seq: int, front: bool = False) -> None:
         need = task.spec.need
         if need is not NOTHING and need.empty:
             need = task.spec.need = NOTHING  # one queue for "nothing", however it was built
+        self.new_pending[need] = self.new_pending.get(need, 0) + 1
         if need is NOTHING:
             if front:  # back from a worker: older than anything queued (number 0)
                 self._plain.appendleft(task.task_id)
@@ -105,12 +148,15 @@ class TaskTable:
         self.by_id[task.task_id] = task
         self.counts[task.state] += 1
         self._finished.append(task.task_id)
+        self.finished_total += 1
         self.changes.new_task(task.task_id)
 
     def restore(self, task: TaskRecord) -> None:
         """A task as it was saved (at a restart): PENDING ones join the back of their queue,
         finished ones the back of the eviction order (give unfinished ones in submission order,
         finished ones oldest first)."""
+        if not task.state.finished:
+            self._intern(task.spec)
         self.by_id[task.task_id] = task
         self.counts[task.state] += 1
         if task.state is TaskState.PENDING:
@@ -165,6 +211,28 @@ class TaskTable:
                 self._held_seq[task_id] = seq
                 return task
 
+    def pending_of(self, need: Need) -> int:
+        """How many PENDING tasks ask for exactly `need`."""
+        if need is NOTHING:
+            return self.counts[TaskState.PENDING] - sum(self._need_counts.values())
+        return self._need_counts.get(need, 0)
+
+    def take_new_pending(self) -> dict[Need, int]:
+        """Tasks queued (new or back from a worker) since the last call, by need."""
+        new = self.new_pending
+        if new:
+            self.new_pending = {}
+        return new
+
+    def finished_since(self, mark: int) -> Iterable[str] | None:
+        """The ids of the tasks that finished since `finished_total` was `mark` (newest first;
+        may hold a few more), or None when some of them were forgotten since (look at every
+        task again)."""
+        count = self.finished_total - mark
+        if count > len(self._finished):
+            return None
+        return itertools.islice(reversed(self._finished), count)
+
     def pending_needs(self) -> dict[Need, int]:
         """How many PENDING tasks ask for each need (NOTHING included when any)."""
         out = {n: c for n, c in self._need_counts.items() if c > 0}
@@ -193,6 +261,8 @@ class TaskTable:
         was = task.state
         self.counts[was] -= 1
         self.counts[to] += 1
+        if to.finished and not was.finished:
+            self._release_function(task.spec)
         if was is TaskState.PENDING and (need := task.spec.need) is not NOTHING:
             left = self._need_counts[need] - 1
             if left:
@@ -209,6 +279,7 @@ class TaskTable:
     def retire(self, task_id: str) -> None:
         """Note a task finished; forget the oldest finished tasks past the limit."""
         self._finished.append(task_id)
+        self.finished_total += 1
         spec = self.by_id[task_id].spec
         if spec.need is not NOTHING:
             self._held_seq.pop(task_id, None)
@@ -258,3 +329,51 @@ class TaskTable:
                 if len(out) >= limit:
                     break
         return out
+
+
+class FinishedAmong:
+    """The finished tasks among a fixed list of ids, looked at again and again (a WaitTasks
+    poll): `update` looks only at the tasks that finished since the last look (the table's
+    newest finished ids), not at every id again; after many finishes (more than the table
+    keeps) it looks at the unfinished ids again. A task that finished is never unfinished
+    again, so what was found stays found."""
+
+    def __init__(self, table: TaskTable, task_ids: list[str]) -> None:
+        self._table = table
+        self._ids = task_ids
+        self._mark = table.finished_total
+        self._found: dict[str, TaskRecord] = {}
+        self._waiting: set[str] = set()
+        for task_id in task_ids:  # not_found for an unknown id, as `finished_among`
+            task = table.get(task_id)
+            if task.state.finished:
+                self._found[task_id] = task
+            else:
+                self._waiting.add(task_id)
+
+    @property
+    def count(self) -> int:
+        """How many of the ids are known finished."""
+        return len(self._found)
+
+    def update(self) -> int:
+        """Look at what finished since the last look; returns `count`."""
+        table, waiting = self._table, self._waiting
+        if table.finished_total == self._mark or not waiting:
+            return len(self._found)
+        since = table.finished_since(self._mark)
+        if since is None or table.finished_total - self._mark > len(waiting):
+            since = list(waiting)  # fewer to look at, or the newest were forgotten
+        self._mark = table.finished_total
+        for task_id in since:
+            if task_id in waiting:
+                task = table.get(task_id)
+                if task.state.finished:
+                    self._found[task_id] = task
+                    waiting.discard(task_id)
+        return len(self._found)
+
+    def answer(self) -> tuple[list[TaskRecord], int]:
+        """The finished tasks (in the order of the ids) and how many are not finished."""
+        found = self._found
+        return [found[i] for i in self._ids if i in found], len(self._waiting)

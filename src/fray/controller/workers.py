@@ -6,6 +6,8 @@ Bookkeeping only: what happens to a lost worker's tasks and actors is decided by
 modules and `ControllerState`; `Transitions` tells the registry when a task or actor leaves a
 worker. Registering, leaving, draining and the counters are marked in `changes` (heartbeats
 are not saved: a restarted controller gives every worker a full heartbeat timeout).
+Workers with news for their lease poll (room or capacity freed, a cancellation, draining, gone)
+are noted in `news`, for the service's targeted wake-ups (`long_poll.LeasePolls`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,15 @@ class WorkerRegistry:
         # Goes up whenever capacity may have appeared (a worker registered, work released what
         # it held): waiting actors and jobs look again when it moved since their last try.
         self.freed = 0
+        # Workers with news for their lease poll since the service last looked (`take_news`):
+        # room or capacity freed, a cancellation, draining, gone.
+        self.news: set[str] = set()
+
+    def take_news(self) -> set[str]:
+        news = self.news
+        if news:
+            self.news = set()
+        return news
 
     def get(self, worker_id: str) -> WorkerRecord:
         worker = self.by_id.get(worker_id)
@@ -91,6 +102,7 @@ class WorkerRegistry:
     def remove(self, worker_id: str) -> None:
         del self.by_id[worker_id]
         self.changes.worker(worker_id)
+        self.news.add(worker_id)  # a poll of it still waiting hears it is gone
 
     def runs_jobs(self, worker_id: str) -> None:
         """The worker's leases list its job replicas: job replicas may be placed on it (a
@@ -99,6 +111,7 @@ class WorkerRegistry:
         if worker is not None and not worker.runs_jobs:
             worker.runs_jobs = True
             self.freed += 1  # room for pending jobs
+            self.news.add(worker_id)
 
     def touch(self, worker_id: str) -> None:
         """Its counters changed (to be saved)."""
@@ -115,6 +128,7 @@ class WorkerRegistry:
         if draining and not worker.draining:
             worker.draining = True
             self.changes.worker(worker_id)
+            self.news.add(worker_id)
         if direct_running is not None:
             worker.direct_running = max(0, direct_running)
         return sorted(worker.pending_cancels)
@@ -165,6 +179,7 @@ class WorkerRegistry:
         if worker is not None and not need.empty:
             placement.release(worker, need)
             self.freed += 1
+            self.news.add(worker_id)
 
     # ---------------------------------------------------------------- called by Transitions
 
@@ -175,6 +190,7 @@ class WorkerRegistry:
         if worker is not None:
             worker.task_ids.pop(task_id, None)
             worker.pending_cancels.discard(task_id)
+            self.news.add(worker_id)  # room for another task
             if need is not NOTHING:
                 placement.release(worker, need)
                 self.freed += 1
@@ -187,6 +203,7 @@ class WorkerRegistry:
             if need is not NOTHING:
                 placement.release(worker, need)
                 self.freed += 1
+                self.news.add(worker_id)
 
 
 def _capacities(

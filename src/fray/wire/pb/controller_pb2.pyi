@@ -530,20 +530,22 @@ class LeaseTasksResponse(_message.Message):
     def __init__(self, tasks: _Optional[_Iterable[_Union[LeasedTask, _Mapping]]] = ..., cancel_task_ids: _Optional[_Iterable[str]] = ..., start_actors: _Optional[_Iterable[_Union[ActorSpec, _Mapping]]] = ..., stop_actor_ids: _Optional[_Iterable[str]] = ..., freed_object_ids: _Optional[_Iterable[str]] = ..., start_jobs: _Optional[_Iterable[_Union[JobLaunch, _Mapping]]] = ..., stop_job_replicas: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TaskResult(_message.Message):
-    __slots__ = ("task_id", "attempt", "value", "error", "handed_back", "output")
+    __slots__ = ("task_id", "attempt", "value", "error", "handed_back", "output", "stored_object_id")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     HANDED_BACK_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    STORED_OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     attempt: int
     value: bytes
     error: TaskError
     handed_back: bool
     output: TaskOutput
-    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., value: _Optional[bytes] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., handed_back: _Optional[bool] = ..., output: _Optional[_Union[TaskOutput, _Mapping]] = ...) -> None: ...
+    stored_object_id: str
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., value: _Optional[bytes] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., handed_back: _Optional[bool] = ..., output: _Optional[_Union[TaskOutput, _Mapping]] = ..., stored_object_id: _Optional[str] = ...) -> None: ...
 
 class TaskOutput(_message.Message):
     __slots__ = ("text", "dropped_bytes", "pid", "worker_id")

@@ -69,7 +69,9 @@ class ActorCaller:
         future = ActorFuture(self)
         waits = any(isinstance(a, concurrent.futures.Future) for a in (*args, *kwargs.values()))
         # Pickled now (an unpicklable argument fails here) unless it waits for futures.
-        call: Call = (method, args, kwargs) if waits else self._sender.encode(method, args, kwargs)
+        call: Call = (
+            (method, args, kwargs) if waits else self._sender.encode(method, args, kwargs, future)
+        )
         with self._cond:
             self._pending.append((call, future))
             alone = len(self._pending) == 1 and not self._sending

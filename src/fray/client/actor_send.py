@@ -9,6 +9,10 @@ vanished host ends its calls within `WAIT_MS` plus a margin.
 At most once: a batch that may have reached the actor is never sent again; its calls fail with
 `ActorDiedError` when the worker or the actor process died. Calls that provably did not reach
 it (`not_found`, a refused connection) go where the controller says the actor is now.
+
+Large arguments go as an object of the context's (freed when the call's future is done), and
+large results come back as one, loaded when the batch's answer is read
+(`fray.client.objects`).
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ from fray import errors
 from fray.client.actor_place import ActorLocator
 from fray.client.connections import WorkerClients, never_connected
 from fray.client.futures import future_value
+from fray.client.objects import ClientObjects
 from fray.client.output import DriverLog
 from fray.wire import payload
 from fray.wire.limits import WORKER_CALL_MARGIN_MS, WORKER_WAIT_MS
+from fray.wire.objects import StoredValue, layout
 from fray.wire.pb import controller_pb2 as pb
 from fray.wire.pb import worker_pb2 as wpb
 
@@ -52,21 +58,34 @@ class ActorSender:
         actor_id: str,
         class_name: str,
         driver_log: DriverLog | None = None,
+        objects: ClientObjects | None = None,
     ) -> None:
         self._driver_log = driver_log
+        self._objects_of_context = objects
         self._workers = workers
         self._locator = locator
         self.actor_id = actor_id
         self._class_name = class_name
         self.what = f"actor {actor_id} ({class_name})"
 
-    def encode(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> wpb.ActorCall:
-        """Pickle a call (an unpicklable argument fails here, named)."""
-        return wpb.ActorCall(
-            method=method,
-            args=payload.dumps_arguments(args, kwargs, f"{self._class_name}.{method}"),
-            object_ids=payload.object_ids_of(args, kwargs),
-        )
+    def encode(
+        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], future: Future
+    ) -> wpb.ActorCall:
+        """Pickle a call (an unpicklable argument fails here, named); large arguments become
+        an object, freed when `future` is done."""
+        name = f"{self._class_name}.{method}"
+        data = payload.dumps_arguments(args, kwargs, name)
+        object_ids = payload.object_ids_of(args, kwargs)
+        if len(data) > layout.INLINE_MAX_BYTES:
+            data, object_id = self._objects().store_arguments(args, kwargs, name, future)
+            object_ids.append(object_id)
+        return wpb.ActorCall(method=method, args=data, object_ids=object_ids)
+
+    def _objects(self) -> ClientObjects:
+        found = self._objects_of_context
+        if found is None:  # handles are always made with a context's link
+            raise errors.FrayError(f"{self.what}: no FrayContext to hold large objects")
+        return found
 
     def send(
         self,
@@ -98,7 +117,7 @@ class ActorSender:
                     method, args, kwargs = call
                     args = tuple(future_value(a) for a in args)
                     kwargs = {k: future_value(v) for k, v in kwargs.items()}
-                    call = self.encode(method, args, kwargs)
+                    call = self.encode(method, args, kwargs, future)
                 except BaseException as exc:
                     future.set_exception(exc)
                     continue
@@ -215,13 +234,21 @@ class ActorSender:
                 future.set_exception(payload.exception_from_error(result.error, self.what))
                 continue
             try:
-                future.set_result(payload.loads(result.value))
+                value = payload.loads(result.value)
             except Exception as exc:
                 future.set_exception(
                     errors.SerializationError(
                         f"a result of {self.what} could not be unpickled: {exc}"
                     )
                 )
+                continue
+            if isinstance(value, StoredValue):  # a large result: load it (and free it)
+                try:
+                    value = self._objects().load_result(value)
+                except Exception as exc:  # ObjectLostError: its worker is gone
+                    future.set_exception(exc)
+                    continue
+            future.set_result(value)
 
     def _died(self, exc: ConnectError) -> errors.ActorError:
         return errors.ActorDiedError(

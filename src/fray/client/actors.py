@@ -33,6 +33,7 @@ from fray.client.actor_send import ActorSender
 from fray.client.connections import ClientLink, refused
 from fray.client.futures import future_value
 from fray.wire import payload
+from fray.wire.objects import layout
 from fray.wire.pb import controller_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class FrayActorHandle:
         what = f"actor {actor.actor_id} ({actor.class_name})"
         locator = ActorLocator(link.controller, actor.actor_id, what)
         sender = ActorSender(
-            link.workers, locator, actor.actor_id, actor.class_name, link.driver_log
+            link.workers, locator, actor.actor_id, actor.class_name, link.driver_log, link.objects
         )
         self._caller = ActorCaller(sender, locator)
 
@@ -121,13 +122,22 @@ class ActorDirectory:
         class_name = getattr(cls, "__qualname__", type(cls).__qualname__)
         args = tuple(future_value(a) for a in args)
         kwargs = {k: future_value(v) for k, v in kwargs.items()}
+        data = payload.dumps_arguments(args, kwargs, class_name)
+        object_ids = payload.object_ids_of(args, kwargs)
+        stored = ""
+        if len(data) > layout.INLINE_MAX_BYTES and self._link.objects is not None and not detached:
+            # Large constructor arguments become an object, kept for the actor's restarts
+            # until the context closes. A detached actor outlives its creator (and its
+            # objects): its arguments go inline.
+            data, stored = self._link.objects.store_arguments(args, kwargs, class_name, None)
+            object_ids.append(stored)
         spec = pb.ActorSpec(
             actor_id=uuid.uuid4().hex[:16],  # ours, so that a retried CreateActor is a repeat
             name=name or "",
             class_name=class_name,
             cls=payload.dumps(cls, f"the actor class {class_name}"),
-            args=payload.dumps_arguments(args, kwargs, class_name),
-            object_ids=payload.object_ids_of(args, kwargs),
+            args=data,
+            object_ids=object_ids,
             max_restarts=max_restarts,
             owner=self._link.owner,
             detached=detached,
@@ -141,6 +151,8 @@ class ActorDirectory:
             if exc.code == Code.ALREADY_EXISTS:
                 raise ValueError(exc.message) from None
             raise refused(exc, "CreateActor") from None
+        if response.existed and stored and self._link.objects is not None:
+            self._link.objects.release([stored])  # the actor there keeps its own arguments
         if not response.existed and not detached:
             with self._lock:
                 self._owned.append(response.actor.actor_id)

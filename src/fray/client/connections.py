@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
@@ -22,6 +23,9 @@ from fray.wire import auth, tls
 from fray.wire.controller_client import ControllerClient
 from fray.wire.limits import MAX_MESSAGE_BYTES
 from fray.wire.pb.worker_connect import FrayWorkerClientSync
+
+if TYPE_CHECKING:
+    from fray.client.objects import ClientObjects
 
 
 class WorkerClients:
@@ -81,6 +85,7 @@ class ClientLink:
     owner: str
     reopen: Callable[[str], ClientLink]
     driver_log: DriverLog | None = None  # prints what actor calls printed (log_to_driver)
+    objects: ClientObjects | None = None  # holds large call arguments and results
 
     @property
     def address(self) -> str:

@@ -8,8 +8,9 @@ futures as they finish (`fray.client.collector`). Futures never hang: a task tha
 unreachable controller and a controller restart all end them with a typed error.
 
 `FrayContext` is the API and the wiring: the task table (`fray.client.tasks`), the submitter,
-the collector, the direct path, the router between them (`fray.client.routing`) and the actor
-directory (`fray.client.actors`) each get only what they use.
+the collector, the direct path, the router between them (`fray.client.routing`), the actor
+directory (`fray.client.actors`) and the objects (`fray.client.objects`: large ones stay in
+this process's files) each get only what they use.
 """
 
 from __future__ import annotations
@@ -19,19 +20,21 @@ import concurrent.futures
 import contextlib
 import itertools
 import logging
+import pickle
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from connectrpc.errors import ConnectError
 
 from fray import errors
 from fray.client.actors import ActorDirectory, ActorFuture, FrayActorHandle
 from fray.client.collector import Collector
-from fray.client.connections import ClientLink, WorkerClients, refused
+from fray.client.connections import ClientLink, WorkerClients
 from fray.client.direct import DirectPath
 from fray.client.futures import FrayFuture, TaskOptions, future_value, settle
+from fray.client.objects import ClientObjects
 from fray.client.output import DriverLog
 from fray.client.routing import TaskRouter
 from fray.client.submitter import Submitter
@@ -40,6 +43,7 @@ from fray.common.deadlines import deadline_after, time_left
 from fray.job.context import validate_actor_args, validate_requirements, validate_wait_args
 from fray.wire import auth, payload
 from fray.wire.controller_client import DEFAULT_RETRY_TIMEOUT, ControllerClient
+from fray.wire.objects import layout
 from fray.wire.payload import ObjectRef
 from fray.wire.pb import controller_pb2 as pb
 from fray.wire.probe import DEFAULT_PROBE_TIMEOUT, probe
@@ -47,7 +51,6 @@ from fray.wire.probe import DEFAULT_PROBE_TIMEOUT, probe
 logger = logging.getLogger(__name__)
 
 _WAIT_SLICE_MS = 10_000
-_RES = TypeVar("_RES")
 
 __all__ = ["FrayContext", "FrayFuture", "ObjectRef", "TaskOptions", "context_for"]
 
@@ -91,10 +94,12 @@ class FrayContext:
             except BaseException:
                 self._client.close()
                 raise
-        self._workers = WorkerClients(auth.token_from_env(token), self._client.tls_ca)
+        token = auth.token_from_env(token)
+        self._workers = WorkerClients(token, self._client.tls_ca)
         self.owner = f"client-{uuid.uuid4().hex[:12]}"
+        self._objects = ClientObjects(self._client, self.owner, token)
         self._ids = itertools.count()
-        self._table = FutureTable()
+        self._table = FutureTable(self._objects)
         self._driver_log = DriverLog() if log_to_driver else None
         if self._driver_log is not None:
             self._table.on_output = self._driver_log.task
@@ -113,7 +118,7 @@ class FrayContext:
             self._table, self._submitter, self._direct, self._client, self._on_own_thread
         )
         self._link = ClientLink(
-            self._client, self._workers, self.owner, _shared_link, self._driver_log
+            self._client, self._workers, self.owner, _shared_link, self._driver_log, self._objects
         )
         self._actors = ActorDirectory(self._link)
         _open_contexts.add(self)
@@ -125,11 +130,16 @@ class FrayContext:
     # ------------------------------------------------------------------ JobContext
 
     def put(self, obj: Any) -> ObjectRef:
-        """Store `obj` once in the controller; tasks given the ref receive the object."""
-        data = payload.dumps(obj, "the object given to put()")
-        request = pb.PutObjectRequest(data=data, object_id=uuid.uuid4().hex)  # a retry repeats it
-        response = self._call(self._client.rpc.put_object, request)
-        return ObjectRef(response.object_id, response.size_bytes)
+        """Store `obj` once; tasks given the ref receive the object.
+
+        A small object (pickled, at most `FRAY_OBJECT_INLINE_BYTES`, 256 KiB) is kept by the
+        controller. A larger one stays in this process, in a file (shared memory, or disk
+        beyond the store's budget) that workers on this host map and others fetch from this
+        process; the controller only knows where it is. It lives until `free`, or until this
+        context closes (or its process ends): then tasks given its ref fail with
+        ObjectLostError.
+        """
+        return self._objects.put(obj)
 
     def get(self, x: Any, timeout: float | None = None) -> Any:
         """The value of a future or ref, or the values of a list of them (in order)."""
@@ -139,10 +149,7 @@ class FrayContext:
         if isinstance(x, concurrent.futures.Future):
             return x.result(timeout)
         if isinstance(x, ObjectRef):
-            response = self._call(
-                self._client.rpc.get_object, pb.GetObjectRequest(object_id=x.object_id)
-            )
-            return payload.loads(response.data)
+            return self._objects.get(x)
         return x
 
     def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> FrayFuture:
@@ -288,9 +295,8 @@ class FrayContext:
             future.cancel()
 
     def free(self, refs: Iterable[ObjectRef]) -> int:
-        """Delete stored objects; returns how many existed."""
-        request = pb.DeleteObjectsRequest(object_ids=[r.object_id for r in refs])
-        return self._call(self._client.rpc.delete_objects, request).deleted
+        """Delete stored objects (and this process's files of them); how many existed."""
+        return self._objects.free([r.object_id for r in refs])
 
     def close(self) -> None:
         """Cancel this context's unfinished tasks, stop its threads; their futures fail with
@@ -317,16 +323,10 @@ class FrayContext:
             except (ConnectError, errors.FrayError) as exc:
                 logger.warning("could not cancel %d tasks at close: %s", len(submitted), exc)
         self._actors.kill_owned()  # non-detached actors live as long as their creator
+        self._objects.close()  # our files go: the controller forgets them first
         self._client.close()
         self._workers.close()
         _open_contexts.discard(self)
-
-    def _call(self, method: Callable[..., _RES], request: Any) -> _RES:
-        """A controller call whose refusal surfaces as a fray error."""
-        try:
-            return self._client.call(method, request)
-        except ConnectError as exc:
-            raise refused(exc, "the request") from None
 
     def __enter__(self) -> FrayContext:
         return self
@@ -403,11 +403,21 @@ class FrayContext:
         options: TaskOptions | None,
     ) -> None:
         name = future.name or (options.name if options else None) or payload.describe(fn)
+        buffers: list[pickle.PickleBuffer] = []  # arrays: kept out of the pickle, not copied
+        data = payload.dumps_arguments(args, kwargs, name, buffers.append)
+        object_ids = payload.object_ids_of(args, kwargs)
+        if buffers or len(data) > layout.INLINE_MAX_BYTES:
+            size = len(data) + sum(memoryview(b).nbytes for b in buffers)
+            if size > layout.INLINE_MAX_BYTES:  # large: an object of its own, freed when done
+                data, object_id = self._objects.store_arguments(args, kwargs, name, future)
+                object_ids.append(object_id)
+            else:  # small arrays: in the pickle, as before
+                data = payload.dumps_arguments(args, kwargs, name)
         spec = pb.TaskSpec(
             task_id=future.task_id,
             function=payload.dumps_function(fn),
-            args=payload.dumps_arguments(args, kwargs, name),
-            object_ids=payload.object_ids_of(args, kwargs),
+            args=data,
+            object_ids=object_ids,
             name=name,
             timeout_seconds=(options.timeout or 0.0) if options else 0.0,
             max_retries=options.max_retries if options else 0,

@@ -4,21 +4,28 @@ A `FrayFuture` is a `concurrent.futures.Future`; what it needs of its context is
 (`TaskControl`): stopping the task wherever it is when the future is cancelled, and making a
 direct call from the waiting thread when no pool thread took it yet. `settle` and
 `settle_value` end a future once, whoever gets there first (a local cancel may have).
+A large result arrives as a `StoredValue` (where its object file is): the future loads it on the
+first `result()` and keeps the value (`fray.client.objects`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from connectrpc.errors import ConnectError
 
 from fray import errors
 from fray.wire import payload
+from fray.wire.objects import StoredValue
 from fray.wire.pb import controller_pb2 as pb
+
+if TYPE_CHECKING:
+    from fray.client.objects import ClientObjects
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +42,10 @@ class TaskControl(Protocol):
 
 class FrayFuture(concurrent.futures.Future[Any]):
     """The future of a task on a fray controller. `cancel()` also stops it if it is running."""
+
+    # A large result not loaded yet, and whose objects load it (set before it is settled).
+    _stored: tuple[StoredValue, ClientObjects] | None = None
+    _load_lock: threading.Lock  # set with `_stored`
 
     def __init__(self, control: TaskControl, task_id: str) -> None:
         super().__init__()
@@ -57,7 +68,31 @@ class FrayFuture(concurrent.futures.Future[Any]):
     def result(self, timeout: float | None = None) -> Any:
         if timeout is None and not self.done():
             self._control.help(self)  # a direct call no thread took yet: make it here
-        return super().result(timeout)
+        value = super().result(timeout)
+        if self._stored is None:
+            return value
+        return self._load()
+
+    def hold(self, stored: StoredValue, objects: ClientObjects) -> None:
+        """The result will be a large object: loaded on the first `result()`."""
+        self._load_lock = threading.Lock()
+        self._stored = (stored, objects)
+        objects.unread(stored, self)
+
+    def _load(self) -> Any:
+        """Load the large result once (ObjectLostError when it is gone) and keep the value.
+        Under a lock of its own, not the future's: `done()`, `cancel()` and waits on the
+        future stay free while a load (maybe a fetch from another host) runs."""
+        with self._load_lock:  # other readers wait for this one's load
+            held = self._stored
+            if held is None:
+                return self._result
+            stored, objects = held
+            value = objects.load_result(stored)
+            with self._condition:
+                self._result = value
+                self._stored = None
+            return value
 
     def ran_by(self, control: TaskControl) -> bool:
         """Whether `control` (a context's) ran this task."""
@@ -105,8 +140,11 @@ def settle(
         pass  # cancelled locally in the meantime
 
 
-def settle_value(future: concurrent.futures.Future[Any], data: bytes, task_id: str) -> None:
-    """End a future with a task's pickled result (a SerializationError if it does not load)."""
+def settle_value(
+    future: FrayFuture, data: bytes, task_id: str, objects: ClientObjects | None = None
+) -> None:
+    """End a future with a task's pickled result (a SerializationError if it does not load);
+    a large result (a `StoredValue`) is loaded from `objects` when first asked for."""
     try:
         value = payload.loads(data)
     except Exception as exc:
@@ -116,6 +154,15 @@ def settle_value(future: concurrent.futures.Future[Any], data: bytes, task_id: s
                 f"the result of task {task_id} could not be unpickled here: {exc}"
             ),
         )
+        return
+    if isinstance(value, StoredValue) and objects is not None:
+        if future.done():  # ended already (cancelled, or settled twice): nobody reads this one
+            objects.release([value.object_id])
+            return
+        future.hold(value, objects)
+        settle(future, value=value)
+        if future.cancelled():  # nobody will read it
+            objects.release([value.object_id])
         return
     settle(future, value=value)
 

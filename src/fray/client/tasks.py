@@ -16,17 +16,23 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from fray import errors
 from fray.client.futures import FrayFuture, settle, settle_value
 from fray.wire import payload
 from fray.wire.pb import controller_pb2 as pb
 
+if TYPE_CHECKING:
+    from fray.client.objects import ClientObjects
+
 
 class FutureTable:
-    """A context's unfinished futures, by task id, and its controller's identity."""
+    """A context's unfinished futures, by task id, and its controller's identity.
+    `objects` load large results (`fray.client.objects`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, objects: ClientObjects | None = None) -> None:
+        self._objects = objects
         self._cond = threading.Condition()
         self._futures: dict[str, FrayFuture] = {}
         self._controller_id = ""
@@ -150,7 +156,7 @@ class FutureTable:
         if self.on_output is not None and task.HasField("output"):
             self.on_output(task.name, task.task_id, task.output)
         if task.state == pb.TASK_STATE_COMPLETED:
-            settle_value(future, task.result, task.task_id)
+            settle_value(future, task.result, task.task_id, self._objects)
         else:
             settle(future, exception=payload.exception_from_error(task.error, task.task_id))
 
@@ -160,7 +166,7 @@ class FutureTable:
         if self.on_output is not None and result.HasField("output"):
             self.on_output(future.name, future.task_id, result.output)
         if result.HasField("value"):
-            settle_value(future, result.value, future.task_id)
+            settle_value(future, result.value, future.task_id, self._objects)
         else:
             settle(future, exception=payload.exception_from_error(result.error, future.task_id))
 

@@ -23,10 +23,12 @@ PROTOCOL = 5
 
 @dataclass(frozen=True)
 class ObjectRef:
-    """A handle to an object stored once in the controller by `FrayContext.put`.
+    """A handle to an object stored once by `FrayContext.put`.
 
-    Pass it to `run` (as a top-level argument it arrives in the function as the object itself)
-    or `get` it back.
+    A small object lives in the controller; a large one (pickled, over
+    `FRAY_OBJECT_INLINE_BYTES`) in a file of the process that put it, which workers map or
+    fetch (`fray.wire.objects`). Pass it to `run` (as a top-level argument it arrives in the
+    function as the object itself) or `get` it back. `size_bytes`: its stored size.
     """
 
     object_id: str
@@ -50,10 +52,12 @@ class _Pickler(cloudpickle.Pickler):
     dispatch_table = ChainMap({types.CodeType: _code_reduce}, cloudpickle.Pickler.dispatch_table)
 
 
-def cloudpickle_dumps(obj: Any) -> bytes:
-    """`cloudpickle.dumps(obj, protocol=PROTOCOL)`, keeping code objects' file names."""
+def cloudpickle_dumps(obj: Any, buffer_callback: Callable[[Any], Any] | None = None) -> bytes:
+    """`cloudpickle.dumps(obj, protocol=PROTOCOL)`, keeping code objects' file names.
+    With `buffer_callback`, buffers that can go out of band (numpy arrays) are handed to it
+    instead of being copied into the pickle."""
     with io.BytesIO() as file:
-        _Pickler(file, protocol=PROTOCOL).dump(obj)
+        _Pickler(file, protocol=PROTOCOL, buffer_callback=buffer_callback).dump(obj)
         return file.getvalue()
 
 
@@ -93,10 +97,16 @@ def dumps_function(fn: Callable[..., Any]) -> bytes:
     return data
 
 
-def dumps_arguments(args: tuple[Any, ...], kwargs: Mapping[str, Any], name: str) -> bytes:
-    """Pickle a call's arguments; on failure, name the argument that does not pickle."""
+def dumps_arguments(
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    name: str,
+    buffer_callback: Callable[[Any], Any] | None = None,
+) -> bytes:
+    """Pickle a call's arguments; on failure, name the argument that does not pickle.
+    `buffer_callback`: as in `cloudpickle_dumps` (out-of-band buffers are not in the bytes)."""
     try:
-        return cloudpickle_dumps((args, dict(kwargs)))
+        return cloudpickle_dumps((args, dict(kwargs)), buffer_callback)
     except Exception:
         pass
     for i, arg in enumerate(args):

@@ -5,7 +5,9 @@ it in a new process (in a thread: constructors may be slow) and reports READY or
 come straight from clients (`FrayWorker.CallActor`, in batches): the worker's event loop writes
 a batch to the actor's pipe and waits for the pipe to become readable, so a call costs no thread
 hand-off. Batches for one actor run one at a time, in the order they arrived. An actor process
-that dies is reported DEAD (the controller restarts it elsewhere if it may).
+that dies is reported DEAD (the controller restarts it elsewhere if it may). Large objects reach
+an actor as files, and large method results come back as files (`fray.worker.objects`), as
+for tasks.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from fray.wire.controller_client import ControllerClient
 from fray.wire.pb import controller_pb2 as pb
 from fray.wire.pb import worker_pb2 as wpb
 from fray.worker import capture, executor
+from fray.worker.executor import ObjectData
 
 logger = logging.getLogger(__name__)
 
@@ -75,15 +78,24 @@ class ActorHost:
     """The actors this worker hosts, and the batches of calls running on them.
 
     `client` carries the reports to the controller (READY, FAILED, DEAD); `fetch_object` gives
-    the objects a constructor names.
+    the objects a constructor or a call names; `result_dir` is where actor processes write
+    large results, which `store_result` (by id) turns into result bytes.
     """
 
     def __init__(
-        self, worker_id: str, client: ControllerClient, fetch_object: Callable[[str], bytes]
+        self,
+        worker_id: str,
+        client: ControllerClient,
+        fetch_object: Callable[[str], ObjectData],
+        *,
+        result_dir: Callable[[], str | None] = lambda: None,
+        store_result: Callable[[str], bytes] | None = None,
     ) -> None:
         self._worker_id = worker_id
         self._client = client
         self._fetch_object = fetch_object
+        self._result_dir = result_dir
+        self._store_result = store_result
         self._actors: dict[str, _Hosted] = {}
         self._starting: dict[str, _Hosted] = {}  # being built
         self._lock = threading.Lock()
@@ -111,7 +123,7 @@ class ActorHost:
             results, results_out = context.Pipe(duplex=False)
             process = context.Process(
                 target=executor.actor_main,
-                args=(requests_in, results_out, os.getpid()),
+                args=(requests_in, results_out, os.getpid(), self._result_dir()),
                 daemon=True,
                 name="fray-actor",
             )
@@ -328,13 +340,32 @@ class ActorHost:
         pid = hosted.process.pid
         for status, data, output in outcomes:
             printed = capture.to_pb(output, pid, self._worker_id)
-            if status == "ok":
+            if status == "stored":
+                results.append(await self._stored(data.decode(), printed))
+            elif status == "ok":
                 results.append(pb.TaskResult(value=data, output=printed))
             else:
                 error = pb.TaskError.FromString(data)
                 error.worker_id = self._worker_id
                 results.append(pb.TaskResult(error=error, output=printed))
         return results
+
+    async def _stored(self, object_id: str, printed: pb.TaskOutput | None) -> pb.TaskResult:
+        """The result of a call whose value the actor stored as a file (`object_id`)."""
+        try:
+            if self._store_result is None:
+                raise RuntimeError("this worker cannot store large results")
+            value = await asyncio.to_thread(self._store_result, object_id)
+            return pb.TaskResult(value=value, output=printed)
+        except Exception as exc:
+            logger.warning("could not store an actor call's result: %s", exc)
+            error = pb.TaskError(
+                kind=pb.ERROR_KIND_WORKER_LOST,
+                type=type(exc).__qualname__,
+                message=f"could not store the call's large result: {exc}",
+                worker_id=self._worker_id,
+            )
+            return pb.TaskResult(error=error, output=printed)
 
 
 async def _readable(conn: Any) -> None:

@@ -5,12 +5,20 @@ worker kills the executor and starts a new one) and a task that crashes its proc
 a segfault) cannot take the worker down.
 
 Wire format over the pipe:
-    worker -> executor: pickle of (function_bytes, args_bytes, [object_id, ...]), then one raw
-                        message per object (its pickled bytes, sent as they are)
+    worker -> executor: pickle of (function_bytes, args_bytes, [object_id, ...]) or, when some
+                        objects are files, (function_bytes, args_bytes, [object_id, ...],
+                        {object_id: ObjectFile}); then one raw message per listed object (its
+                        pickled bytes, sent as they are)
     executor -> worker: zero or more pickles of ("out", offset, text_bytes) while the task runs
                         (live output, below), then one pickle of ("ok", result_bytes, output) |
-                        ("error", TaskError bytes, output), output being the last 64 KiB the
-                        task printed and the bytes dropped before them (`fray.worker.capture`)
+                        ("stored", object_id_bytes, output) | ("error", TaskError bytes,
+                        output), output being the last 64 KiB the task printed and the bytes
+                        dropped before them (`fray.worker.capture`)
+
+Large objects (`fray.wire.objects`) arrive as `ObjectFile` paths, mapped here with
+`layout.load_file`; arguments pickled as a `StoredValue` are that object. A result whose
+pickle exceeds `INLINE_MAX_BYTES` is written as a file into the directory the worker gave the
+executor (`result_dir`), named by a fresh id, and answered as "stored": the worker adopts it.
 
 Live output: while a task runs, what it prints is also sent as it comes, at most every
 LIVE_INTERVAL: ("out", offset, text_bytes) is the UTF-8 text written since the previous "out",
@@ -24,8 +32,9 @@ task's output (the last 64 KiB), whether or not parts of it went live.
 Actor calls (`actor_main`, batches of calls) send their output with their outcomes only.
 
 An actor process (`actor_main`) is the same kind of child, hosting one actor instance:
-    worker -> actor: pickle of (class_bytes, args_bytes, {object_id: bytes}) once, then
-                     pickles of [(method, args_bytes, {object_id: bytes}), ...] (a batch)
+    worker -> actor: pickle of (class_bytes, args_bytes, {object_id: bytes | ObjectFile})
+                     once, then pickles of [(method, args_bytes, {object_id: bytes |
+                     ObjectFile}), ...] (a batch)
     actor -> worker: pickle of ("ok", b"") | ("error", TaskError bytes) for the constructor
                      (its output is not captured), then one list of outcomes (as above, with
                      each call's output) per batch
@@ -35,20 +44,25 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.connection
+import os
 import pickle
 import signal
 import sys
 import threading
 import time
+import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
 
 from fray.common.remote_errors import qualified_type
 from fray.common.watchdog import exit_when_gone
+from fray.errors import ObjectLostError
 from fray.wire import payload
+from fray.wire.objects import layout
 from fray.wire.pb import controller_pb2 as pb
 from fray.worker import capture
 
@@ -80,6 +94,21 @@ class _FunctionCache:
 
 
 Outcome = tuple[str, bytes, capture.Output]
+
+
+@dataclass(frozen=True)
+class ObjectFile:
+    """A large object's file on this host, sent to an executor in place of its bytes."""
+
+    path: str
+
+
+# An object for a task: its pickled bytes, or its file.
+ObjectData = bytes | ObjectFile
+Objects = Mapping[str, ObjectData]
+
+# Where this process writes large results (set by `main`/`actor_main`; None: sent inline).
+_result_dir: str | None = None
 
 
 class _LiveOutput:
@@ -139,7 +168,7 @@ def run_one(
     functions: _FunctionCache,
     function: bytes,
     args: bytes,
-    objects: dict[str, bytes],
+    objects: Objects,
     live: _LiveOutput | None = None,
 ) -> Outcome:
     """Unpickle and run one task (its output going live through `live`, if given); never
@@ -151,7 +180,7 @@ def run_one(
 def _run(
     find: Callable[[], Callable[..., Any]],
     args: bytes,
-    objects: dict[str, bytes],
+    objects: Objects,
     buffer: capture.TaskBuffer | None = None,
 ) -> Outcome:
     """Call what `find` gives with the unpickled arguments, capturing what it prints (into
@@ -163,9 +192,10 @@ def _run(
 
 
 def _call(
-    find: Callable[[], Callable[..., Any]], args: bytes, objects: dict[str, bytes]
+    find: Callable[[], Callable[..., Any]], args: bytes, objects: Objects
 ) -> tuple[str, bytes]:
-    """The call itself: ("ok", pickled value) or ("error", pickled TaskError)."""
+    """The call itself: ("ok", pickled value), ("stored", object id) or ("error", pickled
+    TaskError)."""
     try:
         fn = find()
         call_args, call_kwargs = _arguments(args, objects)
@@ -178,16 +208,54 @@ def _call(
             exc.__traceback__ = exc.__traceback__.tb_next  # start at the user's code, not here
         return "error", _error(exc, pb.ERROR_KIND_USER)
     try:
-        return "ok", cloudpickle.dumps(value, protocol=payload.PROTOCOL)
+        return _result(value)
     except BaseException as exc:
         message = f"the return value ({type(value).__qualname__}) could not be pickled: {exc}"
         return "error", _error(exc, pb.ERROR_KIND_USER, message)
 
 
-def _arguments(args: bytes, objects: dict[str, bytes]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The call's (args, kwargs), with stored objects in place of their refs."""
-    call_args, call_kwargs = pickle.loads(args)
-    values = {object_id: pickle.loads(data) for object_id, data in objects.items()}
+def _result(value: Any) -> tuple[str, bytes]:
+    """("ok", pickled value), or ("stored", object id) for a value too large to go inline."""
+    big_bytes = isinstance(value, bytes | bytearray) and len(value) > layout.INLINE_MAX_BYTES
+    if not big_bytes:  # (a large bytes value would be copied into this pickle for nothing)
+        buffers: list[pickle.PickleBuffer] = []
+        data = cloudpickle.dumps(value, protocol=payload.PROTOCOL, buffer_callback=buffers.append)
+        if not buffers and len(data) <= layout.INLINE_MAX_BYTES:  # the common case: small
+            return "ok", data
+        del data
+    encoded = layout.encode(value, "the return value")
+    if _result_dir is None or encoded.data_bytes <= layout.INLINE_MAX_BYTES:
+        return "ok", layout.inline_bytes(encoded)
+    object_id = uuid.uuid4().hex
+    path = os.path.join(_result_dir, object_id)
+    try:
+        layout.write_file(path, encoded)  # removes what it wrote if it fails
+    except OSError:  # no room (or no directory): inline, as small results go
+        return "ok", layout.inline_bytes(encoded)
+    return "stored", object_id.encode()
+
+
+def load_object(data: ObjectData) -> Any:
+    """An object's value, from its pickled bytes or (mapped) from its file."""
+    if isinstance(data, ObjectFile):
+        try:
+            return layout.load_file(data.path)
+        except FileNotFoundError:
+            message = f"object file {data.path} is gone (freed, or its owner went away)"
+            raise ObjectLostError(message) from None
+    return pickle.loads(data)
+
+
+def _arguments(args: bytes, objects: Objects) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The call's (args, kwargs), with stored objects in place of their refs (and in place of
+    the arguments themselves, when they were stored as an object)."""
+    values = {object_id: load_object(data) for object_id, data in objects.items()}
+    call = pickle.loads(args)
+    if isinstance(call, layout.StoredValue):
+        if call.object_id not in values:
+            raise LookupError(f"the arguments' object {call.object_id} was not fetched")
+        call = values[call.object_id]
+    call_args, call_kwargs = call
     return payload.resolve_refs(call_args, call_kwargs, values)
 
 
@@ -199,8 +267,12 @@ def _error(exc: BaseException, kind: pb.ErrorKind, message: str = "") -> bytes:
         return fallback.SerializeToString()
 
 
-def main(conn: multiprocessing.connection.Connection, worker_pid: int) -> None:
-    """Serve tasks from the worker until the pipe closes."""
+def main(
+    conn: multiprocessing.connection.Connection, worker_pid: int, result_dir: str | None = None
+) -> None:
+    """Serve tasks from the worker until the pipe closes; large results go to `result_dir`."""
+    global _result_dir
+    _result_dir = result_dir
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's to handle
     # Exit within a second of the worker's death, even in the middle of a long call (the pipe
     # closing is noticed only between calls, and a SIGKILLed worker cannot stop us).
@@ -221,11 +293,14 @@ def _serve_task(
         message = conn.recv_bytes()
     except (EOFError, OSError):
         return False
-    function, args, object_ids = pickle.loads(message)
+    header = pickle.loads(message)
+    function, args, object_ids = header[:3]
     try:
-        objects = {object_id: conn.recv_bytes() for object_id in object_ids}
+        objects: dict[str, ObjectData] = {oid: conn.recv_bytes() for oid in object_ids}
     except (EOFError, OSError):
         return False
+    if len(header) > 3:  # objects that are files
+        objects.update(header[3])
     outcome = run_one(functions, function, args, objects, live)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -236,8 +311,12 @@ def actor_main(
     requests: multiprocessing.connection.Connection,
     results: multiprocessing.connection.Connection,
     worker_pid: int,
+    result_dir: str | None = None,
 ) -> None:
-    """Construct one actor, then run its method calls in order until the pipe closes."""
+    """Construct one actor, then run its method calls in order until the pipe closes (large
+    results go to `result_dir`)."""
+    global _result_dir
+    _result_dir = result_dir
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_when_gone(worker_pid, interval=1.0)  # as in main()
     capture.install_logging()
@@ -289,9 +368,7 @@ def _answer(results: multiprocessing.connection.Connection, outcome: Any) -> boo
     return True
 
 
-def _construct(
-    cls_bytes: bytes, args: bytes, objects: dict[str, bytes]
-) -> tuple[Any, bytes | None]:
+def _construct(cls_bytes: bytes, args: bytes, objects: Objects) -> tuple[Any, bytes | None]:
     """The actor instance, or the pickled TaskError of why there is none."""
     try:
         cls = pickle.loads(cls_bytes)
@@ -304,7 +381,7 @@ def _construct(
         return None, _error(exc, pb.ERROR_KIND_USER)
 
 
-def _call_method(instance: Any, method: str, args: bytes, objects: dict[str, bytes]) -> Outcome:
+def _call_method(instance: Any, method: str, args: bytes, objects: Objects) -> Outcome:
     return _run(lambda: getattr(instance, method), args, objects)
 
 

@@ -1,11 +1,12 @@
 """The lease loop: the worker's one `LeaseTasks` long poll, and the leases it holds.
 
 Each poll lists the tasks the worker holds (leased and not yet reported), the actors it hosts,
-the job replicas it runs (until their end was reported) and the objects it caches, so the
-controller repairs a lost answer and names the objects freed since (the cache drops them), and
-asks for `prefetch` tasks beyond the free slots. The prefetch adapts: about `PREFETCH_SECONDS`
-of work at the recent pace of tasks, so tiny tasks hide the lease round trip and long ones
-spread over all the workers. An answer brings tasks (queued for the slots, or given back if the
+the job replicas it runs (until their end was reported) and the objects it holds (cached
+copies, and the large results it owns), so the controller repairs a lost answer and names the
+objects freed since (the worker drops them, deleting its files of them), and asks for
+`prefetch` tasks beyond the free slots. The prefetch adapts: about `PREFETCH_SECONDS` of work
+at the recent pace of tasks, so tiny tasks hide the lease round trip and long ones spread over
+all the workers. An answer brings tasks (queued for the slots, or given back if the
 worker began draining meanwhile), cancellations, actors and job replicas to start or stop, and
 the objects to drop.
 

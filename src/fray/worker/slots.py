@@ -1,12 +1,13 @@
 """Slots: the worker's units of concurrency, each an executor process fed by a thread of its own.
 
-A slot thread takes the next task from the `TaskQueue`, fetches the objects it names, sends it
-to its executor process over a pipe (`fray.worker.executor`) and waits for the outcome, which it
-hands to `finished`. What the task prints while it runs comes before the outcome, as "out"
-messages (`fray.worker.executor`): each goes to `printed` as a `pb.TaskOutputChunk`. A timeout
-or a cancellation (`kill`) kills the executor; the slot then says why the task ended and starts
-a new executor. A slot that keeps failing to run tasks at all stops the worker rather than eat
-the cluster's tasks.
+A slot thread takes the next task from the `TaskQueue`, fetches the objects it names (bytes, or
+files for large ones), sends it to its executor process over a pipe (`fray.worker.executor`)
+and waits for the outcome, which it hands to `finished`; a large result the executor stored as
+a file goes through `store_result` first (`fray.worker.objects`). What the task prints while it
+runs comes before the outcome, as "out" messages (`fray.worker.executor`): each goes to
+`printed` as a `pb.TaskOutputChunk`. A timeout or a cancellation (`kill`) kills the executor;
+the slot then says why the task ended and starts a new executor. A slot that keeps failing to
+run tasks at all stops the worker rather than eat the cluster's tasks.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from typing import Any
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
+from fray.errors import ObjectLostError
 from fray.wire.pb import controller_pb2 as pb
 from fray.worker import capture, executor
+from fray.worker.executor import ObjectData, ObjectFile
 from fray.worker.results import DIRECT_ATTEMPT, failed
 
 logger = logging.getLogger(__name__)
@@ -40,11 +43,15 @@ class SlotDuties:
     # Block until a task is queued and take it (None: stop); the callable given claims it.
     next_task: Callable[[Callable[[pb.LeasedTask], None]], pb.LeasedTask | None]
     finished: Callable[[pb.TaskResult, float], None]  # a task's result, and its run time
-    fetch_object: Callable[[str], bytes]
+    fetch_object: Callable[[str], ObjectData]
     stopping_hard: threading.Event  # no grace left: executors are not restarted
     give_up: Callable[[], None]  # stop the worker (a slot keeps failing)
     # What a running task printed (its task, and the chunk with what the slot knows of it).
     printed: Callable[[pb.LeasedTask, pb.TaskOutputChunk], None] = lambda task, chunk: None
+    # Where executors write large results (None: inline), and how such a result (by id)
+    # becomes the task's result bytes.
+    result_dir: Callable[[], str | None] = lambda: None
+    store_result: Callable[[str], bytes] | None = None
 
 
 class Slot:
@@ -66,7 +73,7 @@ class Slot:
         parent, child = ctx.Pipe()
         process = ctx.Process(
             target=executor.main,
-            args=(child, os.getpid()),
+            args=(child, os.getpid(), self._duties.result_dir()),
             daemon=True,
             name=f"fray-executor-{self.index}",
         )
@@ -138,7 +145,9 @@ class Slot:
             objects = {oid: self._duties.fetch_object(oid) for oid in task.object_ids}
         except Exception as exc:
             # A missing object is final; an unreachable controller is an infrastructure failure.
-            missing = isinstance(exc, ConnectError) and exc.code == Code.NOT_FOUND
+            missing = isinstance(exc, ObjectLostError) or (
+                isinstance(exc, ConnectError) and exc.code == Code.NOT_FOUND
+            )
             return failed(
                 task,
                 pb.ERROR_KIND_DESERIALIZATION if missing else pb.ERROR_KIND_WORKER_LOST,
@@ -147,10 +156,7 @@ class Slot:
                 worker_id,
             )
         try:
-            header = (task.function, task.args, list(objects))
-            self.conn.send_bytes(pickle.dumps(header, protocol=5))
-            for data in objects.values():  # large objects go as they are, not re-pickled
-                self.conn.send_bytes(data)
+            self._send(task, objects)
             status, data, output = self._await_outcome(task)
         except (EOFError, OSError):
             return self._after_death(task, result)
@@ -161,6 +167,8 @@ class Slot:
             self._restart_process()
         if status == "ok":
             result.value = data
+        elif status == "stored":
+            result = self._stored(task, result, data.decode())
         else:
             result.error.ParseFromString(data)
             result.error.worker_id = worker_id
@@ -168,6 +176,34 @@ class Slot:
         if printed is not None:
             result.output.CopyFrom(printed)
         return result
+
+    def _send(self, task: pb.LeasedTask, objects: dict[str, ObjectData]) -> None:
+        """The task to the executor: a header, then the objects' bytes as they are (not
+        re-pickled); objects that are files go in the header."""
+        inline = list(objects)
+        files = {o: d for o, d in objects.items() if isinstance(d, ObjectFile)} if inline else None
+        header: tuple[object, ...] = (task.function, task.args, inline)
+        if files:
+            inline = [oid for oid in inline if oid not in files]
+            header = (task.function, task.args, inline, files)
+        self.conn.send_bytes(pickle.dumps(header, protocol=5))
+        for oid in inline:
+            self.conn.send_bytes(objects[oid])  # bytes (files went in the header)
+
+    def _stored(self, task: pb.LeasedTask, result: pb.TaskResult, object_id: str) -> pb.TaskResult:
+        """The result of a task whose value the executor stored as a file (`object_id`)."""
+        store = self._duties.store_result
+        try:
+            if store is None:
+                raise RuntimeError("this worker cannot store large results")
+            result.value = store(object_id)
+            result.stored_object_id = object_id
+            return result
+        except Exception as exc:
+            logger.warning("could not store the result of task %s: %s", task.task_id, exc)
+            message = f"could not store the task's large result: {exc}"
+            kind, worker_id = pb.ERROR_KIND_WORKER_LOST, self._duties.worker_id
+            return failed(task, kind, type(exc).__qualname__, message, worker_id)
 
     def _await_outcome(self, task: pb.LeasedTask) -> tuple[str, bytes, capture.Output]:
         """The executor's reply, the task's "out" messages before it handed to `printed`; the

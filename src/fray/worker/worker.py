@@ -11,7 +11,8 @@ and routes what crosses them:
   results go back in the RPC's answer and the controller hears of them afterwards;
 - `reporter`: results (and slots' starts of leased tasks, and what running tasks print) for
   the controller, in batches (ReportResults);
-- `objects`: the cache of objects from `ctx.put`;
+- `objects`: the objects tasks name (small ones' bytes, large ones' files through the worker's
+  `ObjectPlane`, served to other hosts by its object server) and the large results it owns;
 - `actor_host`: the actors hosted here, each in a process of its own;
 - `jobs`: the job replicas run here (processes of their own, their output streamed to the
   controller); `resources`: what the worker offers (cpus and memory default to the machine's);
@@ -24,8 +25,9 @@ thread, not every thread of the worker.
 
 Shutdown (SIGTERM, Ctrl-C or `stop()`): stop leasing, stop the job replicas, let running tasks
 finish for up to `shutdown_grace` seconds, stop the rest, report what finished (and the
-replicas' ends), then unregister: the controller
-puts every task the worker still held back in the queue. A second signal skips the grace period.
+replicas' ends), then unregister: the controller puts every task the worker still held back
+in the queue; last, the object plane is closed (its files deleted). A second signal skips the
+grace period.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from typing import Any
 from fray.wire import auth, serving, tls
 from fray.wire.controller_client import ControllerClient
 from fray.wire.limits import DEFAULT_MAX_REQUEST_BYTES
+from fray.wire.objects import ObjectPlane
 from fray.wire.pb import controller_pb2 as pb
 from fray.worker import service
 from fray.worker.actor_host import ActorHost
@@ -128,9 +131,23 @@ class Worker:
         self.stopping_hard = threading.Event()  # no grace left
         self.stopped = threading.Event()
 
+        if advertise_host is None:  # a wildcard address is no address for others to dial
+            wildcard = host in ("0.0.0.0", "::", "")
+            advertise_host = socket.gethostbyname(socket.gethostname()) if wildcard else host
+
         self._mutex = threading.RLock()  # see the module docstring
-        self.objects = ObjectCache(self.client)
-        self.actors = ActorHost(self.worker_id, self.client, self.objects.get)
+        # Large objects: files in this host's shared memory, served to others by its server.
+        self.plane = ObjectPlane(
+            self.worker_id, bind_host=host, advertise_host=advertise_host, token=token
+        )
+        self.objects = ObjectCache(self.client, plane=self.plane)
+        self.actors = ActorHost(
+            self.worker_id,
+            self.client,
+            self.objects.get,
+            result_dir=self.objects.result_dir,
+            store_result=self.objects.store_result,
+        )
         self.jobs = JobReplicas(self.client, self.worker_id, self.client.address, token=token)
         self.queue = TaskQueue(self._mutex, self.concurrency, self.stopping)
         self.slots = Slots(
@@ -143,6 +160,8 @@ class Worker:
                 stopping_hard=self.stopping_hard,
                 give_up=self.stop,
                 printed=self._printed,
+                result_dir=self.objects.result_dir,
+                store_result=self.objects.store_result,
             ),
         )
         self.direct = DirectCalls(
@@ -163,9 +182,6 @@ class Worker:
             name="worker",
             tls=server_tls,
         )
-        if advertise_host is None:  # a wildcard address is no address for others to dial
-            wildcard = host in ("0.0.0.0", "::", "")
-            advertise_host = socket.gethostbyname(socket.gethostname()) if wildcard else host
         self.address = serving.url(advertise_host, self._server.port, secure=bool(server_tls))
         self.registration = Registration(
             self.client,
@@ -234,6 +250,7 @@ class Worker:
             self.actors.stop_all()
             self.jobs.close()
             self.slots.stop_processes()
+            self.objects.close()
             self.client.close()
             if in_main:
                 for sig, handler in previous.items():

@@ -94,9 +94,14 @@ def fetch_to_file(url: str, path: str, size: int, token: str | None, timeout: fl
     except OSError as exc:  # refused, reset, timed out, closed early, no such host
         if isinstance(exc, PermissionError | FileNotFoundError):  # local file problems
             raise
-        raise ObjectLostError(
-            f"cannot fetch object {object_id} from {url}: {_GONE} ({exc})", object_id=object_id
-        ) from exc
+        if isinstance(exc, ConnectionRefusedError):  # nothing listens there: the owner is gone
+            raise ObjectLostError(
+                f"cannot fetch object {object_id} from {url}: {_GONE} ({exc})",
+                object_id=object_id,
+            ) from exc
+        # A reset, a timeout, a partition: maybe passing (the task is retried, the result
+        # can be asked for again).
+        raise ConnectionError(f"fetching object {object_id} from {url} failed: {exc}") from exc
     logger.debug("fetched object %s (%d bytes) from %s", object_id, size, url)
 
 

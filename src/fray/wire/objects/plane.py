@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 import threading
@@ -19,8 +21,17 @@ from fray.wire.pb import controller_pb2 as pb
 logger = logging.getLogger(__name__)
 
 
+def objects_token(token: str | None) -> str | None:
+    """The token object servers ask for, derived from the cluster's: object streams are plain
+    HTTP, so what they carry must not be the token that lets one run code on the cluster."""
+    if not token:
+        return None
+    return hmac.new(token.encode(), b"fray-objects", hashlib.sha256).hexdigest()
+
+
 class ObjectPlane:
-    """One process's object files for `owner`, served on `bind_host` (thread-safe)."""
+    """One process's object files for `owner`, served on `bind_host` (thread-safe). `token`
+    is the cluster's; its servers and fetches use `objects_token(token)`."""
 
     def __init__(
         self,
@@ -34,7 +45,7 @@ class ObjectPlane:
         self.owner = owner
         self.bind_host = bind_host
         self.advertise_host = advertise_host
-        self.token = token
+        self.token = objects_token(token)
         self.store = store if store is not None else LocalStore(owner)
         self._lock = threading.Lock()
         self._server: ObjectServer | None = None
@@ -83,7 +94,10 @@ class ObjectPlane:
                 if own is not None:
                     return own
                 if location.host == host_key():
-                    return self._same_host(object_id, location)
+                    if location.path and os.access(location.path, os.R_OK):
+                        return location.path
+                    if not location.url:  # (else: another user, a private /tmp or /dev/shm)
+                        raise self._gone(object_id, location)
                 pending = Future()
                 self._fetching[object_id] = pending
                 mine = True
@@ -103,10 +117,9 @@ class ObjectPlane:
             with self._lock:
                 self._fetching.pop(object_id, None)
 
-    def _same_host(self, object_id: str, location: pb.ObjectLocation) -> str:
-        if location.path and os.path.exists(location.path):
-            return location.path
-        raise ObjectLostError(
+    @staticmethod
+    def _gone(object_id: str, location: pb.ObjectLocation) -> ObjectLostError:
+        return ObjectLostError(
             f"object {object_id} is gone: its file {location.path or '(none)'} on this host "
             f"no longer exists (freed, or its owner {location.owner or '?'} went away)",
             object_id=object_id,

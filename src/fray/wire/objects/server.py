@@ -1,13 +1,15 @@
 """The object server: a process's object files as raw bytes over HTTP/1.1 (``sendfile``).
 
 ``GET /objects/<id>`` answers the file (200, Content-Length), 404 for an unknown id, 401
-without the bearer token when one is set; ``GET /ping`` answers "ok".
+without the bearer token when one is set; ``GET /ping`` answers "ok". Off loopback it does not
+start without a token.
 """
 
 from __future__ import annotations
 
 import hmac
 import http.server
+import ipaddress
 import logging
 import os
 import socket
@@ -26,6 +28,15 @@ _SOCKET_TIMEOUT = 120.0  # a stalled reader is dropped after this long
 def bracket(host: str) -> str:
     """`host` as it goes in a URL (IPv6 literals in brackets)."""
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -128,9 +139,15 @@ class ObjectServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Bind and serve in a daemon thread."""
+        """Bind and serve in a daemon thread. Off loopback a token is required (objects are
+        pickles: what reaches another host is guarded like the RPCs are)."""
         if self._server is not None:
             return
+        if not self.token and not _is_loopback(self.host):
+            raise PermissionError(
+                f"serving objects on {self.host} needs a token (--token / FRAY_TOKEN), "
+                "as the controller and workers do off loopback"
+            )
         self._server = _HTTPServer((self.host, 0), self.store, self.token)
         self._thread = threading.Thread(
             target=self._server.serve_forever,

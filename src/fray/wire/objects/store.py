@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import itertools
 import logging
 import os
@@ -50,11 +51,20 @@ def _read_boot_id() -> str:
 
 
 def host_key() -> str:
-    """Which processes share files: ``$FRAY_OBJECT_HOST``, else hostname and boot id."""
+    """Which processes share files and process ids: ``$FRAY_OBJECT_HOST``, else hostname, boot
+    id and pid namespace (containers on one host see other processes and files)."""
     forced = os.environ.get(HOST_ENV)
     if forced:
         return forced
-    return f"{socket.gethostname()}/{_read_boot_id()}"
+    return f"{socket.gethostname()}/{_read_boot_id()}/{_pid_namespace()}"
+
+
+@functools.cache
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid").removeprefix("pid:")
+    except OSError:
+        return "-"
 
 
 def process_start(pid: int) -> int | None:

@@ -87,7 +87,9 @@ async def _sim_worker(client: Any, slots: int, prefetch: int, stop: asyncio.Even
             continue
         if lease.tasks:
             results = [
-                pb.TaskResult(task_id=t.task_id, attempt=t.attempt, value=NONE_VALUE)
+                pb.TaskResult(
+                    task_id=t.task_id, attempt=t.attempt, value=NONE_VALUE, run_seconds=1e-5
+                )
                 for t in lease.tasks
             ]
             await client.report_results(

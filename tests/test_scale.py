@@ -17,7 +17,7 @@ from fray.controller.placement import fits_now
 from fray.controller.records import TaskOutcome, TaskSpec, TaskState, WorkerRecord
 from fray.controller.service import ControllerService
 from fray.controller.state import ControllerState
-from fray.controller.task_lifecycle import grant_size
+from fray.controller.task_lifecycle import MIN_LEASE, grant_size
 from fray.controller.tasks import TaskTable
 from fray.wire.pb import controller_pb2 as pb
 
@@ -366,6 +366,9 @@ def test_lease_size_is_free_slots_then_the_fair_share() -> None:
     # its share (2), not 50 of them queued behind one worker while the others idle.
     assert grant_size(worker(1), 256, 100, 50) == 2
     assert grant_size(worker(1), 256, 10_000, 100) == 100
+    # Tasks known to be short: a lease worth an RPC, at most half of the queue.
+    assert grant_size(worker(1), 256, 1_000, 1_000, short=True) == MIN_LEASE
+    assert grant_size(worker(1), 256, 10, 1_000, short=True) == 5
     # Never more than the worker's room.
     assert grant_size(worker(1, held=250), 256, 100_000, 10) == 7
     assert grant_size(worker(8), 256, 10, 1_000) == 8  # its free slots, always
@@ -436,3 +439,23 @@ def test_no_task_waits_while_a_parked_worker_could_take_it() -> None:
         assert c.lease_polls.woken < 3 * (counts[TaskState.COMPLETED] + 30)
 
     run(body)
+
+
+def test_only_tasks_known_to_be_short_come_in_leases_larger_than_the_fair_share() -> None:
+    """A function whose tasks recently ran under SHORT_TASK_SECONDS: leases of MIN_LEASE; a
+    function never seen (maybe long tasks, after a burst of short ones): the fair share."""
+    now = [1000.0]
+    state = ControllerState(clock=lambda: now[0])
+    for i in range(100):
+        state.register_worker(worker_id=f"w{i}", slots=1, prefetch=256)
+    state.submit([TaskSpec(function=b"tiny", args=b"", task_id="first")])
+    (first,), _ = state.lease("w0")
+    now[0] += 0.001
+    state.report("w0", [TaskOutcome(first.task_id, 1, value=b"", run_seconds=0.001)])
+    state.submit([TaskSpec(function=b"tiny", args=b"", task_id=f"t{i}") for i in range(1000)])
+    leased, _ = state.lease("w1")
+    assert len(leased) == MIN_LEASE  # its share would be 10
+    state.submit([TaskSpec(function=b"long", args=b"", task_id=f"l{i}") for i in range(200)])
+    state.cancel([f"t{i}" for i in range(1000)])  # only the unknown function's tasks are left
+    leased, _ = state.lease("w2")
+    assert len(leased) == 2  # the fair share of 200 over 100 workers

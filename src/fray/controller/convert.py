@@ -161,6 +161,7 @@ def outcome_from_pb(result: pb.TaskResult) -> rec.TaskOutcome:
         error=failure_from_pb(result.error) if which == "error" else None,
         handed_back=which == "handed_back",
         stored_object_id=result.stored_object_id,
+        run_seconds=result.run_seconds,
     )
 
 

@@ -224,6 +224,7 @@ class LeasePolls:
         count = min(count, pending)
         workers = state.workers
         total = len(workers)
+        short = state.short_work_ahead()
         chosen: list[tuple[LeasePoll, int]] = []
         for poll in self._with_room:  # oldest parked first
             if count <= 0:
@@ -234,7 +235,7 @@ class LeasePolls:
             if worker is None or not fits_now(worker, need):
                 continue
             expected = max(
-                1, grant_size(worker, prefetch_of(worker, poll.prefetch), pending, total)
+                1, grant_size(worker, prefetch_of(worker, poll.prefetch), pending, total, short)
             )
             chosen.append((poll, expected))
             count -= expected

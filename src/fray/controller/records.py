@@ -149,6 +149,7 @@ class TaskOutcome:
     error: TaskFailure | None = None
     handed_back: bool = False
     stored_object_id: str = ""  # the value stands for this large object (freed if not kept)
+    run_seconds: float = 0.0  # how long it ran on its worker (0: not told)
 
 
 @dataclass(slots=True)

@@ -55,7 +55,7 @@ from fray.controller.records import (
     replica_key,
 )
 from fray.controller.recovery import SavedState, restore
-from fray.controller.task_lifecycle import TaskLifecycle
+from fray.controller.task_lifecycle import SHORT_TASK_SECONDS, TaskLifecycle
 from fray.controller.tasks import FinishedAmong, TaskTable
 from fray.controller.transitions import Transitions
 from fray.controller.workers import WorkerRegistry
@@ -244,6 +244,10 @@ class ControllerState:
     def finished_total(self) -> int:
         """How many tasks ever finished here (it moves when any does)."""
         return self._tasks.finished_total
+
+    def short_work_ahead(self) -> bool:
+        """Whether the next tasks to lease are known to be short (`grant_size`)."""
+        return self._tasks.short_work_ahead(SHORT_TASK_SECONDS)
 
     def pending_of(self, need: Need) -> int:
         """How many PENDING tasks ask for exactly `need`."""

@@ -45,21 +45,32 @@ def prefetch_of(worker: WorkerRecord, asked: int | None) -> int:
     return worker.prefetch if asked is None else max(0, min(asked, worker.prefetch))
 
 
-def grant_size(worker: WorkerRecord, prefetch: int, queued: int, workers: int) -> int:
+# A lease carries at least this many tasks (room and queue allowing) when the next ones are
+# known to be short: their function's recent tasks ran under SHORT_TASK_SECONDS.
+MIN_LEASE = 64
+SHORT_TASK_SECONDS = 0.005
+
+
+def grant_size(
+    worker: WorkerRecord, prefetch: int, queued: int, workers: int, short: bool = False
+) -> int:
     """How many tasks one lease hands a worker that could take `queued` of the queued tasks.
 
     Its free slots, always; beyond them (prefetch) its fair share of those tasks over all the
-    workers, so that long tasks spread over the workers. No minimum beyond that: a worker's
-    prefetch follows its recent pace, which says nothing of the next tasks (a burst of tiny
-    tasks, then long ones), and a minimum of N would queue N long tasks behind one worker
-    while others idle. With many workers and a shallow queue leases are small; targeted
-    wake-ups keep that cheap (only as many polls as the new tasks need look).
+    workers, so that long tasks spread over the workers. With many workers that share shrinks
+    to one task a lease, so when the next tasks are known to be `short` (their function's
+    recent tasks ran under SHORT_TASK_SECONDS) a lease carries at least MIN_LEASE of them
+    (within its room, and at most half of the queue). The minimum is not applied to tasks not
+    known to be short: a worker's prefetch follows its recent pace, which says nothing of the
+    next tasks (a burst of tiny tasks, then long ones), and N long tasks queued behind one
+    worker would wait while others idle.
     """
     held = len(worker.task_ids)
     room = worker.slots + prefetch - held
     free_slots = max(0, worker.slots - held)
     fair_share = math.ceil(queued / max(1, workers))
-    return max(0, min(room, max(free_slots, fair_share)))
+    least = min(MIN_LEASE, max(1, queued // 2)) if short else 0
+    return max(0, min(room, max(free_slots, fair_share, least)))
 
 
 class TaskLifecycle:
@@ -185,7 +196,8 @@ class TaskLifecycle:
         queued = self._tasks.queued_fitting(fits)  # the tasks this worker could take
         if queued == 0:
             return [], cancels
-        grant = grant_size(worker, extra, queued, len(self._workers.by_id))
+        short = self._tasks.short_work_ahead(SHORT_TASK_SECONDS)
+        grant = grant_size(worker, extra, queued, len(self._workers.by_id), short)
         leased: list[TaskRecord] = []
         next_pending, task_ids = self._tasks.next_pending, worker.task_ids
         while len(leased) < grant and (task := next_pending(fits)) is not None:
@@ -249,6 +261,8 @@ class TaskLifecycle:
                 self._move(task, TaskState.CANCELLED)
             else:
                 worker.tasks_completed += 1
+                if outcome.run_seconds > 0:  # as the worker measured it (no report delays)
+                    self._tasks.record_run(task.spec, outcome.run_seconds)
                 task.result = outcome.value or b""
                 task.error = None
                 self._move(task, TaskState.COMPLETED)

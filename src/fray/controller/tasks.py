@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import sys
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -40,6 +40,7 @@ from fray.controller.records import (
 )
 
 _Queue = deque[tuple[int, str]]  # (submission number, task id), oldest first; may hold stale ids
+_RUN_SECONDS_KEPT = 256  # functions whose recent run time is kept
 
 
 class TaskTable:
@@ -64,6 +65,9 @@ class TaskTable:
         # of unfinished tasks holding it; forgotten when none does (a finished task drops its
         # function). Tasks of one client mostly share a handful of functions.
         self._functions: dict[bytes, list[Any]] = {}  # pickle -> [the one copy, tasks]
+        # How long the tasks of the latest functions ran (a moving average; `record_run`),
+        # kept past their last task: the next batch of a function is known at once.
+        self._run_seconds: OrderedDict[bytes, float] = OrderedDict()
         # For the service's wake-ups: tasks queued (again) since it last looked, by need, and
         # how many tasks ever finished (the newest ids are at the end of `_finished`).
         self.new_pending: dict[Need, int] = {}
@@ -115,6 +119,27 @@ class TaskTable:
             entry[1] -= 1
             if entry[1] <= 0:
                 del self._functions[spec.function]
+
+    def record_run(self, spec: TaskSpec, seconds: float) -> None:
+        """A task of `spec`'s function ran `seconds` (call before it finishes): its function's
+        recent run time follows (a moving average)."""
+        runs, function = self._run_seconds, spec.function
+        before = runs.get(function)
+        runs[function] = seconds if before is None else 0.8 * before + 0.2 * seconds
+        runs.move_to_end(function)
+        if len(runs) > _RUN_SECONDS_KEPT:
+            runs.popitem(last=False)
+
+    def short_work_ahead(self, short_seconds: float) -> bool:
+        """Whether the next task to lease asks for nothing and its function's tasks recently
+        ran under `short_seconds` (False when not known: nothing of it finished yet)."""
+        if self._queues or not self._plain:
+            return False
+        task = self.by_id.get(self._plain[0])
+        if task is None or task.state is not TaskState.PENDING:  # a stale id: not known
+            return False
+        seconds = self._run_seconds.get(task.spec.function)
+        return seconds is not None and seconds < short_seconds
 
     @property
     def distinct_functions(self) -> int:

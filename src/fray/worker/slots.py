@@ -135,7 +135,9 @@ class Slot:
                 time.sleep(1)  # do not spin if the executor cannot start
             with self.lock:
                 self.current = None
-            duties.finished(result, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            result.run_seconds = seconds
+            duties.finished(result, seconds)
             del task, result  # not kept (arguments, value) while the next task is awaited
 
     def _execute(self, task: pb.LeasedTask) -> pb.TaskResult:

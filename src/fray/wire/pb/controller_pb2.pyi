@@ -530,7 +530,7 @@ class LeaseTasksResponse(_message.Message):
     def __init__(self, tasks: _Optional[_Iterable[_Union[LeasedTask, _Mapping]]] = ..., cancel_task_ids: _Optional[_Iterable[str]] = ..., start_actors: _Optional[_Iterable[_Union[ActorSpec, _Mapping]]] = ..., stop_actor_ids: _Optional[_Iterable[str]] = ..., freed_object_ids: _Optional[_Iterable[str]] = ..., start_jobs: _Optional[_Iterable[_Union[JobLaunch, _Mapping]]] = ..., stop_job_replicas: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TaskResult(_message.Message):
-    __slots__ = ("task_id", "attempt", "value", "error", "handed_back", "output", "stored_object_id")
+    __slots__ = ("task_id", "attempt", "value", "error", "handed_back", "output", "stored_object_id", "run_seconds")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -538,6 +538,7 @@ class TaskResult(_message.Message):
     HANDED_BACK_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     STORED_OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_SECONDS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     attempt: int
     value: bytes
@@ -545,7 +546,8 @@ class TaskResult(_message.Message):
     handed_back: bool
     output: TaskOutput
     stored_object_id: str
-    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., value: _Optional[bytes] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., handed_back: _Optional[bool] = ..., output: _Optional[_Union[TaskOutput, _Mapping]] = ..., stored_object_id: _Optional[str] = ...) -> None: ...
+    run_seconds: float
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., value: _Optional[bytes] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., handed_back: _Optional[bool] = ..., output: _Optional[_Union[TaskOutput, _Mapping]] = ..., stored_object_id: _Optional[str] = ..., run_seconds: _Optional[float] = ...) -> None: ...
 
 class TaskOutput(_message.Message):
     __slots__ = ("text", "dropped_bytes", "pid", "worker_id")

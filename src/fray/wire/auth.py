@@ -10,7 +10,6 @@ connectrpc calls and `fray.wire.serving.PlainUnary` to the calls it answers itse
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +17,8 @@ from typing import Any
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 from connectrpc.request import RequestContext
+
+from fray.common.net import is_loopback
 
 TOKEN_ENV = "FRAY_TOKEN"
 AUTHORIZATION = "authorization"
@@ -80,15 +81,6 @@ class TokenInterceptor:
         self, token: None, ctx: RequestContext[Any, Any], error: Exception | None
     ) -> None:
         return None
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def require_token_off_loopback(host: str, token: str | None, what: str) -> None:

@@ -66,10 +66,11 @@ def dumps(obj: Any, what: str) -> bytes:
     try:
         return cloudpickle_dumps(obj)
     except Exception as exc:
-        raise errors.SerializationError(f"cannot pickle {what}: {_short(obj)}: {exc}") from exc
+        raise errors.SerializationError(f"cannot pickle {what}: {short_repr(obj)}: {exc}") from exc
 
 
-def _short(obj: Any) -> str:
+def short_repr(obj: Any) -> str:
+    """`repr(obj)` cut to 120 characters (its type when repr fails), for error messages."""
     try:
         text = repr(obj)
     except Exception:

@@ -32,7 +32,7 @@ from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 from connectrpc.request import RequestContext
 
-from fray.wire import auth
+from fray.common.net import is_loopback
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def _no_password() -> str:
 
 def warn_if_plaintext(host: str, what: str, tls: ServerTLS | None) -> None:
     """Log one warning when `what` listens on a non-loopback `host` without TLS."""
-    if tls is None and not auth.is_loopback(host):
+    if tls is None and not is_loopback(host):
         logger.warning(
             "the %s listens on %s without TLS: its token and tasks cross the network in the "
             "clear; give it --tls-cert and --tls-key (or $%s/$%s) to encrypt them",

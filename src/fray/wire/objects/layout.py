@@ -27,7 +27,7 @@ from typing import Any
 
 from fray import errors
 from fray.common.sizes import parse_bytes
-from fray.wire.payload import PROTOCOL, _Pickler
+from fray.wire.payload import PROTOCOL, _Pickler, short_repr
 from fray.wire.pb import controller_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -217,14 +217,6 @@ def _has_big_bytes(value: Any) -> bool:
     return False
 
 
-def _describe(obj: Any) -> str:
-    try:
-        text = repr(obj)
-    except Exception:
-        text = f"<{type(obj).__qualname__}>"
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
 def encode(value: Any, what: str) -> Encoded:
     """Pickle `value` for an object file, keeping buffers out of band (no copy of them);
     SerializationError naming `what` when it does not pickle."""
@@ -250,7 +242,8 @@ def encode(value: Any, what: str) -> Encoded:
             pickler.dump(value)
             data = file.getvalue()
     except Exception as exc:
-        raise errors.SerializationError(f"cannot pickle {what}: {_describe(value)}: {exc}") from exc
+        message = f"cannot pickle {what}: {short_repr(value)}: {exc}"
+        raise errors.SerializationError(message) from exc
     return Encoded(value, data, buffers, kinds)
 
 

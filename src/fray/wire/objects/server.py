@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hmac
 import http.server
-import ipaddress
 import logging
 import os
 import socket
@@ -17,6 +16,7 @@ import socketserver
 import threading
 from typing import Any
 
+from fray.common.net import is_loopback
 from fray.wire.objects.store import LocalStore
 
 logger = logging.getLogger(__name__)
@@ -28,15 +28,6 @@ _SOCKET_TIMEOUT = 120.0  # a stalled reader is dropped after this long
 def bracket(host: str) -> str:
     """`host` as it goes in a URL (IPv6 literals in brackets)."""
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -143,7 +134,7 @@ class ObjectServer:
         pickles: what reaches another host is guarded like the RPCs are)."""
         if self._server is not None:
             return
-        if not self.token and not _is_loopback(self.host):
+        if not self.token and not is_loopback(self.host):
             raise PermissionError(
                 f"serving objects on {self.host} needs a token (--token / FRAY_TOKEN), "
                 "as the controller and workers do off loopback"

@@ -31,11 +31,11 @@ from fray import errors
 from fray.client.actor_place import ActorLocator
 from fray.client.connections import WorkerClients, never_connected
 from fray.client.futures import future_value
-from fray.client.objects import ClientObjects
+from fray.client.objects import ClientObjects, pack_arguments
 from fray.client.output import DriverLog
 from fray.wire import payload
 from fray.wire.limits import WORKER_CALL_MARGIN_MS, WORKER_WAIT_MS
-from fray.wire.objects import StoredValue, layout
+from fray.wire.objects import StoredValue
 from fray.wire.pb import controller_pb2 as pb
 from fray.wire.pb import worker_pb2 as wpb
 
@@ -74,11 +74,7 @@ class ActorSender:
         """Pickle a call (an unpicklable argument fails here, named); large arguments become
         an object, freed when `future` is done."""
         name = f"{self._class_name}.{method}"
-        data = payload.dumps_arguments(args, kwargs, name)
-        object_ids = payload.object_ids_of(args, kwargs)
-        if len(data) > layout.INLINE_MAX_BYTES:
-            data, object_id = self._objects().store_arguments(args, kwargs, name, future)
-            object_ids.append(object_id)
+        data, object_ids, _ = pack_arguments(self._objects_of_context, args, kwargs, name, future)
         return wpb.ActorCall(method=method, args=data, object_ids=object_ids)
 
     def _objects(self) -> ClientObjects:

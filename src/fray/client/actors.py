@@ -32,8 +32,8 @@ from fray.client.actor_place import ActorLocator
 from fray.client.actor_send import ActorSender
 from fray.client.connections import ClientLink, refused
 from fray.client.futures import future_value
+from fray.client.objects import pack_arguments
 from fray.wire import payload
-from fray.wire.objects import layout
 from fray.wire.pb import controller_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -122,15 +122,11 @@ class ActorDirectory:
         class_name = getattr(cls, "__qualname__", type(cls).__qualname__)
         args = tuple(future_value(a) for a in args)
         kwargs = {k: future_value(v) for k, v in kwargs.items()}
-        data = payload.dumps_arguments(args, kwargs, class_name)
-        object_ids = payload.object_ids_of(args, kwargs)
-        stored = ""
-        if len(data) > layout.INLINE_MAX_BYTES and self._link.objects is not None and not detached:
-            # Large constructor arguments become an object, kept for the actor's restarts
-            # until the context closes. A detached actor outlives its creator (and its
-            # objects): its arguments go inline.
-            data, stored = self._link.objects.store_arguments(args, kwargs, class_name, None)
-            object_ids.append(stored)
+        # Large constructor arguments become an object, kept for the actor's restarts until
+        # the context closes (no future). A detached actor outlives its creator (and its
+        # objects): its arguments go inline.
+        objects = None if detached else self._link.objects
+        data, object_ids, stored = pack_arguments(objects, args, kwargs, class_name, None)
         spec = pb.ActorSpec(
             actor_id=uuid.uuid4().hex[:16],  # ours, so that a retried CreateActor is a repeat
             name=name or "",

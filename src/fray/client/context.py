@@ -20,7 +20,6 @@ import concurrent.futures
 import contextlib
 import itertools
 import logging
-import pickle
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,7 +33,7 @@ from fray.client.collector import Collector
 from fray.client.connections import ClientLink, WorkerClients
 from fray.client.direct import DirectPath
 from fray.client.futures import FrayFuture, TaskOptions, future_value, settle
-from fray.client.objects import ClientObjects
+from fray.client.objects import ClientObjects, pack_arguments
 from fray.client.output import DriverLog
 from fray.client.routing import TaskRouter
 from fray.client.submitter import Submitter
@@ -43,7 +42,6 @@ from fray.common.deadlines import deadline_after, time_left
 from fray.job.context import validate_actor_args, validate_requirements, validate_wait_args
 from fray.wire import auth, payload
 from fray.wire.controller_client import DEFAULT_RETRY_TIMEOUT, ControllerClient
-from fray.wire.objects import layout
 from fray.wire.payload import ObjectRef
 from fray.wire.pb import controller_pb2 as pb
 from fray.wire.probe import DEFAULT_PROBE_TIMEOUT, probe
@@ -403,16 +401,7 @@ class FrayContext:
         options: TaskOptions | None,
     ) -> None:
         name = future.name or (options.name if options else None) or payload.describe(fn)
-        buffers: list[pickle.PickleBuffer] = []  # arrays: kept out of the pickle, not copied
-        data = payload.dumps_arguments(args, kwargs, name, buffers.append)
-        object_ids = payload.object_ids_of(args, kwargs)
-        if buffers or len(data) > layout.INLINE_MAX_BYTES:
-            size = len(data) + sum(memoryview(b).nbytes for b in buffers)
-            if size > layout.INLINE_MAX_BYTES:  # large: an object of its own, freed when done
-                data, object_id = self._objects.store_arguments(args, kwargs, name, future)
-                object_ids.append(object_id)
-            else:  # small arrays: in the pickle, as before
-                data = payload.dumps_arguments(args, kwargs, name)
+        data, object_ids, _ = pack_arguments(self._objects, args, kwargs, name, future)
         spec = pb.TaskSpec(
             task_id=future.task_id,
             function=payload.dumps_function(fn),

@@ -289,6 +289,30 @@ class _Releaser:
             logger.warning("could not free %d objects at the controller: %s", len(object_ids), exc)
 
 
+def pack_arguments(
+    objects: ClientObjects | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    name: str,
+    future: concurrent.futures.Future[Any] | None,
+) -> tuple[bytes, list[str], str]:
+    """A call's pickled arguments, the objects it names, and the object made of them ("" when
+    none was): arguments larger than `layout.INLINE_MAX_BYTES` pickled become an object of
+    `objects` (`ClientObjects.store_arguments`, freed when `future` is done), unless `objects`
+    is None (they then go inline). An unpicklable argument fails here, named. Arrays are kept
+    out of the first pickle (not copied) until their size is known."""
+    object_ids = payload.object_ids_of(args, kwargs)
+    buffers: list[pickle.PickleBuffer] = []
+    data = payload.dumps_arguments(args, kwargs, name, buffers.append)
+    if not buffers and len(data) <= layout.INLINE_MAX_BYTES:  # the common case: small
+        return data, object_ids, ""
+    size = len(data) + sum(memoryview(b).nbytes for b in buffers)
+    if objects is None or size <= layout.INLINE_MAX_BYTES:  # in one pickle, arrays too
+        return payload.dumps_arguments(args, kwargs, name), object_ids, ""
+    data, stored = objects.store_arguments(args, kwargs, name, future)
+    return data, [*object_ids, stored], stored
+
+
 def local_address_for(address: str) -> str:
     """The local address this process reaches `address` (a URL) from: loopback for a loopback
     controller, else the interface's address (no packet is sent)."""

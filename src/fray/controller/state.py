@@ -1,8 +1,8 @@
 """`ControllerState`: the controller's whole state machine, as the one object the service calls.
 
 It plays the part of a `concurrent.futures` executor for a cluster: clients `submit` tasks,
-wait for them (`finished_among`, `read_finished`) and `cancel` them, while workers, in place of
-the executor's threads, ask for work (`lease`) and hand back results (`report`). Objects
+wait for them (`watch_finished_among`, `read_finished`) and `cancel` them, while workers, in
+place of the executor's threads, ask for work (`lease`) and hand back results (`report`). Objects
 (`put_object`) and actors (`create_actor`) ride along.
 
 Pure Python and single-threaded: no transport, no asyncio, no locks. The Connect service
@@ -65,7 +65,7 @@ from fray.wire.pb import controller_pb2 as pb
 class ControllerState:
     """Tasks, workers, objects and actors, and every rule about how they change.
 
-    Clients: `submit`, `cancel`, `get_task`, `list_tasks`, `finished_among`, `read_finished`.
+    Clients: `submit`, `cancel`, `get_task`, `list_tasks`, `watch_finished_among`, `read_finished`.
     Workers: `register_worker`, `heartbeat`, `lease`, `report`, `record_direct`,
     `report_actor`, `reconcile_actors`, `take_actor_orders`, `unregister_worker`.
     Objects: `put_object`, `get_object`, `delete_objects`. Actors: `create_actor`, `get_actor`,
@@ -222,20 +222,10 @@ class ControllerState:
     def get_task(self, task_id: str) -> TaskRecord:
         return self._tasks.get(task_id)
 
-    def finished_among(self, task_ids: Iterable[str]) -> tuple[list[TaskRecord], int]:
-        """The finished tasks among `task_ids`, and how many are not finished."""
-        finished, pending = [], 0
-        for task_id in task_ids:
-            task = self.get_task(task_id)
-            if task.state.finished:
-                finished.append(task)
-            else:
-                pending += 1
-        return finished, pending
-
     def watch_finished_among(self, task_ids: list[str]) -> FinishedAmong:
-        """`finished_among` kept up to date incrementally, for a poll that looks again and
-        again (WaitTasks): each look costs the tasks that finished since the last one."""
+        """The finished tasks among `task_ids`, kept up to date incrementally for a poll that
+        looks again and again (WaitTasks): each look costs the tasks that finished since the
+        last one (not_found for an unknown id)."""
         return FinishedAmong(self._tasks, task_ids)
 
     # ------------------------------------------------------------------ wake-ups

@@ -369,7 +369,7 @@ class FinishedAmong:
         self._mark = table.finished_total
         self._found: dict[str, TaskRecord] = {}
         self._waiting: set[str] = set()
-        for task_id in task_ids:  # not_found for an unknown id, as `finished_among`
+        for task_id in task_ids:  # not_found for an unknown id
             task = table.get(task_id)
             if task.state.finished:
                 self._found[task_id] = task

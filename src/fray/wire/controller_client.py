@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
@@ -14,7 +14,9 @@ from connectrpc.errors import ConnectError
 from fray.errors import ControllerUnavailableError
 from fray.wire import auth, tls
 from fray.wire.limits import CONTROLLER_CALL_MARGIN_MS, MAX_MESSAGE_BYTES
+from fray.wire.pb import controller_pb2 as pb
 from fray.wire.pb.controller_connect import FrayControllerClientSync
+from fray.wire.plain_client import PlainService
 from fray.wire.probe import check_address
 
 logger = logging.getLogger(__name__)
@@ -51,16 +53,25 @@ class ControllerClient:
         self.address = normalize_address(address)
         self.retry_timeout = retry_timeout
         self.tls_ca = tls.ca_from_env(tls_ca)
-        self.rpc = FrayControllerClientSync(
-            self.address,
-            # Pickles barely compress: gzip (connectrpc's default, both ways) only burns CPU,
-            # on the controller's single event loop too.
-            send_compression=None,
-            accept_compression=(),
-            timeout_ms=int(call_timeout * 1000),
-            read_max_bytes=MAX_MESSAGE_BYTES,
-            http_client=tls.http_client(self.address, self.tls_ca),
-        )
+        if tls.is_https(self.address):
+            self.rpc = FrayControllerClientSync(
+                self.address,
+                # Pickles barely compress: gzip (connectrpc's default, both ways) only burns
+                # CPU, on the controller's single event loop too.
+                send_compression=None,
+                accept_compression=(),
+                timeout_ms=int(call_timeout * 1000),
+                read_max_bytes=MAX_MESSAGE_BYTES,
+                http_client=tls.http_client(self.address, self.tls_ca),
+            )
+        else:  # the generated client's methods over a plain socket (`fray.wire.plain_client`)
+            plain = PlainService(
+                self.address,
+                pb.DESCRIPTOR.services_by_name["FrayController"],
+                read_max_bytes=MAX_MESSAGE_BYTES,
+                default_timeout_ms=int(call_timeout * 1000),
+            )
+            self.rpc = cast(FrayControllerClientSync, plain)
         self._headers = auth.auth_headers(auth.token_from_env(token))
         self.closed = False
 

@@ -65,7 +65,9 @@ def explain_transport_error(message: str) -> str:
     if "connection refused" in lowered:
         return "connection refused"
     if "dns error" in lowered or "name or service not known" in lowered:
-        host = re.search(r'Name\("([^"]+?)\.?"\)', message)
+        host = re.search(r'Name\("([^"]+?)\.?"\)', message) or re.search(
+            r"cannot resolve host (\S+):", message
+        )
         return f"cannot resolve host {host.group(1)}" if host else "cannot resolve the host"
     if "timed out" in lowered or "deadline" in lowered:
         return "no answer in time"

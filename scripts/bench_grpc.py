@@ -8,8 +8,10 @@ Stacks (each server in a subprocess of its own, the client in this process, one 
                    interceptors and codecs) served by fray.wire.serving.Server (uvicorn, uvloop,
                    httptools); the client is the generated FrayControllerClientSync on pyqwest,
                    configured as fray's ControllerClient (no compression either way)
-    connect-plain  the same, with fray.wire.serving.PlainUnary answering the plain binary
-                   case in front of connectrpc (what fray's workers do for RunTask/CallActor)
+    fray           what fray runs now: fray.wire.serving.PlainUnary answers the plain binary
+                   case in front of the same connectrpc app, and the client is
+                   fray.wire.plain_client.PlainService (HTTP/1.1 on a plain socket), as
+                   fray's ControllerClient and worker clients use for http:// addresses
     grpc           grpcio 1.x: grpc.server with a generic handler over the same messages
                    (SerializeToString/FromString), a thread pool of 4; the client is
                    channel.unary_unary on an insecure channel
@@ -50,7 +52,7 @@ METHODS: dict[str, tuple[Any, Any]] = {  # method -> (request class, response cl
     "LeaseTasks": (pb.LeaseTasksRequest, pb.LeaseTasksResponse),
 }
 MAX_BYTES = 2**31 - 1
-STACKS = ("connect", "connect-plain", "grpc")
+STACKS = ("connect", "fray", "grpc")
 
 
 # --- the messages ----------------------------------------------------------------------------
@@ -142,25 +144,9 @@ def serve_connect(answers: Answers, plain: bool) -> None:
     )
     app: Any = rpc
     if plain:
-        fast = serving.PlainUnary(
-            {
-                f"/{SERVICE}/GetClusterSummary": (
-                    pb.GetClusterSummaryRequest,
-                    service.get_cluster_summary,
-                ),
-                f"/{SERVICE}/SubmitTasks": (pb.SubmitTasksRequest, service.submit_tasks),
-                f"/{SERVICE}/LeaseTasks": (pb.LeaseTasksRequest, service.lease_tasks),
-            },
-            None,
-            {},
-            "bench",
-        )
-
-        async def app(scope: Any, receive: Any, send: Any) -> None:
-            if scope["type"] == "http" and fast.accepts(scope):
-                await fast(scope, receive, send)
-            else:
-                await rpc(scope, receive, send)
+        descriptor = pb.DESCRIPTOR.services_by_name["FrayController"]
+        fast = serving.PlainUnary(service, descriptor, None, {}, "bench")
+        app = serving.plain_first(fast, rpc)
 
     server = serving.Server(app, "127.0.0.1", 0, name="bench")
     print(f"PORT {server.port}", flush=True)
@@ -209,6 +195,23 @@ def connect_calls(port: int) -> tuple[dict[str, Call], Callable[[], None]]:
         accept_compression=(),
         timeout_ms=60_000,
         read_max_bytes=MAX_BYTES,
+    )
+    calls = {
+        "GetClusterSummary": client.get_cluster_summary,
+        "SubmitTasks": client.submit_tasks,
+        "LeaseTasks": client.lease_tasks,
+    }
+    return calls, client.close
+
+
+def plain_calls(port: int) -> tuple[dict[str, Call], Callable[[], None]]:
+    from fray.wire.plain_client import PlainService
+
+    client: Any = PlainService(
+        f"http://127.0.0.1:{port}",
+        pb.DESCRIPTOR.services_by_name["FrayController"],
+        read_max_bytes=MAX_BYTES,
+        default_timeout_ms=60_000,
     )
     calls = {
         "GetClusterSummary": client.get_cluster_summary,
@@ -272,7 +275,8 @@ def percentile(values: list[float], q: float) -> float:
 def measure(stack: str, args: argparse.Namespace) -> dict[str, float]:
     proc, port = start_server(stack, args.batch_size)
     try:
-        calls, close = (grpc_calls if stack == "grpc" else connect_calls)(port)
+        make = {"grpc": grpc_calls, "fray": plain_calls}.get(stack, connect_calls)
+        calls, close = make(port)
         try:
             summary = calls["GetClusterSummary"]
             empty = pb.GetClusterSummaryRequest()
@@ -323,7 +327,7 @@ def main() -> int:
         if args.serve == "grpc":
             serve_grpc(answers)
         else:
-            serve_connect(answers, plain=args.serve == "connect-plain")
+            serve_connect(answers, plain=args.serve == "fray")
         return 0
 
     from importlib.metadata import version
@@ -352,7 +356,7 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     labels = {
         "connect": "Connect (fray: uvicorn+uvloop+httptools, connectrpc sync client on pyqwest)",
-        "connect-plain": "Connect + PlainUnary (fray's worker hot path)",
+        "fray": "fray now: PlainUnary server, plain-socket client (fray.wire.plain_client)",
         "grpc": "gRPC (grpcio server, 4 threads; grpcio sync client)",
     }
     for stack, r in results.items():

@@ -17,6 +17,7 @@ import base64
 import contextlib
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -877,3 +878,36 @@ def test_a_lease_reports_hosted_actors_and_repairs_lost_messages(http: httpx.Cli
     hosted[0]["state"] = "ACTOR_STATE_DEAD"
     message = connect_error(http.post("LeaseTasks", json=body), 400, "invalid_argument")
     assert actor_id in message and "CREATING or READY" in message
+
+
+def test_abandoned_binary_lease_poll_takes_no_tasks(
+    controller: ControllerServer, http: httpx.Client
+) -> None:
+    """A worker's parked LeaseTasks (binary, the plain path) whose connection closes (the worker
+    died) is cancelled, as connectrpc cancels a JSON one: the next task is not leased to it."""
+    register(http, "gone", slots=1)
+    before = last_heartbeat(http, "gone")
+    body = pb.LeaseTasksRequest(worker_id="gone", wait_ms=20_000).SerializeToString()
+    port = int(controller.address.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(
+            b"POST /fray.v1.FrayController/LeaseTasks HTTP/1.1\r\nhost: x\r\n"
+            b"content-type: application/proto\r\nconnect-timeout-ms: 30000\r\n"
+            b"content-length: %d\r\n\r\n" % len(body) + body
+        )
+        wait_until_polling(http, "gone", before)
+        polls = controller.service._lease_polls
+        deadline = time.monotonic() + 20
+        while polls.parked != 1:  # parked (it found no work)
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    deadline = time.monotonic() + 10  # (its own wait is 20 s)
+    while polls.parked:  # the hang-up cancels it
+        assert time.monotonic() < deadline, "the abandoned poll is still parked"
+        time.sleep(0.01)
+    (task_id,) = submit(http, {})
+    task = call(http, "GetTask", {"taskId": task_id})["task"]
+    assert task["state"] == "TASK_STATE_PENDING"
+    register(http, "alive", slots=1)  # a live worker's poll gets it
+    leased = call(http, "LeaseTasks", {"workerId": "alive", "waitMs": 5000})["tasks"]
+    assert [t["taskId"] for t in leased] == [task_id]

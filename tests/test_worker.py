@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cloudpickle
 import httpx
@@ -33,6 +34,7 @@ from fray.local_cluster import LocalFrayCluster
 from fray.wire import payload, serving
 from fray.wire.pb import controller_pb2 as pb
 from fray.wire.pb import worker_pb2 as wpb
+from fray.wire.pb.worker_connect import FrayWorker
 from fray.worker.direct_calls import DirectCalls, WorkerBusy, WorkerDraining
 from fray.worker.task_queue import TaskQueue
 
@@ -465,16 +467,21 @@ def test_every_connect_code_has_an_http_status() -> None:
 def test_the_plain_fast_path_checks_the_token_and_maps_errors(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async def cancel(request: wpb.CancelTaskRequest, ctx: object) -> wpb.CancelTaskResponse:
-        if request.task_id == "refuse":
-            raise Refused("no room")
-        if request.task_id == "bug":
-            raise RuntimeError("internal detail")
-        return wpb.CancelTaskResponse(found=True)
+    class Service(FrayWorker):  # its other methods answer unimplemented
+        async def cancel_task(
+            self, request: wpb.CancelTaskRequest, ctx: Any
+        ) -> wpb.CancelTaskResponse:
+            if request.task_id == "refuse":
+                raise Refused("no room")
+            if request.task_id == "bug":
+                raise RuntimeError("internal detail")
+            assert isinstance(ctx, serving.PlainContext)
+            return wpb.CancelTaskResponse(found=True)
 
     path = "/fray.v1.FrayWorker/CancelTask"
     plain = serving.PlainUnary(
-        {path: (wpb.CancelTaskRequest, cancel)},
+        Service(),
+        wpb.DESCRIPTOR.services_by_name["FrayWorker"],
         "s3cret",
         {Refused: Code.RESOURCE_EXHAUSTED},
         "test",

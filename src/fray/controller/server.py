@@ -94,10 +94,20 @@ class ControllerServer:
             read_max_bytes=max_request_bytes,
             codecs=[google_protobuf_binary_codec(), serving.CurlFriendlyJSONCodec()],
         )
+        # The plain binary case of every RPC skips connectrpc's machinery (`serving.PlainUnary`).
+        plain = serving.PlainUnary(
+            self.service,
+            pb.DESCRIPTOR.services_by_name["FrayController"],
+            token,
+            _STATE_ERROR_CODES,
+            "controller",
+            watch_disconnects=True,
+        )
+        rpc = serving.plain_first(plain, self.app)
         self._server = serving.Server(
             edge.Edge(  # refuses bad and oversized requests before connectrpc reads them
                 # GET / (dashboard), /api/dashboard, /metrics, /healthz; RPCs timed
-                ControllerRoutes(self.app, self.service, self.service.metrics, token, self._health),
+                ControllerRoutes(rpc, self.service, self.service.metrics, token, self._health),
                 server="controller",
                 max_request_bytes=max_request_bytes,
                 limit_flag="fray controller --max-request-bytes",

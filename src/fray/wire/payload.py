@@ -61,6 +61,38 @@ def cloudpickle_dumps(obj: Any, buffer_callback: Callable[[Any], Any] | None = N
         return file.getvalue()
 
 
+# Values made only of these (and tuples, lists and dicts of them) pickle the same with plain
+# `pickle` as with cloudpickle, at a fraction of the cost (cloudpickle sets up a Pickler per
+# call: ~2 µs against ~0.3 µs for small arguments, on every task and result).
+_PLAIN_TYPES = frozenset({type(None), bool, int, float, complex, str, bytes})
+_PLAIN_CONTAINERS = frozenset({tuple, list, dict})
+_PLAIN_MAX_ITEMS = 128  # larger containers are not worth checking item by item
+
+
+def plain_dumps(obj: Any) -> bytes | None:
+    """`obj` pickled with plain `pickle` if it is made of builtin scalars, tuples, lists and
+    dicts only (and small); else None (pickle it with cloudpickle)."""
+    budget = [_PLAIN_MAX_ITEMS]
+    if not _plain(obj, budget):
+        return None
+    return pickle.dumps(obj, protocol=PROTOCOL)
+
+
+def _plain(obj: Any, budget: list[int]) -> bool:
+    kind = type(obj)
+    if kind in _PLAIN_TYPES:
+        return True
+    if kind not in _PLAIN_CONTAINERS:
+        return False
+    budget[0] -= len(obj)
+    if budget[0] < 0:
+        return False
+    for item in obj.items() if kind is dict else obj:  # noqa: SIM110 (a loop beats all(genexpr))
+        if not _plain(item, budget):  # (a dict's items are (key, value) tuples)
+            return False
+    return True
+
+
 def dumps(obj: Any, what: str) -> bytes:
     """cloudpickle `obj`, or raise SerializationError naming `what`."""
     try:
@@ -106,8 +138,12 @@ def dumps_arguments(
 ) -> bytes:
     """Pickle a call's arguments; on failure, name the argument that does not pickle.
     `buffer_callback`: as in `cloudpickle_dumps` (out-of-band buffers are not in the bytes)."""
+    call = (args, dict(kwargs))
+    plain = plain_dumps(call)
+    if plain is not None:
+        return plain
     try:
-        return cloudpickle_dumps((args, dict(kwargs)), buffer_callback)
+        return cloudpickle_dumps(call, buffer_callback)
     except Exception:
         pass
     for i, arg in enumerate(args):

@@ -218,6 +218,9 @@ def _result(value: Any) -> tuple[str, bytes]:
     """("ok", pickled value), or ("stored", object id) for a value too large to go inline."""
     big_bytes = isinstance(value, bytes | bytearray) and len(value) > layout.INLINE_MAX_BYTES
     if not big_bytes:  # (a large bytes value would be copied into this pickle for nothing)
+        plain = payload.plain_dumps(value)
+        if plain is not None and len(plain) <= layout.INLINE_MAX_BYTES:
+            return "ok", plain
         buffers: list[pickle.PickleBuffer] = []
         data = cloudpickle.dumps(value, protocol=payload.PROTOCOL, buffer_callback=buffers.append)
         if not buffers and len(data) <= layout.INLINE_MAX_BYTES:  # the common case: small
@@ -256,6 +259,8 @@ def _arguments(args: bytes, objects: Objects) -> tuple[tuple[Any, ...], dict[str
             raise LookupError(f"the arguments' object {call.object_id} was not fetched")
         call = values[call.object_id]
     call_args, call_kwargs = call
+    if not values:  # no objects: no refs to replace
+        return call_args, call_kwargs
     return payload.resolve_refs(call_args, call_kwargs, values)
 
 

@@ -144,7 +144,8 @@ class Slot:
         worker_id = self._duties.worker_id
         result = pb.TaskResult(task_id=task.task_id, attempt=task.attempt)
         try:
-            objects = {oid: self._duties.fetch_object(oid) for oid in task.object_ids}
+            fetch = self._duties.fetch_object
+            objects = {oid: fetch(oid) for oid in task.object_ids} if task.object_ids else {}
         except Exception as exc:
             # A missing object is final; an unreachable controller is an infrastructure failure.
             missing = isinstance(exc, ObjectLostError) or (
@@ -174,9 +175,8 @@ class Slot:
         else:
             result.error.ParseFromString(data)
             result.error.worker_id = worker_id
-        printed = capture.to_pb(output, self.process.pid, worker_id)
-        if printed is not None:
-            result.output.CopyFrom(printed)
+        if output is not None:
+            result.output.CopyFrom(capture.to_pb(output, self.process.pid, worker_id))
         return result
 
     def _send(self, task: pb.LeasedTask, objects: dict[str, ObjectData]) -> None:

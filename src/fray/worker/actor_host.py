@@ -62,6 +62,7 @@ class _Hosted:
     requests: Any  # one-way pipes: the event loop watches `results` (which makes it
     results: Any  # non-blocking); writes to `requests` stay blocking
     stopped: bool = False  # stopped on purpose: its exit is no news
+    exited: bool = False  # its process ended (it stays listed until its end is reported)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -183,6 +184,7 @@ class ActorHost:
         logger.info("actor %s (%s) ready", spec.actor_id, spec.class_name)
         self._report(spec, pb.ACTOR_STATE_READY)
         hosted.process.join()  # until it exits
+        hosted.exited = True  # calls from now on are for an actor that is not here
         if not hosted.stopped:
             exit_code = hosted.process.exitcode
             self._report(spec, pb.ACTOR_STATE_DEAD, self._died(spec, exit_code))
@@ -290,8 +292,10 @@ class ActorHost:
         if known is not None:  # a client's retry
             return known.task
         hosted = self._actors.get(request.actor_id)
-        if hosted is None or (
-            request.incarnation and hosted.spec.incarnation != request.incarnation
+        if (
+            hosted is None
+            or hosted.exited
+            or (request.incarnation and hosted.spec.incarnation != request.incarnation)
         ):
             raise UnknownActor(
                 f"actor {request.actor_id} (incarnation {request.incarnation}) "
@@ -332,6 +336,9 @@ class ActorHost:
                     await asyncio.to_thread(hosted.requests.send_bytes, batch)
                 else:
                     hosted.requests.send_bytes(batch)
+            except OSError as exc:  # its process had ended: the calls never reached it
+                raise UnknownActor(f"actor {actor_id} has exited ({exc})") from None
+            try:
                 await _readable(hosted.results)
                 outcomes = pickle.loads(hosted.results.recv_bytes())
             except (EOFError, OSError) as exc:

@@ -1,7 +1,8 @@
 """The controller's metrics (``GET /metrics``) and the counts the dashboard draws.
 
 `ControllerMetrics` owns a `CollectorRegistry` of its own. What it counts as things happen
-(cheap: a few dict operations per task, updated once per RPC batch by `service`):
+(cheap: a few dict operations per task, updated once per RPC batch by `service`; counters and
+histograms are `fray.wire.metrics.Counts`/`Durations`, plain numbers exposed when scraped):
 
 - ``fray_tasks_submitted_total``; ``fray_tasks_finished_total{state}`` (COMPLETED, FAILED,
   CANCELLED) and ``fray_task_duration_seconds{state}`` (started to finished, for tasks that
@@ -27,13 +28,13 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from fray.controller.records import TaskRecord, TaskState
 from fray.controller.state import ControllerState
-from fray.wire.metrics import RpcTimer
+from fray.wire.metrics import Counts, Durations, RpcTimer
 
 THROUGHPUT_SECONDS = 600
 RECENT_FAILURES = 20
@@ -48,31 +49,26 @@ class ControllerMetrics:
         self.state = state
         self.registry = CollectorRegistry(auto_describe=True)
         self.rpc = RpcTimer(self.registry, "controller", "/fray.v1.FrayController/")
-        self._submitted = Counter(
-            "fray_tasks_submitted", "Tasks queued at the controller.", registry=self.registry
+        self._submitted = Counts("fray_tasks_submitted", "Tasks queued at the controller.")
+        states = [s.value for s in _FINISHED_STATES]
+        self._finished = Counts(
+            "fray_tasks_finished", "Tasks that finished, by final state.", "state", states
         )
-        finished = Counter(
-            "fray_tasks_finished",
-            "Tasks that finished, by final state.",
-            ["state"],
-            registry=self.registry,
-        )
-        durations = Histogram(
+        self._durations = Durations(
             "fray_task_duration_seconds",
             "Run time of finished tasks as the controller saw it (start to the result's arrival), "
             "by final state.",
-            ["state"],
-            buckets=TASK_BUCKETS,
-            registry=self.registry,
+            TASK_BUCKETS,
+            "state",
+            states,
         )
-        self._finished = {s: finished.labels(s.value) for s in _FINISHED_STATES}
-        self._durations = {s: durations.labels(s.value) for s in _FINISHED_STATES}
-        self._queue_wait = Histogram(
+        self._queue_wait = Durations(
             "fray_task_queue_wait_seconds",
             "Lease latency: from submission to the (last) lease of a task.",
-            buckets=TASK_BUCKETS,
-            registry=self.registry,
+            TASK_BUCKETS,
         )
+        for collector in (self._submitted, self._finished, self._durations, self._queue_wait):
+            self.registry.register(collector)
         self.registry.register(_StateCollector(state))
         # Finished tasks per second, by state: a ring of THROUGHPUT_SECONDS slots.
         self._ring: dict[TaskState, list[int]] = {
@@ -87,7 +83,7 @@ class ControllerMetrics:
     # ---------------------------------------------------------------- what the service tells
 
     def submitted(self, count: int) -> None:
-        self._submitted.inc(count)
+        self._submitted.inc(amount=count)
 
     def leased(self, tasks: Iterable[TaskRecord]) -> None:
         now, observe = self.state.clock(), self._queue_wait.observe
@@ -131,10 +127,11 @@ class ControllerMetrics:
         slot = self._second % THROUGHPUT_SECONDS
         for task in tasks:
             state = task.state
-            self._finished[state].inc()
+            self._finished.inc(state.value)
             ring[state][slot] += 1
             if task.started_at is not None and task.finished_at is not None:
-                self._durations[state].observe(max(0.0, task.finished_at - task.started_at))
+                seconds = max(0.0, task.finished_at - task.started_at)
+                self._durations.observe(seconds, state.value)
             if state is TaskState.FAILED:
                 self.failures.append(task)
 

@@ -5,6 +5,8 @@ several servers in one process (tests, local clusters) do not collide.
 
 - `RpcTimer`: the latency of every RPC served, as a histogram by method
   (``fray_rpc_duration_seconds``); long polls count their wait;
+- `Counts` and `Durations`: a counter and a histogram by one label, for what happens once per
+  task (plain numbers, exposed when scraped);
 - `send_metrics`: answers ``GET /metrics`` in the Prometheus text format;
 - `send_json`: a small JSON answer (``/healthz`` and the like);
 - `authorized`: whether a plain HTTP request carries the server's token (``/metrics`` and the
@@ -13,9 +15,12 @@ several servers in one process (tests, local clusters) do not collide.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -25,6 +30,9 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from fray.wire import auth
 
@@ -34,6 +42,8 @@ disable_created_metrics()
 
 __all__ = [
     "RPC_BUCKETS",
+    "Counts",
+    "Durations",
     "RpcTimer",
     "authorized",
     "send_json",
@@ -44,6 +54,75 @@ __all__ = [
 
 # Seconds: from sub-millisecond calls to 30 s long polls.
 RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Counts(Collector):
+    """A counter (``<name>_total``), by the values of one label (none: `label` is None), kept
+    as plain numbers and exposed when scraped. prometheus_client's Counter and Histogram take a
+    lock and several lookups per sample (a few µs); on paths that count every task these cost a
+    fraction of that. `values` are the label's values, known in advance."""
+
+    def __init__(
+        self, name: str, documentation: str, label: str | None = None, values: Sequence[str] = ()
+    ) -> None:
+        self._name, self._documentation, self._label = name, documentation, label
+        self._values = list(values) if label is not None else [""]
+        self._counts = dict.fromkeys(self._values, 0.0)
+        self._lock = threading.Lock()
+
+    def inc(self, value: str = "", amount: float = 1.0) -> None:
+        with self._lock:
+            self._counts[value] += amount
+
+    def collect(self) -> Iterator[Any]:
+        labels = [self._label] if self._label is not None else []
+        family = CounterMetricFamily(self._name, self._documentation, labels=labels)
+        with self._lock:
+            counts = dict(self._counts)
+        for value in self._values:
+            family.add_metric([value] if labels else [], counts[value])
+        yield family
+
+
+class Durations(Collector):
+    """A histogram of seconds (``<name>_bucket``, ``_count``, ``_sum``) by the values of one
+    label (none: `label` is None), kept like `Counts`."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        buckets: Sequence[float],
+        label: str | None = None,
+        values: Sequence[str] = (),
+    ) -> None:
+        self._name, self._documentation, self._label = name, documentation, label
+        self._values = list(values) if label is not None else [""]
+        self._bounds = list(buckets)
+        # per value: how many fell in each bucket (not cumulative; the last one is +Inf), sum
+        self._buckets = {v: [0] * (len(self._bounds) + 1) for v in self._values}
+        self._sums = dict.fromkeys(self._values, 0.0)
+        self._lock = threading.Lock()
+
+    def observe(self, seconds: float, value: str = "") -> None:
+        bucket = bisect.bisect_left(self._bounds, seconds)  # le: seconds <= bound
+        with self._lock:
+            self._buckets[value][bucket] += 1
+            self._sums[value] += seconds
+
+    def collect(self) -> Iterator[Any]:
+        labels = [self._label] if self._label is not None else []
+        family = HistogramMetricFamily(self._name, self._documentation, labels=labels)
+        bounds = [*(floatToGoString(b) for b in self._bounds), "+Inf"]
+        with self._lock:
+            buckets = {v: list(b) for v, b in self._buckets.items()}
+            sums = dict(self._sums)
+        for value in self._values:
+            cumulative = itertools.accumulate(buckets[value])
+            family.add_metric(
+                [value] if labels else [], list(zip(bounds, cumulative, strict=True)), sums[value]
+            )
+        yield family
 
 
 class RpcTimer:

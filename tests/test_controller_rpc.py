@@ -549,6 +549,16 @@ def test_watch_finished_in_order_with_cursor(http: httpx.Client) -> None:
     assert [t["taskId"] for t in answer["finished"]] == order[2:]
     assert unb64(answer["finished"][0]["result"]) == order[2].encode()
     assert int(answer["nextCursor"]) == 3
+    full = answer["finished"][0]
+    assert full["workerId"] == "w1" and "finishedAt" in full and full["attempts"] == 1
+
+    # Brief: only what settles a future.
+    (other,) = [t for t in leased.values() if t["taskId"] not in ids]
+    report_value(http, "w1", other, b"theirs")
+    answer = call(http, "WatchFinished", {"owner": "someone-else", "cursor": 0, "brief": True})
+    (brief,) = answer["finished"]
+    assert "finishedAt" not in brief and not brief.get("workerId") and not brief.get("attempts")
+    assert brief["state"] == "TASK_STATE_COMPLETED" and unb64(brief["result"]) == b"theirs"
 
     # At the end: a long poll that returns empty at its deadline.
     start = time.monotonic()

@@ -97,7 +97,11 @@ class FutureTable:
             if self._closed:
                 return None
             return pb.WatchFinishedRequest(
-                owner=owner, cursor=self._cursor, wait_ms=wait_ms, controller_id=self._controller_id
+                owner=owner,
+                cursor=self._cursor,
+                wait_ms=wait_ms,
+                controller_id=self._controller_id,
+                brief=True,  # only what settles the futures
             )
 
     def watched(self, request: pb.WatchFinishedRequest, response: pb.WatchFinishedResponse) -> None:

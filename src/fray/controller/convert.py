@@ -93,6 +93,17 @@ def task_to_pb(
     )
 
 
+def finished_to_pb(task: rec.TaskRecord) -> pb.Task:
+    """A finished task as WatchFinished's `brief` answer has it: what settles a future."""
+    return pb.Task(
+        task_id=task.task_id,
+        name=task.spec.name,
+        state=STATE_TO_PB[task.state],
+        error=failure_to_pb(task.error) if task.error is not None else None,
+        result=task.result if task.result is not None else b"",
+    )
+
+
 def worker_to_pb(
     worker: rec.WorkerRecord, busy_slots: int = 0, job_replicas: Iterable[str] = ()
 ) -> pb.Worker:

@@ -282,10 +282,12 @@ class ControllerService(JobRpcs, FrayController):
         if request.watch_output:
             output, next_output_cursor = streams.read(owner, request.output_cursor)
         await self._durable()  # the entries, their results and the acknowledgement are saved
+        if request.brief:
+            finished = [convert.finished_to_pb(t) for t in tasks]
+        else:
+            finished = [convert.task_to_pb(t, include_result=True) for t in tasks]
         return pb.WatchFinishedResponse(
-            finished=self.task_logs.fill(
-                [convert.task_to_pb(t, include_result=True) for t in tasks]
-            ),
+            finished=self.task_logs.fill(finished),
             next_cursor=next_cursor,
             controller_id=self.controller_id,
             dropped=dropped,

@@ -223,7 +223,7 @@ class WaitTasksResponse(_message.Message):
     def __init__(self, finished: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., pending_count: _Optional[int] = ...) -> None: ...
 
 class WatchFinishedRequest(_message.Message):
-    __slots__ = ("owner", "cursor", "wait_ms", "limit", "controller_id", "watch_output", "output_cursor")
+    __slots__ = ("owner", "cursor", "wait_ms", "limit", "controller_id", "watch_output", "output_cursor", "brief")
     OWNER_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     WAIT_MS_FIELD_NUMBER: _ClassVar[int]
@@ -231,6 +231,7 @@ class WatchFinishedRequest(_message.Message):
     CONTROLLER_ID_FIELD_NUMBER: _ClassVar[int]
     WATCH_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    BRIEF_FIELD_NUMBER: _ClassVar[int]
     owner: str
     cursor: int
     wait_ms: int
@@ -238,7 +239,8 @@ class WatchFinishedRequest(_message.Message):
     controller_id: str
     watch_output: bool
     output_cursor: int
-    def __init__(self, owner: _Optional[str] = ..., cursor: _Optional[int] = ..., wait_ms: _Optional[int] = ..., limit: _Optional[int] = ..., controller_id: _Optional[str] = ..., watch_output: _Optional[bool] = ..., output_cursor: _Optional[int] = ...) -> None: ...
+    brief: bool
+    def __init__(self, owner: _Optional[str] = ..., cursor: _Optional[int] = ..., wait_ms: _Optional[int] = ..., limit: _Optional[int] = ..., controller_id: _Optional[str] = ..., watch_output: _Optional[bool] = ..., output_cursor: _Optional[int] = ..., brief: _Optional[bool] = ...) -> None: ...
 
 class WatchFinishedResponse(_message.Message):
     __slots__ = ("finished", "next_cursor", "controller_id", "dropped", "output", "next_output_cursor")

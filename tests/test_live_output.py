@@ -647,3 +647,34 @@ def test_reporter_bounds_the_backlog_of_all_tasks() -> None:
             report.add_output(_chunk(f"t{t}", i * len(text), text))
     assert report._output_total <= reporter.OUTPUT_BACKLOG
     assert f"t{tasks - 1}" in report._output and "t0" not in report._output  # oldest went
+
+
+def test_reporter_gathers_results_that_keep_coming(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Results arriving one after the other go in one ReportResults once GATHER_COUNT wait,
+    not one RPC per result; a lone result goes after GATHER_SECONDS."""
+    monkeypatch.setattr(reporter, "GATHER_SECONDS", 30.0)  # the full batch is what sends it
+    client = _FakeController()
+    report, stop = _reporter(client)
+    thread = threading.Thread(target=report.loop)
+    thread.start()
+    try:
+        report.add(pb.TaskResult(task_id="t0", attempt=1, value=b"v"))
+        time.sleep(0.1)  # the reporter woke and gathers: nothing sent yet
+        assert not client.requests
+        for i in range(1, reporter.GATHER_COUNT):
+            report.add(pb.TaskResult(task_id=f"t{i}", attempt=1, value=b"v"))
+        with client.sent:
+            assert client.sent.wait_for(lambda: client.requests, WAIT)
+        (_, request), *more = client.requests
+        assert len(request.results) == reporter.GATHER_COUNT and not more  # the batch was full
+        monkeypatch.setattr(reporter, "GATHER_SECONDS", 0.3)
+        lone = time.monotonic()
+        report.add(pb.TaskResult(task_id="last", attempt=1, value=b"v"))
+        with client.sent:
+            assert client.sent.wait_for(lambda: len(client.requests) == 2, WAIT)
+        assert client.requests[1][0] - lone >= 0.25  # it waited for company, then went
+    finally:
+        stop.set()
+        report.wake_all()
+        thread.join(WAIT)
+    assert not thread.is_alive()

@@ -41,6 +41,12 @@ from fray.wire.pb import controller_pb2 as pb
 logger = logging.getLogger(__name__)
 
 REPORT_BATCH = 1000
+# While results and starts come in fast, the reporter gathers them this long (or until this
+# many wait) before a ReportResults: each RPC costs the worker and the controller about as much
+# as tens of no-op tasks. Nothing waits on it: the slot that finishes the last queued task
+# sends at once (`Worker._finished`).
+GATHER_SECONDS = 0.002
+GATHER_COUNT = 64
 REPORT_BATCH_BYTES = 16 << 20  # results per ReportResults, by size (at least one)
 # Finished direct tasks are reported to the controller in batches gathered this long.
 DIRECT_REPORT_DELAY = 0.5
@@ -85,18 +91,25 @@ class Reporter:
         self._output_due = 0.0  # when the oldest chunk waiting should be sent
         self.output_dropped = 0  # chunks dropped to bound the backlog
         self._send_lock = threading.Lock()
+        self._gathering = False  # the reporter thread waits GATHER_SECONDS for more
 
     def add(self, result: pb.TaskResult) -> None:
         """Queue a leased task's result; wakes the reporter thread."""
         with self._mutex:
             self._outbox.append(result)
-            self._wake.notify()
+            self._notify()
 
     def add_started(self, task_id: str, attempt: int) -> None:
         """A slot started a leased task (the controller moves it from ASSIGNED to RUNNING);
         wakes the reporter thread."""
         with self._mutex:
             self._started.append((task_id, attempt, time.monotonic()))
+            self._notify()
+
+    def _notify(self) -> None:
+        """Wake the reporter thread for news to send, unless it is gathering and the batch is
+        not full yet. Holds the mutex."""
+        if not self._gathering or len(self._outbox) + len(self._started) >= GATHER_COUNT:
             self._wake.notify()
 
     def add_direct(self, record: pb.DirectTask) -> None:
@@ -211,7 +224,22 @@ class Reporter:
                     if left <= 0:
                         break
                     self._wake.wait(left)
+                self._gather()
             self.send()
+
+    def _gather(self) -> None:
+        """Let results and starts that keep coming fill the batch, for up to GATHER_SECONDS.
+        Holds the mutex."""
+        deadline = time.monotonic() + GATHER_SECONDS
+        self._gathering = True
+        try:
+            while len(self._outbox) + len(self._started) < GATHER_COUNT:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stopping_hard.is_set():
+                    return
+                self._wake.wait(left)
+        finally:
+            self._gathering = False
 
     def _pending(self) -> bool:
         """Whether anything waits to be sent."""

@@ -8,7 +8,9 @@ Wire format over the pipe:
     worker -> executor: pickle of (function_bytes, args_bytes, [object_id, ...]) or, when some
                         objects are files, (function_bytes, args_bytes, [object_id, ...],
                         {object_id: ObjectFile}); then one raw message per listed object (its
-                        pickled bytes, sent as they are)
+                        pickled bytes, sent as they are); or a batch (`fray.worker.slots`):
+                        a pickled list of (function_bytes, args_bytes, []), run in order and
+                        answered one by one as below
     executor -> worker: zero or more pickles of ("out", offset, text_bytes) while the task runs
                         (live output, below), then one pickle of ("ok", result_bytes, output) |
                         ("stored", object_id_bytes, output) | ("error", TaskError bytes,
@@ -299,6 +301,14 @@ def _serve_task(
     except (EOFError, OSError):
         return False
     header = pickle.loads(message)
+    if isinstance(header, list):  # a batch: (function, args, []) each, answered one by one
+        for function, args, _ in header:
+            outcome = run_one(functions, function, args, {}, live)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            if not live.answer(outcome):
+                return False
+        return True
     function, args, object_ids = header[:3]
     try:
         objects: dict[str, ObjectData] = {oid: conn.recv_bytes() for oid in object_ids}

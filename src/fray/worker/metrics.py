@@ -32,6 +32,10 @@ _GAUGES = {
     "running": ("fray_worker_tasks_running", "Tasks running in a slot."),
     "queued": ("fray_worker_tasks_queued", "Tasks held here waiting for a slot."),
     "direct": ("fray_worker_direct_tasks", "Direct tasks running or waiting here."),
+    "batched_tasks": (
+        "fray_worker_batched_tasks",
+        "Tasks that went to their executor with others in one message (short tasks).",
+    ),
     "actors": ("fray_worker_actors", "Actors hosted."),
     "cached_objects": ("fray_worker_objects", "Objects in the worker's cache."),
     "cached_object_bytes": ("fray_worker_object_bytes", "Bytes of the cached objects."),

@@ -70,6 +70,28 @@ class TaskQueue:
             claim(task)
             return task
 
+    def take_more(
+        self,
+        accept: Callable[[pb.LeasedTask], bool],
+        limit: int,
+        claim: Callable[[pb.LeasedTask], None],
+    ) -> list[pb.LeasedTask]:
+        """Take up to `limit` tasks from the front while `accept` takes them, without waiting
+        (a slot's batch mates), and no more than this slot's share of the queue when other
+        slots are idle; each is claimed like `next_task`'s."""
+        taken: list[pb.LeasedTask] = []
+        with self._mutex:
+            idle = max(0, self.slots - self._running)
+            limit = min(limit, len(self._queue) // (idle + 1))
+            while self._queue and len(taken) < limit and not self._stopping.is_set():
+                if not accept(self._queue[0]):
+                    break
+                task = self._queue.popleft()
+                self._running += 1
+                claim(task)
+                taken.append(task)
+        return taken
+
     def done(self, seconds: float) -> None:
         """A slot finished a task that took `seconds`."""
         with self._mutex:

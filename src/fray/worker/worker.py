@@ -162,6 +162,7 @@ class Worker:
                 printed=self._printed,
                 result_dir=self.objects.result_dir,
                 store_result=self.objects.store_result,
+                more_tasks=self._more_tasks,
             ),
         )
         self.direct = DirectCalls(
@@ -314,6 +315,20 @@ class Worker:
 
         return self.queue.next_task(claim_and_report)
 
+    def _more_tasks(
+        self,
+        accept: Callable[[pb.LeasedTask], bool],
+        limit: int,
+        claim: Callable[[pb.LeasedTask], None],
+    ) -> list[pb.LeasedTask]:
+        """A slot's batch mates (leased tasks: their starts are reported)."""
+
+        def claim_and_report(task: pb.LeasedTask) -> None:
+            claim(task)
+            self.reporter.add_started(task.task_id, task.attempt)
+
+        return self.queue.take_more(accept, limit, claim_and_report)
+
     def _finished(self, result: pb.TaskResult, seconds: float) -> None:
         """A slot's task ended."""
         self.metrics.task_finished(result, seconds)
@@ -393,6 +408,7 @@ class Worker:
             "actors": len(self.actors),
             "job_replicas": len(self.jobs),
             "tasks_done": self.tasks_done,
+            "batched_tasks": self.slots.batched,
             "cached_objects": len(self.objects.ids()),
             "cached_object_bytes": self.objects.size_bytes,
         }

@@ -16,6 +16,7 @@ from connectrpc.errors import ConnectError
 
 from fray.client.connections import never_connected
 from fray.controller.server import ControllerServer
+from fray.wire import plain_client
 from fray.wire.pb import controller_pb2 as pb
 from fray.wire.pb import worker_pb2 as wpb
 from fray.wire.pb.controller_connect import FrayControllerClientSync
@@ -179,6 +180,31 @@ def test_error_answers_become_connect_errors(servers: list[RawServer]) -> None:
         with pytest.raises(ConnectError) as caught:
             client.call(PATH, pb.GetTaskRequest(), pb.GetTaskResponse, timeout_ms=5000)
         assert caught.value.code == code and text in caught.value.message
+
+
+def test_malformed_framing_is_unavailable_not_a_crash(servers: list[RawServer]) -> None:
+    bad_length = b"HTTP/1.1 200 OK\r\ncontent-type: application/proto\r\ncontent-length: x\r\n\r\n"
+    bad_chunk = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/proto\r\n"
+        b"transfer-encoding: chunked\r\n\r\nzz\r\n"
+    )
+    for reply in (bad_length, bad_chunk):
+        server = serve(servers, lambda _, r=reply: r)  # type: ignore[misc]
+        client = PlainUnaryClient(server.address, read_max_bytes=1 << 20)
+        with pytest.raises(ConnectError) as caught:
+            client.call(PATH, pb.GetTaskRequest(), pb.GetTaskResponse, timeout_ms=5000)
+        assert caught.value.code == Code.UNAVAILABLE and "malformed length" in caught.value.message
+
+
+def test_long_idle_connections_are_not_reused(
+    servers: list[RawServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(plain_client, "_IDLE_SECONDS", 0.0)
+    server = serve(servers, lambda _: ok(task_message()))
+    client = PlainUnaryClient(server.address, read_max_bytes=1 << 20)
+    for _ in range(3):
+        client.call(PATH, pb.GetTaskRequest(), pb.GetTaskResponse, timeout_ms=5000)
+    assert server.connections == 3
 
 
 def test_oversized_answer_refused(servers: list[RawServer]) -> None:

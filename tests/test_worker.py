@@ -513,6 +513,10 @@ def test_the_plain_fast_path_checks_the_token_and_maps_errors(
     assert any("internal error in CancelTask" in r.getMessage() for r in caplog.records)
     status, data = _post(plain, scope(good), b"\xff\xff\xff")
     assert status == 400 and json.loads(data)["code"] == "invalid_argument"
+    for deadline in (b"nan", b"-1", b"12345678901"):  # not 1 to 10 digits
+        request = wpb.CancelTaskRequest(task_id="ok").SerializeToString()
+        status, data = _post(plain, scope(good, (b"connect-timeout-ms", deadline)), request)
+        assert status == 400 and "connect-timeout-ms" in json.loads(data)["message"]
 
 
 def _direct_calls(

@@ -16,12 +16,14 @@ them: a refused connection is `unavailable` and says "Connection refused", a dea
 `deadline_exceeded`, a connection broken off `unavailable`.
 
 Connections are kept alive and reused, one request at a time each; a pooled connection the
-server closed meanwhile (idle timeout) is noticed before it is reused.
+server closed meanwhile is noticed before it is reused, one idle for `_IDLE_SECONDS` is not
+reused, and a forked child does not use its parent's.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import threading
@@ -44,6 +46,9 @@ _M = TypeVar("_M", bound=Message)
 # connection, which says "Connection refused" as pyqwest does).
 NOT_SENT = "nothing was sent"
 _MAX_IDLE = 32  # idle connections kept per client
+# A connection idle this long is not reused (uvicorn closes them after 75 s: a request must
+# not race that close).
+_IDLE_SECONDS = 50.0
 _HEADER_LIMIT = 64 * 1024
 _RECV = 65536
 
@@ -85,9 +90,10 @@ class PlainUnaryClient:
         if parts is None or parts.scheme != "http" or not all(self._endpoint or ()):
             self._endpoint = None
         self._read_max_bytes = read_max_bytes
-        self._idle: list[socket.socket] = []
+        self._idle: list[tuple[socket.socket, float]] = []  # (connection, idle since)
         self._lock = threading.Lock()
         self._closed = False
+        self._pid = os.getpid()
 
     # ------------------------------------------------------------------ calls
 
@@ -123,7 +129,7 @@ class PlainUnaryClient:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
-        for sock in idle:
+        for sock, _ in idle:
             sock.close()
 
     # ------------------------------------------------------------------ connections
@@ -173,10 +179,10 @@ class PlainUnaryClient:
             raise ConnectError(
                 Code.UNAVAILABLE, f"cannot resolve host {host}: {exc.strerror or exc} ({NOT_SENT})"
             ) from None
-        except OSError as exc:
+        except OSError as exc:  # refused, unreachable, ...: the request did not leave
             reason = exc.strerror or str(exc)
             raise ConnectError(
-                Code.UNAVAILABLE, f"cannot connect to {self.address}: {reason}"
+                Code.UNAVAILABLE, f"cannot connect to {self.address}: {reason} ({NOT_SENT})"
             ) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
@@ -185,9 +191,14 @@ class PlainUnaryClient:
         """A pooled connection the server has not closed, or None."""
         while True:
             with self._lock:
+                if self._pid != os.getpid():  # a forked child: the connections are the parent's
+                    self._idle, self._pid = [], os.getpid()
                 if not self._idle:
                     return None
-                sock = self._idle.pop()
+                sock, since = self._idle.pop()
+            if time.monotonic() - since > _IDLE_SECONDS:
+                sock.close()
+                continue
             try:
                 sock.setblocking(False)
                 peeked = sock.recv(1, socket.MSG_PEEK)
@@ -200,8 +211,8 @@ class PlainUnaryClient:
 
     def _give_back(self, sock: socket.socket) -> None:
         with self._lock:
-            if not self._closed and len(self._idle) < _MAX_IDLE:
-                self._idle.append(sock)
+            if not self._closed and len(self._idle) < _MAX_IDLE and self._pid == os.getpid():
+                self._idle.append((sock, time.monotonic()))
                 return
         sock.close()
 
@@ -231,7 +242,7 @@ class PlainUnaryClient:
             name, _, value = line.partition(b":")
             name, value = name.strip().lower(), value.strip()
             if name == b"content-length":
-                length = int(value)
+                length = _number(value, 10)
             elif name == b"transfer-encoding":
                 chunked = value.lower() == b"chunked"
             elif name == b"connection":
@@ -274,7 +285,7 @@ class PlainUnaryClient:
         while True:
             while (end := data.find(b"\r\n")) < 0:
                 data += self._recv(sock, deadline)
-            size = int(bytes(data[:end]).split(b";")[0], 16)
+            size = _number(bytes(data[:end]).split(b";")[0], 16)
             del data[: end + 2]
             if size == 0:
                 while not data.startswith(b"\r\n") and (end := data.find(b"\r\n\r\n")) < 0:
@@ -357,6 +368,17 @@ class PlainService:
 def snake_case(name: str) -> str:
     """``ListWorkers`` -> ``list_workers``: a method's name in generated Python code."""
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _number(text: bytes, base: int) -> int:
+    """A length in an answer's framing; a malformed one breaks the answer off."""
+    try:
+        value = int(text, base)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise _Closed(f"malformed length {text[:40]!r} in the answer")
+    return value
 
 
 def _set_deadline(sock: socket.socket, deadline: float | None) -> None:

@@ -262,12 +262,11 @@ class PlainUnary:
     async def __call__(self, scope: Mapping[str, Any], receive: Any, send: Any) -> None:
         timeout_ms: float | None = None
         for name, value in scope["headers"]:
-            if name == b"connect-timeout-ms":
-                try:
-                    timeout_ms = float(value)
-                except ValueError:
+            if name == b"connect-timeout-ms":  # 1 to 10 digits (the Connect protocol)
+                if not (value.isdigit() and len(value) <= 10):
                     await send_error(send, Code.INVALID_ARGUMENT, "malformed connect-timeout-ms")
                     return
+                timeout_ms = float(value)
         chunks = []
         while True:
             message = await receive()

@@ -133,6 +133,11 @@ def _need_back(data: str | None) -> Need:
 # ---------------------------------------------------------------------- tasks
 
 
+def _ids(object_ids: tuple[str, ...] | list[str]) -> str:
+    """A JSON list of ids ("[]" without json.dumps: most tasks name no object)."""
+    return json.dumps(list(object_ids)) if object_ids else "[]"
+
+
 def task_row(task: TaskRecord) -> Row:
     spec = task.spec
     return (
@@ -142,7 +147,7 @@ def task_row(task: TaskRecord) -> Row:
         spec.name,
         spec.function,
         spec.args,
-        json.dumps(spec.object_ids),
+        _ids(spec.object_ids),
         spec.timeout_seconds,
         spec.max_retries,
         spec.infra_failures,
@@ -311,7 +316,7 @@ def actor_row(actor: ActorRecord) -> Row:
         spec.class_name,
         spec.cls,
         spec.args,
-        json.dumps(spec.object_ids),
+        _ids(spec.object_ids),
         spec.max_restarts,
         spec.owner,
         int(spec.detached),

@@ -269,6 +269,7 @@ class Slot:
                 self._batch_tasks = None
                 self.batch.clear()
                 self.stopped.clear()
+                self._awaiting = ("", 0.0)
         mean = (time.perf_counter() - started) / len(tasks)
         self._short = tasks[0].function if alive and mean < SHORT_SECONDS else None
 

@@ -122,8 +122,9 @@ class TaskQueue:
         with self._mutex:
             self._queue = deque(t for t in self._queue if keep(t))
 
-    def is_empty(self) -> bool:
-        return not self._queue
+    def is_idle(self) -> bool:
+        """Nothing queued and nothing running (a batch's tasks run until each is done)."""
+        return not self._queue and not self._running
 
     def counts(self) -> tuple[int, int]:
         """(running, queued)."""

@@ -335,7 +335,7 @@ class Worker:
         with self._mutex:
             self.queue.done(seconds)
             self._deliver(result)
-            idle = self.queue.is_empty() and self.reporter.has_results()
+            idle = self.queue.is_idle() and self.reporter.has_results()
         if idle:  # nothing else to run: report now rather than wake the reporter thread
             self.reporter.send(blocking=False)
 

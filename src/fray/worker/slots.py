@@ -361,24 +361,15 @@ class Slot:
             )
         try:
             self._send(task, objects)
-        except (EOFError, OSError):
-            return self._after_death(task, result)
-        return self._receive(task)[0]
-
-    def _receive(self, task: pb.LeasedTask) -> tuple[pb.TaskResult, bool]:
-        """The outcome of the task the executor runs now, and whether the executor lives on
-        (False: it died or was killed; a new one is started)."""
-        result = pb.TaskResult(task_id=task.task_id, attempt=task.attempt)
-        try:
             status, data, output = self._await_outcome(task)
         except (EOFError, OSError):
-            return self._after_death(task, result), False
+            return self._after_death(task, result)
         with self.lock:
             killed = self.kill_reason is not None
             self.current = None  # from here on a kill must not hit the (next) executor
         if killed:  # the result won a race with a kill: the executor is gone all the same
             self._restart_process()
-        return self._result_of(task, status, data, output), not killed
+        return self._result_of(task, status, data, output)
 
     def _send(self, task: pb.LeasedTask, objects: dict[str, ObjectData]) -> None:
         """The task to the executor: a header, then the objects' bytes as they are (not

@@ -7,6 +7,7 @@ in this process, so its registry can be looked at); the last ones run tasks on a
 
 from __future__ import annotations
 
+import hashlib
 import mmap
 import os
 import pickle
@@ -287,6 +288,37 @@ def test_large_arguments_and_results_on_workers(fray_ctx: FrayContext, cluster: 
     fray_ctx.free([ref])
     wait_for(lambda: objects_at(cluster.address) == before, 15, "every object to be freed")
     assert fray_ctx._objects.plane.store.ids() == []
+
+
+def digest(value: Any) -> str:
+    return hashlib.sha256(memoryview(value).cast("B")).hexdigest()
+
+
+def test_objects_past_the_spare_size_go_through_spares_and_recycled_files(
+    fray_ctx: FrayContext, cluster: LocalFrayCluster
+):
+    """Objects of 20 MiB (`fray.wire.objects.spare`): the put after the first goes into a file
+    prepared ahead, and a freed object's file (its task done with it) is written again; tasks
+    read the right bytes each time, copied into the executor's kept memory (bytes) or mapped
+    (arrays). An actor keeping an array keeps its file from being reused."""
+    size = 20 * 1024 * 1024
+    store = fray_ctx._objects.plane.store
+    taken, recycled = store.spare.taken, store.spare.recycled
+    rng = np.random.default_rng(3)
+    keeper = fray_ctx.create_actor(Keeper)
+    kept = rng.random(size // 8)
+    kept_ref = fray_ctx.put(kept)
+    assert fray_ctx.get(keeper.keep.remote(kept_ref), timeout=60) == size
+    fray_ctx.free([kept_ref])  # the actor still maps it
+    for i in range(4):
+        for value in (os.urandom(size), rng.random(size // 8)):
+            ref = fray_ctx.put(value)
+            assert fray_ctx.get(fray_ctx.run(digest, ref), timeout=60) == digest(value), i
+            fray_ctx.free([ref])
+    assert store.spare.taken >= taken + 6
+    assert store.spare.recycled >= recycled + 4
+    assert np.array_equal(fray_ctx.get(keeper.give.remote(), timeout=60), kept)
+    fray_ctx.kill_actor(keeper)
 
 
 def test_large_actor_arguments_and_results(fray_ctx: FrayContext, cluster: LocalFrayCluster):

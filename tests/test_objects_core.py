@@ -177,7 +177,7 @@ def test_store_write_location_delete_close(store: LocalStore) -> None:
     assert os.stat(os.path.dirname(location.path)).st_mode & 0o777 == 0o700
     with pytest.raises(FileExistsError):
         store.write("obj-1", encode(1, "v"))
-    for bad in ("", "a/b", "..", "x" * 129, "a b"):
+    for bad in ("", "a/b", "..", ".spare-1", "x" * 129, "a b"):
         with pytest.raises(ValueError, match="invalid object id"):
             store.write(bad, encode(1, "v"))
     assert store.delete(["obj-1", "unknown"]) == 1

@@ -64,7 +64,7 @@ from fray.common.remote_errors import qualified_type
 from fray.common.watchdog import exit_when_gone
 from fray.errors import ObjectLostError
 from fray.wire import payload
-from fray.wire.objects import layout
+from fray.wire.objects import layout, memory
 from fray.wire.pb import controller_pb2 as pb
 from fray.worker import capture
 
@@ -280,6 +280,7 @@ def main(
     """Serve tasks from the worker until the pipe closes; large results go to `result_dir`."""
     global _result_dir
     _result_dir = result_dir
+    memory.keep_freed_from_env()  # large objects read again and again: no fresh pages each time
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's to handle
     # Exit within a second of the worker's death, even in the middle of a long call (the pipe
     # closing is noticed only between calls, and a SIGKILLed worker cannot stop us).
@@ -332,6 +333,7 @@ def actor_main(
     results go to `result_dir`)."""
     global _result_dir
     _result_dir = result_dir
+    memory.keep_freed_from_env()  # as in main()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_when_gone(worker_pid, interval=1.0)  # as in main()
     capture.install_logging()

@@ -13,6 +13,8 @@ file: written with one copy, read back with one copy (``pread``, no map).
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import io
 import itertools
 import logging
@@ -27,6 +29,7 @@ from typing import Any
 
 from fray import errors
 from fray.common.sizes import parse_bytes
+from fray.wire.objects import memory
 from fray.wire.payload import PROTOCOL, _Pickler, short_repr
 from fray.wire.pb import controller_pb2 as pb
 
@@ -150,11 +153,20 @@ class _DivertingPickler(_Pickler):
 
 
 class _Unpickler(pickle.Unpickler):
-    """Reads what `_DivertingPickler` wrote: diverted objects are read from the file."""
+    """Reads what `_DivertingPickler` wrote: diverted objects are read from the file (copied
+    out of `view`, the file's map, when they are large)."""
 
-    def __init__(self, data: io.BytesIO, fd: int, entries: list[tuple[int, int, int]], **kw: Any):
-        super().__init__(data, **kw)
+    def __init__(
+        self,
+        data: Any,
+        fd: int,
+        view: memoryview | None,
+        entries: list[tuple[int, int, int]],
+        **kw: Any,
+    ):
+        super().__init__(io.BytesIO(data), **kw)
         self._fd = fd
+        self._view = view
         self._entries = entries
         self._loaded: dict[int, Any] = {}  # one object per buffer: aliasing survives
 
@@ -165,12 +177,21 @@ class _Unpickler(pickle.Unpickler):
         if index in self._loaded:
             return self._loaded[index]
         offset, length, kind = self._entries[index]
-        if kind == KIND_BYTES:
-            value: Any = _read_bytes(self._fd, offset, length)
-        elif kind == KIND_BYTEARRAY:
-            value = _read_bytearray(self._fd, offset, length)
-        else:
+        if kind not in (KIND_BYTES, KIND_BYTEARRAY):
             raise pickle.UnpicklingError(f"persistent id {pid!r} names a pickle buffer")
+        view = self._view
+        if view is not None and length >= memory.PARALLEL_MIN:
+            with view[offset : offset + length] as source:
+                if kind == KIND_BYTES:
+                    value: Any = memory.filled_bytes(length, lambda raw: memory.copy(raw, source))
+                else:
+                    value = bytearray(length)  # calloc: fresh zero pages, nothing written yet
+                    with memoryview(value) as raw:
+                        memory.copy(raw, source)
+        elif kind == KIND_BYTES:
+            value = _read_bytes(self._fd, offset, length)
+        else:
+            value = _read_bytearray(self._fd, offset, length)
         self._loaded[index] = value
         return value
 
@@ -310,22 +331,48 @@ def read_header(fd: int, size: int, path: str) -> tuple[int, int, int, list[tupl
     return flags, p_off, p_len, entries
 
 
+def open_object(path: str) -> int:
+    """A read-only descriptor of object file `path`, holding a shared lock on it for as long as
+    it (or a map made from it) stays open: the file is not recycled meanwhile
+    (`fray.wire.objects.spare`). FileNotFoundError when the object is gone."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:  # no locks on this file system: nor recycling, which needs them
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+        here, now = os.fstat(fd), os.stat(path)
+        if (here.st_ino, here.st_dev) != (now.st_ino, now.st_dev):
+            raise FileNotFoundError(errno.ENOENT, "object file was freed and reused", path)
+    except BlockingIOError:
+        os.close(fd)
+        raise FileNotFoundError(errno.ENOENT, "object file is being reused", path) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def load_file(path: str) -> Any:
     """The value in object file `path`. Pickle buffers (numpy arrays...) are slices of a
-    private copy-on-write map of the file: no copy, writable, writes never reach the file."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    private copy-on-write map of the file: no copy, writable, writes never reach the file.
+    Large diverted bytes / bytearray are copied out of that map on several threads."""
+    fd = open_object(path)
     try:
         size = os.fstat(fd).st_size
         flags, p_off, p_len, entries = read_header(fd, size, path)
-        if any(kind == KIND_PICKLE for _, _, kind in entries):
+        if any(kind == KIND_PICKLE or length >= memory.PARALLEL_MIN for _, length, kind in entries):
             with memoryview(mmap.mmap(fd, size, access=mmap.ACCESS_COPY)) as view:
                 data: Any = view[p_off : p_off + p_len]
                 buffers = [view[o : o + n] for o, n, kind in entries if kind == KIND_PICKLE]
-        else:
-            data, buffers = _read_bytes(fd, p_off, p_len), []
+                if flags & FLAG_PERSISTENT:
+                    return _Unpickler(data, fd, view, entries, buffers=buffers).load()
+                return pickle.loads(data, buffers=buffers)
+        data = _read_bytes(fd, p_off, p_len)
         if flags & FLAG_PERSISTENT:
-            return _Unpickler(io.BytesIO(data), fd, entries, buffers=buffers).load()
-        return pickle.loads(data, buffers=buffers)
+            return _Unpickler(data, fd, None, entries).load()
+        return pickle.loads(data)
     finally:
         os.close(fd)
 

@@ -17,6 +17,7 @@ import threading
 from typing import Any
 
 from fray.common.net import is_loopback
+from fray.wire.objects.layout import open_object
 from fray.wire.objects.store import LocalStore
 
 logger = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _send_object(self, object_id: str) -> None:
         file_path = self.server.store.path(object_id)
         try:
-            fd = os.open(file_path, os.O_RDONLY | os.O_CLOEXEC) if file_path else -1
+            fd = open_object(file_path) if file_path else -1  # (not recycled while sent)
         except FileNotFoundError:
             fd = -1
         if fd < 0:

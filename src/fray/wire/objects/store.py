@@ -12,6 +12,7 @@ import errno
 import functools
 import itertools
 import logging
+import mmap
 import os
 import re
 import shutil
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 
 from fray.common.sizes import parse_bytes
 from fray.wire.objects.layout import Encoded, write_file
+from fray.wire.objects.spare import SpareFile
 from fray.wire.pb import controller_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -85,9 +87,11 @@ def validate_object_id(object_id: str) -> str:
     if (
         not isinstance(object_id, str)
         or not _OBJECT_ID.fullmatch(object_id)
-        or object_id in (".", "..")
+        or object_id.startswith(".")  # (the store's own files: spares)
     ):
-        raise ValueError(f"invalid object id {object_id!r} (want [A-Za-z0-9_.:-], 1-128 chars)")
+        raise ValueError(
+            f"invalid object id {object_id!r} (want [A-Za-z0-9_.:-], 1-128 chars, no leading .)"
+        )
     return object_id
 
 
@@ -113,10 +117,23 @@ def _shm_free(shm_root: str) -> int:
     return stat.f_bavail * stat.f_frsize
 
 
-def _remove_dirs(creator_pid: int, store_dirs: list[str], process_dirs: list[str]) -> None:
-    """Remove a store's directories (and its process directories once empty)."""
+def _remove_dirs(
+    creator_pid: int,
+    spare: SpareFile,
+    files: dict[str, _File],
+    store_dirs: list[str],
+    process_dirs: list[str],
+) -> None:
+    """Remove a store's spare, maps and directories (and its process directories once
+    empty)."""
     if os.getpid() != creator_pid:  # a forked child exiting: not its store
         return
+    spare.close()
+    entries = list(files.values())
+    files.clear()
+    for entry in entries:
+        if entry.mapping is not None:
+            entry.mapping.close()
     with _dirs_lock:
         for path in store_dirs:
             shutil.rmtree(path, ignore_errors=True)
@@ -131,6 +148,8 @@ class _File:
     size: int
     spilled: bool
     ready: bool = True  # False: a reservation being filled (not served, not listed)
+    written: bool = False  # written by `write` (not fetched, not a child's): may be recycled
+    mapping: mmap.mmap | None = None  # the spare's map it was written through, kept for reuse
 
 
 class LocalStore:
@@ -164,8 +183,16 @@ class LocalStore:
         self._shm_bytes = 0
         self._spill_bytes = 0
         self._closed = False
+        this = weakref.ref(self)  # (the spare's thread must not keep the store alive)
+        self._spare = SpareFile(lambda: _directory_of(this), lambda size: _has_room(this, size))
         self._finalizer = weakref.finalize(
-            self, _remove_dirs, pid, [self.shm_dir, self.spill_dir], self._process_dirs
+            self,
+            _remove_dirs,
+            pid,
+            self._spare,
+            self._files,
+            [self.shm_dir, self.spill_dir],
+            self._process_dirs,
         )
         sweep(self.shm_root, self.spill_root)  # leftovers of dead processes
 
@@ -209,7 +236,7 @@ class LocalStore:
     def _settle(self, object_id: str, claim: _File, settled: _File) -> None:
         with self._lock:
             if self._files.get(object_id) is not claim:  # deleted meanwhile
-                _unlink(settled.path)
+                self._let_go(settled)
                 return
             self._count(-claim.size, claim.spilled)
             self._files[object_id] = settled
@@ -222,7 +249,13 @@ class LocalStore:
                 self._count(-claim.size, claim.spilled)
 
     def _place(
-        self, object_id: str, size: int, make: Callable[[str], int], ready: bool = True
+        self,
+        object_id: str,
+        size: int,
+        make: Callable[[str], int],
+        ready: bool = True,
+        written: bool = False,
+        mapping: list[mmap.mmap] | None = None,
     ) -> str:
         claim = self._claim(object_id, size)
         spilled = claim.spilled
@@ -240,7 +273,8 @@ class LocalStore:
         except BaseException:
             self._forget(object_id, claim)
             raise
-        self._settle(object_id, claim, _File(path, size, spilled, ready))
+        kept = mapping[0] if mapping else None
+        self._settle(object_id, claim, _File(path, size, spilled, ready, written, kept))
         return path
 
     # ------------------------------------------------------------------ files
@@ -266,9 +300,43 @@ class LocalStore:
             raise FileNotFoundError(f"object {object_id} was deleted while being written")
         return location
 
+    def _has_room(self, size: int) -> bool:
+        """Whether `size` more bytes (a spare) fit in shared memory now."""
+        with self._lock:
+            if self._closed or self._shm_bytes + size > self.budget_bytes:
+                return False
+        return _shm_free(self.shm_root) - size >= SHM_MARGIN_BYTES
+
+    def _let_go(self, entry: _File) -> None:
+        """Remove a forgotten entry's file: recycled as the next spare when it may be."""
+        if not entry.path:
+            return
+        if entry.written and entry.ready and not entry.spilled:
+            if self._spare.recycle(entry.path, entry.size, entry.mapping):
+                return
+        elif entry.mapping is not None:
+            self._spare.unmap(entry.mapping)
+        _unlink(entry.path)
+
+    @property
+    def spare(self) -> SpareFile:
+        """The spare file prepared ahead of writes (`fray.wire.objects.spare`)."""
+        return self._spare
+
     def write(self, object_id: str, encoded: Encoded) -> pb.ObjectLocation:
-        """Write `encoded` as `object_id`'s file; its location (url empty)."""
-        path = self._place(object_id, encoded.size, lambda p: write_file(p, encoded))
+        """Write `encoded` as `object_id`'s file (into the spare prepared ahead, when one
+        fits); its location (url empty)."""
+        mapping: list[mmap.mmap] = []
+
+        def make(path: str) -> int:
+            if os.path.dirname(path) == self.shm_dir:
+                kept = self._spare.write(path, encoded)
+                if kept is not None:
+                    mapping.append(kept)
+                    return encoded.size
+            return write_file(path, encoded)
+
+        path = self._place(object_id, encoded.size, make, written=True, mapping=mapping)
         logger.debug("stored object %s (%d bytes) at %s", object_id, encoded.size, path)
         return self._location_of(object_id)
 
@@ -307,6 +375,8 @@ class LocalStore:
                 self._count(-old.size, old.spilled)
             self._files[object_id] = _File(real, size, spilled)
             self._count(size, spilled)
+        if old is not None and old.mapping is not None:
+            self._spare.unmap(old.mapping)
         return self._location_of(object_id)
 
     def path(self, object_id: str) -> str | None:
@@ -336,19 +406,17 @@ class LocalStore:
                 entry = self._files.pop(object_id, None)
                 if entry is not None:
                     self._count(-entry.size, entry.spilled)
-                    removed.append(entry.path)
-        for path in removed:
-            if path:
-                _unlink(path)
+                    removed.append(entry)
+        for entry in removed:
+            self._let_go(entry)
         return len(removed)
 
     def close(self) -> None:
         """Remove this store's directories and files (idempotent)."""
         with self._lock:
             self._closed = True
-            self._files.clear()
             self._shm_bytes = self._spill_bytes = 0
-        self._finalizer()
+        self._finalizer()  # (the files' maps too)
 
     @property
     def closed(self) -> bool:
@@ -356,6 +424,18 @@ class LocalStore:
 
     def __repr__(self) -> str:
         return f"LocalStore(owner={self.owner!r}, dir={self.shm_dir!r})"
+
+
+def _directory_of(store: weakref.ref[LocalStore]) -> str:
+    found = store()
+    if found is None:
+        raise RuntimeError("the object store is gone")
+    return found._directory(spilled=False)
+
+
+def _has_room(store: weakref.ref[LocalStore], size: int) -> bool:
+    found = store()
+    return found is not None and found._has_room(size)
 
 
 def _allocate(path: str, size: int) -> int:

@@ -16,6 +16,7 @@ Workloads (the same code for every backend; only ctx.run, ctx.get and ctx.put):
                   noise hits both alike)
     round trip    ctx.get(ctx.run(noop)), --round-trips times one at a time; p50 and p99 in ms
     large object  ctx.put(--object-mb MB), then ctx.get(ctx.run(len, ref)); MB/s, best of --repeat
+                  (bytes, then a float64 numpy array of the same size with ctx.run(nbytes, ref))
     actor call    ctx.get(actor.ping.remote()), --round-trips times one at a time; p50 in ms
     actor calls   --actor-calls calls to one actor submitted at once, then one get; calls/s,
                   best of --repeat
@@ -52,6 +53,7 @@ TARGET_P50_VS_RAY = 0.4
 TARGET_ACTOR_P50_VS_RAY = 0.6
 TARGET_ACTOR_CALLS_PER_S = 8_000.0
 TARGET_DURABLE_SHARE = 0.7  # durable controller state keeps this share of the throughput
+TARGET_OBJECT_VS_RAY = 1.5  # 100 MB put+task, bytes and numpy, at least this times Ray's (issue 11)
 WARMUP_TASKS = 200
 WARMUP_ROUND_TRIPS = 100
 GET_TIMEOUT = 600.0  # seconds for any single get: a stuck backend fails instead of hanging
@@ -64,6 +66,11 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 def noop() -> None:
     """The task of the throughput and round-trip workloads."""
+
+
+def nbytes(value: Any) -> int:
+    """The task of the numpy large-object workload (its array is mapped, not read)."""
+    return int(value.nbytes)
 
 
 def whereami() -> int:
@@ -84,6 +91,7 @@ class Result:
     p50_ms: float | str | None = None
     p99_ms: float | str | None = None
     mb_per_s: float | str | None = None
+    numpy_mb_per_s: float | str | None = None
     actor_p50_ms: float | str | None = None
     actor_calls_per_s: float | str | None = None
     durable_throughput: float | str | None = None  # tasks/s, fray with --state
@@ -102,6 +110,7 @@ CELLS = (
     "p50_ms",
     "p99_ms",
     "mb_per_s",
+    "numpy_mb_per_s",
     "actor_p50_ms",
     "actor_calls_per_s",
     "durable_throughput",
@@ -201,18 +210,23 @@ def percentile(sorted_samples: list[float], pct: float) -> float:
     return sorted_samples[int(rank) - 1]
 
 
-def bench_large_object(ctx: Any, name: str, data: bytes, repeat: int) -> float:
-    """Best MB/s over `repeat` runs of put(data) + get(run(len, ref)), timed together."""
-    size_mb = len(data) / MB
+def bench_large_object(
+    ctx: Any, name: str, data: Any, repeat: int, size_of: Callable[[Any], int] = len
+) -> float:
+    """Best MB/s over `repeat` runs of put(data) + get(run(size_of, ref)), timed together."""
+    size = size_of(data)
+    size_mb = size / MB
     best = 0.0
     for i in range(repeat):
-        progress(f"{name}: large object run {i + 1}/{repeat} ({size_mb:g} MB)")
+        progress(
+            f"{name}: large object run {i + 1}/{repeat} ({size_mb:g} MB, {type(data).__name__})"
+        )
         started = time.perf_counter()
         ref = ctx.put(data)
-        length = ctx.get(ctx.run(len, ref), timeout=GET_TIMEOUT)
+        length = ctx.get(ctx.run(size_of, ref), timeout=GET_TIMEOUT)
         seconds = time.perf_counter() - started
-        if length != len(data):
-            raise RuntimeError(f"len() on the worker gave {length}, expected {len(data)}")
+        if length != size:
+            raise RuntimeError(f"{size_of.__name__}() on the worker gave {length}, not {size}")
         progress(f"{name}:   {size_mb / seconds:,.1f} MB/s ({seconds:.2f}s)")
         best = max(best, size_mb / seconds)
         # Untimed clean-up, so that runs do not pile objects up: Ray frees a ref once it is
@@ -273,6 +287,15 @@ def run_workloads(ctx: Any, name: str, args: argparse.Namespace, result: Result)
         data = os.urandom(args.object_mb * MB)
         result.mb_per_s = bench_large_object(ctx, name, data, args.repeat)
 
+    def large_array() -> None:
+        try:
+            import numpy as np
+        except ImportError:
+            result.numpy_mb_per_s = "numpy not installed"
+            return
+        array = np.random.default_rng(0).random(args.object_mb * MB // 8)
+        result.numpy_mb_per_s = bench_large_object(ctx, name, array, args.repeat, nbytes)
+
     def actor_call() -> None:
         result.actor_p50_ms = bench_actor_call(ctx, name, args.round_trips)
 
@@ -283,6 +306,7 @@ def run_workloads(ctx: Any, name: str, args: argparse.Namespace, result: Result)
         (throughput, ("throughput",)),
         (round_trip, ("p50_ms", "p99_ms")),
         (large_object, ("mb_per_s",)),
+        (large_array, ("numpy_mb_per_s",)),
         (actor_call, ("actor_p50_ms",)),
         (actor_calls, ("actor_calls_per_s",)),
     ]
@@ -439,14 +463,16 @@ def report(results: list[Result], args: argparse.Namespace, seconds: float) -> s
         "",
         f"| backend | throughput (tasks/s, best of {args.repeat}) | round trip p50 (ms) "
         f"| round trip p99 (ms) | large object {args.object_mb} MB (MB/s, best of {args.repeat}) "
+        f"| large numpy array {args.object_mb} MB (MB/s, best of {args.repeat}) "
         f"| actor call p50 (ms) | actor calls/s (pipelined, best of {args.repeat}) "
         f"| throughput, durable state (tasks/s, best of {args.repeat}) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r.backend} | {cell(r.throughput, ',.0f')} | {cell(r.p50_ms, '.3f')} "
             f"| {cell(r.p99_ms, '.3f')} | {cell(r.mb_per_s, ',.1f')} "
+            f"| {cell(r.numpy_mb_per_s, ',.1f')} "
             f"| {cell(r.actor_p50_ms, '.3f')} | {cell(r.actor_calls_per_s, ',.0f')} "
             f"| {cell(r.durable_throughput, ',.0f')} |"
         )
@@ -457,7 +483,9 @@ def report(results: list[Result], args: argparse.Namespace, seconds: float) -> s
         f"- round trip: `ctx.get(ctx.run(noop))` {args.round_trips:,} times in a row after "
         f"{WARMUP_ROUND_TRIPS} warm-up calls; nearest-rank percentiles.",
         f"- large object: `ref = ctx.put(data)` ({args.object_mb} MB of random bytes) and "
-        f"`ctx.get(ctx.run(len, ref))` timed together; MB = 10^6 bytes; best of {args.repeat}.",
+        f"`ctx.get(ctx.run(len, ref))` timed together; MB = 10^6 bytes; best of {args.repeat}. "
+        "Large numpy array: the same with a float64 array and `ctx.run(nbytes, ref)`. Each "
+        "object is freed after its run, untimed.",
         "- fray: LocalFrayCluster(workers=2, concurrency=1) on loopback; "
         "ray: ray.init(num_cpus=2); threadpool: max_workers=2. One backend runs at a time.",
         "- throughput, durable state: the same workload on a second fray cluster whose "
@@ -492,6 +520,13 @@ def report(results: list[Result], args: argparse.Namespace, seconds: float) -> s
         ratio = ours / theirs
         return goal, f"{ours:.3f} / {theirs:.3f} ms = {ratio:.2f}x", ratio <= share
 
+    def faster_than_ray(goal: str, ours: Any, theirs: Any, times: float) -> tuple[str, Any, bool]:
+        goal = f"{goal} >= {times:g}x Ray's (same run)"
+        if not (isinstance(ours, float) and isinstance(theirs, float) and theirs > 0):
+            return goal, None, False
+        ratio = ours / theirs
+        return goal, f"{ours:,.0f} / {theirs:,.0f} MB/s = {ratio:.2f}x", ratio >= times
+
     targets = [
         (
             f"throughput >= {TARGET_TASKS_PER_S:,.0f} tasks/s",
@@ -510,6 +545,18 @@ def report(results: list[Result], args: argparse.Namespace, seconds: float) -> s
         ),
         versus_ray("round-trip p50", p50, ray.p50_ms, TARGET_P50_VS_RAY),
         versus_ray("actor call p50", actor_p50, ray.actor_p50_ms, TARGET_ACTOR_P50_VS_RAY),
+        faster_than_ray(
+            f"large object put+task, {args.object_mb} MB bytes",
+            fray.mb_per_s,
+            ray.mb_per_s,
+            TARGET_OBJECT_VS_RAY,
+        ),
+        faster_than_ray(
+            f"large object put+task, {args.object_mb} MB numpy",
+            fray.numpy_mb_per_s,
+            ray.numpy_mb_per_s,
+            TARGET_OBJECT_VS_RAY,
+        ),
         (
             f"pipelined actor calls >= {TARGET_ACTOR_CALLS_PER_S:,.0f}/s",
             f"{actor_rate:,.0f}/s" if isinstance(actor_rate, float) else None,

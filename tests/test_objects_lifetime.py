@@ -63,6 +63,21 @@ def test_a_full_store_spills_to_disk_and_readers_still_get_the_object(
         assert spilled_files(os.getpid()) == []  # closed: nothing left
 
 
+def test_a_workers_large_results_past_its_budget_spill_to_disk() -> None:
+    """The executor writes large results into the worker's shared memory; the worker moves
+    those past its store's budget to disk before telling the controller where they are."""
+    env = {"FRAY_OBJECT_STORE_BYTES": str(8 * MB)}  # the worker's store
+    with LocalFrayCluster(workers=1, concurrency=2, env=env) as cluster:
+        worker_pid = cluster.workers[0].pid
+        with FrayContext(cluster.address, retry_timeout=10, direct=False) as ctx:
+            futures = [ctx.run(make_bytes, 6 * MB), ctx.run(make_bytes, 6 * MB)]
+            ready, _ = ctx.wait(futures, num_returns=2, timeout=60)
+            assert len(ready) == 2  # done, not read: both results are still the worker's
+            assert len(spilled_files(worker_pid)) == 1
+            assert ctx.get(futures, timeout=60) == [b"r" * (6 * MB)] * 2
+            wait_for(lambda: not spilled_files(worker_pid), 15, "the read results to be freed")
+
+
 def test_a_dead_workers_results_on_another_host_are_dropped_after_failed_pings() -> None:
     """The controller and the worker are told they are on different hosts: the controller
     pings the worker's object server; after the worker is SIGKILLed the pings fail and its

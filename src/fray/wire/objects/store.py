@@ -356,7 +356,8 @@ class LocalStore:
 
     def register(self, object_id: str, path: str | None = None) -> pb.ObjectLocation:
         """Count a file another process wrote into `directory_for_child()` (at `path`, by
-        default named by the id there); its location (url empty)."""
+        default named by the id there); its location (url empty). A file in shared memory
+        past the budget (or leaving less than the margin free) is moved to disk first."""
         validate_object_id(object_id)
         path = path or os.path.join(self.shm_dir, object_id)
         real = os.path.realpath(path)
@@ -367,6 +368,11 @@ class LocalStore:
             raise ValueError(f"{path} is not in the object store's directories")
         size = os.stat(real).st_size
         spilled = os.path.dirname(real) == os.path.realpath(self.spill_dir)
+        if not spilled and self._past_budget(size):
+            try:
+                real, spilled = self._move_to_disk(object_id, real), True
+            except OSError as exc:  # kept where it is rather than lost
+                logger.warning("could not spill object %s to disk: %s", object_id, exc)
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"object store of {self.owner} is closed")
@@ -378,6 +384,25 @@ class LocalStore:
         if old is not None and old.mapping is not None:
             self._spare.unmap(old.mapping)
         return self._location_of(object_id)
+
+    def _past_budget(self, size: int) -> bool:
+        """Whether a file of `size` bytes already in shared memory is one too many there."""
+        with self._lock:
+            if self._shm_bytes + size > self.budget_bytes:
+                return True
+        return _shm_free(self.shm_root) < SHM_MARGIN_BYTES
+
+    def _move_to_disk(self, object_id: str, path: str) -> str:
+        """Move a child's file from shared memory to the spill directory; its new path."""
+        target = os.path.join(self._directory(spilled=True), object_id)
+        try:
+            shutil.copyfile(path, target)
+        except OSError:
+            _unlink(target)
+            raise
+        _unlink(path)
+        logger.info("object %s past the shared-memory budget: spilled to disk", object_id)
+        return os.path.realpath(target)
 
     def path(self, object_id: str) -> str | None:
         with self._lock:

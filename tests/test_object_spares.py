@@ -9,6 +9,7 @@ import fcntl
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 from fray_fixtures import wait_for
 
-from fray.wire.objects import LocalStore, encode, load_file, memory, spare
+from fray.wire.objects import LocalStore, encode, layout, load_file, memory, spare
 from fray.wire.objects.layout import open_object
 
 MB = 1024 * 1024
@@ -215,3 +216,97 @@ def test_a_forked_child_does_not_use_its_parents_spare(store: LocalStore) -> Non
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert store.spare.ready_bytes >= SIZE and len(_spares(store)) == 1
+
+
+def test_in_parallel_waits_for_every_piece_even_when_interrupted() -> None:
+    done: list[int] = []
+
+    def work(offset: int, length: int) -> None:
+        if offset == 0:
+            raise KeyboardInterrupt  # the caller's piece, as Ctrl-C would
+        time.sleep(0.2)
+        done.append(offset)
+
+    pieces = memory.split(64 * MB)
+    with pytest.raises(KeyboardInterrupt):
+        memory.in_parallel(64 * MB, work)
+    assert sorted(done) == [offset for offset, _ in pieces[1:]]  # none still writing
+
+
+def test_deleting_an_object_as_its_write_ends_does_not_deadlock(store: LocalStore) -> None:
+    """The store's lock and the spare's are never taken in opposite orders: here the spare's
+    thread asks the store for room while the object written through a spare is deleted."""
+    store.write("warm", encode(os.urandom(SIZE), "v"))
+    wait_for(lambda: store.spare.ready_bytes >= SIZE, 10, "a spare ready")
+    spares = store.spare
+    room = spares._room
+
+    def slow_room(size: int) -> bool:
+        time.sleep(0.3)  # (a wide window for the delete below)
+        return room(size)
+
+    write = spares.write
+
+    def write_then_delete(path: str, encoded: Any) -> Any:
+        kept = write(path, encoded)  # wakes the thread, which asks for room
+        store.delete([os.path.basename(path)])  # deleted before the store settles it
+        time.sleep(0.05)  # (the thread is asking for room now)
+        return kept
+
+    spares._room = slow_room  # type: ignore[method-assign]
+    spares.write = write_then_delete  # type: ignore[method-assign]
+
+    def write_a() -> None:
+        with pytest.raises(FileNotFoundError, match="deleted while being written"):
+            store.write("a", encode(os.urandom(SIZE), "v"))
+
+    writer = threading.Thread(target=write_a, daemon=True)
+    writer.start()
+    writer.join(10)
+    assert not writer.is_alive(), "deadlock"
+    assert store.ids() == ["warm"]
+
+
+def test_the_spare_thread_survives_an_error(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prepare = spare.SpareFile._prepare
+    calls: list[int] = []
+
+    def failing_once(self: Any, capacity: int, reuse: Any) -> Any:
+        calls.append(capacity)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return prepare(self, capacity, reuse)
+
+    monkeypatch.setattr(spare.SpareFile, "_prepare", failing_once)
+    store.write("a", encode(os.urandom(SIZE), "v"))
+    wait_for(lambda: calls, 10, "a first try")
+    started = time.monotonic()
+    store.write("b", encode(os.urandom(SIZE), "v"))  # not kept waiting by a dead thread
+    assert time.monotonic() - started < spare.WAIT_SECONDS
+    wait_for(lambda: store.spare.ready_bytes >= SIZE, 10, "a spare after the error")
+
+
+def test_a_recycled_files_padding_is_zeroed(store: LocalStore) -> None:
+    store.write("a", encode(b"\xff" * SIZE, "v"))
+    path = _write_ready(store, "b", [b"\xff" * SIZE, b"\xff" * 100])
+    wait_for(lambda: store.spare.ready_bytes >= SIZE, 10, "the next spare")
+    store.delete(["b"])
+    _write_ready(store, "c", os.urandom(SIZE))  # takes the fresh one
+    value = [b"\x01" * (SIZE - 4096), b"\x02" * 77]
+    reused = _write_ready(store, "d", value)  # the recycled file, full of 0xff before
+    assert store.spare.recycled == 1 and path != reused
+    with open(reused, "rb") as file:
+        data = file.read()
+    fd = os.open(reused, os.O_RDONLY)
+    try:
+        _, p_off, p_len, entries = layout.read_header(fd, len(data), reused)
+    finally:
+        os.close(fd)
+    used = sorted([(p_off, p_len), *((o, n) for o, n, _ in entries)])
+    end = used[0][0]
+    for offset, length in used:
+        assert set(data[end:offset]) <= {0}, (end, offset)
+        end = offset + length
+    assert load_file(reused) == value

@@ -9,12 +9,13 @@ Everything here falls back to one plain copy off CPython.
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import os
 import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from fray.common.sizes import parse_bytes
@@ -28,12 +29,12 @@ _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
-def _forget_pool() -> None:  # a forked child has none of its parent's threads
-    global _pool, _pool_lock
-    _pool, _pool_lock = None, threading.Lock()
+def _after_fork() -> None:  # a forked child has none of its parent's threads
+    global _pool, _pool_lock, _malloc_lock
+    _pool, _pool_lock, _malloc_lock = None, threading.Lock(), threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forget_pool)
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _threads() -> ThreadPoolExecutor:
@@ -58,18 +59,30 @@ def split(size: int, parts: int | None = None) -> list[tuple[int, int]]:
 
 def in_parallel(size: int, work: Callable[[int, int], object]) -> None:
     """Run `work(offset, length)` over pieces of `size` bytes, on several threads when large;
-    the first exception is raised once every piece is done."""
+    returns (or raises the first error) only once every piece is done, even when interrupted
+    (the pieces may be writing into buffers the caller frees next)."""
     pieces = split(size)
     if len(pieces) == 1:
         work(*pieces[0])
         return
-    pool = _threads()
-    futures = [pool.submit(work, offset, length) for offset, length in pieces[1:]]
+    futures: list[Future[object]] = []
+    interrupted: BaseException | None = None
     try:
+        pool = _threads()
+        futures = [pool.submit(work, offset, length) for offset, length in pieces[1:]]
         work(*pieces[0])
-    finally:
-        errors = [f.exception() for f in futures]  # waits for all: buffers stay valid
-    for error in errors:
+    except BaseException as exc:  # (KeyboardInterrupt too: wait for the others first)
+        interrupted = exc
+    while True:
+        try:
+            concurrent.futures.wait(futures)
+            break
+        except BaseException as exc:
+            interrupted = interrupted or exc
+    if interrupted is not None:
+        raise interrupted
+    for future in futures:
+        error = future.exception()
         if error is not None:
             raise error
 
@@ -180,12 +193,15 @@ except (AttributeError, OSError):  # not glibc
 
 
 def keep_freed(limit: int) -> bool:
-    """Have malloc keep up to `limit` bytes freed at the top of its heap for reuse, instead of
-    handing them back to the kernel at once; `filled_bytes` of at most `limit` then come from
-    that heap. For processes that read large objects again and again (executors): the next
-    100 MB ``bytes`` is a copy into pages already there (~17 ms) instead of into fresh ones
-    (~31 ms, most of it page faults). glibc's mmap threshold is fixed at the 32 MiB its own
-    dynamic threshold grows to. False (nothing changed) off glibc, or for `limit` 0."""
+    """Have malloc keep up to `limit` bytes freed at the top of its main heap for reuse,
+    instead of handing them back to the kernel at once; `filled_bytes` of at most `limit`
+    called from the main thread then come from that heap. For processes that read large
+    objects again and again on their main thread (executors): the next 100 MB ``bytes`` is a
+    copy into pages already there (~17 ms) instead of into fresh ones (~31 ms, most of it page
+    faults). glibc's mmap threshold is fixed at the 32 MiB its own dynamic threshold grows to.
+    The limit bounds the free top of the heap only: a large block freed below one still in
+    use stays with the process (for its next allocations) until that one is freed too.
+    False (nothing changed) off glibc, or for `limit` 0."""
     global _kept
     if _mallopt is None or not _CPYTHON or limit <= 0:
         return False

@@ -112,16 +112,23 @@ class SpareFile:
         if size < MIN_BYTES or size > self.max_bytes or os.getpid() != self._pid:
             return None
         spare = self._take(size)
-        if spare is None or spare.map is None:
+        if spare is None:
+            return None
+        if spare.map is None:  # (not prepared: never handed out)
+            self._retire(spare)
             return None
         try:
             os.link(spare.path, path)  # (fails if `path` exists, like O_EXCL)
-            os.unlink(spare.path)
-            spare.path = path
+            old_name, spare.path = spare.path, path
+            os.unlink(old_name)
             with memoryview(spare.map) as target:
+                end = 0
                 for offset, section in encoded.sections():
+                    if offset > end:  # padding: no bytes of a recycled file's last object
+                        target[end:offset] = bytes(offset - end)
                     with target[offset : offset + section.nbytes] as into:
                         memory.copy(into, section)
+                    end = offset + section.nbytes
             if spare.capacity > size:
                 os.ftruncate(spare.fd, size)
             fcntl.flock(spare.fd, fcntl.LOCK_UN)  # (a recycled file's; its map holds it open)
@@ -166,6 +173,9 @@ class SpareFile:
 
     def _retire(self, spare: _Spare) -> None:
         """Close a spare on the thread, removing its file (if it has a path)."""
+        if os.getpid() != self._pid:  # a forked child: its parent's thread and lock
+            _close(spare)
+            return
         with self._cond:
             if not self._closed:
                 self._retired.append(spare)
@@ -180,6 +190,12 @@ class SpareFile:
         with self._cond:
             return self._ready.capacity if self._ready is not None else 0
 
+    @property
+    def held_bytes(self) -> int:
+        """Shared memory held by spares now (ready, or recycled and waiting)."""
+        with self._cond:
+            return sum(s.capacity for s in (self._ready, self._recycled) if s is not None)
+
     # ------------------------------------------------------------------ recycling
 
     def recycle(self, path: str, size: int, mapping: mmap.mmap | None = None) -> bool:
@@ -188,21 +204,19 @@ class SpareFile:
         when the caller removes it as usual (a reader still holds it, none is needed, or one
         is waiting already). `mapping` is this object's from now on, either way."""
         spare = _Spare("", -1, size, time.monotonic(), mapping)
-        with self._cond:
-            wanted = not self._closed and self._wanted and self._recycled is None
-        if (
-            not wanted
-            or size < MIN_BYTES
-            or size > self.max_bytes
-            or os.getpid() != self._pid
-            or not self._lock_away(path, spare)
-        ):
+        if os.getpid() != self._pid or size < MIN_BYTES or size > self.max_bytes:
+            wanted = False
+        else:
+            with self._cond:
+                wanted = not self._closed and bool(self._wanted) and self._recycled is None
+        if not wanted or not self._lock_away(path, spare):
             if mapping is not None:
                 self._retire(spare)
             return False
         with self._cond:
             taken = not self._closed and self._recycled is None
-            if taken and self._ready is None and spare.map is not None:
+            fits = spare.capacity >= self._wanted
+            if taken and self._ready is None and spare.map is not None and fits:
                 self._ready = spare  # still mapped for writing: nothing to prepare
             elif taken:
                 self._recycled = spare
@@ -252,7 +266,15 @@ class SpareFile:
                 if job:
                     reuse, self._recycled = self._recycled, None
                     self._preparing = job
-            prepared = self._prepare(job, reuse) if job else None
+            prepared = None
+            try:
+                # (the store's lock is taken here, never under ours)
+                if job and (reuse is not None or self._room(job)):
+                    prepared = self._prepare(job, reuse)
+                elif reuse is not None:
+                    _close(reuse)
+            except Exception:  # the thread must go on: writes wait for it
+                logger.exception("preparing a spare object file failed")
             with self._cond:
                 self._preparing = 0
                 if prepared is None:
@@ -266,21 +288,25 @@ class SpareFile:
                 else:
                     self._retired.append(prepared)
                 if prepared is None and job:
-                    self._wanted = 0  # it failed: try again at the next write
+                    self._wanted = 0  # none made (no room, or it failed): again at the next write
                 self._cond.notify_all()
                 retired, self._retired = self._retired, []
             for spare in retired:  # (after preparing: a write may be waiting for that)
-                _close(spare)
+                try:
+                    _close(spare)
+                except Exception:
+                    logger.exception("closing a spare object file failed")
 
     def _next_job(self) -> int:
-        """The capacity to prepare now (0: nothing to do). Called under the lock."""
+        """The capacity to prepare now (0: nothing to do). Called under the lock; whether a
+        new file has room is asked after (`room` takes the store's lock)."""
         wanted = self._wanted
         if not wanted or self._ready is not None or self._closed:
             return 0
         capacity = min(-(-wanted // _ROUND) * _ROUND, self.max_bytes)
         if self._recycled is not None:
             return max(capacity, self._recycled.capacity)
-        return capacity if self._room(capacity) else 0
+        return capacity
 
     def _expire(self) -> None:
         """Remove spares unused for IDLE_SECONDS. Called under the lock."""
@@ -321,10 +347,13 @@ class SpareFile:
             _close(spare)
             return None
         address = ctypes.addressof(ctypes.c_char.from_buffer(spare.map))
-        # page tables filled now, on two threads, not by faults during the copy (best effort)
-        memory.in_parallel(
-            capacity, lambda start, length: _madvise(address + start, length, _MADV_POPULATE_WRITE)
-        )
+        try:  # page tables filled now, on two threads, not by faults during the copy
+            memory.in_parallel(
+                capacity,
+                lambda start, length: _madvise(address + start, length, _MADV_POPULATE_WRITE),
+            )
+        except Exception as exc:  # (best effort: e.g. no threads at interpreter exit)
+            logger.debug("spare object file not populated: %s", exc)
         spare.since = time.monotonic()
         return spare
 

@@ -121,6 +121,7 @@ def _remove_dirs(
     creator_pid: int,
     spare: SpareFile,
     files: dict[str, _File],
+    lock: threading.Lock,
     store_dirs: list[str],
     process_dirs: list[str],
 ) -> None:
@@ -129,8 +130,9 @@ def _remove_dirs(
     if os.getpid() != creator_pid:  # a forked child exiting: not its store
         return
     spare.close()
-    entries = list(files.values())
-    files.clear()
+    with lock:
+        entries = list(files.values())
+        files.clear()
     for entry in entries:
         if entry.mapping is not None:
             entry.mapping.close()
@@ -191,6 +193,7 @@ class LocalStore:
             pid,
             self._spare,
             self._files,
+            self._lock,
             [self.shm_dir, self.spill_dir],
             self._process_dirs,
         )
@@ -235,12 +238,13 @@ class LocalStore:
 
     def _settle(self, object_id: str, claim: _File, settled: _File) -> None:
         with self._lock:
-            if self._files.get(object_id) is not claim:  # deleted meanwhile
-                self._let_go(settled)
-                return
-            self._count(-claim.size, claim.spilled)
-            self._files[object_id] = settled
-            self._count(settled.size, settled.spilled)
+            gone = self._closed or self._files.get(object_id) is not claim  # deleted meanwhile
+            if not gone:
+                self._count(-claim.size, claim.spilled)
+                self._files[object_id] = settled
+                self._count(settled.size, settled.spilled)
+        if gone:
+            self._let_go(settled)  # (outside our lock: the spare takes its own)
 
     def _forget(self, object_id: str, claim: _File) -> None:
         with self._lock:
@@ -301,9 +305,10 @@ class LocalStore:
         return location
 
     def _has_room(self, size: int) -> bool:
-        """Whether `size` more bytes (a spare) fit in shared memory now."""
+        """Whether `size` more bytes (a spare, besides those held) fit in shared memory now."""
+        held = self._spare.held_bytes
         with self._lock:
-            if self._closed or self._shm_bytes + size > self.budget_bytes:
+            if self._closed or self._shm_bytes + held + size > self.budget_bytes:
                 return False
         return _shm_free(self.shm_root) - size >= SHM_MARGIN_BYTES
 

@@ -203,6 +203,37 @@ def test_a_finished_task_keeps_no_function_or_arguments(files: Files) -> None:
     assert state.tasks["t"].result == b"v"
 
 
+def test_a_function_is_saved_once_for_all_its_tasks(files: Files) -> None:
+    """Tasks of one function share one row of `functions` (their rows hold its digest); it
+    goes once no unfinished task names it."""
+    state, journal = files.open()
+    state.register_worker(worker_id="w", slots=2)
+    shared, other = b"fn-shared" * 50, b"fn-other" * 50
+    state.submit([TaskSpec(function=shared, args=b"a", task_id=f"s{i}") for i in range(5)])
+    journal.save_now()
+    state.submit([TaskSpec(function=shared, args=b"a", task_id="s5")])  # a later batch
+    state.submit([TaskSpec(function=other, args=b"a", task_id="o")])
+    state, journal = files.reopen(journal)
+    assert [state.tasks[f"s{i}"].spec.function for i in range(6)] == [shared] * 6
+    assert state.tasks["o"].spec.function == other
+    leased = lease(state, "w")
+    state.report("w", [TaskOutcome(task_id, 1, value=b"v") for task_id in leased])
+    finished = [task_id for task_id in state.tasks if state.tasks[task_id].state.finished]
+    state, journal = files.reopen(journal)  # at load: functions no unfinished task names go
+    for journal in files.journals:
+        journal.close_now()
+    with contextlib.closing(sqlite3.connect(files.path)) as db:
+        saved = dict(db.execute("SELECT data, digest FROM functions"))
+        nulls = db.execute("SELECT COUNT(*) FROM tasks WHERE function IS NULL").fetchone()[0]
+    assert len(finished) == 2 and set(saved) <= {shared, other}
+    assert nulls == 7 - len(finished)  # the unfinished ones hold a digest only
+    assert shared in saved and (other in saved) == ("o" not in finished)
+    state, journal = files.open()
+    unfinished = [t for t in state.tasks.values() if not t.state.finished]
+    assert len(unfinished) == 5
+    assert all(t.spec.function in (shared, other) for t in unfinished)
+
+
 def test_another_file_is_another_controller(tmp_path: Path, files: Files) -> None:
     _, journal = files.open()
     other_state = ControllerState()

@@ -4,7 +4,12 @@
 journal's batches (`write`, each one transaction, from the journal's thread). Tables: `meta`
 (the controller's id, the schema version), `tasks`, `workers`, `actors`, `objects`,
 `finished_logs` (per client: the position of the first unread entry), `finished_entries`
-(the unread entries) and `jobs` (`job_convert`). Columns are listed in `rows`.
+(the unread entries), `jobs` (`job_convert`) and `functions`. Columns are listed in `rows`.
+
+- A task's function (its pickle, usually the same for thousands of tasks) is saved once in
+  `functions`, by digest: the task's row holds the digest (`function_digest`) and a NULL
+  function. Functions of `SPILL_BYTES` or more stay in the row (and a file, below). Functions
+  no unfinished task names are removed at load.
 
 - WAL mode with ``synchronous=NORMAL``: a commit survives the controller's process dying at any
   moment (even SIGKILL); a power loss or an OS crash may lose the last commits.
@@ -20,6 +25,7 @@ journal's batches (`write`, each one transaction, from the journal's thread). Ta
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import sqlite3
@@ -61,13 +67,14 @@ CREATE TABLE IF NOT EXISTS finished_entries (
     owner TEXT NOT NULL, pos INTEGER NOT NULL, task_id TEXT NOT NULL,
     PRIMARY KEY (owner, pos)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS jobs (job_id TEXT PRIMARY KEY, seq INTEGER, spec BLOB, progress TEXT);
+CREATE TABLE IF NOT EXISTS functions (digest BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
 """
 
 
 # Columns added since schema 1 was first written: a file that lacks them gets them (NULL: a
 # task or actor that asks for nothing; a worker offering its cpus and memory).
 _ADDED_COLUMNS = {
-    "tasks": (("need", "TEXT"),),
+    "tasks": (("need", "TEXT"), ("function_digest", "BLOB")),
     "workers": (("capacities", "TEXT"),),
     "actors": (("need", "TEXT"),),
     "objects": (("location", "BLOB"),),  # a large object's pb.ObjectLocation (data empty)
@@ -90,7 +97,9 @@ def _update(table: str, columns: Sequence[str], key: str) -> str:
     return f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in columns)} WHERE {key} = ?"
 
 
-_INSERT_TASK = _insert("tasks", rows.TASK_COLUMNS)
+_INSERT_TASK = _insert("tasks", (*rows.TASK_COLUMNS, "function_digest"))
+_FUNCTION = rows.TASK_COLUMNS.index("function")
+_DIGESTS_KEPT = 4096  # function pickle -> digest, remembered for the next rows
 _TASK_PROGRESS = _update("tasks", rows.TASK_PROGRESS_COLUMNS, "saved_row")
 _TASK_END = _update("tasks", rows.TASK_END_COLUMNS, "saved_row")
 _INSERT_WORKER = _insert("workers", rows.WORKER_COLUMNS)
@@ -145,6 +154,8 @@ class StateStore:
             # has open: that would drop its POSIX locks)
             os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
         self._files: dict[str, list[str]] = {}  # "t:<row>", "o:<id>", "a:<id>" -> its files
+        self._digests: dict[bytes, bytes] = {}  # function pickle -> its digest
+        self._saved_functions: set[bytes] = set()  # digests in `functions`
         try:
             self._db = sqlite3.connect(
                 self.path, timeout=wait, isolation_level=None, check_same_thread=False
@@ -191,8 +202,23 @@ class StateStore:
         """Everything saved, as records (blobs read back from their files)."""
         db = self._db
         saved = SavedState(self.controller_id)
+        db.execute("BEGIN")
+        db.execute(  # functions no unfinished task names any more
+            "DELETE FROM functions WHERE digest NOT IN (SELECT function_digest FROM tasks "
+            "WHERE function IS NULL AND function_digest IS NOT NULL)"
+        )
+        db.execute("COMMIT")
+        functions = dict(db.execute("SELECT digest, data FROM functions"))
+        self._saved_functions = set(functions)
         columns = ", ".join(rows.TASK_COLUMNS)
-        for row in db.execute(f"SELECT {columns} FROM tasks ORDER BY saved_row"):
+        query = f"SELECT {columns}, function_digest FROM tasks ORDER BY saved_row"
+        for *values, digest in db.execute(query):
+            if values[_FUNCTION] is None and digest is not None:
+                function = functions.get(digest)
+                if function is None:
+                    raise StoreError(f"the state file {self.path} lacks a task's function")
+                values[_FUNCTION] = function
+            row = tuple(values)
             saved.tasks.append(
                 rows.task_from_row(self._read_blobs(f"t:{row[0]}", row, _TASK_BLOBS))
             )
@@ -250,6 +276,23 @@ class StateStore:
 
     # ------------------------------------------------------------------ writing
 
+    def _function_saved_once(self, row: Row, functions: list[tuple[bytes, bytes]]) -> Row:
+        """A new task's row with its function replaced by the function's digest (NULL
+        function, digest last), the function added to `functions` when not saved yet; a row
+        whose function is in a file (or empty) keeps it, with a NULL digest."""
+        function = row[_FUNCTION]
+        if not isinstance(function, bytes) or not function:
+            return (*row, None)
+        digest = self._digests.get(function)  # (bytes cache their hash: no rehashing)
+        if digest is None:
+            if len(self._digests) >= _DIGESTS_KEPT:
+                self._digests.clear()
+            digest = self._digests[function] = hashlib.blake2b(function, digest_size=16).digest()
+        if digest not in self._saved_functions:
+            self._saved_functions.add(digest)
+            functions.append((digest, function))
+        return (*row[:_FUNCTION], None, *row[_FUNCTION + 1 :], digest)
+
     def write(self, batch: Batch) -> None:
         """Commit one batch (one transaction); files it replaces are removed afterwards."""
         db, stale = self._db, []
@@ -270,12 +313,18 @@ class StateStore:
                     values[i] = self._write_file(f"{prefix}{row[key]}", values[i])
             return tuple(values)
 
+        functions: list[tuple[bytes, bytes]] = []  # saved for the first time
         db.execute("BEGIN")
         try:
             if batch.new_tasks:
                 for row in batch.new_tasks:
                     stale += self._files.pop(f"t:{row[0]}", [])
-                new = [spill("t:", 0, r, _TASK_BLOBS) for r in batch.new_tasks]
+                new = [
+                    self._function_saved_once(spill("t:", 0, r, _TASK_BLOBS), functions)
+                    for r in batch.new_tasks
+                ]
+                if functions:
+                    db.executemany("INSERT OR IGNORE INTO functions VALUES (?, ?)", functions)
                 db.executemany(_INSERT_TASK, new)
             if batch.task_progress:
                 db.executemany(_TASK_PROGRESS, batch.task_progress)
@@ -327,6 +376,7 @@ class StateStore:
                 _fsync_dir(self.blob_dir)
             db.execute("COMMIT")
         except BaseException:
+            self._saved_functions.difference_update(digest for digest, _ in functions)
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             raise

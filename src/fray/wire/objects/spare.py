@@ -244,7 +244,8 @@ class SpareFile:
         spare.path, spare.fd = name, fd
         if spare.map is not None and len(spare.map) > spare.capacity:
             try:  # as long as its map again (the write truncated it), for a larger object
-                os.posix_fallocate(fd, 0, len(spare.map))
+                # (the tail only: over the whole file this takes ~4 ms per 100 MB on tmpfs)
+                os.posix_fallocate(fd, spare.capacity, len(spare.map) - spare.capacity)
                 spare.capacity = len(spare.map)
             except OSError:
                 pass
@@ -339,7 +340,7 @@ class SpareFile:
             spare = _Spare(path, fd, 0, 0.0)
         try:
             if spare.capacity < capacity:  # a full tmpfs fails here, not as SIGBUS later
-                os.posix_fallocate(spare.fd, 0, capacity)
+                os.posix_fallocate(spare.fd, spare.capacity, capacity - spare.capacity)
                 spare.capacity = capacity
             spare.map = mmap.mmap(spare.fd, capacity, mmap.MAP_SHARED)
         except OSError as exc:

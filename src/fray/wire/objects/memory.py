@@ -69,7 +69,8 @@ def in_parallel(size: int, work: Callable[[int, int], object]) -> None:
     interrupted: BaseException | None = None
     try:
         pool = _threads()
-        futures = [pool.submit(work, offset, length) for offset, length in pieces[1:]]
+        for offset, length in pieces[1:]:  # (one by one: those submitted are waited for)
+            futures.append(pool.submit(work, offset, length))
         work(*pieces[0])
     except BaseException as exc:  # (KeyboardInterrupt too: wait for the others first)
         interrupted = exc

@@ -25,7 +25,7 @@ from fray.common.remote_errors import (
     unpack_exception,
     with_remote_traceback,
 )
-from fray.common.sizes import MAX_BYTES, parse_bytes
+from fray.common.sizes import MAX_BYTES, bytes_from_env, parse_bytes
 from fray.errors import RemoteTraceback
 
 KIB, MIB, GIB = 1024, 1024**2, 1024**3
@@ -95,6 +95,19 @@ def test_parse_bytes_rejects_sizes_past_int64(bad: int | str) -> None:
 def test_parse_bytes_rejects_other_types(bad: object) -> None:
     with pytest.raises(ValueError, match="must be an int or a string"):
         parse_bytes(bad)  # type: ignore[arg-type]
+
+
+def test_bytes_from_env(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.delenv("FRAY_TEST_BYTES", raising=False)
+    assert bytes_from_env("FRAY_TEST_BYTES", 7) == 7
+    assert bytes_from_env("FRAY_TEST_BYTES", None) is None
+    monkeypatch.setenv("FRAY_TEST_BYTES", " ")
+    assert bytes_from_env("FRAY_TEST_BYTES", 7) == 7
+    monkeypatch.setenv("FRAY_TEST_BYTES", "2k")
+    assert bytes_from_env("FRAY_TEST_BYTES", 7) == 2048
+    monkeypatch.setenv("FRAY_TEST_BYTES", "eight")
+    assert bytes_from_env("FRAY_TEST_BYTES", 7) == 7
+    assert "ignoring FRAY_TEST_BYTES: cannot parse 'eight'" in caplog.text
 
 
 # --- remote errors --------------------------------------------------------------------------

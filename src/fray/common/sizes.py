@@ -1,12 +1,17 @@
-"""Sizes in bytes: the one parser behind ``ResourceSpec(memory=...)`` and ``fray worker
---resources memory=...``."""
+"""Sizes in bytes: the one parser behind ``ResourceSpec(memory=...)``, ``fray worker
+--resources memory=...`` and the ``FRAY_*_BYTES`` environment variables."""
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from decimal import Decimal, localcontext
+from typing import overload
 
-__all__ = ["MAX_BYTES", "parse_bytes"]
+__all__ = ["MAX_BYTES", "bytes_from_env", "parse_bytes"]
+
+logger = logging.getLogger(__name__)
 
 MAX_BYTES = 2**63 - 1  # what fits the wire's int64 fields
 _UNITS = "kmgtp"
@@ -54,6 +59,23 @@ def parse_bytes(value: int | str) -> int:
     with localcontext() as exact:
         exact.prec = 100  # every digit that can reach a whole byte below MAX_BYTES
         return _checked(number * 1024**power, value)
+
+
+@overload
+def bytes_from_env(name: str, default: int) -> int: ...
+@overload
+def bytes_from_env(name: str, default: None) -> int | None: ...
+def bytes_from_env(name: str, default: int | None) -> int | None:
+    """The size in environment variable `name` (`parse_bytes`); `default` when it is unset or
+    empty, and, with a warning, when it does not parse."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        logger.warning("ignoring %s: %s", name, exc)
+        return default
 
 
 def _checked(size: Decimal, value: int | str) -> int:

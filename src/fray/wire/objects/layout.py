@@ -17,7 +17,6 @@ import errno
 import fcntl
 import io
 import itertools
-import logging
 import mmap
 import os
 import pickle
@@ -28,26 +27,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from fray import errors
-from fray.common.sizes import parse_bytes
+from fray.common.sizes import bytes_from_env
 from fray.wire.objects import memory
 from fray.wire.payload import PROTOCOL, _Pickler, short_repr
 from fray.wire.pb import controller_pb2 as pb
 
-logger = logging.getLogger(__name__)
-
 INLINE_ENV = "FRAY_OBJECT_INLINE_BYTES"
-
-
-def _inline_max() -> int:
-    text = os.environ.get(INLINE_ENV, "").strip()
-    try:
-        return parse_bytes(text) if text else 256 * 1024
-    except ValueError as exc:
-        logger.warning("ignoring %s: %s", INLINE_ENV, exc)
-        return 256 * 1024
-
-
-INLINE_MAX_BYTES: int = _inline_max()
+INLINE_MAX_BYTES: int = bytes_from_env(INLINE_ENV, 256 * 1024)
 OUT_OF_BAND_MIN = 64 * 1024  # bytes / bytearray at least this big are written out of band
 ALIGN = 64
 MAGIC = b"FRAYOBJ\x00"

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from fray.common.sizes import parse_bytes
+from fray.common.sizes import bytes_from_env
 
 PARALLEL_MIN = 16 * 1024 * 1024  # smaller copies stay on the calling thread
 _CHUNK_MIN = 8 * 1024 * 1024  # no thread copies less than this
@@ -48,10 +48,9 @@ def _threads() -> ThreadPoolExecutor:
     return pool
 
 
-def split(size: int, parts: int | None = None) -> list[tuple[int, int]]:
+def split(size: int) -> list[tuple[int, int]]:
     """(offset, length) pieces of `size` bytes, page-aligned, one per copying thread."""
-    if parts is None:
-        parts = 1 if size < PARALLEL_MIN else max(1, min(COPY_THREADS, size // _CHUNK_MIN))
+    parts = 1 if size < PARALLEL_MIN else max(1, min(COPY_THREADS, size // _CHUNK_MIN))
     step = -(-size // parts)
     step = (step + _PAGE - 1) & ~(_PAGE - 1) or _PAGE
     return [(offset, min(step, size - offset)) for offset in range(0, size, step)]
@@ -215,9 +214,4 @@ def keep_freed(limit: int) -> bool:
 
 def keep_freed_from_env() -> bool:
     """`keep_freed` with ``$FRAY_EXECUTOR_KEEP_FREED_BYTES`` (default 256 MiB; 0: off)."""
-    text = os.environ.get(KEEP_FREED_ENV, "").strip()
-    try:
-        limit = parse_bytes(text) if text else DEFAULT_KEEP_FREED
-    except ValueError:
-        limit = DEFAULT_KEEP_FREED
-    return keep_freed(limit)
+    return keep_freed(bytes_from_env(KEEP_FREED_ENV, DEFAULT_KEEP_FREED))

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fray.common.sizes import parse_bytes
+from fray.common.sizes import bytes_from_env
 from fray.wire.objects import memory
 from fray.wire.objects.layout import Encoded
 
@@ -54,14 +54,7 @@ _madvise.restype = ctypes.c_int
 
 def max_bytes_from_env() -> int:
     """The largest spare (``$FRAY_OBJECT_SPARE_BYTES``, default 512 MiB; 0: no spares)."""
-    text = os.environ.get(MAX_ENV, "").strip()
-    if not text:
-        return DEFAULT_MAX_BYTES
-    try:
-        return parse_bytes(text)
-    except ValueError as exc:
-        logger.warning("ignoring %s: %s", MAX_ENV, exc)
-        return DEFAULT_MAX_BYTES
+    return bytes_from_env(MAX_ENV, DEFAULT_MAX_BYTES)
 
 
 @dataclass

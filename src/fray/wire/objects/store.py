@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from fray.common.sizes import parse_bytes
+from fray.common.sizes import bytes_from_env
 from fray.wire.objects.layout import Encoded, write_file
 from fray.wire.objects.spare import SpareFile
 from fray.wire.pb import controller_pb2 as pb
@@ -96,12 +96,9 @@ def validate_object_id(object_id: str) -> str:
 
 
 def _default_budget(shm_root: str) -> int:
-    text = os.environ.get(BUDGET_ENV, "").strip()
-    if text:
-        try:
-            return parse_bytes(text)
-        except ValueError as exc:
-            logger.warning("ignoring %s: %s", BUDGET_ENV, exc)
+    budget = bytes_from_env(BUDGET_ENV, None)
+    if budget is not None:
+        return budget
     try:
         stat = os.statvfs(shm_root)
     except OSError:
@@ -222,13 +219,18 @@ class LocalStore:
                 raise RuntimeError(f"object store of {self.owner} is closed")
             if object_id in self._files:
                 raise FileExistsError(f"object {object_id} is already in the store")
-            spilled = (
-                self._shm_bytes + size > self.budget_bytes
-                or _shm_free(self.shm_root) - size < SHM_MARGIN_BYTES
-            )
+            spilled = self._too_much(size, size)
             claim = self._files[object_id] = _File("", size, spilled, ready=False)
             self._count(size, spilled)
         return claim
+
+    def _too_much(self, counted: int, new: int) -> bool:
+        """Whether `counted` more bytes in shared memory, `new` of them not there yet, would
+        pass the budget or leave less than the margin free. Called under the lock."""
+        return (
+            self._shm_bytes + counted > self.budget_bytes
+            or _shm_free(self.shm_root) - new < SHM_MARGIN_BYTES
+        )
 
     def _count(self, size: int, spilled: bool) -> None:
         if spilled:
@@ -308,9 +310,7 @@ class LocalStore:
         """Whether `size` more bytes (a spare, besides those held) fit in shared memory now."""
         held = self._spare.held_bytes
         with self._lock:
-            if self._closed or self._shm_bytes + held + size > self.budget_bytes:
-                return False
-        return _shm_free(self.shm_root) - size >= SHM_MARGIN_BYTES
+            return not self._closed and not self._too_much(held + size, size)
 
     def _let_go(self, entry: _File) -> None:
         """Remove a forgotten entry's file: recycled as the next spare when it may be."""
@@ -393,9 +393,7 @@ class LocalStore:
     def _past_budget(self, size: int) -> bool:
         """Whether a file of `size` bytes already in shared memory is one too many there."""
         with self._lock:
-            if self._shm_bytes + size > self.budget_bytes:
-                return True
-        return _shm_free(self.shm_root) < SHM_MARGIN_BYTES
+            return self._too_much(size, 0)
 
     def _move_to_disk(self, object_id: str, path: str) -> str:
         """Move a child's file from shared memory to the spill directory; its new path."""

@@ -96,6 +96,12 @@ for _ in range(3):
     got = memory.filled_bytes(len(src), lambda raw: memory.copy(raw, memoryview(src)))
     assert got == src
     del got
+def rss():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) << 10 for line in status if line.startswith("VmRSS"))
+kept = rss()
+memory.give_back()  # what an idle executor does
+assert rss() < kept - 30 * 1024 * 1024, (kept, rss())
 assert not memory.keep_freed(0)
 print("ok")
 """

@@ -48,6 +48,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
+import select
 import signal
 import sys
 import threading
@@ -298,7 +299,7 @@ def _serve_task(
     """Receive, run and answer one task; False once the pipe is closed. Its arguments, objects
     and result are let go when this returns, not kept until the next task arrives."""
     try:
-        message = conn.recv_bytes()
+        message = _receive(conn)
     except (EOFError, OSError):
         return False
     header = pickle.loads(message)
@@ -321,6 +322,17 @@ def _serve_task(
     sys.stdout.flush()
     sys.stderr.flush()
     return live.answer(outcome)
+
+
+def _receive(conn: multiprocessing.connection.Connection) -> bytes:
+    """The worker's next message. Freed memory kept for the next large object
+    (`memory.keep_freed`) is given back once no message has come for
+    `memory.IDLE_GIVE_BACK_SECONDS`: an idle executor holds no more than it uses."""
+    if memory.keeps_freed():  # (select: a fifth of the cost of conn.poll)
+        readable, _, _ = select.select([conn], [], [], memory.IDLE_GIVE_BACK_SECONDS)
+        if not readable:
+            memory.give_back()
+    return conn.recv_bytes()
 
 
 def actor_main(
@@ -367,7 +379,7 @@ def _serve_batch(
     """Run one batch of calls and answer it; False once the pipe is closed (the batch's
     arguments and results are let go when this returns)."""
     try:
-        calls = pickle.loads(requests.recv_bytes())
+        calls = pickle.loads(_receive(requests))
     except (EOFError, OSError):
         return False
     outcomes = [_call_method(instance, *call) for call in calls]

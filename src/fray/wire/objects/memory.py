@@ -152,7 +152,7 @@ def copy(destination: memoryview, source: memoryview) -> None:
         destination[:] = source
         return
     with _Address(destination, writable=True) as dst, _Address(source) as src:
-        in_parallel(size, lambda offset, length: ctypes.memmove(dst + offset, src + offset, length))
+        in_parallel(size, lambda offset, length: stream_copy(dst + offset, src + offset, length))
 
 
 def filled_bytes(size: int, fill: Callable[[memoryview], object]) -> bytes:
@@ -183,15 +183,20 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 _GLIBC_MMAP_MAX = 32 * 1024 * 1024  # the most glibc's own (dynamic) mmap threshold grows to
 KEEP_FREED_ENV = "FRAY_EXECUTOR_KEEP_FREED_BYTES"
 DEFAULT_KEEP_FREED = 256 * 1024 * 1024
+IDLE_GIVE_BACK_SECONDS = 1.0  # an executor idle this long gives kept memory back
 _kept = 0
 _malloc_lock = threading.Lock()
 _mallopt: Any
+_malloc_trim: Any
 try:
-    _mallopt = ctypes.CDLL(None).mallopt
+    _libc = ctypes.CDLL(None)
+    _mallopt, _malloc_trim = _libc.mallopt, _libc.malloc_trim
     _mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     _mallopt.restype = ctypes.c_int
+    _malloc_trim.argtypes = (ctypes.c_size_t,)
+    _malloc_trim.restype = ctypes.c_int
 except (AttributeError, OSError):  # not glibc
-    _mallopt = None
+    _mallopt = _malloc_trim = None
 
 
 def keep_freed(limit: int) -> bool:
@@ -212,6 +217,19 @@ def keep_freed(limit: int) -> bool:
         return False
     _kept = limit
     return True
+
+
+def keeps_freed() -> bool:
+    """Whether `keep_freed` is in effect in this process."""
+    return _kept > 0
+
+
+def give_back() -> None:
+    """Hand the freed memory malloc keeps (after `keep_freed`, up to its limit at the top of
+    the heap, more below blocks in use) back to the kernel now: for a process that goes idle,
+    so that what it kept for its next large object is not held while nothing comes."""
+    if _kept and _malloc_trim is not None:
+        _malloc_trim(0)
 
 
 def keep_freed_from_env() -> bool:

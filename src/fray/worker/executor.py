@@ -328,9 +328,10 @@ def _receive(conn: multiprocessing.connection.Connection) -> bytes:
     """The worker's next message. Freed memory kept for the next large object
     (`memory.keep_freed`) is given back once no message has come for
     `memory.IDLE_GIVE_BACK_SECONDS`: an idle executor holds no more than it uses."""
-    if memory.keeps_freed():  # (select: a fifth of the cost of conn.poll)
-        readable, _, _ = select.select([conn], [], [], memory.IDLE_GIVE_BACK_SECONDS)
-        if not readable:
+    if memory.keeps_freed():  # (glibc only: Linux, where select.poll exists)
+        poller = select.poll()  # (a third of the cost of conn.poll; no limit on descriptors)
+        poller.register(conn.fileno(), select.POLLIN)
+        if not poller.poll(memory.IDLE_GIVE_BACK_SECONDS * 1000):
             memory.give_back()
     return conn.recv_bytes()
 

@@ -186,17 +186,20 @@ DEFAULT_KEEP_FREED = 256 * 1024 * 1024
 IDLE_GIVE_BACK_SECONDS = 1.0  # an executor idle this long gives kept memory back
 _kept = 0
 _malloc_lock = threading.Lock()
-_mallopt: Any
-_malloc_trim: Any
-try:
-    _libc = ctypes.CDLL(None)
-    _mallopt, _malloc_trim = _libc.mallopt, _libc.malloc_trim
-    _mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    _mallopt.restype = ctypes.c_int
-    _malloc_trim.argtypes = (ctypes.c_size_t,)
-    _malloc_trim.restype = ctypes.c_int
-except (AttributeError, OSError):  # not glibc
-    _mallopt = _malloc_trim = None
+
+
+def _libc_function(name: str, argtypes: tuple[Any, ...]) -> Any:
+    """glibc's `name` (returning int), or None where there is none."""
+    try:
+        function = getattr(ctypes.CDLL(None), name)
+    except (AttributeError, OSError):  # not glibc
+        return None
+    function.argtypes, function.restype = argtypes, ctypes.c_int
+    return function
+
+
+_mallopt = _libc_function("mallopt", (ctypes.c_int, ctypes.c_int))
+_malloc_trim = _libc_function("malloc_trim", (ctypes.c_size_t,))
 
 
 def keep_freed(limit: int) -> bool:

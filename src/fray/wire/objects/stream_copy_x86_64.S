@@ -5,7 +5,8 @@
  * Copies groups * 16384 bytes from src to dst with non-temporal stores (they go to memory
  * without first reading each destination line into the cache). Each 16 KiB group is four 4 KiB
  * pages copied side by side, one 64-byte line of each page per round: four streams for the
- * hardware prefetchers instead of one. dst must be 16-byte aligned, src need not be.
+ * hardware prefetchers instead of one. dst must be 16-byte aligned, src need not be; the two
+ * ranges must not overlap.
  * SSE2 only (every x86-64 CPU). Clobbers rcx, rdx, rsi, rdi, xmm0-xmm7, as the ABI allows.
  *
  * Regenerate the hex string (tests/test_object_stream_copy.py checks that it matches):

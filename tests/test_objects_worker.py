@@ -40,7 +40,7 @@ from fray.wire.objects.plane import objects_token
 from fray.wire.pb import controller_pb2 as pb
 from fray.worker import executor
 from fray.worker.executor import ObjectFile
-from fray.worker.objects import ObjectCache
+from fray.worker.objects import MAX_HINTS, ObjectCache
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -240,6 +240,64 @@ def test_the_cache_stores_results_and_deletes_them_when_freed(
     assert load_file(put.location.path) == b"q" * BIG
     cache.drop([object_id])
     assert cache.ids() == [] and not os.path.exists(put.location.path)
+
+
+def test_an_object_whose_client_said_where_it_is_is_opened_without_the_controller(
+    planes: tuple[ObjectPlane, ObjectPlane],
+) -> None:
+    owner, worker = planes
+    client = _FakeClient()  # (knows no object: asking it would raise KeyError)
+    cache = ObjectCache(client, plane=worker)  # type: ignore[arg-type]
+    location = owner.put("big", encode(b"h" * BIG, "big"))
+    cache.hint({"big": location})
+    found = cache.get("big")
+    assert isinstance(found, ObjectFile) and found.path == location.path
+    assert cache.ids() == ["big"]  # listed, so freeing it reaches this cache as usual
+
+
+def test_a_hint_that_leads_nowhere_falls_back_to_the_controller(
+    planes: tuple[ObjectPlane, ObjectPlane],
+) -> None:
+    owner, worker = planes
+    client = _FakeClient()
+    cache = ObjectCache(client, plane=worker)  # type: ignore[arg-type]
+    location = owner.put("big", encode(b"f" * BIG, "big"))
+    client.rpc.objects["big"] = pb.GetObjectResponse(location=location)
+    wrong = pb.ObjectLocation()
+    wrong.CopyFrom(location)
+    wrong.host = "another-host"  # (fetched from its url, where nothing listens)
+    wrong.url = "http://127.0.0.1:9/objects/big"
+    cache.hint({"big": wrong})
+    found = cache.get("big")
+    assert isinstance(found, ObjectFile) and found.path == location.path
+    for i in range(MAX_HINTS + 10):  # hints of tasks that never came are not kept forever
+        cache.hint({f"never-{i}": location})
+    assert len(cache._hints) == MAX_HINTS
+
+
+def _count(address: str, server: str, method: str) -> float:
+    """An RPC's count in `address`'s /metrics."""
+    wanted = f'fray_rpc_duration_seconds_count{{method="{method}",server="{server}"}} '
+    lines = httpx.get(f"{address}/metrics", timeout=10).text.splitlines()
+    return next((float(line.split()[-1]) for line in lines if line.startswith(wanted)), 0.0)
+
+
+def test_a_direct_task_opens_its_clients_objects_without_asking_the_controller(
+    one_worker: LocalFrayCluster,
+) -> None:
+    (worker,) = list_workers(one_worker.address).values()
+    client = _Client(one_worker.address, direct=True)
+    try:
+        ran_direct = _count(worker.address, "worker", "RunTask")
+        asked = _count(one_worker.address, "controller", "GetObject")
+        for _ in range(3):
+            ref = client.ctx.put(np.ones(BIG // 8))  # a file of this client's
+            assert client.ctx.get(client.ctx.run(checksum, ref), timeout=60)[0] == BIG
+            client.ctx.free([ref])
+        assert _count(worker.address, "worker", "RunTask") == ran_direct + 3
+        assert _count(one_worker.address, "controller", "GetObject") == asked
+    finally:
+        client.close()
 
 
 def test_a_failed_put_deletes_the_stored_result(planes: tuple[ObjectPlane, ObjectPlane]) -> None:

@@ -107,7 +107,11 @@ class FrayContext:
         self._submitter = Submitter(self._client, self._table, on_start=self._collector.start)
         self._direct = (
             DirectPath(
-                self._client, self._workers, self._table.finish_direct, self._submitter.requeue
+                self._client,
+                self._workers,
+                self._table.finish_direct,
+                self._submitter.requeue,
+                locate=self._objects.locations,
             )
             if direct
             else None

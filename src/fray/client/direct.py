@@ -6,8 +6,10 @@ except those with requirements (resources, labels), which only the controller pl
 When a worker seems to have a free slot (the controller's ListWorkers, refreshed at most every
 `REFRESH_SECONDS`, minus this client's own calls in flight), the task goes to that worker in one
 RPC (`FrayWorker.RunTask`), made from a small pool of daemon threads; the answer carries the
-result. Otherwise, or when the worker refuses the task, gives it back, dies or stops answering,
-the task is queued at the controller after all (`requeue`), where the usual retry budget holds.
+result. The request also says where the task's objects that this client stored are, so that
+the worker opens them without asking the controller. Otherwise, or when the worker refuses the
+task, gives it back, dies or stops answering, the task is queued at the controller after all
+(`requeue`), where the usual retry budget holds.
 
 A caller that blocks on the future before a thread took the call makes it itself (`help`): a
 one-at-a-time `ctx.get(ctx.run(f))` then costs no thread hand-offs on the client.
@@ -26,7 +28,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +55,7 @@ _LOST_REST_SECONDS = 5.0  # nor one that lost a task (until the controller has e
 # controller (lost: the worker may have died running it).
 Complete = Callable[[Any, pb.TaskResult], None]
 Requeue = Callable[[pb.TaskSpec, Any, bool], None]
+Locate = Callable[[Sequence[str]], Mapping[str, pb.ObjectLocation]]
 
 
 @dataclass
@@ -102,6 +105,7 @@ class DirectPath:
         complete: Complete,
         requeue: Requeue,
         *,
+        locate: Locate | None = None,
         max_in_flight: int = 32,
     ) -> None:
         self._controller = controller
@@ -109,6 +113,7 @@ class DirectPath:
         self._headers = workers.headers
         self._complete = complete
         self._requeue = requeue
+        self._locate = locate  # where the client's own objects are (sent with their tasks)
         self._max_in_flight = max_in_flight
         self._lock = threading.Lock()
         self._workers: dict[str, _WorkerView] = {}
@@ -248,9 +253,13 @@ class DirectPath:
     def _run(self, worker: _WorkerView, spec: pb.TaskSpec) -> pb.TaskResult:
         """RunTask, then WaitTask until the task is done. Raises _Refused or _Lost."""
         client = self._client(worker.address)
+        request = wpb.RunTaskRequest(task=spec, wait_ms=WAIT_MS)
+        if spec.object_ids and self._locate is not None:
+            for object_id, location in self._locate(spec.object_ids).items():
+                request.object_locations[object_id].CopyFrom(location)
         try:
             response: wpb.RunTaskResponse | wpb.WaitTaskResponse = self._call(
-                client.run_task, wpb.RunTaskRequest(task=spec, wait_ms=WAIT_MS)
+                client.run_task, request
             )
         except ConnectError as exc:
             if exc.code in (Code.RESOURCE_EXHAUSTED, Code.FAILED_PRECONDITION):

@@ -54,7 +54,8 @@ class ClientObjects:
         self._token = token
         self._lock = threading.Lock()
         self._plane: ObjectPlane | None = None
-        self._owned: set[str] = set()  # located objects we put (args included), not freed yet
+        # Located objects we put (args included), not freed yet, and where they are.
+        self._owned: dict[str, pb.ObjectLocation] = {}
         self._unread: set[str] = set()  # large results not loaded (nor freed) yet
         self._releaser = _Releaser(controller)
         self._closed = False
@@ -118,6 +119,13 @@ class ClientObjects:
         self._forget(object_ids)
         return deleted
 
+    def locations(self, object_ids: Iterable[str]) -> dict[str, pb.ObjectLocation]:
+        """Where those of `object_ids` that this context stored are (not freed yet): sent with
+        a direct task, so that its worker need not ask the controller."""
+        with self._lock:
+            owned = self._owned
+            return {oid: owned[oid] for oid in object_ids if oid in owned}
+
     # ------------------------------------------------------------------ arguments, results
 
     def store_arguments(
@@ -173,7 +181,8 @@ class ClientObjects:
 
     def _forget(self, object_ids: list[str]) -> None:
         with self._lock:
-            self._owned.difference_update(object_ids)
+            for object_id in object_ids:
+                self._owned.pop(object_id, None)
             self._unread.difference_update(object_ids)
             plane = self._plane
         if plane is not None:
@@ -186,7 +195,7 @@ class ClientObjects:
         plane = self.plane
         location = plane.put(object_id, encoded)
         with self._lock:
-            self._owned.add(object_id)
+            self._owned[object_id] = location
         try:
             self._put(pb.PutObjectRequest(object_id=object_id, location=location))
         except BaseException:
@@ -206,7 +215,7 @@ class ClientObjects:
             if self._closed:
                 return
             self._closed = True
-            leftover = sorted(self._owned | self._unread)
+            leftover = sorted(self._owned.keys() | self._unread)
             self._owned.clear()
             self._unread.clear()
             plane, self._plane = self._plane, None

@@ -26,7 +26,7 @@ import os
 import pickle
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from fray.wire.controller_client import ControllerClient
 from fray.wire.objects import ObjectPlane, StoredValue
@@ -38,6 +38,7 @@ __all__ = ["DEFAULT_BUDGET_BYTES", "ObjectCache", "ObjectFile"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_BUDGET_BYTES = 1 << 30
+MAX_HINTS = 1024  # object locations from clients, waiting for their tasks
 
 
 class ObjectCache:
@@ -58,6 +59,7 @@ class ObjectCache:
         self._bytes = 0
         self._files: dict[str, str] = {}  # large objects: their local path
         self._owned: set[str] = set()  # results stored here, known to the controller
+        self._hints: dict[str, pb.ObjectLocation] = {}  # where clients say objects are
         self._result_dir: str | None = None
         self._lock = threading.Lock()
 
@@ -71,8 +73,14 @@ class ObjectCache:
                 self._objects.move_to_end(object_id)
                 return data
             path = self._files.get(object_id)
+            hint = self._hints.pop(object_id, None)
         if path is not None and os.path.exists(path):
             return ObjectFile(path)
+        if hint is not None:
+            try:
+                return ObjectFile(self._open(object_id, hint))
+            except Exception as exc:  # (freed since, say): the controller has the last word
+                logger.debug("object %s not where its client said (%r)", object_id, exc)
         request = pb.GetObjectRequest(object_id=object_id)
         response = self._client.call(self._client.rpc.get_object, request)
         if response.HasField("location"):
@@ -86,6 +94,19 @@ class ObjectCache:
                 _, old = self._objects.popitem(last=False)
                 self._bytes -= len(old)
         return data
+
+    def hint(self, locations: Mapping[str, pb.ObjectLocation]) -> None:
+        """Where a direct task's client says some of its objects are (it stored them): `get`
+        opens those without asking the controller. Only the latest `MAX_HINTS` are kept."""
+        with self._lock:
+            hints = self._hints
+            for object_id, location in locations.items():
+                if object_id not in self._files:
+                    hints.pop(object_id, None)  # (re-inserted: the newest)
+                    hints[object_id] = kept = pb.ObjectLocation()
+                    kept.CopyFrom(location)  # (not a view that keeps the whole request)
+            while len(hints) > MAX_HINTS:
+                del hints[next(iter(hints))]
 
     def _open(self, object_id: str, location: pb.ObjectLocation) -> str:
         if self._plane is None:

@@ -18,7 +18,7 @@ import asyncio
 import concurrent.futures
 import json
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 from connectrpc.code import Code
@@ -69,12 +69,19 @@ def check_spec(spec: pb.TaskSpec) -> None:
         )
 
 
-class WorkerService(FrayWorker):
-    """The FrayWorker handlers, over the worker's direct calls and hosted actors."""
+HintObjects = Callable[[Mapping[str, pb.ObjectLocation]], None]
 
-    def __init__(self, direct: DirectCalls, actors: ActorHost) -> None:
+
+class WorkerService(FrayWorker):
+    """The FrayWorker handlers, over the worker's direct calls and hosted actors; where a
+    direct task's objects are, when its client says, goes to `hint_objects`."""
+
+    def __init__(
+        self, direct: DirectCalls, actors: ActorHost, hint_objects: HintObjects | None = None
+    ) -> None:
         self._direct = direct
         self._actors = actors
+        self._hint_objects = hint_objects
 
     async def _answer(self, call: DirectCall, wait_ms: int) -> tuple[bool, pb.TaskResult | None]:
         wait = min(wait_ms / 1000, MAX_WAIT_SECONDS)
@@ -94,6 +101,8 @@ class WorkerService(FrayWorker):
         self, request: wpb.RunTaskRequest, ctx: RequestContext[Any, Any]
     ) -> wpb.RunTaskResponse:
         check_spec(request.task)
+        if request.object_locations and self._hint_objects is not None:
+            self._hint_objects(request.object_locations)
         call = self._direct.run(request.task)
         done, result = await self._answer(call, request.wait_ms)
         return wpb.RunTaskResponse(done=done, result=result)
@@ -168,6 +177,7 @@ def make_app(
     token: str | None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     metrics: WorkerMetrics | None = None,
+    hint_objects: HintObjects | None = None,
 ) -> Any:
     """The worker's ASGI app: FrayWorker over Connect, plus GET /healthz (JSON from `health`,
     503 unless its status is "ok") and, given `metrics`, GET /metrics (RPCs are then timed),
@@ -179,7 +189,7 @@ def make_app(
     (about 0.15 ms a call). Anything else, refusals included, goes to connectrpc, which also
     serves JSON for curl.
     """
-    service = WorkerService(direct, actors)
+    service = WorkerService(direct, actors, hint_objects)
     rpc = FrayWorkerASGIApplication(
         service,
         interceptors=serving.interceptors(token, _ERROR_CODES, "worker"),

@@ -176,7 +176,13 @@ class Worker:
         self.metrics = WorkerMetrics(self.health)  # GET /metrics
         self._server = serving.Server(
             service.make_app(
-                self.direct, self.actors, self.health, token, max_request_bytes, self.metrics
+                self.direct,
+                self.actors,
+                self.health,
+                token,
+                max_request_bytes,
+                self.metrics,
+                hint_objects=self.objects.hint,
             ),
             host,
             port,

@@ -25,35 +25,39 @@ _sym_db = _symbol_database.Default()
 from fray.wire.pb import controller_pb2 as fray_dot_wire_dot_pb_dot_controller__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66ray/wire/pb/worker.proto\x12\x07\x66ray.v1\x1a\x1d\x66ray/wire/pb/controller.proto\"P\n\x0eRunTaskRequest\x12%\n\x04task\x18\x01 \x01(\x0b\x32\x11.fray.v1.TaskSpecR\x04task\x12\x17\n\x07wait_ms\x18\x02 \x01(\rR\x06waitMs\"R\n\x0fRunTaskResponse\x12\x12\n\x04\x64one\x18\x01 \x01(\x08R\x04\x64one\x12+\n\x06result\x18\x02 \x01(\x0b\x32\x13.fray.v1.TaskResultR\x06result\"C\n\x0fWaitTaskRequest\x12\x17\n\x07task_id\x18\x01 \x01(\tR\x06taskId\x12\x17\n\x07wait_ms\x18\x02 \x01(\rR\x06waitMs\"S\n\x10WaitTaskResponse\x12\x12\n\x04\x64one\x18\x01 \x01(\x08R\x04\x64one\x12+\n\x06result\x18\x02 \x01(\x0b\x32\x13.fray.v1.TaskResultR\x06result\",\n\x11\x43\x61ncelTaskRequest\x12\x17\n\x07task_id\x18\x01 \x01(\tR\x06taskId\"*\n\x12\x43\x61ncelTaskResponse\x12\x14\n\x05\x66ound\x18\x01 \x01(\x08R\x05\x66ound\"V\n\tActorCall\x12\x16\n\x06method\x18\x01 \x01(\tR\x06method\x12\x12\n\x04\x61rgs\x18\x02 \x01(\x0cR\x04\x61rgs\x12\x1d\n\nobject_ids\x18\x03 \x03(\tR\tobjectIds\"\xad\x01\n\x10\x43\x61llActorRequest\x12\x19\n\x08\x61\x63tor_id\x18\x01 \x01(\tR\x07\x61\x63torId\x12 \n\x0bincarnation\x18\x02 \x01(\x05R\x0bincarnation\x12(\n\x05\x63\x61lls\x18\x03 \x03(\x0b\x32\x12.fray.v1.ActorCallR\x05\x63\x61lls\x12\x19\n\x08\x62\x61tch_id\x18\x04 \x01(\tR\x07\x62\x61tchId\x12\x17\n\x07wait_ms\x18\x05 \x01(\rR\x06waitMs\"V\n\x11\x43\x61llActorResponse\x12\x12\n\x04\x64one\x18\x02 \x01(\x08R\x04\x64one\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x13.fray.v1.TaskResultR\x07results\"K\n\x15WaitActorCallsRequest\x12\x19\n\x08\x62\x61tch_id\x18\x01 \x01(\tR\x07\x62\x61tchId\x12\x17\n\x07wait_ms\x18\x02 \x01(\rR\x06waitMs\"[\n\x16WaitActorCallsResponse\x12\x12\n\x04\x64one\x18\x01 \x01(\x08R\x04\x64one\x12-\n\x07results\x18\x02 \x03(\x0b\x32\x13.fray.v1.TaskResultR\x07results2\xe9\x02\n\nFrayWorker\x12<\n\x07RunTask\x12\x17.fray.v1.RunTaskRequest\x1a\x18.fray.v1.RunTaskResponse\x12?\n\x08WaitTask\x12\x18.fray.v1.WaitTaskRequest\x1a\x19.fray.v1.WaitTaskResponse\x12\x45\n\nCancelTask\x12\x1a.fray.v1.CancelTaskRequest\x1a\x1b.fray.v1.CancelTaskResponse\x12\x42\n\tCallActor\x12\x19.fray.v1.CallActorRequest\x1a\x1a.fray.v1.CallActorResponse\x12Q\n\x0eWaitActorCalls\x12\x1e.fray.v1.WaitActorCallsRequest\x1a\x1f.fray.v1.WaitActorCallsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66ray/wire/pb/worker.proto\x12\x07\x66ray.v1\x1a\x1d\x66ray/wire/pb/controller.proto\"\x86\x02\n\x0eRunTaskRequest\x12%\n\x04task\x18\x01 \x01(\x0b\x32\x11.fray.v1.TaskSpecR\x04task\x12\x17\n\x07wait_ms\x18\x02 \x01(\rR\x06waitMs\x12W\n\x10object_locations\x18\x03 \x03(\x0b\x32,.fray.v1.RunTaskRequest.ObjectLocationsEntryR\x0fobjectLocations\x1a[\n\x14ObjectLocationsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12-\n\x05value\x18\x02 \x01(\x0b\x32\x17.fray.v1.ObjectLocationR\x05value:\x02\x38\x01\"R\n\x0fRunTaskResponse\x12\x12\n\x04\x64one\x18\x01 \x01(\x08R\x04\x64one\x12+\n\x06result\x18\x02 \x01(\x0b\x32\x13.fray.v1.TaskResultR\x06result\"C\n\x0fWaitTaskRequest\x12\x17\n\x07task_id\x18\x01 \x01(\tR\x06taskId\x12\x17\n\x07wait_ms\x18\x02 \x01(\rR\x06waitMs\"S\n\x10WaitTaskResponse\x12\x12\n\x04\x64one\x18\x01 \x01(\x08R\x04\x64one\x12+\n\x06result\x18\x02 \x01(\x0b\x32\x13.fray.v1.TaskResultR\x06result\",\n\x11\x43\x61ncelTaskRequest\x12\x17\n\x07task_id\x18\x01 \x01(\tR\x06taskId\"*\n\x12\x43\x61ncelTaskResponse\x12\x14\n\x05\x66ound\x18\x01 \x01(\x08R\x05\x66ound\"V\n\tActorCall\x12\x16\n\x06method\x18\x01 \x01(\tR\x06method\x12\x12\n\x04\x61rgs\x18\x02 \x01(\x0cR\x04\x61rgs\x12\x1d\n\nobject_ids\x18\x03 \x03(\tR\tobjectIds\"\xad\x01\n\x10\x43\x61llActorRequest\x12\x19\n\x08\x61\x63tor_id\x18\x01 \x01(\tR\x07\x61\x63torId\x12 \n\x0bincarnation\x18\x02 \x01(\x05R\x0bincarnation\x12(\n\x05\x63\x61lls\x18\x03 \x03(\x0b\x32\x12.fray.v1.ActorCallR\x05\x63\x61lls\x12\x19\n\x08\x62\x61tch_id\x18\x04 \x01(\tR\x07\x62\x61tchId\x12\x17\n\x07wait_ms\x18\x05 \x01(\rR\x06waitMs\"V\n\x11\x43\x61llActorResponse\x12\x12\n\x04\x64one\x18\x02 \x01(\x08R\x04\x64one\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x13.fray.v1.TaskResultR\x07results\"K\n\x15WaitActorCallsRequest\x12\x19\n\x08\x62\x61tch_id\x18\x01 \x01(\tR\x07\x62\x61tchId\x12\x17\n\x07wait_ms\x18\x02 \x01(\rR\x06waitMs\"[\n\x16WaitActorCallsResponse\x12\x12\n\x04\x64one\x18\x01 \x01(\x08R\x04\x64one\x12-\n\x07results\x18\x02 \x03(\x0b\x32\x13.fray.v1.TaskResultR\x07results2\xe9\x02\n\nFrayWorker\x12<\n\x07RunTask\x12\x17.fray.v1.RunTaskRequest\x1a\x18.fray.v1.RunTaskResponse\x12?\n\x08WaitTask\x12\x18.fray.v1.WaitTaskRequest\x1a\x19.fray.v1.WaitTaskResponse\x12\x45\n\nCancelTask\x12\x1a.fray.v1.CancelTaskRequest\x1a\x1b.fray.v1.CancelTaskResponse\x12\x42\n\tCallActor\x12\x19.fray.v1.CallActorRequest\x1a\x1a.fray.v1.CallActorResponse\x12Q\n\x0eWaitActorCalls\x12\x1e.fray.v1.WaitActorCallsRequest\x1a\x1f.fray.v1.WaitActorCallsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fray.wire.pb.worker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNTASKREQUEST']._serialized_start=69
-  _globals['_RUNTASKREQUEST']._serialized_end=149
-  _globals['_RUNTASKRESPONSE']._serialized_start=151
-  _globals['_RUNTASKRESPONSE']._serialized_end=233
-  _globals['_WAITTASKREQUEST']._serialized_start=235
-  _globals['_WAITTASKREQUEST']._serialized_end=302
-  _globals['_WAITTASKRESPONSE']._serialized_start=304
-  _globals['_WAITTASKRESPONSE']._serialized_end=387
-  _globals['_CANCELTASKREQUEST']._serialized_start=389
-  _globals['_CANCELTASKREQUEST']._serialized_end=433
-  _globals['_CANCELTASKRESPONSE']._serialized_start=435
-  _globals['_CANCELTASKRESPONSE']._serialized_end=477
-  _globals['_ACTORCALL']._serialized_start=479
-  _globals['_ACTORCALL']._serialized_end=565
-  _globals['_CALLACTORREQUEST']._serialized_start=568
-  _globals['_CALLACTORREQUEST']._serialized_end=741
-  _globals['_CALLACTORRESPONSE']._serialized_start=743
-  _globals['_CALLACTORRESPONSE']._serialized_end=829
-  _globals['_WAITACTORCALLSREQUEST']._serialized_start=831
-  _globals['_WAITACTORCALLSREQUEST']._serialized_end=906
-  _globals['_WAITACTORCALLSRESPONSE']._serialized_start=908
-  _globals['_WAITACTORCALLSRESPONSE']._serialized_end=999
-  _globals['_FRAYWORKER']._serialized_start=1002
-  _globals['_FRAYWORKER']._serialized_end=1363
+  _globals['_RUNTASKREQUEST_OBJECTLOCATIONSENTRY']._loaded_options = None
+  _globals['_RUNTASKREQUEST_OBJECTLOCATIONSENTRY']._serialized_options = b'8\001'
+  _globals['_RUNTASKREQUEST']._serialized_start=70
+  _globals['_RUNTASKREQUEST']._serialized_end=332
+  _globals['_RUNTASKREQUEST_OBJECTLOCATIONSENTRY']._serialized_start=241
+  _globals['_RUNTASKREQUEST_OBJECTLOCATIONSENTRY']._serialized_end=332
+  _globals['_RUNTASKRESPONSE']._serialized_start=334
+  _globals['_RUNTASKRESPONSE']._serialized_end=416
+  _globals['_WAITTASKREQUEST']._serialized_start=418
+  _globals['_WAITTASKREQUEST']._serialized_end=485
+  _globals['_WAITTASKRESPONSE']._serialized_start=487
+  _globals['_WAITTASKRESPONSE']._serialized_end=570
+  _globals['_CANCELTASKREQUEST']._serialized_start=572
+  _globals['_CANCELTASKREQUEST']._serialized_end=616
+  _globals['_CANCELTASKRESPONSE']._serialized_start=618
+  _globals['_CANCELTASKRESPONSE']._serialized_end=660
+  _globals['_ACTORCALL']._serialized_start=662
+  _globals['_ACTORCALL']._serialized_end=748
+  _globals['_CALLACTORREQUEST']._serialized_start=751
+  _globals['_CALLACTORREQUEST']._serialized_end=924
+  _globals['_CALLACTORRESPONSE']._serialized_start=926
+  _globals['_CALLACTORRESPONSE']._serialized_end=1012
+  _globals['_WAITACTORCALLSREQUEST']._serialized_start=1014
+  _globals['_WAITACTORCALLSREQUEST']._serialized_end=1089
+  _globals['_WAITACTORCALLSRESPONSE']._serialized_start=1091
+  _globals['_WAITACTORCALLSRESPONSE']._serialized_end=1182
+  _globals['_FRAYWORKER']._serialized_start=1185
+  _globals['_FRAYWORKER']._serialized_end=1546
 # @@protoc_insertion_point(module_scope)

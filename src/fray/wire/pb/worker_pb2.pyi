@@ -8,12 +8,21 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RunTaskRequest(_message.Message):
-    __slots__ = ("task", "wait_ms")
+    __slots__ = ("task", "wait_ms", "object_locations")
+    class ObjectLocationsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _controller_pb2.ObjectLocation
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_controller_pb2.ObjectLocation, _Mapping]] = ...) -> None: ...
     TASK_FIELD_NUMBER: _ClassVar[int]
     WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_LOCATIONS_FIELD_NUMBER: _ClassVar[int]
     task: _controller_pb2.TaskSpec
     wait_ms: int
-    def __init__(self, task: _Optional[_Union[_controller_pb2.TaskSpec, _Mapping]] = ..., wait_ms: _Optional[int] = ...) -> None: ...
+    object_locations: _containers.MessageMap[str, _controller_pb2.ObjectLocation]
+    def __init__(self, task: _Optional[_Union[_controller_pb2.TaskSpec, _Mapping]] = ..., wait_ms: _Optional[int] = ..., object_locations: _Optional[_Mapping[str, _controller_pb2.ObjectLocation]] = ...) -> None: ...
 
 class RunTaskResponse(_message.Message):
     __slots__ = ("done", "result")

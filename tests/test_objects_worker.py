@@ -174,8 +174,10 @@ class _FakeRpc:
     def __init__(self) -> None:
         self.objects: dict[str, pb.GetObjectResponse] = {}
         self.puts: list[pb.PutObjectRequest] = []
+        self.gets = 0
 
     def get_object(self, request: pb.GetObjectRequest) -> pb.GetObjectResponse:
+        self.gets += 1
         return self.objects[request.object_id]
 
     def put_object(self, request: pb.PutObjectRequest) -> pb.PutObjectResponse:
@@ -252,24 +254,28 @@ def test_an_object_whose_client_said_where_it_is_is_opened_without_the_controlle
     cache.hint({"big": location})
     found = cache.get("big")
     assert isinstance(found, ObjectFile) and found.path == location.path
+    assert client.rpc.gets == 0
     assert cache.ids() == ["big"]  # listed, so freeing it reaches this cache as usual
 
 
-def test_a_hint_that_leads_nowhere_falls_back_to_the_controller(
-    planes: tuple[ObjectPlane, ObjectPlane],
+@pytest.mark.parametrize("wrong", ["another host", "no such file"])
+def test_a_hint_that_is_not_a_file_here_goes_to_the_controller(
+    planes: tuple[ObjectPlane, ObjectPlane], wrong: str
 ) -> None:
     owner, worker = planes
     client = _FakeClient()
     cache = ObjectCache(client, plane=worker)  # type: ignore[arg-type]
     location = owner.put("big", encode(b"f" * BIG, "big"))
     client.rpc.objects["big"] = pb.GetObjectResponse(location=location)
-    wrong = pb.ObjectLocation()
-    wrong.CopyFrom(location)
-    wrong.host = "another-host"  # (fetched from its url, where nothing listens)
-    wrong.url = "http://127.0.0.1:9/objects/big"
-    cache.hint({"big": wrong})
+    hint = pb.ObjectLocation()
+    hint.CopyFrom(location)
+    hint.path = location.path + ".freed"
+    if wrong == "another host":  # (a fetch from its url would fail: not tried)
+        hint.host, hint.url = "another-host", "http://127.0.0.1:9/objects/big"
+    cache.hint({"big": hint})
     found = cache.get("big")
     assert isinstance(found, ObjectFile) and found.path == location.path
+    assert client.rpc.gets == 1
     for i in range(MAX_HINTS + 10):  # hints of tasks that never came are not kept forever
         cache.hint({f"never-{i}": location})
     assert len(cache._hints) == MAX_HINTS
@@ -292,7 +298,11 @@ def test_a_direct_task_opens_its_clients_objects_without_asking_the_controller(
         asked = _count(one_worker.address, "controller", "GetObject")
         for _ in range(3):
             ref = client.ctx.put(np.ones(BIG // 8))  # a file of this client's
-            assert client.ctx.get(client.ctx.run(checksum, ref), timeout=60)[0] == BIG
+            assert client.ctx.get(client.ctx.run(checksum, ref), timeout=60) == (
+                BIG,
+                BIG / 8,
+                "mmap",
+            )
             client.ctx.free([ref])
         assert _count(worker.address, "worker", "RunTask") == ran_direct + 3
         assert _count(one_worker.address, "controller", "GetObject") == asked

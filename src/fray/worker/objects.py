@@ -4,9 +4,11 @@ results its tasks returned.
 Tasks and actor constructors name the objects they need (`object_ids`); the slot or actor host
 asks the cache. A small object is its pickled bytes, fetched once from the controller (the
 executor unpickles them); the least recently used are dropped once the cache holds more than
-its budget. A large one lives in a file (`fray.wire.objects`): the controller answers where,
-and the worker's `ObjectPlane` gives a local path (the owner's file on this host, or a copy
-fetched from the owner's object server); the executor gets that path (`ObjectFile`) and maps it.
+its budget. A large one lives in a file (`fray.wire.objects`): the controller answers where
+(or, for a direct task's objects that its client stored on this host, the client said so with
+the task: `hint`), and the worker's `ObjectPlane` gives a local path (the owner's file on this
+host, or a copy fetched from the owner's object server); the executor gets that path
+(`ObjectFile`) and maps it.
 
 A task result too large to go inline is written by the executor into the plane's directory for
 children; `store_result` adopts the file, tells the controller where it is (`PutObject` with a
@@ -28,8 +30,9 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 
+from fray.errors import ObjectLostError
 from fray.wire.controller_client import ControllerClient
-from fray.wire.objects import ObjectPlane, StoredValue
+from fray.wire.objects import ObjectPlane, StoredValue, host_key
 from fray.wire.pb import controller_pb2 as pb
 from fray.worker.executor import ObjectData, ObjectFile
 
@@ -64,9 +67,10 @@ class ObjectCache:
         self._lock = threading.Lock()
 
     def get(self, object_id: str) -> ObjectData:
-        """An object's pickled bytes or, for a large one, its file, from the cache or the
-        controller (which may raise a `ConnectError`, `not_found` for an object that was
-        freed; a large object whose owner is gone raises `ObjectLostError`)."""
+        """An object's pickled bytes or, for a large one, its file, from the cache, a hint (a
+        file on this host) or the controller (which may raise a `ConnectError`, `not_found`
+        for an object that was freed; a large object whose owner is gone raises
+        `ObjectLostError`)."""
         with self._lock:
             data = self._objects.get(object_id)
             if data is not None:
@@ -76,11 +80,9 @@ class ObjectCache:
             hint = self._hints.pop(object_id, None)
         if path is not None and os.path.exists(path):
             return ObjectFile(path)
-        if hint is not None:
-            try:
+        if hint is not None and _readable_here(hint):
+            with contextlib.suppress(ObjectLostError):  # (freed just now): ask the controller
                 return ObjectFile(self._open(object_id, hint))
-            except Exception as exc:  # (freed since, say): the controller has the last word
-                logger.debug("object %s not where its client said (%r)", object_id, exc)
         request = pb.GetObjectRequest(object_id=object_id)
         response = self._client.call(self._client.rpc.get_object, request)
         if response.HasField("location"):
@@ -97,7 +99,9 @@ class ObjectCache:
 
     def hint(self, locations: Mapping[str, pb.ObjectLocation]) -> None:
         """Where a direct task's client says some of its objects are (it stored them): `get`
-        opens those without asking the controller. Only the latest `MAX_HINTS` are kept."""
+        opens those whose file is on this host and readable without asking the controller
+        (other hints are ignored: the controller is asked). Only the latest `MAX_HINTS` are
+        kept."""
         with self._lock:
             hints = self._hints
             for object_id, location in locations.items():
@@ -180,3 +184,8 @@ class ObjectCache:
         """Delete this worker's object files (the plane's server stops)."""
         if self._plane is not None:
             self._plane.close()
+
+
+def _readable_here(location: pb.ObjectLocation) -> bool:
+    """Whether `location` is a file on this host that this process can read."""
+    return bool(location.host == host_key() and location.path and os.access(location.path, os.R_OK))

@@ -102,7 +102,10 @@ class WorkerService(FrayWorker):
     ) -> wpb.RunTaskResponse:
         check_spec(request.task)
         if request.object_locations and self._hint_objects is not None:
-            self._hint_objects(request.object_locations)
+            named = set(request.task.object_ids)  # (hints of this task's objects only)
+            self._hint_objects(
+                {oid: loc for oid, loc in request.object_locations.items() if oid in named}
+            )
         call = self._direct.run(request.task)
         done, result = await self._answer(call, request.wait_ms)
         return wpb.RunTaskResponse(done=done, result=result)

@@ -204,13 +204,21 @@ def planes() -> Iterator[tuple[ObjectPlane, ObjectPlane]]:
         worker.close()
 
 
-def test_the_cache_gives_files_for_located_objects_and_bytes_for_small_ones(
-    planes: tuple[ObjectPlane, ObjectPlane],
-) -> None:
+def _cache_and_big_object(
+    planes: tuple[ObjectPlane, ObjectPlane], fill: bytes
+) -> tuple[_FakeClient, ObjectCache, pb.ObjectLocation]:
+    """The worker's cache (its fake controller knows no object yet) and the location of an
+    object "big" (BIG bytes of `fill`) in the owner's plane."""
     owner, worker = planes
     client = _FakeClient()
     cache = ObjectCache(client, plane=worker)  # type: ignore[arg-type]
-    location = owner.put("big", encode(b"z" * BIG, "big"))
+    return client, cache, owner.put("big", encode(fill * BIG, "big"))
+
+
+def test_the_cache_gives_files_for_located_objects_and_bytes_for_small_ones(
+    planes: tuple[ObjectPlane, ObjectPlane],
+) -> None:
+    client, cache, location = _cache_and_big_object(planes, b"z")
     client.rpc.objects["big"] = pb.GetObjectResponse(location=location)
     client.rpc.objects["small"] = pb.GetObjectResponse(data=pickle.dumps(7))
     found = cache.get("big")
@@ -247,10 +255,7 @@ def test_the_cache_stores_results_and_deletes_them_when_freed(
 def test_an_object_whose_client_said_where_it_is_is_opened_without_the_controller(
     planes: tuple[ObjectPlane, ObjectPlane],
 ) -> None:
-    owner, worker = planes
-    client = _FakeClient()  # (knows no object: asking it would raise KeyError)
-    cache = ObjectCache(client, plane=worker)  # type: ignore[arg-type]
-    location = owner.put("big", encode(b"h" * BIG, "big"))
+    client, cache, location = _cache_and_big_object(planes, b"h")  # (asking it: KeyError)
     cache.hint({"big": location})
     found = cache.get("big")
     assert isinstance(found, ObjectFile) and found.path == location.path
@@ -262,10 +267,7 @@ def test_an_object_whose_client_said_where_it_is_is_opened_without_the_controlle
 def test_a_hint_that_is_not_a_file_here_goes_to_the_controller(
     planes: tuple[ObjectPlane, ObjectPlane], wrong: str
 ) -> None:
-    owner, worker = planes
-    client = _FakeClient()
-    cache = ObjectCache(client, plane=worker)  # type: ignore[arg-type]
-    location = owner.put("big", encode(b"f" * BIG, "big"))
+    client, cache, location = _cache_and_big_object(planes, b"f")
     client.rpc.objects["big"] = pb.GetObjectResponse(location=location)
     hint = pb.ObjectLocation()
     hint.CopyFrom(location)
